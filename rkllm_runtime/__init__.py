@@ -1,0 +1,69 @@
+"""Python binding for the Rockchip RKLLM runtime (``librkllmrt.so``), ABIs 1.2 and 1.3.
+
+Two layers: :mod:`rkllm_runtime.abi` mirrors the C header per ABI; this package's
+top level is the typed API (:class:`RKLLMRuntime`, :class:`AsyncStream`).
+"""
+
+from .aio import AsyncStream
+from .errors import (
+    AbortedError,
+    ClosedError,
+    InsufficientMemoryError,
+    LibraryError,
+    LibraryNotFoundError,
+    ModelError,
+    ModelNotFoundError,
+    ModelRejectedError,
+    NotALibraryError,
+    RKLLMError,
+    RunError,
+    UnsupportedVersionError,
+    WrongArchitectureError,
+)
+from .library import Library, find_library, load_library
+from .runtime import CancelToken, Generation, RKLLMRuntime
+from .types import (
+    Embeddings,
+    Input,
+    ModelParams,
+    PerfStats,
+    Prompt,
+    Role,
+    RunOptions,
+    RunResult,
+    Sampling,
+    Tokens,
+)
+
+__all__ = [
+    "AbortedError",
+    "AsyncStream",
+    "CancelToken",
+    "ClosedError",
+    "Embeddings",
+    "Generation",
+    "Input",
+    "InsufficientMemoryError",
+    "Library",
+    "LibraryError",
+    "LibraryNotFoundError",
+    "ModelError",
+    "ModelNotFoundError",
+    "ModelParams",
+    "ModelRejectedError",
+    "NotALibraryError",
+    "PerfStats",
+    "Prompt",
+    "RKLLMError",
+    "RKLLMRuntime",
+    "Role",
+    "RunError",
+    "RunOptions",
+    "RunResult",
+    "Sampling",
+    "Tokens",
+    "UnsupportedVersionError",
+    "WrongArchitectureError",
+    "find_library",
+    "load_library",
+]

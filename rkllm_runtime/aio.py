@@ -1,0 +1,79 @@
+"""The asyncio bridge: stream a run's text to a coroutine without blocking the loop.
+
+The run executes on an executor thread; each chunk reaches the event loop with
+``loop.call_soon_threadsafe`` (no executor hop per token). Cancelling the consumer,
+or closing the stream early, aborts the run and waits until the handle is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from types import TracebackType
+from typing import Self
+
+from .runtime import CancelToken, RKLLMRuntime
+from .types import Input, RunOptions, RunResult
+
+_DONE = object()
+ABORT_RETRY_S = 0.05
+
+
+class AsyncStream:
+    """Async iterator over a run's decoded chunks; ``result`` is set when it ends.
+
+    Use as ``async with AsyncStream(...) as stream: async for chunk in stream: ...``.
+    """
+
+    def __init__(
+        self,
+        runtime: RKLLMRuntime,
+        input_: Input,
+        options: RunOptions | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.result: RunResult | None = None
+        self._runtime = runtime
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._token = CancelToken()
+        self._future = self._loop.run_in_executor(executor, runtime.run, input_, options, self._push, self._token)
+        self._future.add_done_callback(lambda _: self._queue.put_nowait(_DONE))
+
+    def _push(self, text: str) -> None:
+        """Called on the runtime thread for each chunk."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+        if item is _DONE:
+            self.result = self._future.result()
+            raise StopAsyncIteration
+        assert isinstance(item, str)
+        return item
+
+    async def aclose(self) -> None:
+        """Abort the run if it is still going and wait until it has ended."""
+        if self._future.done():
+            return
+        self._token.set()
+        while not self._future.done():
+            # Repeated: the run may still be waiting for the handle when first asked.
+            self._runtime.abort(self._token)
+            await asyncio.wait([self._future], timeout=ABORT_RETRY_S)
+        self._future.exception()  # retrieved: an AbortedError here is expected
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,6 @@
+"""An RKLLM-compatible runtime in C for machines without a Rockchip NPU (see README.md here)."""
+
+from .build import build, build_cached
+from .model import EmulatedModel, Rule
+
+__all__ = ["EmulatedModel", "Rule", "build", "build_cached"]

@@ -1,0 +1,75 @@
+"""Compiling the emulator into a ``librkllmrt.so`` for one ABI, cached by its inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).parent
+SOURCES = ("emulator.c", "rkllm.h")
+# The release each ABI build embeds unless told otherwise.
+DEFAULT_RELEASE = {"1.2": "1.2.3", "1.3": "1.3.0"}
+LIBRARY_NAME = "librkllmrt.so"
+
+
+def cache_dir() -> Path:
+    """Where built emulators are kept (``$XDG_CACHE_HOME/rkllm-emulator``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rkllm-emulator"
+
+
+def compiler() -> str:
+    """The C compiler to use (``$CC`` or ``cc``)."""
+    return os.environ.get("CC", "cc")
+
+
+def _command(abi: str, release: str, out: Path) -> list[str]:
+    return [
+        compiler(),
+        "-std=c11",
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-shared",
+        "-fPIC",
+        "-pthread",
+        f"-DRKLLM_ABI={abi.replace('.', '')}",
+        f'-DRKLLM_EMU_VERSION="{release}"',
+        "-o",
+        str(out),
+        str(SOURCE_DIR / "emulator.c"),
+    ]
+
+
+def build(abi: str, out_dir: Path, release: str | None = None) -> Path:
+    """Compile the emulator for ``abi`` ("1.2" or "1.3") into ``out_dir``; return the library path."""
+    if abi not in DEFAULT_RELEASE:
+        raise ValueError(f"unknown ABI {abi!r}; choose one of {', '.join(DEFAULT_RELEASE)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / LIBRARY_NAME
+    subprocess.run(_command(abi, release or DEFAULT_RELEASE[abi], out), check=True)
+    return out
+
+
+def build_cached(abi: str, release: str | None = None) -> Path:
+    """Return a built emulator for ``abi``, compiling it only when its sources changed."""
+    release = release or DEFAULT_RELEASE.get(abi, "")
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((SOURCE_DIR / name).read_bytes())
+    digest.update(" ".join(_command(abi, release, Path("out"))).encode())
+    target = cache_dir() / f"{abi}-{release}-{digest.hexdigest()[:16]}"
+    library = target / LIBRARY_NAME
+    if library.is_file():
+        return library
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build(abi, Path(tmp), release)
+        target.mkdir(parents=True, exist_ok=True)
+        staging = target / f".{LIBRARY_NAME}.{os.getpid()}"
+        shutil.copy2(built, staging)
+        staging.replace(library)
+    return library

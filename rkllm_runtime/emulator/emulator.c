@@ -1,0 +1,988 @@
+/*
+ * An RKLLM-compatible runtime for machines without a Rockchip NPU.
+ *
+ * It exports the exact librkllmrt.so ABI (see rkllm.h) and behaves like the
+ * vendor runtime where a binding can observe it: callbacks from the running
+ * thread, UTF-8 split across WAITING callbacks, a KV cache that keeps the system
+ * prompt and optionally the conversation, context shift, prompt-cache files,
+ * abort from another thread, perf stats and RKLLM_LOG_LEVEL logging. Instead of
+ * a neural network it plays the scripted replies of an emulator "model file"
+ * (format: README.md beside this file), with a deterministic tokenizer and a
+ * timing model so token counts and simulated speeds are meaningful.
+ */
+#define _GNU_SOURCE
+#include "rkllm.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef RKLLM_EMU_VERSION
+#define RKLLM_EMU_VERSION "1.3.0"
+#endif
+
+/* Embedded the way the vendor library embeds its version (found by `strings`). */
+__attribute__((used)) static const char version_banner[] = "rkllm-runtime version: " RKLLM_EMU_VERSION;
+
+#define VOCAB_SIZE 151936
+#define PIECE_MAX 64
+#define MODEL_MAGIC "rkllm-emulator-model 1"
+#define CACHE_MAGIC "RKEMUPC1"
+
+/* ------------------------------------------------------------------ utils */
+
+typedef struct {
+    int32_t *v;
+    size_t n, cap;
+} ivec;
+
+static void ivec_push(ivec *a, int32_t x) {
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 256;
+        a->v = realloc(a->v, a->cap * sizeof(int32_t));
+    }
+    a->v[a->n++] = x;
+}
+
+static void ivec_copy(ivec *dst, const int32_t *src, size_t n) {
+    dst->n = 0;
+    for (size_t i = 0; i < n; i++) ivec_push(dst, src[i]);
+}
+
+static size_t common_prefix(const ivec *a, const ivec *b) {
+    size_t n = a->n < b->n ? a->n : b->n, i = 0;
+    while (i < n && a->v[i] == b->v[i]) i++;
+    return i;
+}
+
+static int log_level(void) {
+    const char *s = getenv("RKLLM_LOG_LEVEL");
+    return s ? atoi(s) : 0;
+}
+
+static void logmsg(char level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%c RKLLM: ", level);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static double env_double(const char *name, double fallback) {
+    const char *s = getenv(name);
+    return (s && *s) ? atof(s) : fallback;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(double ms) {
+    if (ms <= 0) return;
+    struct timespec ts = {(time_t)(ms / 1e3), (long)((ms - (time_t)(ms / 1e3) * 1e3) * 1e6)};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static float peak_memory_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    float mb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) mb = (float)(atof(line + 6) / 1024.0);
+    fclose(f);
+    return mb;
+}
+
+static uint64_t fnv1a(const void *data, size_t n, uint64_t h) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+#define FNV_SEED 14695981039346656037ULL
+
+static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+
+/* Appends src to *dst (realloc'd), returning *dst. */
+static char *str_append(char **dst, const char *src) {
+    size_t a = *dst ? strlen(*dst) : 0, b = strlen(src);
+    *dst = realloc(*dst, a + b + 1);
+    memcpy(*dst + a, src, b + 1);
+    return *dst;
+}
+
+/* -------------------------------------------------------------- tokenizer */
+
+static const char *special_tokens[] = {"<|im_start|>", "<|im_end|>",  "<think>",         "</think>",
+                                       "<tool_call>",  "</tool_call>", "<tool_response>", "</tool_response>",
+                                       "<tools>",      "</tools>",     NULL};
+
+/* Length of the token that starts at s[i] (deterministic, BPE-like granularity). */
+static size_t piece_len(const unsigned char *s, size_t n, size_t i) {
+    for (const char **t = special_tokens; *t; t++) {
+        size_t k = strlen(*t);
+        if (i + k <= n && memcmp(s + i, *t, k) == 0) return k;
+    }
+    size_t j = i;
+    if (s[j] == ' ' && j + 1 < n && isalnum(s[j + 1])) j++;
+    if (isalnum(s[j])) {
+        while (j < n && isalnum(s[j]) && j - i < 6) j++;
+        return j - i;
+    }
+    if (s[i] == '\n') {
+        while (j < n && s[j] == '\n') j++;
+        return j - i;
+    }
+    if (s[i] == ' ' || s[i] == '\t') {
+        while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
+        return j - i;
+    }
+    if (s[i] < 0x80) return 1;
+    /* Non-ASCII text: two bytes per token, regardless of character boundaries. */
+    return (i + 1 < n && s[i + 1] >= 0x80) ? 2 : 1;
+}
+
+static int32_t piece_id(const unsigned char *p, size_t len) { return (int32_t)(fnv1a(p, len, FNV_SEED) % VOCAB_SIZE); }
+
+static void tokenize(ivec *out, const char *text) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n;) {
+        size_t k = piece_len(s, n, i);
+        ivec_push(out, piece_id(s + i, k));
+        i += k;
+    }
+}
+
+/* ------------------------------------------------------------ model file */
+
+typedef struct {
+    char *role;  /* "user" / "tool" / NULL = any */
+    char *match; /* lower-case substring of the latest input, NULL = any */
+    int tools;   /* 1: only when tools are set, 0: only without tools, -1: either */
+    char *think;
+    char *reply;
+    int error_after;
+    int run_fail;
+    int crash;
+} rule_t;
+
+typedef struct {
+    char *name;
+    int max_context;
+    double prefill_tps, decode_tps;
+    int npu_memory_mb;
+    int init_fail;
+    int has_template;
+    int embed_size;
+    char *system;
+    uint64_t id;
+    rule_t *rules;
+    size_t n_rules;
+} model_t;
+
+/* Decodes \n, \t, \\ and \xHH escapes in place. */
+static void unescape(char *s) {
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r != '\\' || !r[1]) {
+            *w++ = *r;
+            continue;
+        }
+        r++;
+        if (*r == 'n') *w++ = '\n';
+        else if (*r == 't') *w++ = '\t';
+        else if (*r == 'x' && isxdigit((unsigned char)r[1]) && isxdigit((unsigned char)r[2])) {
+            char hex[3] = {r[1], r[2], 0};
+            *w++ = (char)strtol(hex, NULL, 16);
+            r += 2;
+        } else *w++ = *r;
+    }
+    *w = 0;
+}
+
+static void model_free(model_t *m) {
+    for (size_t i = 0; i < m->n_rules; i++) {
+        rule_t *r = &m->rules[i];
+        free(r->role), free(r->match), free(r->think), free(r->reply);
+    }
+    free(m->rules), free(m->name), free(m->system);
+    memset(m, 0, sizeof *m);
+}
+
+static int model_load(model_t *m, const char *path) {
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (!f) {
+        logmsg('E', "failed to open model file %s", path ? path : "(null)");
+        return -1;
+    }
+    memset(m, 0, sizeof *m);
+    m->max_context = 4096, m->has_template = 1, m->embed_size = 64, m->id = FNV_SEED;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, ok = 1;
+    rule_t *cur = NULL;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        m->id = fnv1a(line, (size_t)len, m->id);
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (++lineno == 1) {
+            if (strcmp(line, MODEL_MAGIC) != 0) ok = 0;
+            continue;
+        }
+        if (len == 0 || line[0] == '#') continue;
+        char *val = strchr(line, ' ');
+        if (val) *val++ = 0, unescape(val);
+        else val = "";
+        if (strcmp(line, "rule") == 0) {
+            m->rules = realloc(m->rules, (m->n_rules + 1) * sizeof(rule_t));
+            cur = &m->rules[m->n_rules++];
+            memset(cur, 0, sizeof *cur);
+            cur->tools = -1, cur->error_after = -1;
+        } else if (strcmp(line, "end") == 0) cur = NULL;
+        else if (cur && strcmp(line, "role") == 0) cur->role = strdup(val);
+        else if (cur && strcmp(line, "match") == 0) {
+            cur->match = strdup(val);
+            for (char *p = cur->match; *p; p++) *p = (char)tolower((unsigned char)*p);
+        } else if (cur && strcmp(line, "tools") == 0) cur->tools = atoi(val);
+        else if (cur && strcmp(line, "think") == 0) cur->think = strdup(val);
+        else if (cur && strcmp(line, "reply") == 0) cur->reply = strdup(val);
+        else if (cur && strcmp(line, "error_after") == 0) cur->error_after = atoi(val);
+        else if (cur && strcmp(line, "run_fail") == 0) cur->run_fail = atoi(val);
+        else if (cur && strcmp(line, "crash") == 0) cur->crash = atoi(val);
+        else if (!cur && strcmp(line, "name") == 0) m->name = strdup(val);
+        else if (!cur && strcmp(line, "max_context") == 0) m->max_context = atoi(val);
+        else if (!cur && strcmp(line, "prefill_tps") == 0) m->prefill_tps = atof(val);
+        else if (!cur && strcmp(line, "decode_tps") == 0) m->decode_tps = atof(val);
+        else if (!cur && strcmp(line, "npu_memory_mb") == 0) m->npu_memory_mb = atoi(val);
+        else if (!cur && strcmp(line, "init_fail") == 0) m->init_fail = atoi(val);
+        else if (!cur && strcmp(line, "template") == 0) m->has_template = strcmp(val, "none") != 0;
+        else if (!cur && strcmp(line, "embed_size") == 0) m->embed_size = atoi(val) > 0 ? atoi(val) : 64;
+        else if (!cur && strcmp(line, "system") == 0) m->system = strdup(val);
+        else {
+            logmsg('E', "model file line %d: unknown key '%s'", lineno, line);
+            ok = 0;
+        }
+    }
+    free(line);
+    fclose(f);
+    if (!ok || lineno == 0) {
+        logmsg('E', "%s is not a valid rkllm model file", path);
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ handle */
+
+typedef struct {
+    model_t model;
+    RKLLMParam param;
+    LLMResultCallback callback;
+    void *callback_userdata;
+    /* chat template */
+    char *sys_prefix, *sys_postfix, *user_prefix, *user_postfix, *tool_prefix, *tool_postfix, *turn_end;
+    int custom_template;
+    char *system_prompt, *tools;
+    ivec sys;     /* tokens of the system section */
+    ivec kv;      /* what the KV cache holds */
+    int sys_in_kv;/* kv starts with the whole system section */
+    ivec prompt_cache;
+    int has_prompt_cache;
+    char *paused_reply; /* remaining text after a callback returned 1 */
+    size_t paused_pos;
+    int lora_count;
+    pthread_mutex_t mu;
+    atomic_int running, abort_requested;
+} handle_t;
+
+static atomic_int npu_used_mb;
+
+static int busy(handle_t *h, const char *fn) {
+    if (atomic_load(&h->running)) {
+        logmsg('E', "%s: a run is in progress on this handle", fn);
+        return 1;
+    }
+    return 0;
+}
+
+static void set_default_template(handle_t *h) {
+    free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
+    free(h->tool_prefix), free(h->tool_postfix), free(h->turn_end);
+    h->sys_prefix = strdup("<|im_start|>system\n");
+    h->sys_postfix = strdup("<|im_end|>\n");
+    h->user_prefix = strdup("<|im_start|>user\n");
+    h->user_postfix = strdup("<|im_end|>\n<|im_start|>assistant\n");
+    h->tool_prefix = strdup("<|im_start|>user\n<tool_response>\n");
+    h->tool_postfix = strdup("\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
+    h->turn_end = strdup("<|im_end|>\n");
+    h->custom_template = 0;
+}
+
+/* Recomputes the system section's tokens; the KV cache no longer matches it. */
+static void rebuild_system(handle_t *h) {
+    char *text = NULL;
+    str_append(&text, "");
+    if (h->system_prompt && *h->system_prompt) {
+        str_append(&text, h->sys_prefix);
+        str_append(&text, h->system_prompt);
+        if (h->tools) {
+            str_append(&text, "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n"
+                              "Function signatures are given within <tools></tools> XML tags:\n<tools>\n");
+            str_append(&text, h->tools);
+            str_append(&text, "\n</tools>\n\nFor each function call, return a JSON object with the function name "
+                              "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                              "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>");
+        }
+        str_append(&text, h->sys_postfix);
+    }
+    h->sys.n = 0;
+    tokenize(&h->sys, text);
+    free(text);
+    h->kv.n = 0;
+    h->sys_in_kv = 0;
+}
+
+RKLLMParam rkllm_createDefaultParam(void) {
+    RKLLMParam p;
+    memset(&p, 0, sizeof p);
+    p.max_context_len = 512;
+    p.max_new_tokens = -1;
+    p.top_k = 1;
+    p.n_keep = -1;
+    p.top_p = 0.9f;
+    p.temperature = 0.8f;
+    p.repeat_penalty = 1.1f;
+    p.frequency_penalty = 0.0f;
+    p.presence_penalty = 0.0f;
+    p.mirostat = 0;
+    p.mirostat_tau = 5.0f;
+    p.mirostat_eta = 0.1f;
+    p.skip_special_token = true;
+    p.is_async = false;
+    p.extend_param.base_domain_id = 0;
+    p.extend_param.embed_flash = 0;
+    p.extend_param.enabled_cpus_num = 4;
+    p.extend_param.enabled_cpus_mask = CPU4 | CPU5 | CPU6 | CPU7;
+    p.extend_param.n_batch = 1;
+    return p;
+}
+
+int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
+    logmsg('I', "rkllm-runtime version: %s, rknpu driver version: emulated, platform: EMULATOR", RKLLM_EMU_VERSION);
+    if (!out || !param) return -1;
+    *out = NULL;
+    handle_t *h = calloc(1, sizeof *h);
+    if (model_load(&h->model, param->model_path) != 0) {
+        free(h);
+        return -1;
+    }
+    int fail = 0;
+    if (h->model.init_fail) {
+        logmsg('E', "failed to initialise the model (init_fail)");
+        fail = 1;
+    } else if (param->max_context_len <= 0 || param->max_context_len > h->model.max_context) {
+        logmsg('E', "max_context_len %d is out of range: the model supports at most %d", param->max_context_len,
+               h->model.max_context);
+        fail = 1;
+    } else {
+        int available = (int)env_double("RKLLM_EMU_NPU_MEMORY_MB", -1);
+        int need = h->model.npu_memory_mb;
+        if (available >= 0 && atomic_load(&npu_used_mb) + need > available) {
+            logmsg('E', "failed to allocate %d MB of NPU memory (%d MB free)", need,
+                   available - atomic_load(&npu_used_mb));
+            fail = 1;
+        }
+    }
+#if RKLLM_ABI >= 13
+    if (!fail && (!callback || !callback->result_callback)) fail = 1;
+#else
+    if (!fail && !callback) fail = 1;
+#endif
+    if (fail) {
+        model_free(&h->model);
+        free(h);
+        return -1;
+    }
+    atomic_fetch_add(&npu_used_mb, h->model.npu_memory_mb);
+    h->param = *param;
+    h->param.model_path = strdup(param->model_path);
+#if RKLLM_ABI >= 13
+    h->callback = callback->result_callback;
+    h->callback_userdata = callback->result_userdata;
+#else
+    h->callback = callback;
+#endif
+    pthread_mutex_init(&h->mu, NULL);
+    set_default_template(h);
+    h->system_prompt = xstrdup(h->model.system);
+    rebuild_system(h);
+    if (log_level() >= 1)
+        logmsg('I', "loaded %s (%s), max_context_len %d", param->model_path,
+               h->model.name ? h->model.name : "emulated model", param->max_context_len);
+    *out = h;
+    return 0;
+}
+
+int rkllm_destroy(LLMHandle handle) {
+    handle_t *h = handle;
+    if (!h) return -1;
+    atomic_store(&h->abort_requested, 1);
+    while (atomic_load(&h->running)) sleep_ms(1);
+    atomic_fetch_sub(&npu_used_mb, h->model.npu_memory_mb);
+    free((char *)h->param.model_path);
+    free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
+    free(h->tool_prefix), free(h->tool_postfix), free(h->turn_end);
+    free(h->system_prompt), free(h->tools), free(h->paused_reply);
+    free(h->sys.v), free(h->kv.v), free(h->prompt_cache.v);
+    model_free(&h->model);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+    return 0;
+}
+
+int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter *adapter) {
+    handle_t *h = handle;
+    if (!h || !adapter || !adapter->lora_adapter_path || busy(h, "rkllm_load_lora")) return -1;
+    FILE *f = fopen(adapter->lora_adapter_path, "rb");
+    if (!f) {
+        logmsg('E', "failed to open lora adapter %s", adapter->lora_adapter_path);
+        return -1;
+    }
+    fclose(f);
+    h->lora_count++;
+    return 0;
+}
+
+int rkllm_set_chat_template(LLMHandle handle, const char *system_prompt, const char *prefix, const char *postfix) {
+    handle_t *h = handle;
+    if (!h || busy(h, "rkllm_set_chat_template")) return -1;
+    pthread_mutex_lock(&h->mu);
+    set_default_template(h);
+    free(h->user_prefix), free(h->user_postfix), free(h->tool_prefix), free(h->tool_postfix);
+    free(h->sys_prefix), free(h->sys_postfix);
+    h->sys_prefix = strdup(""), h->sys_postfix = strdup("");
+    h->user_prefix = strdup(prefix ? prefix : ""), h->user_postfix = strdup(postfix ? postfix : "");
+    h->tool_prefix = strdup(h->user_prefix), h->tool_postfix = strdup(h->user_postfix);
+    h->custom_template = 1;
+    free(h->system_prompt), free(h->tools);
+    h->system_prompt = xstrdup(system_prompt), h->tools = NULL;
+    rebuild_system(h);
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const char *tools,
+                             const char *tool_response_str) {
+    handle_t *h = handle;
+    if (!h || busy(h, "rkllm_set_function_tools")) return -1;
+    if (!h->model.has_template) {
+        logmsg('E', "rkllm_set_function_tools: the model has no built-in chat template");
+        return -1;
+    }
+    pthread_mutex_lock(&h->mu);
+    set_default_template(h);
+    if (tool_response_str && *tool_response_str) {
+        char open[128], close[128];
+        snprintf(open, sizeof open, "<|im_start|>user\n<%s>\n", tool_response_str);
+        snprintf(close, sizeof close, "\n</%s><|im_end|>\n<|im_start|>assistant\n", tool_response_str);
+        free(h->tool_prefix), free(h->tool_postfix);
+        h->tool_prefix = strdup(open), h->tool_postfix = strdup(close);
+    }
+    free(h->system_prompt), free(h->tools);
+    h->system_prompt = xstrdup(system_prompt);
+    h->tools = (tools && *tools) ? strdup(tools) : NULL;
+    rebuild_system(h);
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam *p) {
+    handle_t *h = handle;
+    return (!h || !p || busy(h, "rkllm_set_cross_attn_params")) ? -1 : 0;
+}
+
+int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_pos, int *end_pos) {
+    handle_t *h = handle;
+    if (!h || busy(h, "rkllm_clear_kv_cache")) return -1;
+    pthread_mutex_lock(&h->mu);
+    if (start_pos && end_pos) {
+        /* Clear the range [start, end) of batch slot 0. */
+        size_t s = (size_t)(start_pos[0] < 0 ? 0 : start_pos[0]), e = (size_t)(end_pos[0] < 0 ? 0 : end_pos[0]);
+        if (e > h->kv.n) e = h->kv.n;
+        if (s < e) {
+            memmove(h->kv.v + s, h->kv.v + e, (h->kv.n - e) * sizeof(int32_t));
+            h->kv.n -= e - s;
+            if (s < h->sys.n) h->sys_in_kv = 0;
+        }
+    } else if (keep_system_prompt && h->sys_in_kv) {
+        h->kv.n = h->sys.n;
+    } else {
+        h->kv.n = 0;
+        h->sys_in_kv = 0;
+    }
+    free(h->paused_reply);
+    h->paused_reply = NULL;
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+int rkllm_get_kv_cache_size(LLMHandle handle, int *sizes) {
+    handle_t *h = handle;
+    if (!h || !sizes) return -1;
+    pthread_mutex_lock(&h->mu);
+    sizes[0] = (int)h->kv.n;
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+/* --------------------------------------------------------- prompt caches */
+
+static int save_prompt_cache(handle_t *h, const char *path, const ivec *tokens) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        logmsg('E', "failed to write prompt cache %s", path);
+        return -1;
+    }
+    char version[16] = {0};
+    strncpy(version, RKLLM_EMU_VERSION, sizeof version - 1);
+    uint32_t n = (uint32_t)tokens->n;
+    uint64_t check = fnv1a(tokens->v, n * sizeof(int32_t), FNV_SEED);
+    fwrite(CACHE_MAGIC, 1, 8, f);
+    fwrite(version, 1, sizeof version, f);
+    fwrite(&h->model.id, sizeof h->model.id, 1, f);
+    fwrite(&n, sizeof n, 1, f);
+    fwrite(tokens->v, sizeof(int32_t), n, f);
+    fwrite(&check, sizeof check, 1, f);
+    int ok = fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) return -1;
+    if (log_level() >= 1) logmsg('I', "saved prompt cache %s (%u tokens)", path, n);
+    return 0;
+}
+
+int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
+    handle_t *h = handle;
+    if (!h || !path || busy(h, "rkllm_load_prompt_cache")) return -1;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        logmsg('E', "failed to open prompt cache %s", path);
+        return -1;
+    }
+    char magic[8], version[16];
+    uint64_t model_id = 0, check = 0;
+    uint32_t n = 0;
+    int ok = fread(magic, 1, 8, f) == 8 && memcmp(magic, CACHE_MAGIC, 8) == 0 &&
+             fread(version, 1, sizeof version, f) == sizeof version && fread(&model_id, sizeof model_id, 1, f) == 1 &&
+             fread(&n, sizeof n, 1, f) == 1 && n < (1u << 24);
+    int32_t *tokens = ok ? malloc((n ? n : 1) * sizeof(int32_t)) : NULL;
+    ok = ok && fread(tokens, sizeof(int32_t), n, f) == n && fread(&check, sizeof check, 1, f) == 1 &&
+         check == fnv1a(tokens, n * sizeof(int32_t), FNV_SEED);
+    fclose(f);
+    if (!ok) {
+        logmsg('E', "prompt cache %s is corrupt", path);
+        free(tokens);
+        return -1;
+    }
+    version[sizeof version - 1] = 0;
+    if (model_id != h->model.id || strcmp(version, RKLLM_EMU_VERSION) != 0) {
+        logmsg('E', "prompt cache %s was made by another model or runtime version", path);
+        free(tokens);
+        return -1;
+    }
+    pthread_mutex_lock(&h->mu);
+    ivec_copy(&h->prompt_cache, tokens, n);
+    h->has_prompt_cache = 1;
+    pthread_mutex_unlock(&h->mu);
+    free(tokens);
+    if (log_level() >= 1) logmsg('I', "loaded prompt cache %s (%u tokens)", path, n);
+    return 0;
+}
+
+int rkllm_release_prompt_cache(LLMHandle handle) {
+    handle_t *h = handle;
+    if (!h || busy(h, "rkllm_release_prompt_cache")) return -1;
+    pthread_mutex_lock(&h->mu);
+    h->prompt_cache.n = 0;
+    h->has_prompt_cache = 0;
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- running */
+
+typedef struct {
+    handle_t *h;
+    void *userdata;
+    double t0, t_first;
+    int prefill_tokens, generated;
+    double time_scale;
+} run_t;
+
+static int emit(run_t *r, RKLLMResult *res, LLMCallState state) {
+    return r->h->callback(res, r->userdata ? r->userdata : r->h->callback_userdata, state);
+}
+
+static void finish(run_t *r, double t_end) {
+    RKLLMResult res;
+    memset(&res, 0, sizeof res);
+    double scale = r->time_scale > 0 ? r->time_scale : 1;
+    double first = r->t_first > 0 ? r->t_first : t_end;
+    res.perf.prefill_time_ms = (float)((first - r->t0) / scale);
+    res.perf.prefill_tokens = r->prefill_tokens;
+    res.perf.generate_time_ms = (float)((t_end - first) / scale);
+    res.perf.generate_tokens = r->generated;
+    res.perf.memory_usage_mb = peak_memory_mb();
+    if (log_level() >= 1) {
+        logmsg('I', "prefill %d tokens in %.2f ms, generate %d tokens in %.2f ms (%.2f tokens/s), peak memory %.1f MB",
+               r->prefill_tokens, res.perf.prefill_time_ms, r->generated, res.perf.generate_time_ms,
+               res.perf.generate_time_ms > 0 ? r->generated * 1000.0 / res.perf.generate_time_ms : 0.0,
+               res.perf.memory_usage_mb);
+        if (log_level() >= 2) logmsg('I', "kv cache size: %zu tokens", r->h->kv.n);
+    }
+    emit(r, &res, RKLLM_RUN_FINISH);
+}
+
+static void fail(run_t *r, const char *why) {
+    RKLLMResult res;
+    memset(&res, 0, sizeof res);
+    logmsg('E', "%s", why);
+    emit(r, &res, RKLLM_RUN_ERROR);
+}
+
+/* Keeps the KV cache within max_context_len by dropping the oldest tokens after
+   n_keep (the context shift). Returns 0 when `reserve` more tokens fit. */
+static int make_room(handle_t *h, size_t reserve, size_t protect_from) {
+    size_t limit = (size_t)h->param.max_context_len;
+    if (h->kv.n + reserve <= limit) return 0;
+    size_t keep = h->param.n_keep < 0 ? h->sys.n : (size_t)h->param.n_keep;
+    if (keep > h->kv.n) keep = h->kv.n;
+    size_t need = h->kv.n + reserve - limit;
+    size_t room = protect_from > keep ? protect_from - keep : 0;
+    size_t drop = (h->kv.n - keep) / 2;
+    if (need > room) return -1;
+    if (drop < need) drop = need;
+    if (drop > room) drop = room;
+    memmove(h->kv.v + keep, h->kv.v + keep + drop, (h->kv.n - keep - drop) * sizeof(int32_t));
+    h->kv.n -= drop;
+    if (keep < h->sys.n) h->sys_in_kv = 0;
+    if (log_level() >= 1) logmsg('I', "context shift: dropped %zu tokens after the first %zu", drop, keep);
+    return 0;
+}
+
+static const rule_t *pick_rule(handle_t *h, const char *role, const char *text) {
+    char *lower = strdup(text ? text : "");
+    for (char *p = lower; *p; p++) *p = (char)tolower((unsigned char)*p);
+    const rule_t *found = NULL;
+    for (size_t i = 0; i < h->model.n_rules && !found; i++) {
+        const rule_t *r = &h->model.rules[i];
+        if (r->role && strcmp(r->role, role) != 0) continue;
+        if (r->tools == 1 && !h->tools) continue;
+        if (r->tools == 0 && h->tools) continue;
+        if (r->match && *r->match && !strstr(lower, r->match)) continue;
+        found = r;
+    }
+    free(lower);
+    return found;
+}
+
+/* Reply text for a rule: the optional thinking block, then the reply with {input} replaced. */
+static char *compose_reply(const rule_t *rule, int thinking, const char *input) {
+    char *out = NULL;
+    str_append(&out, "");
+    if (!rule) return str_append(&out, "I am an emulated model and have no reply for that.");
+    if (thinking && rule->think) {
+        str_append(&out, "<think>\n");
+        str_append(&out, rule->think);
+        str_append(&out, "\n</think>\n\n");
+    }
+    const char *reply = rule->reply ? rule->reply : "";
+    for (const char *p; (p = strstr(reply, "{input}")); reply = p + 7) {
+        char *chunk = strndup(reply, (size_t)(p - reply));
+        str_append(&out, chunk);
+        free(chunk);
+        str_append(&out, input ? input : "");
+    }
+    return str_append(&out, reply);
+}
+
+/* Streams text token by token from *pos; returns 1 when the callback asked to pause. */
+static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int error_after) {
+    handle_t *h = r->h;
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = strlen(text);
+    double decode_tps = env_double("RKLLM_EMU_DECODE_TPS", h->model.decode_tps);
+    int need = 0; /* continuation bytes still missing for the current character */
+    char piece[PIECE_MAX + 1];
+    while (*pos < n) {
+        if (atomic_load(&h->abort_requested)) return 0;
+        if (max_new > 0 && r->generated >= max_new) return 0;
+        if (error_after >= 0 && r->generated >= error_after) return -1;
+        size_t k = piece_len(s, n, *pos);
+        if (k > PIECE_MAX) k = PIECE_MAX;
+        memcpy(piece, s + *pos, k);
+        piece[k] = 0;
+        for (size_t i = 0; i < k; i++) {
+            unsigned char c = s[*pos + i];
+            if (need > 0 && (c & 0xC0) == 0x80) need--;
+            else need = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 0;
+        }
+        *pos += k;
+        if (decode_tps > 0) sleep_ms(1000.0 / decode_tps * r->time_scale);
+        if (r->generated == 0) r->t_first = now_ms();
+        RKLLMResult res;
+        memset(&res, 0, sizeof res);
+        res.text = piece;
+        res.token_id = piece_id((const unsigned char *)piece, k);
+        make_room(h, 1, h->kv.n);
+        ivec_push(&h->kv, res.token_id);
+        r->generated++;
+        if (emit(r, &res, need > 0 ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL) == 1) return 1;
+    }
+    return 0;
+}
+
+/* Appends the tokens of one input (wrapped by the chat template) to out; *text gets its text. */
+static int input_tokens(handle_t *h, const RKLLMInput *in, ivec *out, const char **text, const char **role) {
+    *role = (in->role && strcmp(in->role, "tool") == 0) ? "tool" : "user";
+    *text = "";
+    int tool = strcmp(*role, "tool") == 0;
+    const char *prefix = tool ? h->tool_prefix : h->user_prefix, *postfix = tool ? h->tool_postfix : h->user_postfix;
+    switch (in->input_type) {
+    case RKLLM_INPUT_PROMPT:
+        if (!in->prompt_input) return -1;
+        *text = in->prompt_input;
+        tokenize(out, prefix);
+        tokenize(out, in->prompt_input);
+        tokenize(out, postfix);
+        return 0;
+    case RKLLM_INPUT_TOKEN:
+        if (!in->token_input.input_ids && in->token_input.n_tokens) return -1;
+        for (size_t i = 0; i < in->token_input.n_tokens; i++) ivec_push(out, in->token_input.input_ids[i]);
+        return 0;
+    case RKLLM_INPUT_EMBED: {
+        size_t e = (size_t)h->model.embed_size;
+        if (!in->embed_input.embed && in->embed_input.n_tokens) return -1;
+        for (size_t i = 0; i < in->embed_input.n_tokens; i++)
+            ivec_push(out, (int32_t)(fnv1a(in->embed_input.embed + i * e, e * sizeof(float), FNV_SEED) % VOCAB_SIZE));
+        return 0;
+    }
+    case RKLLM_INPUT_MULTIMODAL: {
+        const RKLLMMultiModalInput *mm = &in->multimodal_input;
+#if RKLLM_ABI >= 13
+        size_t image_tokens = mm->image.n_image_tokens * (mm->image.n_image ? mm->image.n_image : 1);
+#else
+        size_t image_tokens = mm->n_image_tokens * (mm->n_image ? mm->n_image : 1);
+#endif
+        *text = mm->prompt ? mm->prompt : "";
+        tokenize(out, prefix);
+        for (size_t i = 0; i < image_tokens; i++) ivec_push(out, 151655);
+        tokenize(out, *text);
+        tokenize(out, postfix);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static int run_locked(handle_t *h, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+    run_t r = {.h = h, .userdata = userdata, .t0 = now_ms(), .time_scale = env_double("RKLLM_EMU_TIME_SCALE", 1)};
+    int max_new = h->param.max_new_tokens;
+#if RKLLM_ABI >= 13
+    if (ip->max_new_tokens > 0) max_new = ip->max_new_tokens;
+#endif
+    if (h->paused_reply) { /* resume after a pause */
+        char *text = h->paused_reply;
+        h->paused_reply = NULL;
+        r.t_first = r.t0;
+        if (stream_text(&r, text, &h->paused_pos, max_new, -1) == 1) {
+            h->paused_reply = text;
+            return 0;
+        }
+        free(text);
+        finish(&r, now_ms());
+        return 0;
+    }
+
+    ivec fresh = {0};
+    const char *text, *role;
+    if (input_tokens(h, in, &fresh, &text, &role) != 0) {
+        free(fresh.v);
+        fail(&r, "invalid input");
+        return -1;
+    }
+    const rule_t *rule = ip->mode == RKLLM_INFER_GENERATE ? pick_rule(h, role, text) : NULL;
+    if (rule && rule->run_fail) {
+        free(fresh.v);
+        logmsg('E', "rkllm_run failed (run_fail)");
+        return -1;
+    }
+    if (rule && rule->crash) raise(SIGSEGV);
+
+    /* What the cache must hold before generation: the system section, the kept
+       history when keep_history is set, then the new input. */
+    ivec target = {0};
+    size_t reuse; /* leading tokens of target the cache already holds */
+    if (ip->keep_history && h->sys_in_kv) {
+        ivec_copy(&target, h->kv.v, h->kv.n);
+        reuse = h->kv.n;
+    } else {
+        ivec_copy(&target, h->sys.v, h->sys.n);
+        reuse = h->sys_in_kv ? h->sys.n : 0;
+    }
+    size_t input_start = target.n;
+    for (size_t i = 0; i < fresh.n; i++) ivec_push(&target, fresh.v[i]);
+    free(fresh.v);
+    if (h->has_prompt_cache) { /* a loaded prompt cache replaces the prefill of its matching prefix */
+        size_t pc = common_prefix(&h->prompt_cache, &target);
+        if (pc > reuse) {
+            ivec_copy(&h->kv, h->prompt_cache.v, pc);
+            reuse = pc;
+        }
+    }
+    h->kv.n = reuse;
+
+    /* Prefill the rest, shifting the context when it fills up. */
+    size_t limit = (size_t)h->param.max_context_len;
+    size_t keep = h->param.n_keep < 0 ? h->sys.n : (size_t)h->param.n_keep;
+    size_t input_len = target.n - input_start;
+    if (input_len + (keep < input_start ? keep : input_start) + 1 > limit) {
+        free(target.v);
+        char why[160];
+        snprintf(why, sizeof why, "the input (%zu tokens) does not fit in max_context_len %zu", input_len, limit);
+        fail(&r, why);
+        h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+        return -1;
+    }
+    h->sys_in_kv = 1;
+    for (size_t i = reuse; i < target.n; i++) {
+        size_t input_pushed = i > input_start ? i - input_start : 0;
+        make_room(h, 1, h->kv.n - input_pushed);
+        ivec_push(&h->kv, target.v[i]);
+    }
+    r.prefill_tokens = (int)(target.n - reuse);
+    double prefill_tps = env_double("RKLLM_EMU_PREFILL_TPS", h->model.prefill_tps);
+    if (prefill_tps > 0) sleep_ms(r.prefill_tokens * 1000.0 / prefill_tps * r.time_scale);
+
+    if (ip->prompt_cache_params && ip->prompt_cache_params->save_prompt_cache &&
+        ip->prompt_cache_params->prompt_cache_path)
+        save_prompt_cache(h, ip->prompt_cache_params->prompt_cache_path, &target);
+    free(target.v);
+
+    if (ip->mode != RKLLM_INFER_GENERATE) {
+        /* One result carrying the last hidden layer or the logits of the last token. */
+        int width = ip->mode == RKLLM_INFER_GET_LOGITS ? VOCAB_SIZE : h->model.embed_size;
+        float *values = calloc((size_t)width, sizeof(float));
+        for (int i = 0; i < width; i++) values[i] = (float)((h->kv.v[h->kv.n - 1] + i) % 97) / 97.0f;
+        RKLLMResult res;
+        memset(&res, 0, sizeof res);
+        if (ip->mode == RKLLM_INFER_GET_LOGITS) res.logits = (RKLLMResultLogits){values, width, 1};
+        else res.last_hidden_layer = (RKLLMResultLastHiddenLayer){values, width, 1};
+        r.t_first = now_ms();
+        emit(&r, &res, RKLLM_RUN_NORMAL);
+        free(values);
+        finish(&r, now_ms());
+        if (!ip->keep_history) h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+        return 0;
+    }
+
+    char *reply = compose_reply(rule, in->enable_thinking, text);
+    size_t pos = 0;
+    int status = stream_text(&r, reply, &pos, max_new, rule ? rule->error_after : -1);
+    if (status == 1) {
+        h->paused_reply = reply;
+        h->paused_pos = pos;
+        return 0;
+    }
+    free(reply);
+    if (status == -1) {
+        fail(&r, "inference failed (error_after)");
+        h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+        return -1;
+    }
+    if (!atomic_load(&h->abort_requested)) { /* the end-of-turn token closes the reply */
+        ivec end = {0};
+        tokenize(&end, h->turn_end);
+        for (size_t i = 0; i < end.n; i++) make_room(h, 1, h->kv.n), ivec_push(&h->kv, end.v[i]);
+        free(end.v);
+    }
+    finish(&r, now_ms());
+    if (!ip->keep_history) h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+    return 0;
+}
+
+int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+    handle_t *h = handle;
+    if (!h || !in || !ip) return -1;
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&h->running, &idle, 1)) {
+        logmsg('E', "rkllm_run: a run is already in progress on this handle");
+        return -1;
+    }
+    atomic_store(&h->abort_requested, 0);
+    pthread_mutex_lock(&h->mu);
+    int status = run_locked(h, in, ip, userdata);
+    pthread_mutex_unlock(&h->mu);
+    atomic_store(&h->running, 0);
+    return status;
+}
+
+typedef struct {
+    handle_t *h;
+    RKLLMInput in;
+    RKLLMInferParam ip;
+    void *userdata;
+} async_run_t;
+
+static void *async_main(void *arg) {
+    async_run_t *a = arg;
+    pthread_mutex_lock(&a->h->mu);
+    run_locked(a->h, &a->in, &a->ip, a->userdata);
+    pthread_mutex_unlock(&a->h->mu);
+    atomic_store(&a->h->running, 0);
+    free(a);
+    return NULL;
+}
+
+int rkllm_run_async(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+    handle_t *h = handle;
+    if (!h || !in || !ip) return -1;
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&h->running, &idle, 1)) return -1;
+    atomic_store(&h->abort_requested, 0);
+    async_run_t *a = malloc(sizeof *a);
+    *a = (async_run_t){h, *in, *ip, userdata};
+    pthread_t t;
+    if (pthread_create(&t, NULL, async_main, a) != 0) {
+        free(a);
+        atomic_store(&h->running, 0);
+        return -1;
+    }
+    pthread_detach(t);
+    return 0;
+}
+
+int rkllm_abort(LLMHandle handle) {
+    handle_t *h = handle;
+    if (!h) return -1;
+    atomic_store(&h->abort_requested, 1);
+    return 0;
+}
+
+int rkllm_is_running(LLMHandle handle) {
+    handle_t *h = handle;
+    return h && atomic_load(&h->running) ? 1 : 0;
+}

@@ -1,0 +1,62 @@
+"""Exceptions raised by the binding: one family for loading, one for running."""
+
+
+class RKLLMError(Exception):
+    """Base class of every error raised by ``rkllm_runtime``."""
+
+
+class LibraryError(RKLLMError):
+    """``librkllmrt.so`` cannot be used."""
+
+
+class LibraryNotFoundError(LibraryError):
+    """No file at the library path."""
+
+
+class NotALibraryError(LibraryError):
+    """The file is not an ELF shared library."""
+
+
+class WrongArchitectureError(LibraryError):
+    """The library was built for another CPU architecture than this machine's."""
+
+    def __init__(self, message: str, *, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.found = found
+        self.expected = expected
+
+
+class UnsupportedVersionError(LibraryError):
+    """The runtime release has an ABI this binding does not speak."""
+
+    def __init__(self, message: str, *, found: str | None) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+class ModelError(RKLLMError):
+    """The model cannot be loaded."""
+
+
+class ModelNotFoundError(ModelError):
+    """No file at the model path."""
+
+
+class ModelRejectedError(ModelError):
+    """``rkllm_init`` refused the model (corrupt file, wrong platform, too large a context...)."""
+
+
+class InsufficientMemoryError(ModelError):
+    """Not enough free memory to load the model."""
+
+
+class RunError(RKLLMError):
+    """A run failed (``rkllm_run`` returned -1 or the callback reported ERROR)."""
+
+
+class AbortedError(RunError):
+    """The run was aborted with :meth:`RKLLMRuntime.abort`."""
+
+
+class ClosedError(RKLLMError):
+    """The runtime was closed."""

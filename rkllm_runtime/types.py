@@ -1,0 +1,124 @@
+"""Typed values of the high-level API: parameters, inputs and results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """Who speaks in a PROMPT input (the system prompt is set separately)."""
+
+    USER = "user"
+    TOOL = "tool"
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Sampling parameters.
+
+    On ABI 1.3 they can change per run; on ABI 1.2 they are fixed when the model
+    is loaded and a run's ``sampling`` is ignored.
+    """
+
+    top_k: int = 1
+    top_p: float = 0.9
+    temperature: float = 0.8
+    repeat_penalty: float = 1.1
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    """What ``rkllm_init`` needs beyond the model path. ``None`` keeps the runtime's default."""
+
+    max_context_len: int = 4096
+    max_new_tokens: int = -1
+    n_keep: int = -1
+    sampling: Sampling = field(default_factory=Sampling)
+    skip_special_token: bool = True
+    enabled_cpus_mask: int | None = None
+    embed_flash: bool = False
+    base_domain_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A text input, wrapped by the model's chat template for ``role``."""
+
+    text: str
+    role: Role = Role.USER
+    enable_thinking: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token ids fed as they are."""
+
+    ids: Sequence[int]
+    role: Role = Role.USER
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Embedding vectors: ``n_tokens`` rows of the model's embedding size, flattened."""
+
+    values: Sequence[float]
+    n_tokens: int
+    role: Role = Role.USER
+
+
+Input = Prompt | Tokens | Embeddings
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Per-run options.
+
+    ``sampling`` and ``max_new_tokens`` override the load-time values on ABI 1.3
+    only. ``save_prompt_cache`` writes the prefilled prompt to that file.
+    """
+
+    keep_history: bool = False
+    max_new_tokens: int = 0
+    sampling: Sampling | None = None
+    lora_adapter: str | None = None
+    save_prompt_cache: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PerfStats:
+    """Figures the runtime reports at the end of a run."""
+
+    prefill_time_ms: float = 0.0
+    prefill_tokens: int = 0
+    generate_time_ms: float = 0.0
+    generate_tokens: int = 0
+    memory_usage_mb: float = 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Generated tokens per second (0 when nothing was generated)."""
+        if self.generate_time_ms <= 0:
+            return 0.0
+        return self.generate_tokens * 1000.0 / self.generate_time_ms
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        """Prefilled tokens per second (0 when nothing was prefilled)."""
+        if self.prefill_time_ms <= 0:
+            return 0.0
+        return self.prefill_tokens * 1000.0 / self.prefill_time_ms
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of one finished run."""
+
+    text: str
+    perf: PerfStats
