@@ -1,13 +1,15 @@
 """The asyncio bridge: stream a run's text to a coroutine without blocking the loop.
 
-The run executes on an executor thread; each chunk reaches the event loop with
-``loop.call_soon_threadsafe`` (no executor hop per token). Cancelling the consumer,
+The run executes on an executor thread; chunks reach the event loop with
+``loop.call_soon_threadsafe`` (no executor hop per token), one wake-up per burst:
+while the loop has not drained what arrived, further chunks just join the batch. Cancelling the consumer,
 or closing the stream early, aborts the run and waits until the handle is free.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Self
@@ -36,13 +38,26 @@ class AsyncStream:
         self._runtime = runtime
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._arrived: deque[str] = deque()
+        self._wakeup_pending = False
         self._token = CancelToken()
-        self._future = self._loop.run_in_executor(executor, runtime.run, input_, options, self._push, self._token)
+        self._future = self._loop.run_in_executor(
+            executor, runtime.run, input_, options, self._push, self._token
+        )
         self._future.add_done_callback(lambda _: self._queue.put_nowait(_DONE))
 
     def _push(self, text: str) -> None:
-        """Called on the runtime thread for each chunk."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
+        """Hand a chunk over; runs on the runtime thread."""
+        self._arrived.append(text)
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """Move the arrived chunks to the queue; runs on the loop."""
+        self._wakeup_pending = False  # cleared first: a chunk arriving now schedules another drain
+        while self._arrived:
+            self._queue.put_nowait(self._arrived.popleft())
 
     def __aiter__(self) -> Self:
         return self

@@ -61,8 +61,8 @@ def check_elf(path: Path) -> None:
         header = file.read(20)
     if len(header) < 20 or header[:4] != b"\x7fELF":
         raise NotALibraryError(f"{path} is not an ELF shared library")
-    byteorder = "little" if header[5] == 1 else "big"
-    machine = ELF_MACHINES.get(int.from_bytes(header[18:20], byteorder), "unknown")
+    e_machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    machine = ELF_MACHINES.get(e_machine, "unknown")
     expected = host_machine()
     if machine != expected:
         raise WrongArchitectureError(

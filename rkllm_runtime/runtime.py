@@ -22,7 +22,6 @@ from .abi.common import (
     RKLLMLoraAdapter,
     RKLLMLoraParam,
     RKLLMPromptCacheParam,
-    RKLLMResult,
 )
 from .errors import (
     AbortedError,
@@ -197,7 +196,7 @@ class RKLLMRuntime:
                     run.chunks.append(text)
                     if run.on_text is not None and run.callback_error is None:
                         run.on_text(text)
-        except BaseException as err:  # noqa: BLE001 - nothing may propagate into C
+        except BaseException as err:
             if self._active is not None:
                 self._active.callback_error = err
             _LOGGER.exception("Error in the RKLLM result callback")
@@ -298,9 +297,13 @@ class RKLLMRuntime:
         """Replace the model's chat template (wipes the KV cache; no tools or thinking switch)."""
         self._call("rkllm_set_chat_template", system_prompt.encode(), prefix.encode(), postfix.encode())
 
-    def set_function_tools(self, system_prompt: str, tools_json: str, tool_response: str = "tool_response") -> None:
+    def set_function_tools(
+        self, system_prompt: str, tools_json: str, tool_response: str = "tool_response"
+    ) -> None:
         """Set the system prompt and the OpenAI-style tools (a JSON array) for the built-in template."""
-        self._call("rkllm_set_function_tools", system_prompt.encode(), tools_json.encode(), tool_response.encode())
+        self._call(
+            "rkllm_set_function_tools", system_prompt.encode(), tools_json.encode(), tool_response.encode()
+        )
 
     def load_lora(self, path: str | Path, name: str, scale: float = 1.0) -> None:
         """Load a LoRA adapter; select it per run with ``RunOptions.lora_adapter``."""
@@ -346,7 +349,9 @@ class Generation(Iterator[str]):
         self._token = CancelToken()
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, args=(input_, options), name="rkllm-generate", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, args=(input_, options), name="rkllm-generate", daemon=True
+        )
         self._thread.start()
 
     def _work(self, input_: Input, options: RunOptions | None) -> None:

@@ -117,9 +117,7 @@ class RKLLMResult(ctypes.Structure):
     ]
 
 
-LLMResultCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(RKLLMResult), ctypes.c_void_p, ctypes.c_int
-)
+LLMResultCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(RKLLMResult), ctypes.c_void_p, ctypes.c_int)
 
 
 def declare_functions(
@@ -132,7 +130,7 @@ def declare_functions(
 ) -> None:
     """Set argument and result types of every function, given one ABI's struct types."""
     handle = LLMHandle
-    run_args = [handle, ctypes.POINTER(input_), ctypes.POINTER(infer_param), ctypes.c_void_p]
+    run_args: list[type] = [handle, ctypes.POINTER(input_), ctypes.POINTER(infer_param), ctypes.c_void_p]
     signatures: dict[str, tuple[list[type], type]] = {
         "rkllm_createDefaultParam": ([], param),
         "rkllm_init": ([ctypes.POINTER(handle), ctypes.POINTER(param), init_callback], ctypes.c_int),

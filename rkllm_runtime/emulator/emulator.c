@@ -94,6 +94,9 @@ static void sleep_ms(double ms) {
     }
 }
 
+/* Sleeps until the monotonic clock reads `deadline` (ms): a steady rate, no drift. */
+static void sleep_until_ms(double deadline) { sleep_ms(deadline - now_ms()); }
+
 static float peak_memory_mb(void) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -727,6 +730,7 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
     double decode_tps = env_double("RKLLM_EMU_DECODE_TPS", h->model.decode_tps);
     int need = 0; /* continuation bytes still missing for the current character */
     char piece[PIECE_MAX + 1];
+    double token_ms = decode_tps > 0 ? 1000.0 / decode_tps * r->time_scale : 0, next_due = now_ms() + token_ms;
     while (*pos < n) {
         if (atomic_load(&h->abort_requested)) return 0;
         if (max_new > 0 && r->generated >= max_new) return 0;
@@ -741,7 +745,7 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
             else need = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 0;
         }
         *pos += k;
-        if (decode_tps > 0) sleep_ms(1000.0 / decode_tps * r->time_scale);
+        if (token_ms > 0) sleep_until_ms(next_due), next_due += token_ms;
         if (r->generated == 0) r->t_first = now_ms();
         RKLLMResult res;
         memset(&res, 0, sizeof res);

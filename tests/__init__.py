@@ -1,0 +1,1 @@
+"""Tests of rkllm_runtime and the Home Assistant integration."""

@@ -1,0 +1,33 @@
+"""Fixtures shared by every test: emulator builds and model files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+
+ABIS = ("1.2", "1.3")
+
+ModelFactory = Callable[..., Path]
+
+
+@pytest.fixture(params=ABIS, ids=lambda abi: f"abi{abi}")
+def emulator_library(request: pytest.FixtureRequest) -> Path:
+    """The emulator built for each supported ABI (cached by source hash)."""
+    return build_cached(request.param)
+
+
+@pytest.fixture
+def make_model(tmp_path: Path) -> ModelFactory:
+    """Write an emulator model file: ``make_model(Rule(...), ..., name="x", **model_fields)``."""
+    counter = 0
+
+    def factory(*rules: Rule, **fields: object) -> Path:
+        nonlocal counter
+        counter += 1
+        return EmulatedModel(rules=list(rules), **fields).write(tmp_path / f"model{counter}.rkllm")  # type: ignore[arg-type]
+
+    return factory
