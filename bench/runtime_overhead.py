@@ -104,10 +104,13 @@ async def main() -> None:
     }
     print(f"ABI {args.abi}, {len(produced)} tokens from a zero-delay emulator:")
     print(f"  overhead per token (runtime thread): median {overhead[0]} us, p95 {overhead[1]} us")
-    print(f"Paced at 500 tokens/s, C callback -> asyncio consumer: median {latency[0]} us, p95 {latency[1]} us")
     print(
-        f"Decoding at {CONFIGURED_RATE:g} tokens/s (runtime reports {runtime_rate:.3f}): the consumer receives "
-        f"{delivered:.3f} tokens/s, {figures['delivered_ratio']:.2%} of the configured rate"
+        f"Paced at 500 tokens/s, C callback -> asyncio consumer: median {latency[0]} us, p95 {latency[1]} us"
+    )
+    print(
+        f"Decoding at {CONFIGURED_RATE:g} tokens/s (runtime reports {runtime_rate:.3f}): "
+        f"the consumer receives {delivered:.3f} tokens/s, "
+        f"{figures['delivered_ratio']:.2%} of the configured rate"
     )
     print(json.dumps(figures))
 

@@ -7,6 +7,7 @@ top level is the typed API (:class:`RKLLMRuntime`, :class:`AsyncStream`).
 from .aio import AsyncStream
 from .errors import (
     AbortedError,
+    BusyError,
     ClosedError,
     InsufficientMemoryError,
     LibraryError,
@@ -38,6 +39,7 @@ from .types import (
 __all__ = [
     "AbortedError",
     "AsyncStream",
+    "BusyError",
     "CancelToken",
     "ClosedError",
     "Embeddings",

@@ -60,3 +60,7 @@ class AbortedError(RunError):
 
 class ClosedError(RKLLMError):
     """The runtime was closed."""
+
+
+class BusyError(RKLLMError):
+    """Too many requests are already waiting for the model."""

@@ -325,12 +325,14 @@ static void set_default_template(handle_t *h) {
     free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
     free(h->tool_prefix), free(h->tool_postfix), free(h->turn_end);
     h->sys_prefix = strdup("<|im_start|>system\n");
-    h->sys_postfix = strdup("<|im_end|>\n");
-    h->user_prefix = strdup("<|im_start|>user\n");
+    /* The model ends its turn with <|im_end|> (sampled, counted, kept in the cache, never shown);
+       the newline that follows it opens the next turn. */
+    h->sys_postfix = strdup("<|im_end|>");
+    h->user_prefix = strdup("\n<|im_start|>user\n");
     h->user_postfix = strdup("<|im_end|>\n<|im_start|>assistant\n");
-    h->tool_prefix = strdup("<|im_start|>user\n<tool_response>\n");
+    h->tool_prefix = strdup("\n<|im_start|>user\n<tool_response>\n");
     h->tool_postfix = strdup("\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
-    h->turn_end = strdup("<|im_end|>\n");
+    h->turn_end = strdup("<|im_end|>");
     h->custom_template = 0;
 }
 
@@ -499,14 +501,17 @@ int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const 
     set_default_template(h);
     if (tool_response_str && *tool_response_str) {
         char open[128], close[128];
-        snprintf(open, sizeof open, "<|im_start|>user\n<%s>\n", tool_response_str);
+        snprintf(open, sizeof open, "\n<|im_start|>user\n<%s>\n", tool_response_str);
         snprintf(close, sizeof close, "\n</%s><|im_end|>\n<|im_start|>assistant\n", tool_response_str);
         free(h->tool_prefix), free(h->tool_postfix);
         h->tool_prefix = strdup(open), h->tool_postfix = strdup(close);
     }
     free(h->system_prompt), free(h->tools);
     h->system_prompt = xstrdup(system_prompt);
-    h->tools = (tools && *tools) ? strdup(tools) : NULL;
+    /* Like the chat template's `{% if tools %}`: an empty array means no tools. */
+    const char *t = tools;
+    while (t && (*t == ' ' || *t == '\n')) t++;
+    h->tools = (t && *t && strncmp(t, "[]", 2) != 0) ? strdup(tools) : NULL;
     rebuild_system(h);
     pthread_mutex_unlock(&h->mu);
     return 0;
@@ -917,10 +922,12 @@ static int run_locked(handle_t *h, RKLLMInput *in, RKLLMInferParam *ip, void *us
         h->kv.n = h->sys_in_kv ? h->sys.n : 0;
         return -1;
     }
-    if (!atomic_load(&h->abort_requested)) { /* the end-of-turn token closes the reply */
+    int truncated = max_new > 0 && r.generated >= max_new;
+    if (!atomic_load(&h->abort_requested) && !truncated) { /* the end-of-turn token closes the reply */
         ivec end = {0};
         tokenize(&end, h->turn_end);
         for (size_t i = 0; i < end.n; i++) make_room(h, 1, h->kv.n), ivec_push(&h->kv, end.v[i]);
+        r.generated += (int)end.n;
         free(end.v);
     }
     finish(&r, now_ms());

@@ -19,7 +19,7 @@ async def test_stream_to_a_coroutine(emulator_library: Path, make_model: ModelFa
             chunks = [chunk async for chunk in stream]
     assert "".join(chunks) == "Hello from the NPU"
     assert stream.result is not None
-    assert stream.result.perf.generate_tokens == len(chunks)
+    assert stream.result.perf.generate_tokens == len(chunks) + 1  # + <|im_end|>
 
 
 async def test_cancelling_the_consumer_aborts_the_run(

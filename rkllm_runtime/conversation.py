@@ -1,0 +1,122 @@
+"""Conversations as the engine sees them, and how they become RKLLM inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .types import Prompt, Role, Sampling
+
+MessageRole = Literal["user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation (the system prompt is separate)."""
+
+    role: MessageRole
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """Everything one generation needs.
+
+    ``messages`` is the whole conversation so far; the messages after the last
+    assistant message are the new ones. The engine decides what must be sent.
+    """
+
+    system_prompt: str
+    messages: Sequence[Message]
+    tools: str = ""
+    conversation_id: str | None = None
+    enable_thinking: bool = False
+    max_new_tokens: int = 0
+    sampling: Sampling | None = None
+    max_history_turns: int = 0  # 0: keep every turn that fits
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A conversation cut into the part already answered and the new messages."""
+
+    history: Sequence[Message]
+    new: Sequence[Message]
+
+
+def split_new(messages: Sequence[Message]) -> Split:
+    """The messages after the last assistant message are new."""
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    return Split(messages[: last_assistant + 1], messages[last_assistant + 1 :])
+
+
+def fingerprint(messages: Sequence[Message]) -> str:
+    """Identity of a conversation prefix: its user and tool messages (assistant text may be rewritten)."""
+    digest = hashlib.sha256()
+    for message in messages:
+        if message.role != "assistant":
+            digest.update(f"{message.role}\0{message.content}\0".encode())
+    return digest.hexdigest()
+
+
+def trim_turns(history: Sequence[Message], max_turns: int) -> Sequence[Message]:
+    """Keep the last ``max_turns`` user turns of the history (0: all)."""
+    if max_turns <= 0:
+        return history
+    starts = [i for i, message in enumerate(history) if message.role == "user"]
+    if len(starts) <= max_turns:
+        return history
+    return history[starts[-max_turns] :]
+
+
+def new_input(new: Sequence[Message], enable_thinking: bool) -> Prompt:
+    """One RKLLM input for the new messages: tool results merged into one JSON array, or the user text."""
+    if new and all(message.role == "tool" for message in new):
+        results = [json.loads(message.content) for message in new]
+        text = json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False)
+        return Prompt(text, Role.TOOL, enable_thinking)
+    return Prompt("\n".join(message.content for message in new), Role.USER, enable_thinking)
+
+
+HISTORY_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result"}
+
+
+def rebuild_input(history: Sequence[Message], new: Sequence[Message], enable_thinking: bool) -> Prompt:
+    """One user input carrying earlier turns as text, for a KV cache that does not hold them.
+
+    The RKLLM API has no way to insert an assistant turn, so the history is quoted.
+    """
+    if not history:
+        return new_input(new, enable_thinking)
+    lines = ["Earlier in this conversation:"]
+    lines += [f"{HISTORY_LABELS[m.role]}: {m.content}" for m in history]
+    lines.append("")
+    lines += [f"{HISTORY_LABELS[m.role]}: {m.content}" if m.role == "tool" else m.content for m in new]
+    return Prompt("\n".join(lines), Role.USER, enable_thinking)
+
+
+@dataclass(slots=True)
+class CacheState:
+    """What the runtime's KV cache holds, as far as the engine knows."""
+
+    system_key: str | None = None
+    system_tokens: int = 0
+    conversation_id: str | None = None
+    consumed: int = 0  # messages of that conversation in the cache, its replies included
+    history_fingerprint: str = ""
+    kv_tokens: int = 0
+    prompt_cache: str | None = field(default=None)
+
+    def forget_conversation(self) -> None:
+        """The cache no longer holds a known conversation (the system prompt stays)."""
+        self.conversation_id = None
+        self.consumed = 0
+        self.history_fingerprint = ""
+
+
+def system_key(system_prompt: str, tools: str) -> str:
+    """Identity of a system prompt with its tools."""
+    return hashlib.sha256(f"{system_prompt}\0{tools}".encode()).hexdigest()

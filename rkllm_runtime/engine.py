@@ -1,0 +1,337 @@
+"""The chat engine: one model, one request at a time, and a KV cache kept warm.
+
+Requests queue in a bounded FIFO. For each one the engine works out what the
+runtime's KV cache already holds (the system prompt with its tools, then the
+turns of one conversation) and sends only what is new:
+
+- unchanged system prompt and tools: never set again;
+- a new conversation: ``clear_kv_cache(keep_system_prompt=1)``, then its user turn;
+- a follow-up in the cached conversation: ``keep_history=1`` with the new turn only;
+- anything else (another conversation's history, a changed prompt): rebuild, a miss.
+
+The system-prompt prefix is also kept as a prompt-cache file (see
+:mod:`rkllm_runtime.prompt_cache`) so the first request after a restart does not
+prefill it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from types import TracebackType
+from typing import Self
+
+from .aio import AsyncStream
+from .conversation import (
+    CacheState,
+    ChatRequest,
+    Message,
+    fingerprint,
+    new_input,
+    rebuild_input,
+    split_new,
+    system_key,
+    trim_turns,
+)
+from .errors import BusyError, ClosedError, RKLLMError
+from .prompt_cache import CacheKey, PromptCacheStore, model_identity
+from .runtime import RKLLMRuntime
+from .types import PerfStats, Prompt, RunOptions
+
+_LOGGER = logging.getLogger(__name__)
+
+# Past this share of max_context_len, the conversation is rebuilt with fewer turns.
+CONTEXT_BUDGET = 0.75
+
+
+class KVMode(StrEnum):
+    """How the engine uses the KV cache."""
+
+    REUSE = "reuse"  # send only what the cache lacks
+    NAIVE = "naive"  # re-prefill everything every time (for comparison)
+
+
+class EngineState(StrEnum):
+    """What the engine is doing."""
+
+    READY = "ready"
+    GENERATING = "generating"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """A finished generation with its token accounting."""
+
+    text: str
+    perf: PerfStats
+    prompt_tokens: int
+    cached_tokens: int
+    cache_hit: bool
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters since the engine started."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    kv_tokens: int = 0
+    last: ChatResult | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one request sends and what the cache holds afterwards."""
+
+    request: ChatRequest
+    key: str
+    input: Prompt
+    options: RunOptions
+    set_system: bool
+    clear: bool | None  # None: keep the cache; True/False: clear it, keeping the system prompt or not
+    hit: bool
+    consumed: int
+    history_fingerprint: str
+    load_cache: CacheKey | None = None
+    save_cache: CacheKey | None = None
+
+
+class ChatEngine:
+    """Serialises requests to one :class:`RKLLMRuntime` and keeps its KV cache warm."""
+
+    def __init__(
+        self,
+        runtime: RKLLMRuntime,
+        *,
+        max_waiting: int = 2,
+        kv_mode: KVMode = KVMode.REUSE,
+        prompt_caches: PromptCacheStore | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.max_waiting = max_waiting
+        self.kv_mode = kv_mode
+        self.prompt_caches = prompt_caches if kv_mode is KVMode.REUSE else None
+        self.stats = EngineStats()
+        self.state = EngineState.READY
+        self._cache = CacheState()
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+        self._listeners: list[Callable[[], None]] = []
+        # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
+        self._model_identity = model_identity(runtime.model_path)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self.state is EngineState.CLOSED
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the running one."""
+        return self._waiting
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the event loop) whenever state or stats change; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _set_state(self, state: EngineState) -> None:
+        self.state = state
+        for listener in list(self._listeners):
+            listener()
+
+    def chat(self, request: ChatRequest) -> ChatStream:
+        """Generate a reply; iterate the returned stream for its text chunks."""
+        return ChatStream(self, request)
+
+    async def _generate(self, request: ChatRequest, stream: ChatStream) -> AsyncGenerator[str]:
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        if self._lock.locked() and self._waiting >= self.max_waiting:
+            raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        completed = False
+        try:
+            if self.closed:
+                raise ClosedError("the model was unloaded")
+            self._set_state(EngineState.GENERATING)
+            plan = self._plan(request)
+            await self._in_executor(self._prepare, plan)
+            run = AsyncStream(self.runtime, plan.input, plan.options, self._executor)
+            async with run:
+                async for chunk in run:
+                    yield chunk
+            assert run.result is not None
+            kv_tokens = await self._in_executor(self.runtime.kv_cache_size)
+            stream.result = self._commit(plan, run.result.text, run.result.perf, kv_tokens)
+            completed = True
+        finally:
+            if not completed:
+                self._cache.forget_conversation()
+            if not self.closed:
+                self._set_state(EngineState.READY)
+            self._lock.release()
+
+    async def _in_executor[T](self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _plan(self, request: ChatRequest) -> _Plan:
+        cache = self._cache
+        key = system_key(request.system_prompt, request.tools)
+        split = split_new(request.messages)
+        options = RunOptions(
+            keep_history=self.kv_mode is KVMode.REUSE,
+            max_new_tokens=request.max_new_tokens,
+            sampling=request.sampling,
+        )
+        consumed = len(split.history) + len(split.new) + 1  # the reply joins the cache
+        history_fingerprint = fingerprint([*split.history, *split.new])
+        if self.kv_mode is KVMode.NAIVE:
+            history = trim_turns(split.history, request.max_history_turns)
+            prompt = rebuild_input(history, split.new, request.enable_thinking)
+            return _Plan(request, key, prompt, options, True, False, False, consumed, history_fingerprint)
+
+        set_system = key != cache.system_key
+        prompt = new_input(split.new, request.enable_thinking)
+        plan = _Plan(request, key, prompt, options, set_system, None, True, consumed, history_fingerprint)
+        if set_system and self.prompt_caches is not None:
+            cache_key = CacheKey(self.runtime.library.release, self._model_identity, key)
+            if self.prompt_caches.lookup(cache_key) is not None:
+                plan.load_cache = cache_key
+            else:
+                plan.save_cache = cache_key
+                plan.options = replace(options, save_prompt_cache=str(self.prompt_caches.path_for(cache_key)))
+                plan.hit = False
+        elif set_system:
+            plan.hit = False
+
+        follow_up = (
+            not set_system
+            and request.conversation_id is not None
+            and cache.conversation_id == request.conversation_id
+            and cache.consumed == len(split.history)
+            and cache.history_fingerprint == fingerprint(split.history)
+        )
+        over_budget = cache.kv_tokens > CONTEXT_BUDGET * self.runtime.params.max_context_len
+        if follow_up and not over_budget:
+            return plan
+
+        history = trim_turns(split.history, request.max_history_turns)
+        if follow_up and over_budget:
+            history = _drop_oldest_half(history)
+            _LOGGER.debug(
+                "Conversation %s fills %d of %d context tokens: rebuilt with its last %d messages",
+                request.conversation_id,
+                cache.kv_tokens,
+                self.runtime.params.max_context_len,
+                len(history),
+            )
+        plan.input = rebuild_input(history, split.new, request.enable_thinking)
+        plan.clear = None if set_system else True  # setting the system prompt already emptied the cache
+        plan.hit = plan.hit and not history
+        return plan
+
+    def _prepare(self, plan: _Plan) -> None:
+        """Bring the runtime's cache to the plan's starting point (runs on the engine thread)."""
+        if plan.set_system:
+            self.runtime.set_function_tools(plan.request.system_prompt, plan.request.tools or "[]")
+            self._cache = CacheState(system_key=plan.key)
+            if plan.load_cache is not None and self.prompt_caches is not None:
+                path = self.prompt_caches.path_for(plan.load_cache)
+                try:
+                    self.runtime.load_prompt_cache(path)
+                except RKLLMError:
+                    _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
+                    self.prompt_caches.discard(path)
+                    plan.hit = False
+                    plan.load_cache, plan.save_cache = None, plan.load_cache
+                    plan.options = replace(plan.options, save_prompt_cache=str(path))
+        if plan.clear is not None:
+            self.runtime.clear_kv_cache(keep_system_prompt=plan.clear)
+
+    def _commit(self, plan: _Plan, text: str, perf: PerfStats, kv_tokens: int) -> ChatResult:
+        if plan.save_cache is not None and self.prompt_caches is not None:
+            self.prompt_caches.saved(plan.save_cache)
+        if plan.options.keep_history:
+            prompt_tokens = max(kv_tokens - perf.generate_tokens, perf.prefill_tokens)
+        else:
+            prompt_tokens = perf.prefill_tokens
+        result = ChatResult(
+            text=text,
+            perf=perf,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=prompt_tokens - perf.prefill_tokens,
+            cache_hit=plan.hit,
+        )
+        self._cache.system_key = plan.key
+        self._cache.conversation_id = plan.request.conversation_id
+        self._cache.consumed = plan.consumed
+        self._cache.history_fingerprint = plan.history_fingerprint
+        self._cache.kv_tokens = kv_tokens
+        self.stats.requests += 1
+        self.stats.kv_tokens = kv_tokens
+        if plan.hit:
+            self.stats.cache_hits += 1
+        else:
+            self.stats.cache_misses += 1
+        self.stats.last = result
+        return result
+
+    async def aclose(self) -> None:
+        """Abort what runs, wait for it, destroy the handle and stop the engine thread."""
+        if self.closed:
+            return
+        self._set_state(EngineState.CLOSED)
+        self.runtime.abort()
+        async with self._lock:
+            await self._in_executor(self.runtime.close)
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+
+class ChatStream:
+    """The text chunks of one request; ``result`` is set when it has finished.
+
+    Use ``async with engine.chat(request) as stream: async for chunk in stream``.
+    Raises :class:`BusyError` when the queue is full, :class:`RunError` on failure.
+    """
+
+    def __init__(self, engine: ChatEngine, request: ChatRequest) -> None:
+        self.result: ChatResult | None = None
+        self._generator = engine._generate(request, self)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._generator.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop early: the run is aborted and the engine freed."""
+        await self._generator.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def _drop_oldest_half(history: Sequence[Message]) -> Sequence[Message]:
+    """The later half of the history's turns (nothing when only one turn remains)."""
+    starts = [i for i, message in enumerate(history) if message.role == "user"]
+    if len(starts) < 2:
+        return []
+    return history[starts[len(starts) // 2] :]

@@ -1,0 +1,260 @@
+"""The chat engine: queueing, cancellation, and what the KV cache saves, in token counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from rkllm_runtime import BusyError, ClosedError, ModelParams, RKLLMRuntime
+from rkllm_runtime.conversation import ChatRequest, Message
+from rkllm_runtime.emulator import Rule
+from rkllm_runtime.engine import ChatEngine, ChatResult, EngineState, KVMode
+from rkllm_runtime.prompt_cache import PromptCacheStore
+from tests.conftest import ModelFactory
+
+SYSTEM = "You are a voice assistant for Home Assistant. " * 40  # a long, static prompt
+TOOLS = json.dumps([{"type": "function", "function": {"name": "HassTurnOn", "parameters": {}}}])
+# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assist ant \n
+TURN = 10
+
+RULES = (
+    Rule(
+        match="kitchen",
+        tools=True,
+        reply='<tool_call>\n{"name": "HassTurnOn", "arguments": {}}\n</tool_call>',
+    ),
+    Rule(role="tool", reply="Done."),
+    Rule(match="long", reply="word " * 300),
+    Rule(reply="Sure."),
+)
+
+EngineFactory = Callable[..., ChatEngine]
+
+
+@pytest.fixture
+async def make_engine(
+    emulator_library: Path, make_model: ModelFactory, tmp_path: Path
+) -> AsyncIterator[EngineFactory]:
+    engines: list[ChatEngine] = []
+    model = make_model(*RULES)
+
+    def factory(max_context_len: int = 4096, **kwargs: object) -> ChatEngine:
+        runtime = RKLLMRuntime.open(emulator_library, model, ModelParams(max_context_len=max_context_len))
+        engine = ChatEngine(runtime, **kwargs)  # type: ignore[arg-type]
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        await engine.aclose()
+
+
+async def ask(
+    engine: ChatEngine, conversation: list[Message], text: str, cid: str = "a", **kw: object
+) -> ChatResult:
+    """One turn: append the user message, generate, append the reply."""
+    conversation.append(Message("user", text))
+    return await send(engine, conversation, cid, **kw)
+
+
+async def send(engine: ChatEngine, conversation: list[Message], cid: str, **kw: object) -> ChatResult:
+    request = ChatRequest(SYSTEM, list(conversation), conversation_id=cid, **kw)  # type: ignore[arg-type]
+    async with engine.chat(request) as stream:
+        text = "".join([chunk async for chunk in stream])
+    assert stream.result is not None
+    conversation.append(Message("assistant", text))
+    return stream.result
+
+
+async def test_new_conversations_prefill_only_their_turn(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    first = await ask(engine, [], "hello", cid="a")
+    assert not first.cache_hit  # the system prompt had to be prefilled once
+    assert first.perf.prefill_tokens > 400
+    second = await ask(engine, [], "hello", cid="b")
+    assert second.cache_hit
+    assert second.perf.prefill_tokens == TURN + 1
+    assert second.cached_tokens == first.perf.prefill_tokens - TURN - 1
+    assert second.prompt_tokens == first.prompt_tokens
+    assert engine.stats.cache_hits == 1
+    assert engine.stats.cache_misses == 1
+
+
+async def test_follow_up_prefills_only_the_new_turn(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    conversation: list[Message] = []
+    first = await ask(engine, conversation, "hello")
+    follow_up = await ask(engine, conversation, "and then")
+    assert follow_up.cache_hit
+    assert follow_up.perf.prefill_tokens == TURN + 2
+    assert follow_up.cached_tokens == first.prompt_tokens + first.perf.generate_tokens
+
+
+async def test_tool_round_trip_sends_only_the_result(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    conversation: list[Message] = [Message("user", "turn on the kitchen light")]
+    request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
+    async with engine.chat(request) as stream:
+        call = "".join([chunk async for chunk in stream])
+    assert "<tool_call>" in call
+    conversation += [Message("assistant", call), Message("tool", json.dumps({"success": True}))]
+    request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
+    async with engine.chat(request) as stream:
+        assert "".join([chunk async for chunk in stream]) == "Done."
+    assert stream.result is not None
+    assert stream.result.cache_hit
+    # \n <|im_start|> user \n <tool_response> \n {"success": true} \n </tool_response> <|im_end|> \n ...
+    assert stream.result.perf.prefill_tokens < 25
+
+
+async def test_interleaved_conversations_never_mix(make_engine: EngineFactory) -> None:
+    """Two satellites take turns: each rebuild carries its own history only."""
+    engine = make_engine()
+    kitchen: list[Message] = []
+    bedroom: list[Message] = []
+    await ask(engine, kitchen, "kitchen satellite says hi", cid="kitchen")
+    await ask(engine, bedroom, "bedroom satellite says hi", cid="bedroom")
+    seen: list[str] = []
+    original = engine._plan
+
+    def spy(request: ChatRequest):  # type: ignore[no-untyped-def]
+        plan = original(request)
+        seen.append(plan.input.text)
+        return plan
+
+    engine._plan = spy  # type: ignore[method-assign]
+    back = await ask(engine, kitchen, "second kitchen question", cid="kitchen")
+    assert not back.cache_hit  # the bedroom conversation had replaced it
+    assert "kitchen satellite says hi" in seen[-1]
+    assert "bedroom" not in seen[-1]
+    again = await ask(engine, kitchen, "third kitchen question", cid="kitchen")
+    assert again.cache_hit
+    assert seen[-1] == "third kitchen question"
+
+
+async def test_changed_system_prompt_is_a_miss(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await ask(engine, [], "hello", cid="a")
+    request = ChatRequest(SYSTEM + " Be brief.", [Message("user", "hello")], conversation_id="b")
+    async with engine.chat(request) as stream:
+        _ = [chunk async for chunk in stream]
+    assert stream.result is not None
+    assert not stream.result.cache_hit
+    assert stream.result.perf.prefill_tokens > 400
+
+
+async def test_naive_mode_prefills_everything(make_engine: EngineFactory) -> None:
+    engine = make_engine(kv_mode=KVMode.NAIVE)
+    first = await ask(engine, [], "hello", cid="a")
+    second = await ask(engine, [], "hello", cid="b")
+    assert second.perf.prefill_tokens == first.perf.prefill_tokens > 400
+    assert second.cached_tokens == 0
+
+
+async def test_restart_loads_the_prompt_cache_file(make_engine: EngineFactory, tmp_path: Path) -> None:
+    store = PromptCacheStore(tmp_path / "caches")
+    cold = await ask(make_engine(prompt_caches=store), [], "hello", cid="a")
+    assert len(list((tmp_path / "caches").glob("*.rkcache"))) == 1
+    restarted = make_engine(prompt_caches=store)
+    warm = await ask(restarted, [], "hi there", cid="b")
+    assert warm.cache_hit
+    # Only the user turn after the cached "\n<|im_start|>user\n" header: 6 template tokens + 2 words.
+    assert warm.perf.prefill_tokens == TURN - 4 + 2
+    assert warm.perf.prefill_tokens <= 0.15 * cold.perf.prefill_tokens
+
+
+@pytest.mark.parametrize("damage", ["truncated", "sidecar-mismatch", "garbage"])
+async def test_bad_prompt_cache_files_are_ignored_and_replaced(
+    make_engine: EngineFactory, tmp_path: Path, damage: str
+) -> None:
+    store = PromptCacheStore(tmp_path / "caches")
+    await ask(make_engine(prompt_caches=store), [], "hello", cid="a")
+    (cache_file,) = (tmp_path / "caches").glob("*.rkcache")
+    if damage == "truncated":
+        cache_file.write_bytes(cache_file.read_bytes()[:20])
+    elif damage == "sidecar-mismatch":  # recorded for another runtime release
+        sidecar = cache_file.with_suffix(".json")
+        sidecar.write_text(sidecar.read_text().replace('"1.', '"0.'))
+    else:
+        cache_file.write_bytes(b"\0" * 512)
+    engine = make_engine(prompt_caches=store)
+    result = await ask(engine, [], "hello", cid="b")
+    assert result.text == "Sure."
+    assert result.perf.prefill_tokens > 400  # nothing trusted: prefilled from scratch
+    again = make_engine(prompt_caches=store)
+    warm = await ask(again, [], "hello", cid="c")
+    assert warm.perf.prefill_tokens < 20  # the file was replaced with a good one
+
+
+async def test_store_is_bounded(tmp_path: Path, make_engine: EngineFactory) -> None:
+    store = PromptCacheStore(tmp_path / "caches", max_bytes=1)
+    engine = make_engine(prompt_caches=store)
+    for variant in range(3):
+        request = ChatRequest(SYSTEM + str(variant), [Message("user", "hi")], conversation_id=str(variant))
+        async with engine.chat(request) as stream:
+            _ = [chunk async for chunk in stream]
+    assert len(list((tmp_path / "caches").glob("*.rkcache"))) == 1  # only the newest is kept
+
+
+async def test_long_conversations_stay_within_the_context(make_engine: EngineFactory) -> None:
+    engine = make_engine(max_context_len=1024)
+    conversation: list[Message] = []
+    for turn in range(40):
+        result = await ask(engine, conversation, f"question number {turn}")
+        assert result.text == "Sure."
+        assert engine.stats.kv_tokens <= 1024
+    assert engine.stats.cache_misses >= 2  # the conversation was trimmed and rebuilt
+
+
+async def test_busy_bound_and_cancellation(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+    engine = make_engine(max_waiting=1)
+    started = asyncio.Event()
+
+    async def long_request() -> None:
+        async with engine.chat(ChatRequest(SYSTEM, [Message("user", "long")], conversation_id="x")) as stream:
+            async for _ in stream:
+                started.set()
+
+    running = asyncio.create_task(long_request())
+    await started.wait()
+    assert engine.state is EngineState.GENERATING
+    queued = asyncio.create_task(ask(engine, [], "hello", cid="q"))
+    await asyncio.sleep(0.01)
+    assert engine.waiting == 1
+    with pytest.raises(BusyError, match="busy"):
+        await ask(engine, [], "hello", cid="r")
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert (await queued).text == "Sure."
+    assert engine.state is EngineState.READY
+
+
+async def test_unload_during_generation(make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+    engine = make_engine()
+    started = asyncio.Event()
+    chunks: list[str] = []
+
+    async def long_request() -> None:
+        async with engine.chat(ChatRequest(SYSTEM, [Message("user", "long")])) as stream:
+            async for chunk in stream:
+                chunks.append(chunk)
+                started.set()
+
+    task = asyncio.create_task(long_request())
+    await started.wait()
+    await engine.aclose()
+    with pytest.raises(Exception, match="aborted"):
+        await task
+    assert len(chunks) < 300
+    assert engine.state is EngineState.CLOSED
+    with pytest.raises(ClosedError):
+        await ask(engine, [], "hello")
