@@ -59,6 +59,7 @@ class EngineState(StrEnum):
     """What the engine is doing."""
 
     READY = "ready"
+    PREFILLING = "prefilling"  # reading the prompt, before the first token
     GENERATING = "generating"
     CLOSED = "closed"
 
@@ -165,12 +166,14 @@ class ChatEngine:
         try:
             if self.closed:
                 raise ClosedError("the model was unloaded")
-            self._set_state(EngineState.GENERATING)
+            self._set_state(EngineState.PREFILLING)
             plan = self._plan(request)
             await self._in_executor(self._prepare, plan)
             run = AsyncStream(self.runtime, plan.input, plan.options, self._executor)
             async with run:
                 async for chunk in run:
+                    if self.state is EngineState.PREFILLING:
+                        self._set_state(EngineState.GENERATING)
                     yield chunk
             assert run.result is not None
             kv_tokens = await self._in_executor(self.runtime.kv_cache_size)

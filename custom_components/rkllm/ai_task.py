@@ -1,0 +1,84 @@
+"""AI tasks (generate data, optionally structured) with the model on the NPU."""
+
+from __future__ import annotations
+
+import json
+
+import probatio
+from homeassistant.components import ai_task, conversation
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import llm
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import DOMAIN, LOGGER, SUBENTRY_AI_TASK
+from .entity import RKLLMBaseLLMEntity
+from .models import RKLLMConfigEntry
+
+STRUCTURE_PROMPT = (
+    "\n\nAnswer with a single JSON object and nothing else: no explanation, no code fence. "
+    "It must follow this JSON schema:\n{schema}"
+)
+RETRY_PROMPT = "That answer was not valid ({error}). Reply again with only the JSON object."
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: RKLLMConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add one AI-task entity per AI-task subentry."""
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == SUBENTRY_AI_TASK:
+            async_add_entities([RKLLMTaskEntity(entry, subentry)], config_subentry_id=subentry.subentry_id)
+
+
+class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
+    """Generates text or JSON data."""
+
+    _attr_supported_features = ai_task.AITaskEntityFeature.GENERATE_DATA
+
+    async def _async_generate_data(
+        self, task: ai_task.GenDataTask, chat_log: conversation.ChatLog
+    ) -> ai_task.GenDataTaskResult:
+        """Generate; with a structure, ask for JSON, validate it, and retry once."""
+        if not task.structure:
+            await self._async_handle_chat_log(chat_log)
+            return ai_task.GenDataTaskResult(
+                conversation_id=chat_log.conversation_id, data=_last_text(chat_log)
+            )
+
+        schema = probatio.to_openapi(task.structure, custom_serializer=llm.selector_serializer)
+        suffix = STRUCTURE_PROMPT.format(schema=json.dumps(schema))
+        error = ""
+        for attempt in range(2):
+            if attempt:
+                chat_log.async_add_user_content(conversation.UserContent(RETRY_PROMPT.format(error=error)))
+            await self._async_handle_chat_log(chat_log, system_suffix=suffix)
+            text = _last_text(chat_log)
+            try:
+                data = task.structure(json.loads(_strip_fence(text)))
+            except (ValueError, probatio.Invalid) as err:
+                error = str(err)
+                LOGGER.debug("Structured answer %r rejected: %s", text, error)
+                continue
+            return ai_task.GenDataTaskResult(conversation_id=chat_log.conversation_id, data=data)
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_structured_output",
+            translation_placeholders={"error": error},
+        )
+
+
+def _last_text(chat_log: conversation.ChatLog) -> str:
+    content = chat_log.content[-1]
+    if not isinstance(content, conversation.AssistantContent):
+        raise HomeAssistantError(translation_domain=DOMAIN, translation_key="no_answer")
+    return content.content or ""
+
+
+def _strip_fence(text: str) -> str:
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    return text

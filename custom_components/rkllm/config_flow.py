@@ -1,0 +1,326 @@
+"""Config flow: pick the runtime library and a model, load it once to prove it works."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import probatio as vol
+from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
+    ConfigEntry,
+    ConfigEntryState,
+    ConfigFlow,
+    ConfigFlowResult,
+    ConfigSubentryFlow,
+    SubentryFlowResult,
+)
+from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.data_entry_flow import AbortFlow, section
+from homeassistant.helpers import llm
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TemplateSelector,
+    TextSelector,
+)
+
+from rkllm_runtime import RKLLMError, find_library
+
+from .const import (
+    CONF_ADVANCED,
+    CONF_BASE_DOMAIN_ID,
+    CONF_EMBED_FLASH,
+    CONF_LIBRARY_PATH,
+    CONF_MAX_CONTEXT_LEN,
+    CONF_MAX_HISTORY,
+    CONF_MAX_NEW_TOKENS,
+    CONF_MODEL_PATH,
+    CONF_N_KEEP,
+    CONF_PLATFORM,
+    CONF_REPEAT_PENALTY,
+    CONF_RUNTIME_RELEASE,
+    CONF_TEMPERATURE,
+    CONF_THINK,
+    CONF_TOP_K,
+    CONF_TOP_P,
+    DEFAULT_AI_TASK_NAME,
+    DEFAULT_CONVERSATION_NAME,
+    DEFAULT_MAX_CONTEXT_LEN,
+    DEFAULT_MAX_HISTORY,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PLATFORM,
+    DEFAULT_REPEAT_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    DOMAIN,
+    LOGGER,
+    PLATFORM_CPU_MASKS,
+    SUBENTRY_AI_TASK,
+    SUBENTRY_CONVERSATION,
+)
+from .loader import error_key, load_runtime
+
+DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
+
+
+def _box(minimum: float, maximum: float, step: float = 1) -> NumberSelector:
+    return NumberSelector(
+        NumberSelectorConfig(min=minimum, max=maximum, step=step, mode=NumberSelectorMode.BOX)
+    )
+
+
+def model_schema() -> vol.Schema:
+    """The form of the parent entry."""
+    return vol.Schema(
+        {
+            vol.Required(CONF_LIBRARY_PATH): TextSelector(),
+            vol.Required(CONF_MODEL_PATH): TextSelector(),
+            vol.Required(CONF_MAX_CONTEXT_LEN, default=DEFAULT_MAX_CONTEXT_LEN): _box(128, 131072),
+            vol.Required(CONF_ADVANCED): section(
+                vol.Schema(
+                    {
+                        vol.Required(CONF_PLATFORM, default=DEFAULT_PLATFORM): SelectSelector(
+                            SelectSelectorConfig(
+                                options=list(PLATFORM_CPU_MASKS),
+                                translation_key=CONF_PLATFORM,
+                                mode=SelectSelectorMode.DROPDOWN,
+                            )
+                        ),
+                        vol.Required(CONF_N_KEEP, default=-1): _box(-1, 131072),
+                        vol.Required(CONF_EMBED_FLASH, default=False): BooleanSelector(),
+                        vol.Required(CONF_BASE_DOMAIN_ID, default=0): _box(0, 15),
+                        vol.Optional(CONF_RUNTIME_RELEASE): TextSelector(),
+                    }
+                ),
+                {"collapsed": True},
+            ),
+        }
+    )
+
+
+def _normalise(user_input: dict[str, Any]) -> dict[str, Any]:
+    """Entry data from the form: numbers as ints, paths stripped."""
+    advanced = dict(user_input.get(CONF_ADVANCED, {}))
+    for key in (CONF_N_KEEP, CONF_BASE_DOMAIN_ID):
+        advanced[key] = int(advanced.get(key, 0 if key == CONF_BASE_DOMAIN_ID else -1))
+    return {
+        CONF_LIBRARY_PATH: user_input[CONF_LIBRARY_PATH].strip(),
+        CONF_MODEL_PATH: user_input[CONF_MODEL_PATH].strip(),
+        CONF_MAX_CONTEXT_LEN: int(user_input[CONF_MAX_CONTEXT_LEN]),
+        CONF_ADVANCED: advanced,
+    }
+
+
+class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Add a model on the NPU."""
+
+    VERSION = 1
+    MINOR_VERSION = 1
+
+    def __init__(self) -> None:
+        """Start with an empty form."""
+        self._data: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self._error_detail = ""
+        self._load_task: asyncio.Task[None] | None = None
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the library and the model."""
+        return await self._async_step_form("user", user_input)
+
+    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Change the library, the model or its parameters."""
+        if not self._data and user_input is None:
+            self._data = dict(self._get_reconfigure_entry().data)
+        return await self._async_step_form("reconfigure", user_input)
+
+    async def _async_step_form(self, step_id: str, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+        if user_input is not None:
+            self._data = _normalise(user_input)
+            await self.async_set_unique_id(str(Path(self._data[CONF_MODEL_PATH])))
+            if self.source == SOURCE_RECONFIGURE:
+                self._abort_if_unique_id_configured_elsewhere()
+            else:
+                self._abort_if_unique_id_configured()
+            return await self.async_step_load()
+        suggested = self._data or {CONF_LIBRARY_PATH: await self._async_default_library()}
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(model_schema(), suggested),
+            errors=self._errors,
+            description_placeholders={"error": self._error_detail},
+        )
+
+    def _abort_if_unique_id_configured_elsewhere(self) -> None:
+        own = self._get_reconfigure_entry().entry_id
+        for entry in self._async_current_entries(include_ignore=False):
+            if entry.unique_id == self.unique_id and entry.entry_id != own:
+                raise AbortFlow("already_configured")
+
+    async def _async_default_library(self) -> str:
+        found = await self.hass.async_add_executor_job(find_library)
+        return str(found or DEFAULT_LIBRARY_PATH)
+
+    async def async_step_load(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Load the model in the executor while the user waits."""
+        if self._load_task is None:
+            self._load_task = self.hass.async_create_task(self._async_try_load())
+        if not self._load_task.done():
+            return self.async_show_progress(
+                step_id="load", progress_action="load_model", progress_task=self._load_task
+            )
+        self._load_task = None
+        if self._errors:
+            return self.async_show_progress_done(
+                next_step_id="reconfigure" if self.source == SOURCE_RECONFIGURE else "user"
+            )
+        return self.async_show_progress_done(next_step_id="finish")
+
+    async def _async_try_load(self) -> None:
+        self._errors, self._error_detail = {}, ""
+        try:
+            runtime = await self.hass.async_add_executor_job(load_runtime, self._data)
+        except RKLLMError as err:
+            LOGGER.warning("Cannot load %s: %s", self._data[CONF_MODEL_PATH], err)
+            self._errors = {"base": error_key(err)}
+            self._error_detail = str(err)
+            return
+        await self.hass.async_add_executor_job(runtime.close)
+
+    async def async_step_finish(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Create or update the entry."""
+        title = Path(self._data[CONF_MODEL_PATH]).stem
+        if self.source == SOURCE_RECONFIGURE:
+            return self.async_update_reload_and_abort(
+                self._get_reconfigure_entry(), unique_id=self.unique_id, title=title, data=self._data
+            )
+        return self.async_create_entry(
+            title=title,
+            data=self._data,
+            subentries=[
+                {
+                    "subentry_type": SUBENTRY_CONVERSATION,
+                    "data": default_conversation_options(),
+                    "title": DEFAULT_CONVERSATION_NAME,
+                    "unique_id": None,
+                },
+                {
+                    "subentry_type": SUBENTRY_AI_TASK,
+                    "data": default_ai_task_options(),
+                    "title": DEFAULT_AI_TASK_NAME,
+                    "unique_id": None,
+                },
+            ],
+        )
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Conversation agents and AI tasks run on a model entry."""
+        return {SUBENTRY_CONVERSATION: RKLLMSubentryFlow, SUBENTRY_AI_TASK: RKLLMSubentryFlow}
+
+
+def default_conversation_options() -> dict[str, Any]:
+    """Options of the conversation agent created with a model."""
+    return {
+        CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
+        CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
+        CONF_MAX_NEW_TOKENS: DEFAULT_MAX_NEW_TOKENS,
+        CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
+        CONF_TOP_K: DEFAULT_TOP_K,
+        CONF_TOP_P: DEFAULT_TOP_P,
+        CONF_REPEAT_PENALTY: DEFAULT_REPEAT_PENALTY,
+        CONF_THINK: False,
+        CONF_MAX_HISTORY: DEFAULT_MAX_HISTORY,
+    }
+
+
+def default_ai_task_options() -> dict[str, Any]:
+    """Options of the AI task created with a model."""
+    return {
+        CONF_MAX_NEW_TOKENS: DEFAULT_MAX_NEW_TOKENS,
+        CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
+        CONF_THINK: False,
+    }
+
+
+def subentry_schema(
+    hass: HomeAssistant, subentry_type: str, is_new: bool, options: Mapping[str, Any]
+) -> vol.Schema:
+    """The form of a conversation or AI-task subentry, pre-filled with ``options``."""
+    schema: dict[Any, Any] = {}
+    if is_new:
+        default_name = (
+            DEFAULT_CONVERSATION_NAME if subentry_type == SUBENTRY_CONVERSATION else DEFAULT_AI_TASK_NAME
+        )
+        schema[vol.Required(CONF_NAME, default=default_name)] = str
+    if subentry_type == SUBENTRY_CONVERSATION:
+        apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(hass)]
+        valid = {option["value"] for option in apis}
+        selected = [api for api in options.get(CONF_LLM_HASS_API, []) if api in valid]
+        schema[vol.Optional(CONF_PROMPT, description={"suggested_value": options.get(CONF_PROMPT)})] = (
+            TemplateSelector()
+        )
+        schema[vol.Optional(CONF_LLM_HASS_API, description={"suggested_value": selected})] = SelectSelector(
+            SelectSelectorConfig(options=apis, multiple=True)
+        )
+    fields: list[tuple[str, Any, NumberSelector | BooleanSelector]] = [
+        (CONF_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS, _box(1, 16384)),
+        (CONF_TEMPERATURE, DEFAULT_TEMPERATURE, _box(0, 2, 0.05)),
+    ]
+    if subentry_type == SUBENTRY_CONVERSATION:
+        fields += [
+            (CONF_TOP_K, DEFAULT_TOP_K, _box(1, 200)),
+            (CONF_TOP_P, DEFAULT_TOP_P, _box(0, 1, 0.05)),
+            (CONF_REPEAT_PENALTY, DEFAULT_REPEAT_PENALTY, _box(0.5, 2, 0.05)),
+            (CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY, _box(0, 100)),
+        ]
+    fields.append((CONF_THINK, False, BooleanSelector()))
+    for key, default, selector in fields:
+        schema[vol.Optional(key, description={"suggested_value": options.get(key, default)})] = selector
+    return vol.Schema(schema)
+
+
+class RKLLMSubentryFlow(ConfigSubentryFlow):
+    """Add or change a conversation agent or an AI task."""
+
+    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """One form for every setting."""
+        if self._get_entry().state is not ConfigEntryState.LOADED:
+            return self.async_abort(reason="entry_not_loaded")
+        is_new = self.source == "user"
+        if user_input is None:
+            options = (
+                default_conversation_options()
+                if self._subentry_type == SUBENTRY_CONVERSATION
+                else default_ai_task_options()
+            )
+            if not is_new:
+                options = dict(self._get_reconfigure_subentry().data)
+            return self.async_show_form(
+                step_id="set_options",
+                data_schema=subentry_schema(self.hass, self._subentry_type, is_new, options),
+            )
+        data = {key: int(value) if key in _INT_OPTIONS else value for key, value in user_input.items()}
+        if is_new:
+            return self.async_create_entry(title=str(data.pop(CONF_NAME)), data=data)
+        return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
+
+    async_step_user = async_step_set_options
+    async_step_reconfigure = async_step_set_options
+
+
+_INT_OPTIONS = {CONF_MAX_NEW_TOKENS, CONF_TOP_K, CONF_MAX_HISTORY}

@@ -1,0 +1,72 @@
+"""Loading a model entry's runtime from its configuration (blocking: runs in the executor)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rkllm_runtime import (
+    InsufficientMemoryError,
+    LibraryError,
+    LibraryNotFoundError,
+    ModelNotFoundError,
+    ModelParams,
+    ModelRejectedError,
+    NotALibraryError,
+    RKLLMError,
+    RKLLMRuntime,
+    UnsupportedVersionError,
+    WrongArchitectureError,
+)
+
+from .const import (
+    CONF_ADVANCED,
+    CONF_BASE_DOMAIN_ID,
+    CONF_EMBED_FLASH,
+    CONF_LIBRARY_PATH,
+    CONF_MAX_CONTEXT_LEN,
+    CONF_MODEL_PATH,
+    CONF_N_KEEP,
+    CONF_PLATFORM,
+    CONF_RUNTIME_RELEASE,
+    DEFAULT_MAX_CONTEXT_LEN,
+    DEFAULT_PLATFORM,
+    PLATFORM_CPU_MASKS,
+)
+
+# Translation keys of the errors a user can act on, most specific first.
+ERROR_KEYS: tuple[tuple[type[RKLLMError], str], ...] = (
+    (LibraryNotFoundError, "library_not_found"),
+    (NotALibraryError, "library_not_found"),
+    (WrongArchitectureError, "wrong_architecture"),
+    (UnsupportedVersionError, "unsupported_version"),
+    (LibraryError, "library_not_found"),
+    (ModelNotFoundError, "model_not_found"),
+    (InsufficientMemoryError, "insufficient_memory"),
+    (ModelRejectedError, "model_rejected"),
+)
+
+
+def error_key(err: RKLLMError) -> str:
+    """The translation key describing a loading error."""
+    return next((key for kind, key in ERROR_KEYS if isinstance(err, kind)), "unknown")
+
+
+def model_params(data: Mapping[str, Any]) -> ModelParams:
+    """Load-time parameters from an entry's data."""
+    advanced = data.get(CONF_ADVANCED, {})
+    return ModelParams(
+        max_context_len=int(data.get(CONF_MAX_CONTEXT_LEN, DEFAULT_MAX_CONTEXT_LEN)),
+        n_keep=int(advanced.get(CONF_N_KEEP, -1)),
+        enabled_cpus_mask=PLATFORM_CPU_MASKS[advanced.get(CONF_PLATFORM, DEFAULT_PLATFORM)],
+        embed_flash=bool(advanced.get(CONF_EMBED_FLASH, False)),
+        base_domain_id=int(advanced.get(CONF_BASE_DOMAIN_ID, 0)),
+    )
+
+
+def load_runtime(data: Mapping[str, Any]) -> RKLLMRuntime:
+    """Check the library, then load the model; raises an :class:`RKLLMError`."""
+    release = data.get(CONF_ADVANCED, {}).get(CONF_RUNTIME_RELEASE) or None
+    return RKLLMRuntime.open(
+        data[CONF_LIBRARY_PATH], data[CONF_MODEL_PATH], model_params(data), release=release
+    )

@@ -1,0 +1,20 @@
+"""Runtime data of a loaded model entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+
+from rkllm_runtime.engine import ChatEngine
+
+
+@dataclass(slots=True)
+class RKLLMData:
+    """What a loaded entry keeps: the engine that owns the model's handle."""
+
+    engine: ChatEngine
+    last_error: str | None = None
+
+
+type RKLLMConfigEntry = ConfigEntry[RKLLMData]

@@ -1,0 +1,201 @@
+"""Sensors of a model: speed, latency, memory, KV cache, state, and the NPU itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from homeassistant.components.sensor import (
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
+from homeassistant.const import PERCENTAGE, EntityCategory, UnitOfInformation, UnitOfTemperature, UnitOfTime
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.typing import StateType
+
+from rkllm_runtime.engine import ChatEngine, EngineState
+from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
+
+from .entity import model_device_info
+from .models import RKLLMConfigEntry, RKLLMData
+
+SCAN_INTERVAL = timedelta(seconds=10)
+TOKENS_PER_SECOND = "tokens/s"
+TOKENS = "tokens"
+MODEL_STATES = ["loading", "ready", "generating", "error"]
+
+
+def model_state(data: RKLLMData) -> str:
+    """The model state sensor's value."""
+    state = data.engine.state
+    if state is EngineState.READY and data.last_error is not None:
+        return "error"
+    return {EngineState.PREFILLING: "loading", EngineState.GENERATING: "generating"}.get(state, "ready")
+
+
+def _last(engine: ChatEngine, value: Callable[..., float | int]) -> StateType:
+    last = engine.stats.last
+    return None if last is None else value(last)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RKLLMSensorDescription(SensorEntityDescription):
+    """How a sensor reads the model's statistics."""
+
+    value: Callable[[RKLLMData], StateType]
+
+
+SENSORS: tuple[RKLLMSensorDescription, ...] = (
+    RKLLMSensorDescription(
+        key="decode_speed",
+        translation_key="decode_speed",
+        native_unit_of_measurement=TOKENS_PER_SECOND,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=1,
+        value=lambda d: _last(d.engine, lambda r: r.perf.decode_tokens_per_second),
+    ),
+    RKLLMSensorDescription(
+        key="prefill_speed",
+        translation_key="prefill_speed",
+        native_unit_of_measurement=TOKENS_PER_SECOND,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value=lambda d: _last(d.engine, lambda r: r.perf.prefill_tokens_per_second),
+    ),
+    RKLLMSensorDescription(
+        key="time_to_first_token",
+        translation_key="time_to_first_token",
+        device_class=SensorDeviceClass.DURATION,
+        native_unit_of_measurement=UnitOfTime.MILLISECONDS,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value=lambda d: _last(d.engine, lambda r: r.perf.prefill_time_ms),
+    ),
+    RKLLMSensorDescription(
+        key="peak_memory",
+        translation_key="peak_memory",
+        device_class=SensorDeviceClass.DATA_SIZE,
+        native_unit_of_measurement=UnitOfInformation.MEGABYTES,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value=lambda d: _last(d.engine, lambda r: r.perf.memory_usage_mb),
+    ),
+    RKLLMSensorDescription(
+        key="prompt_tokens",
+        translation_key="prompt_tokens",
+        native_unit_of_measurement=TOKENS,
+        state_class=SensorStateClass.MEASUREMENT,
+        value=lambda d: _last(d.engine, lambda r: r.prompt_tokens),
+    ),
+    RKLLMSensorDescription(
+        key="prefilled_tokens",
+        translation_key="prefilled_tokens",
+        native_unit_of_measurement=TOKENS,
+        state_class=SensorStateClass.MEASUREMENT,
+        value=lambda d: _last(d.engine, lambda r: r.perf.prefill_tokens),
+    ),
+    RKLLMSensorDescription(
+        key="kv_cache_tokens",
+        translation_key="kv_cache_tokens",
+        native_unit_of_measurement=TOKENS,
+        state_class=SensorStateClass.MEASUREMENT,
+        value=lambda d: d.engine.stats.kv_tokens,
+    ),
+    RKLLMSensorDescription(
+        key="cache_hits",
+        translation_key="cache_hits",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value=lambda d: d.engine.stats.cache_hits,
+    ),
+    RKLLMSensorDescription(
+        key="cache_misses",
+        translation_key="cache_misses",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value=lambda d: d.engine.stats.cache_misses,
+    ),
+    RKLLMSensorDescription(
+        key="model_state",
+        translation_key="model_state",
+        device_class=SensorDeviceClass.ENUM,
+        options=MODEL_STATES,
+        value=model_state,
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: RKLLMConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the model's sensors, and the NPU's where the board exposes them."""
+    entities: list[SensorEntity] = [RKLLMModelSensor(entry, description) for description in SENSORS]
+    entities += [
+        NPUSensor(entry, "npu_load", npu_load_percent, PERCENTAGE, None),
+        NPUSensor(entry, "npu_temperature", npu_temperature_celsius, UnitOfTemperature.CELSIUS,
+                  SensorDeviceClass.TEMPERATURE),
+    ]  # fmt: skip
+    async_add_entities(entities)
+
+
+class RKLLMModelSensor(SensorEntity):
+    """A figure of the last finished request, updated as requests finish."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+    entity_description: RKLLMSensorDescription
+
+    def __init__(self, entry: RKLLMConfigEntry, description: RKLLMSensorDescription) -> None:
+        """Initialise for one statistic of the entry's model."""
+        self.entity_description = description
+        self._data = entry.runtime_data
+        self._attr_unique_id = f"{entry.entry_id}_{description.key}"
+        self._attr_device_info = model_device_info(entry)
+
+    @property
+    def native_value(self) -> StateType:
+        """The statistic now."""
+        return self.entity_description.value(self._data)
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the engine."""
+        self.async_on_remove(self._data.engine.add_listener(self._handle_update))
+
+    @callback
+    def _handle_update(self) -> None:
+        self.async_write_ha_state()
+
+
+class NPUSensor(SensorEntity):
+    """NPU load or temperature read from /sys (unavailable without the vendor driver)."""
+
+    _attr_has_entity_name = True
+    _attr_state_class = SensorStateClass.MEASUREMENT
+
+    def __init__(
+        self,
+        entry: RKLLMConfigEntry,
+        key: str,
+        read: Callable[[], float | None],
+        unit: str,
+        device_class: SensorDeviceClass | None,
+    ) -> None:
+        """Initialise a polled board sensor."""
+        self._read = read
+        self._attr_translation_key = key
+        self._attr_unique_id = f"{entry.entry_id}_{key}"
+        self._attr_native_unit_of_measurement = unit
+        self._attr_device_class = device_class
+        self._attr_device_info = model_device_info(entry)
+
+    async def async_update(self) -> None:
+        """Read the value in the executor."""
+        value = await self.hass.async_add_executor_job(self._read)
+        self._attr_available = value is not None
+        self._attr_native_value = value

@@ -1,0 +1,156 @@
+"""Splitting streamed model text into what is said, what is thought, and tool calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from .tool_calls import MalformedCallError, ParsedCall, parse_block, parse_json_call, resolve_name
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+_TAGS = {
+    "text": (THINK_OPEN, CALL_OPEN),
+    "think": (THINK_CLOSE,),
+    "call": (CALL_CLOSE,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Text to show and speak."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """Reasoning, never spoken."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call."""
+
+    call: ParsedCall
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedCall:
+    """Something meant as a tool call that cannot be read."""
+
+    raw: str
+    error: str
+
+
+Event = Content | Thinking | ToolCall | MalformedCall
+
+
+class _Mode(Enum):
+    TEXT = auto()
+    THINK = auto()
+    CALL = auto()
+    BARE = auto()  # the reply may be a bare JSON tool call: hold it until the end
+
+
+class StreamParser:
+    """Incremental: feed chunks as they arrive, then call :meth:`finish`.
+
+    Tags split across chunks are held back only as long as they could still be a tag.
+    A reply that starts like JSON is held whole when tools exist: it may be a bare call.
+    """
+
+    def __init__(self, tool_names: Sequence[str] = ()) -> None:
+        self._tool_names = tool_names
+        self._mode = _Mode.TEXT
+        self._buffer = ""
+        self._said_anything = False
+
+    def feed(self, chunk: str) -> list[Event]:
+        """Events complete so far."""
+        self._buffer += chunk
+        events: list[Event] = []
+        while True:
+            if self._mode is _Mode.BARE:
+                return events
+            if self._mode is _Mode.TEXT and not self._said_anything:
+                stripped = self._buffer.lstrip()
+                if not stripped:
+                    return events
+                if stripped[0] in "{`" and self._tool_names:
+                    self._mode = _Mode.BARE
+                    return events
+            tags = _TAGS[{_Mode.TEXT: "text", _Mode.THINK: "think", _Mode.CALL: "call"}[self._mode]]
+            found = [(self._buffer.find(tag), tag) for tag in tags if tag in self._buffer]
+            if not found:
+                if self._mode is _Mode.CALL:
+                    return events  # a call is read whole, at its closing tag
+                keep = _partial_tag_length(self._buffer, tags)
+                self._emit(events, self._buffer[: len(self._buffer) - keep])
+                self._buffer = self._buffer[len(self._buffer) - keep :]
+                return events
+            index, tag = min(found)
+            self._emit(events, self._buffer[:index])
+            self._buffer = self._buffer[index + len(tag) :]
+            self._mode = {
+                THINK_OPEN: _Mode.THINK,
+                CALL_OPEN: _Mode.CALL,
+                THINK_CLOSE: _Mode.TEXT,
+                CALL_CLOSE: _Mode.TEXT,
+            }[tag]
+            if tag in (THINK_OPEN, THINK_CLOSE):
+                self._buffer = self._buffer.lstrip("\n")
+
+    def _emit(self, events: list[Event], text: str) -> None:
+        if not text:
+            return
+        match self._mode:
+            case _Mode.TEXT:
+                if not self._said_anything:
+                    text = text.lstrip()
+                    if not text:
+                        return
+                    self._said_anything = True
+                events.append(Content(text))
+            case _Mode.THINK:
+                events.append(Thinking(text))
+            case _Mode.CALL:
+                events.extend(self._call(text))
+
+    def _call(self, block: str) -> list[Event]:
+        try:
+            return [ToolCall(parse_block(block))]
+        except MalformedCallError as err:
+            return [MalformedCall(block, str(err))]
+
+    def finish(self) -> list[Event]:
+        """Events for whatever the stream left unfinished."""
+        rest, self._buffer = self._buffer, ""
+        match self._mode:
+            case _Mode.BARE if (call := self._bare_call(rest)) is not None:
+                return [ToolCall(call)]
+            case _Mode.BARE | _Mode.TEXT:
+                return [Content(rest.strip())] if rest.strip() else []
+            case _Mode.THINK:
+                return [Thinking(rest)] if rest else []
+            case _Mode.CALL:
+                return self._call(rest)
+
+    def _bare_call(self, text: str) -> ParsedCall | None:
+        """A whole reply that is a JSON call of a known tool."""
+        try:
+            call = parse_json_call(text)
+        except MalformedCallError:
+            return None
+        return call if resolve_name(call.name, self._tool_names) in self._tool_names else None
+
+
+def _partial_tag_length(text: str, tags: tuple[str, ...]) -> int:
+    """Length of the longest suffix of ``text`` that starts one of ``tags``."""
+    for length in range(min(len(text), max(len(tag) for tag in tags) - 1), 0, -1):
+        if any(tag.startswith(text[-length:]) for tag in tags):
+            return length
+    return 0

@@ -1,0 +1,115 @@
+"""From model text to Home Assistant tool calls: formats, name mapping, argument repair."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import probatio
+from homeassistant.helpers import llm
+
+_XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)</function>", re.S)
+_XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)</parameter>", re.S)
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCall:
+    """A tool call as the model wrote it."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+class MalformedCallError(ValueError):
+    """The model tried to call a tool but its call cannot be read."""
+
+
+def format_tools(api: llm.APIInstance) -> str:
+    """The LLM API's tools as an OpenAI-style JSON array for ``rkllm_set_function_tools``."""
+    tools = []
+    for tool in api.tools:
+        spec: dict[str, Any] = {
+            "name": tool.name,
+            "parameters": probatio.to_openapi(
+                tool.parameters, custom_serializer=api.custom_serializer, openapi_version="3.1.0"
+            ),
+        }
+        if tool.description:
+            spec["description"] = tool.description
+        tools.append({"type": "function", "function": spec})
+    return json.dumps(tools, ensure_ascii=False)
+
+
+def parse_block(block: str) -> ParsedCall:
+    """Read the inside of a ``<tool_call>`` block: JSON or the XML-like ``<function=...>`` form."""
+    block = block.strip()
+    if match := _XML_FUNCTION.search(block):
+        arguments = {name: _xml_value(value) for name, value in _XML_PARAMETER.findall(match.group(2))}
+        return ParsedCall(match.group(1), arguments)
+    return parse_json_call(block)
+
+
+def parse_json_call(text: str) -> ParsedCall:
+    """Read a JSON tool call (``{"name": ..., "arguments": {...}}``), possibly fenced."""
+    if match := _FENCE.match(text.strip()):
+        text = match.group(1)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MalformedCallError(
+            f"the tool call is not valid JSON ({err.msg} at character {err.pos})"
+        ) from err
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise MalformedCallError('the tool call has no "name"')
+    arguments = data.get("arguments", data.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as err:
+            raise MalformedCallError('the tool call\'s "arguments" are not valid JSON') from err
+    if not isinstance(arguments, dict):
+        raise MalformedCallError('the tool call\'s "arguments" must be an object')
+    return ParsedCall(data["name"], arguments)
+
+
+def _xml_value(value: str) -> Any:
+    value = value.strip()
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def resolve_name(name: str, known: Iterable[str]) -> str:
+    """Map a name a small model mangled back to a tool's: ``HassTurnOn`` -> ``intent__HassTurnOn``."""
+    names = list(known)
+    if name in names:
+        return name
+    folded = name.casefold()
+    matches = [known_name for known_name in names if known_name.casefold() == folded]
+    if not matches:
+        matches = [n for n in names if n.casefold().rsplit("__", 1)[-1] == folded.rsplit("__", 1)[-1]]
+    return matches[0] if len(matches) == 1 else name
+
+
+def repair_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty arguments and decode stringified lists and objects, as small models need."""
+    return {key: _decode_json_string(value) for key, value in arguments.items() if value not in (None, "")}
+
+
+def _decode_json_string(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] + value[-1:] in ("[]", "{}"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def to_tool_input(call: ParsedCall, known: Iterable[str]) -> llm.ToolInput:
+    """A Home Assistant tool input for a parsed call."""
+    return llm.ToolInput(tool_name=resolve_name(call.name, known), tool_args=repair_arguments(call.arguments))

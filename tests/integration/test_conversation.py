@@ -1,0 +1,147 @@
+"""The Assist conversation agent, through the real ctypes path into the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from homeassistant.components import conversation
+from homeassistant.components.conversation import chat_log as chat_log_module
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import intent
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+AGENT = "conversation.rkllm_conversation"
+
+
+async def converse(
+    hass: HomeAssistant, text: str, conversation_id: str | None = None
+) -> conversation.ConversationResult:
+    return await conversation.async_converse(hass, text, conversation_id, Context(), agent_id=AGENT)
+
+
+def chat_log_of(hass: HomeAssistant, conversation_id: str) -> list[conversation.Content]:
+    return list(hass.data[chat_log_module.DATA_CHAT_LOGS][conversation_id].content)
+
+
+async def test_plain_answer(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    result = await converse(hass, "hello there")
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+async def test_turn_on_a_light_through_a_tool_call(
+    hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
+) -> None:
+    assert hass.states.get(kitchen_light).state == "off"
+    result = await converse(hass, "Please turn the kitchen light on")
+    assert hass.states.get(kitchen_light).state == "on"
+    assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
+    content = chat_log_of(hass, result.conversation_id)
+    calls = [c for c in content if isinstance(c, conversation.AssistantContent) and c.tool_calls]
+    assert calls[0].tool_calls[0].tool_name == "intent__HassTurnOn"  # mapped from "HassTurnOn"
+    assert calls[0].tool_calls[0].tool_args == {"name": "Kitchen light"}
+    results = [c for c in content if isinstance(c, conversation.ToolResultContent)]
+    assert not results[0].result.error
+
+
+async def test_malformed_call_gets_an_error_result_then_a_retry_works(
+    hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
+) -> None:
+    result = await converse(hass, "light up the garden path")
+    content = chat_log_of(hass, result.conversation_id)
+    results = [c for c in content if isinstance(c, conversation.ToolResultContent)]
+    assert results[0].result.error
+    assert results[0].result.data["error"] == "MalformedToolCall"
+    assert "not valid JSON" in results[0].result.data["error_text"]
+    assert not results[1].result.error  # the model retried with a correct call
+    assert hass.states.get(kitchen_light).state == "on"
+    assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
+
+
+@pytest.mark.parametrize("conversation_options", [{"think": True, "llm_hass_api": []}], indirect=False)
+async def test_thinking_is_never_spoken(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    result = await converse(hass, "what is the weather like")
+    assert result.response.speech["plain"]["speech"] == "It is sunny."
+    answer = chat_log_of(hass, result.conversation_id)[-1]
+    assert isinstance(answer, conversation.AssistantContent)
+    assert answer.thinking_content is not None
+    assert "asks about the weather" in answer.thinking_content
+    assert "<think>" not in (answer.content or "")
+
+
+async def test_follow_up_keeps_the_conversation(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    engine = init_integration.runtime_data.engine
+    first = await converse(hass, "hello there")
+    assert engine.stats.last is not None
+    assert not engine.stats.last.cache_hit  # the Assist prompt is read once
+    await converse(hass, "hello again", first.conversation_id)
+    assert engine.stats.last.cache_hit
+    assert engine.stats.last.perf.prefill_tokens < 20
+
+
+async def test_generation_error_is_reported(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    result = await converse(hass, "please fail now")
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert "The model failed while answering" in result.response.speech["plain"]["speech"]
+    again = await converse(hass, "hello there")
+    assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+async def test_cancelled_request_aborts_and_the_next_works(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+    engine = init_integration.runtime_data.engine
+    task = hass.async_create_task(converse(hass, "tell me a story"))
+    while engine.runtime.is_running is False:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not engine.runtime.is_running
+    monkeypatch.delenv("RKLLM_EMU_DECODE_TPS")
+    result = await converse(hass, "hello there")
+    assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+async def test_requests_beyond_the_queue_are_told_busy(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "400")
+    engine = init_integration.runtime_data.engine
+    running = hass.async_create_task(converse(hass, "tell me a story"))
+    while not engine.runtime.is_running:
+        await asyncio.sleep(0.01)
+    queued = [hass.async_create_task(converse(hass, "hello there")) for _ in range(engine.max_waiting)]
+    while engine.waiting < engine.max_waiting:
+        await asyncio.sleep(0.01)
+    busy = await converse(hass, "hello there")
+    assert busy.response.response_type is intent.IntentResponseType.ERROR
+    assert (
+        busy.response.speech["plain"]["speech"]
+        == "The model is busy with other requests. Try again in a moment"
+    )
+    monkeypatch.delenv("RKLLM_EMU_DECODE_TPS")
+    assert (await running).response.speech["plain"]["speech"].startswith("Once upon a time")
+    for task in queued:  # served in order once the first finished
+        assert (await task).response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+async def test_token_stats_go_to_the_trace(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    traces: list[dict] = []
+    original = conversation.ChatLog.async_trace
+
+    def record(self: conversation.ChatLog, details: dict) -> None:
+        traces.append(details)
+        original(self, details)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conversation.ChatLog, "async_trace", record)
+        await converse(hass, "hello there")
+    stats = [t["stats"] for t in traces if "stats" in t]
+    assert stats[-1]["output_tokens"] > 0
+    assert stats[-1]["input_tokens"] > 500  # the Assist prompt with its tool schemas
+    assert stats[-1]["cached_input_tokens"] == 0
