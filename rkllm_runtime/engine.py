@@ -37,7 +37,7 @@ from .conversation import (
     system_key,
     trim_turns,
 )
-from .errors import BusyError, ClosedError, RKLLMError
+from .errors import AbortedError, BusyError, ClosedError, RKLLMError
 from .prompt_cache import CacheKey, PromptCacheStore, model_identity
 from .runtime import RKLLMRuntime
 from .types import PerfStats, Prompt, RunOptions
@@ -84,6 +84,7 @@ class EngineStats:
     cache_misses: int = 0
     kv_tokens: int = 0
     last: ChatResult | None = None
+    last_error: str | None = None  # of the last request, None when it succeeded
 
 
 @dataclass(slots=True)
@@ -179,6 +180,11 @@ class ChatEngine:
             kv_tokens = await self._in_executor(self.runtime.kv_cache_size)
             stream.result = self._commit(plan, run.result.text, run.result.perf, kv_tokens)
             completed = True
+        except AbortedError:
+            raise  # cancelled by the caller or an unload: not the model's fault
+        except RKLLMError as err:
+            self.stats.last_error = str(err)
+            raise
         finally:
             if not completed:
                 self._cache.forget_conversation()
@@ -289,6 +295,7 @@ class ChatEngine:
         else:
             self.stats.cache_misses += 1
         self.stats.last = result
+        self.stats.last_error = None
         return result
 
     async def aclose(self) -> None:

@@ -21,9 +21,9 @@ def available_memory_mb(meminfo: Path = PROC_MEMINFO) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
-def npu_load_percent(paths: tuple[Path, ...] = NPU_LOAD_PATHS) -> float | None:
+def npu_load_percent() -> float | None:
     """Mean load of the NPU cores in percent, or None without the rknpu driver."""
-    for path in paths:
+    for path in NPU_LOAD_PATHS:
         try:
             text = path.read_text()
         except OSError:
@@ -34,10 +34,10 @@ def npu_load_percent(paths: tuple[Path, ...] = NPU_LOAD_PATHS) -> float | None:
     return None
 
 
-def npu_temperature_celsius(zones: Path = THERMAL_ZONES) -> float | None:
+def npu_temperature_celsius() -> float | None:
     """Temperature of the thermal zone named like the NPU (``npu-thermal``), or None."""
     try:
-        candidates = sorted(zones.glob("thermal_zone*"))
+        candidates = sorted(THERMAL_ZONES.glob("thermal_zone*"))
     except OSError:
         return None
     for zone in candidates:

@@ -11,14 +11,14 @@ from homeassistant.core import HomeAssistant
 
 from .models import RKLLMConfigEntry
 
-TO_REDACT = {CONF_PROMPT}
+TO_REDACT = {CONF_PROMPT, "text"}  # instructions, and what the model last said
 
 
 async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: RKLLMConfigEntry) -> dict[str, Any]:
     """Return diagnostics of a model entry."""
     engine = entry.runtime_data.engine
     runtime = engine.runtime
-    stats = asdict(engine.stats)
+    stats = async_redact_data(asdict(engine.stats), TO_REDACT)
     return {
         "entry": {"data": dict(entry.data), "title": entry.title},
         "subentries": [
@@ -40,5 +40,4 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: RKLLMCo
             "waiting": engine.waiting,
             "stats": stats,
         },
-        "last_error": entry.runtime_data.last_error,
     }

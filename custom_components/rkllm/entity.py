@@ -193,9 +193,8 @@ class RKLLMBaseLLMEntity(Entity):
     async def _async_generate(
         self, chat_log: conversation.ChatLog, request: ChatRequest, tool_names: list[str]
     ) -> ChatResult:
-        data = self.entry.runtime_data
         try:
-            async with data.engine.chat(request) as stream:
+            async with self.entry.runtime_data.engine.chat(request) as stream:
                 async for _content in chat_log.async_add_delta_content_stream(
                     self.entity_id, deltas(stream, tool_names)
                 ):
@@ -205,12 +204,10 @@ class RKLLMBaseLLMEntity(Entity):
         except ClosedError as err:
             raise HomeAssistantError(translation_domain=DOMAIN, translation_key="model_unloaded") from err
         except RKLLMError as err:
-            data.last_error = str(err)
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
                 translation_key="generation_failed",
                 translation_placeholders={"error": str(err)},
             ) from err
         assert stream.result is not None
-        data.last_error = None
         return stream.result

@@ -14,7 +14,6 @@ class RKLLMData:
     """What a loaded entry keeps: the engine that owns the model's handle."""
 
     engine: ChatEngine
-    last_error: str | None = None
 
 
 type RKLLMConfigEntry = ConfigEntry[RKLLMData]

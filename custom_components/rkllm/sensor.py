@@ -32,7 +32,7 @@ MODEL_STATES = ["loading", "ready", "generating", "error"]
 def model_state(data: RKLLMData) -> str:
     """The model state sensor's value."""
     state = data.engine.state
-    if state is EngineState.READY and data.last_error is not None:
+    if state is EngineState.READY and data.engine.stats.last_error is not None:
         return "error"
     return {EngineState.PREFILLING: "loading", EngineState.GENERATING: "generating"}.get(state, "ready")
 
@@ -135,13 +135,20 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the model's sensors, and the NPU's where the board exposes them."""
-    entities: list[SensorEntity] = [RKLLMModelSensor(entry, description) for description in SENSORS]
-    entities += [
-        NPUSensor(entry, "npu_load", npu_load_percent, PERCENTAGE, None),
-        NPUSensor(entry, "npu_temperature", npu_temperature_celsius, UnitOfTemperature.CELSIUS,
-                  SensorDeviceClass.TEMPERATURE),
-    ]  # fmt: skip
-    async_add_entities(entities)
+    async_add_entities(RKLLMModelSensor(entry, description) for description in SENSORS)
+    async_add_entities(
+        [
+            NPUSensor(entry, "npu_load", npu_load_percent, PERCENTAGE, None),
+            NPUSensor(
+                entry,
+                "npu_temperature",
+                npu_temperature_celsius,
+                UnitOfTemperature.CELSIUS,
+                SensorDeviceClass.TEMPERATURE,
+            ),
+        ],
+        update_before_add=True,
+    )
 
 
 class RKLLMModelSensor(SensorEntity):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,9 @@ RULES = (
 
 
 @pytest.fixture(autouse=True)
-def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
-    """Load custom_components/rkllm in every test."""
+async def setup_core(hass: HomeAssistant, enable_custom_integrations: None) -> None:
+    """Load custom_components/rkllm, with Home Assistant's core component, in every test."""
+    assert await async_setup_component(hass, "homeassistant", {})
 
 
 @pytest.fixture
@@ -105,7 +107,6 @@ def config_entry(
 @pytest.fixture
 async def kitchen_light(hass: HomeAssistant) -> str:
     """A real (template) light, exposed to Assist."""
-    assert await async_setup_component(hass, "homeassistant", {})
     assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"kitchen": {}}})
     target = {"target": {"entity_id": "input_boolean.kitchen"}}
     light = {
@@ -132,3 +133,10 @@ async def init_integration(
     yield config_entry
     if config_entry.state is ConfigEntryState.LOADED:
         assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (it is state of other threads: polled, bounded)."""
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - no event to wait on across threads
+            await asyncio.sleep(0.01)

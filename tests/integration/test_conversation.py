@@ -11,6 +11,8 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import intent
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from tests.integration.conftest import until
+
 AGENT = "conversation.rkllm_conversation"
 
 
@@ -96,8 +98,7 @@ async def test_cancelled_request_aborts_and_the_next_works(
     monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
     engine = init_integration.runtime_data.engine
     task = hass.async_create_task(converse(hass, "tell me a story"))
-    while engine.runtime.is_running is False:
-        await asyncio.sleep(0.01)
+    await until(lambda: engine.runtime.is_running)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -113,11 +114,9 @@ async def test_requests_beyond_the_queue_are_told_busy(
     monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "400")
     engine = init_integration.runtime_data.engine
     running = hass.async_create_task(converse(hass, "tell me a story"))
-    while not engine.runtime.is_running:
-        await asyncio.sleep(0.01)
+    await until(lambda: engine.runtime.is_running)
     queued = [hass.async_create_task(converse(hass, "hello there")) for _ in range(engine.max_waiting)]
-    while engine.waiting < engine.max_waiting:
-        await asyncio.sleep(0.01)
+    await until(lambda: engine.waiting == engine.max_waiting)
     busy = await converse(hass, "hello there")
     assert busy.response.response_type is intent.IntentResponseType.ERROR
     assert (

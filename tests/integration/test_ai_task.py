@@ -1,0 +1,41 @@
+"""The AI-task entity: free text, and structured data with one retry."""
+
+from __future__ import annotations
+
+import probatio as vol
+import pytest
+from homeassistant.components import ai_task
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import config_validation as cv
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+TASK = "ai_task.rkllm_ai_task"
+
+
+async def test_generate_text(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    result = await ai_task.async_generate_data(
+        hass, task_name="greet", entity_id=TASK, instructions="Say hello"
+    )
+    assert result.data == "Hello! How can I help?"
+
+
+async def test_structured_output_is_validated_and_retried(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """The first answer is cut-off JSON; the retry prompt gets a valid object."""
+    structure = vol.Schema({vol.Required("items"): [cv.string]})
+    result = await ai_task.async_generate_data(
+        hass, task_name="list", entity_id=TASK, instructions="Make a shopping list", structure=structure
+    )
+    assert result.data == {"items": ["milk", "bread"]}
+
+
+async def test_structured_output_that_never_validates(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    structure = vol.Schema({vol.Required("count"): int})
+    with pytest.raises(HomeAssistantError, match="did not produce valid data"):
+        await ai_task.async_generate_data(
+            hass, task_name="count", entity_id=TASK, instructions="How many?", structure=structure
+        )

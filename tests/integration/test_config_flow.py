@@ -1,0 +1,199 @@
+"""The config flow loads the model for real and names each failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from homeassistant.config_entries import SOURCE_USER
+from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.rkllm.const import (
+    CONF_ADVANCED,
+    CONF_LIBRARY_PATH,
+    CONF_MAX_CONTEXT_LEN,
+    CONF_MODEL_PATH,
+    CONF_PLATFORM,
+    DOMAIN,
+    SUBENTRY_AI_TASK,
+    SUBENTRY_CONVERSATION,
+)
+from rkllm_runtime.emulator import build_cached
+from tests.conftest import ModelFactory
+from tests.runtime.test_loading import fake_elf
+
+
+def form_input(library: Path | str, model: Path | str, **extra: Any) -> dict[str, Any]:
+    return {
+        CONF_LIBRARY_PATH: str(library),
+        CONF_MODEL_PATH: str(model),
+        CONF_MAX_CONTEXT_LEN: extra.pop(CONF_MAX_CONTEXT_LEN, 2048),
+        CONF_ADVANCED: {CONF_PLATFORM: "rk3588", **extra},
+    }
+
+
+async def submit(hass: HomeAssistant, user_input: dict[str, Any]) -> dict[str, Any]:
+    """Run the user step through the loading progress to its outcome."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+    if result["type"] is not FlowResultType.SHOW_PROGRESS:
+        return dict(result)
+    assert result["progress_action"] == "load_model"
+    await hass.async_block_till_done()
+    return dict(await hass.config_entries.flow.async_configure(result["flow_id"]))
+
+
+async def test_happy_path_creates_the_model_with_an_agent_and_a_task(
+    hass: HomeAssistant, emulator_library: Path, model_path: Path
+) -> None:
+    result = await submit(hass, form_input(emulator_library, model_path))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == model_path.stem
+    assert result["data"][CONF_MODEL_PATH] == str(model_path)
+    assert result["data"][CONF_ADVANCED][CONF_PLATFORM] == "rk3588"
+    entry = result["result"]
+    kinds = sorted(subentry.subentry_type for subentry in entry.subentries.values())
+    assert kinds == [SUBENTRY_AI_TASK, SUBENTRY_CONVERSATION]
+    conversation = next(s for s in entry.subentries.values() if s.subentry_type == SUBENTRY_CONVERSATION)
+    assert conversation.data[CONF_LLM_HASS_API] == ["assist"]
+    assert entry.unique_id == str(model_path)
+
+
+async def test_form_is_prefilled_with_a_found_library(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "custom_components.rkllm.config_flow.find_library", lambda: Path("/usr/local/lib/librkllmrt.so")
+    )
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    schema = result["data_schema"].schema
+    library_key = next(key for key in schema if key == CONF_LIBRARY_PATH)
+    assert library_key.description["suggested_value"] == "/usr/local/lib/librkllmrt.so"
+
+
+def library_case(kind: str, tmp_path: Path) -> Path:
+    match kind:
+        case "missing":
+            return tmp_path / "librkllmrt.so"
+        case "aarch64":
+            return fake_elf(tmp_path / "librkllmrt.so", machine=183)
+        case "old":
+            return build_cached("1.2", "1.1.2")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("missing", "library_not_found"), ("aarch64", "wrong_architecture"), ("old", "unsupported_version")],
+)
+async def test_library_errors(
+    hass: HomeAssistant, model_path: Path, tmp_path: Path, kind: str, error: str
+) -> None:
+    result = await submit(hass, form_input(library_case(kind, tmp_path), model_path))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": error}
+    assert result["description_placeholders"]["error"]
+
+
+async def test_model_errors(
+    hass: HomeAssistant,
+    emulator_library: Path,
+    make_model: ModelFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = await submit(hass, form_input(emulator_library, tmp_path / "missing.rkllm"))
+    assert result["errors"] == {"base": "model_not_found"}
+
+    corrupt = tmp_path / "corrupt.rkllm"
+    corrupt.write_bytes(b"\0garbage")
+    result = await submit(hass, form_input(emulator_library, corrupt))
+    assert result["errors"] == {"base": "model_rejected"}
+
+    small = make_model(max_context=1024)
+    result = await submit(hass, form_input(emulator_library, small, max_context_len=8192))
+    assert result["errors"] == {"base": "model_rejected"}
+
+    huge = tmp_path / "huge.rkllm"
+    with huge.open("wb") as file:
+        file.truncate(2**40)
+    result = await submit(hass, form_input(emulator_library, huge))
+    assert result["errors"] == {"base": "insufficient_memory"}
+
+    monkeypatch.setenv("RKLLM_EMU_NPU_MEMORY_MB", "100")
+    result = await submit(hass, form_input(emulator_library, make_model(npu_memory_mb=500)))
+    assert result["errors"] == {"base": "model_rejected"}
+
+    # Nothing is left loaded by the failures: with memory available, a model goes through.
+    monkeypatch.delenv("RKLLM_EMU_NPU_MEMORY_MB")
+    result = await submit(hass, form_input(emulator_library, make_model(npu_memory_mb=500)))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_one_entry_per_model_file(
+    hass: HomeAssistant, config_entry: MockConfigEntry, emulator_library: Path, model_path: Path
+) -> None:
+    result = await submit(hass, form_input(emulator_library, model_path))
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_reconfigure(
+    hass: HomeAssistant, init_integration: MockConfigEntry, emulator_library: Path, make_model: ModelFactory
+) -> None:
+    other = make_model(name="another")
+    result = await init_integration.start_reconfigure_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reconfigure"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], form_input(emulator_library, other, max_context_len=1024)
+    )
+    await hass.async_block_till_done()
+    result = await hass.config_entries.flow.async_configure(result["flow_id"])
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert init_integration.data[CONF_MODEL_PATH] == str(other)
+    assert init_integration.runtime_data.engine.runtime.params.max_context_len == 1024
+
+
+async def test_conversation_subentry_flow(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    result = await hass.config_entries.subentries.async_init(
+        (init_integration.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.FORM
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {CONF_NAME: "Kitchen agent", CONF_LLM_HASS_API: ["assist"], "max_new_tokens": 64, "think": True},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Kitchen agent"
+    assert result["data"]["max_new_tokens"] == 64
+    await hass.async_block_till_done()
+    assert hass.states.get("conversation.kitchen_agent") is not None
+
+
+async def test_reconfigure_subentry(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    subentry = next(s for s in init_integration.subentries.values() if s.subentry_type == SUBENTRY_AI_TASK)
+    result = await init_integration.start_subentry_reconfigure_flow(hass, subentry.subentry_id)
+    assert result["type"] is FlowResultType.FORM
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"max_new_tokens": 99, "temperature": 0.2, "think": False}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert init_integration.subentries[subentry.subentry_id].data["max_new_tokens"] == 99
+
+
+async def test_subentry_needs_a_loaded_model(hass: HomeAssistant, config_entry: MockConfigEntry) -> None:
+    result = await hass.config_entries.subentries.async_init(
+        (config_entry.entry_id, SUBENTRY_AI_TASK), context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "entry_not_loaded"

@@ -1,0 +1,117 @@
+"""Setting up, unloading and reloading a model entry."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.rkllm.const import CONF_LIBRARY_PATH, CONF_MODEL_PATH, DOMAIN
+from rkllm_runtime.emulator import build_cached
+from rkllm_runtime.engine import EngineState
+from tests.integration.conftest import until
+from tests.runtime.test_loading import fake_elf
+
+
+async def test_setup_and_unload_free_the_npu(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    engine = init_integration.runtime_data.engine
+    assert engine.state is EngineState.READY
+    assert (
+        any(thread.name.startswith("rkllm") for thread in threading.enumerate()) or engine.stats.requests == 0
+    )
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    assert init_integration.state is ConfigEntryState.NOT_LOADED
+    assert engine.state is EngineState.CLOSED
+    assert not any(thread.name.startswith("rkllm") for thread in threading.enumerate())
+
+
+async def test_adding_a_subentry_reloads(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    old_engine = init_integration.runtime_data.engine
+    hass.config_entries.async_add_subentry(
+        init_integration,
+        ConfigSubentry(
+            data={"max_new_tokens": 32}, subentry_type="ai_task_data", title="Second task", unique_id=None
+        ),
+    )
+    await hass.async_block_till_done()
+    assert init_integration.state is ConfigEntryState.LOADED
+    assert init_integration.runtime_data.engine is not old_engine
+    assert old_engine.state is EngineState.CLOSED
+    assert hass.states.get("ai_task.second_task") is not None
+
+
+@pytest.mark.parametrize(
+    ("library", "issue"),
+    [("missing", "library_not_found"), ("aarch64", "wrong_architecture"), ("1.2.0", "unsupported_version")],
+)
+async def test_unusable_library_raises_a_repair_issue(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path, library: str, issue: str
+) -> None:
+    path = {
+        "missing": lambda: tmp_path / "nowhere" / "librkllmrt.so",
+        "aarch64": lambda: fake_elf(tmp_path / "librkllmrt.so", machine=183),
+        "1.2.0": lambda: build_cached("1.2", "1.2.0"),
+    }[library]()
+    hass.config_entries.async_update_entry(
+        config_entry, data={**config_entry.data, CONF_LIBRARY_PATH: str(path)}
+    )
+    assert not await hass.config_entries.async_setup(config_entry.entry_id)
+    assert config_entry.state is ConfigEntryState.SETUP_ERROR
+    found = ir.async_get(hass).async_get_issue(DOMAIN, f"runtime_unusable_{config_entry.entry_id}")
+    assert found is not None
+    assert found.translation_key == issue
+    assert str(path) in found.translation_placeholders["path"]
+
+
+async def test_repair_issue_goes_away_once_fixed(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
+) -> None:
+    good = config_entry.data[CONF_LIBRARY_PATH]
+    hass.config_entries.async_update_entry(
+        config_entry, data={**config_entry.data, CONF_LIBRARY_PATH: str(tmp_path / "missing.so")}
+    )
+    assert not await hass.config_entries.async_setup(config_entry.entry_id)
+    hass.config_entries.async_update_entry(config_entry, data={**config_entry.data, CONF_LIBRARY_PATH: good})
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, f"runtime_unusable_{config_entry.entry_id}") is None
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def test_missing_model_is_retried(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
+) -> None:
+    """A model on a disk that is not mounted yet: not ready, retried later."""
+    hass.config_entries.async_update_entry(
+        config_entry, data={**config_entry.data, CONF_MODEL_PATH: str(tmp_path / "later.rkllm")}
+    )
+    assert not await hass.config_entries.async_setup(config_entry.entry_id)
+    assert config_entry.state is ConfigEntryState.SETUP_RETRY
+    assert "does not exist" in (config_entry.reason or "")
+
+
+async def test_unload_during_generation(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+    engine = init_integration.runtime_data.engine
+    task = hass.async_create_task(
+        conversation.async_converse(
+            hass, "tell me a story", None, Context(), agent_id="conversation.rkllm_conversation"
+        )
+    )
+    await until(lambda: engine.runtime.is_running)
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    result = await asyncio.wait_for(task, 10)
+    assert result.response.speech["plain"]["speech"] in (
+        "The model was unloaded while answering",
+        "The model failed while answering: the run was aborted",
+    )
+    assert engine.state is EngineState.CLOSED
+    assert not any(thread.name.startswith("rkllm") for thread in threading.enumerate())

@@ -1,0 +1,74 @@
+"""The rkllm.generate service."""
+
+from __future__ import annotations
+
+import pytest
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.rkllm.const import DOMAIN
+
+
+async def test_generate_returns_text_and_figures(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    response = await hass.services.async_call(
+        DOMAIN,
+        "generate",
+        {"config_entry_id": init_integration.entry_id, "prompt": "say hello", "system_prompt": "Be nice."},
+        blocking=True,
+        return_response=True,
+    )
+    assert response is not None
+    assert response["text"] == "Hello! How can I help?"
+    assert response["thinking"] == ""
+    assert response["prompt_tokens"] > 10
+    assert response["completion_tokens"] == 8  # Hello ! ␣How ␣can ␣I ␣help ? <|im_end|>
+    assert response["time_to_first_token_ms"] >= 0
+    assert response["tokens_per_second"] > 0
+
+
+async def test_generate_with_thinking(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    response = await hass.services.async_call(
+        DOMAIN,
+        "generate",
+        {"config_entry_id": init_integration.entry_id, "prompt": "weather today?", "thinking": True},
+        blocking=True,
+        return_response=True,
+    )
+    assert response is not None
+    assert response["text"] == "It is sunny."
+    assert response["thinking"] == "The user asks about the weather."
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"config_entry_id": "nope", "prompt": "hi"}, "No RKLLM model with entry ID nope"),
+        ({"prompt": "   "}, "The prompt is empty"),
+    ],
+)
+async def test_bad_input_is_a_validation_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry, data: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ServiceValidationError, match=message):
+        await hass.services.async_call(
+            DOMAIN,
+            "generate",
+            {"config_entry_id": init_integration.entry_id, **data},
+            blocking=True,
+            return_response=True,
+        )
+
+
+async def test_unloaded_model(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    with pytest.raises(ServiceValidationError, match="is not loaded"):
+        await hass.services.async_call(
+            DOMAIN,
+            "generate",
+            {"config_entry_id": init_integration.entry_id, "prompt": "hi"},
+            blocking=True,
+            return_response=True,
+        )
