@@ -72,12 +72,20 @@ def trim_turns(history: Sequence[Message], max_turns: int) -> Sequence[Message]:
     return history[starts[-max_turns] :]
 
 
+def _is_tool_results(new: Sequence[Message]) -> bool:
+    return bool(new) and all(message.role == "tool" for message in new)
+
+
+def _merged_results(new: Sequence[Message]) -> str:
+    """Several tool results become one JSON array, as the chat template expects."""
+    results = [json.loads(message.content) for message in new]
+    return json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False)
+
+
 def new_input(new: Sequence[Message], enable_thinking: bool) -> Prompt:
-    """One RKLLM input for the new messages: tool results merged into one JSON array, or the user text."""
-    if new and all(message.role == "tool" for message in new):
-        results = [json.loads(message.content) for message in new]
-        text = json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False)
-        return Prompt(text, Role.TOOL, enable_thinking)
+    """One RKLLM input for the new messages: the tool results, or the user text."""
+    if _is_tool_results(new):
+        return Prompt(_merged_results(new), Role.TOOL, enable_thinking)
     return Prompt("\n".join(message.content for message in new), Role.USER, enable_thinking)
 
 
@@ -85,17 +93,19 @@ HISTORY_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result
 
 
 def rebuild_input(history: Sequence[Message], new: Sequence[Message], enable_thinking: bool) -> Prompt:
-    """One user input carrying earlier turns as text, for a KV cache that does not hold them.
+    """One input carrying earlier turns as text, for a KV cache that does not hold them.
 
-    The RKLLM API has no way to insert an assistant turn, so the history is quoted.
+    The RKLLM API has no way to insert an assistant turn, so the history is quoted
+    ahead of the new messages; the input keeps the new messages' role (tool results
+    stay a tool response, or the model would repeat its call).
     """
     if not history:
         return new_input(new, enable_thinking)
-    lines = ["Earlier in this conversation:"]
-    lines += [f"{HISTORY_LABELS[m.role]}: {m.content}" for m in history]
-    lines.append("")
-    lines += [f"{HISTORY_LABELS[m.role]}: {m.content}" if m.role == "tool" else m.content for m in new]
-    return Prompt("\n".join(lines), Role.USER, enable_thinking)
+    quoted = "\n".join(
+        ["Earlier in this conversation:", *(f"{HISTORY_LABELS[m.role]}: {m.content}" for m in history)]
+    )
+    latest = new_input(new, enable_thinking)
+    return Prompt(f"{quoted}\n\n{latest.text}", latest.role, enable_thinking)
 
 
 @dataclass(slots=True)

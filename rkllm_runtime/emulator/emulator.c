@@ -862,6 +862,7 @@ static int run_locked(handle_t *h, RKLLMInput *in, RKLLMInferParam *ip, void *us
             reuse = pc;
         }
     }
+    if (reuse > 0 && reuse == target.n) reuse--; /* the last token is always evaluated, for its logits */
     h->kv.n = reuse;
 
     /* Prefill the rest, shifting the context when it fills up. */
@@ -984,6 +985,18 @@ int rkllm_run_async(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void 
     }
     pthread_detach(t);
     return 0;
+}
+
+/* Emulator extension (not in the vendor runtime): tokens an input takes once wrapped by the
+   chat template, so benchmarks can relate prefilled tokens to the size of what was new. */
+int rkllm_emu_input_tokens(LLMHandle handle, RKLLMInput *in) {
+    handle_t *h = handle;
+    ivec tokens = {0};
+    const char *text, *role;
+    if (!h || !in || input_tokens(h, in, &tokens, &text, &role) != 0) return -1;
+    int n = (int)tokens.n;
+    free(tokens.v);
+    return n;
 }
 
 int rkllm_abort(LLMHandle handle) {

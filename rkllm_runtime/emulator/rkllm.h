@@ -267,6 +267,10 @@ int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const 
                              const char *tool_response_str);
 int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam *cross_attn_params);
 
+/* Emulator extension, absent from the vendor runtime: tokens of one input once the chat
+   template wraps it (for benchmarks). */
+int rkllm_emu_input_tokens(LLMHandle handle, RKLLMInput *rkllm_input);
+
 #ifdef __cplusplus
 }
 #endif

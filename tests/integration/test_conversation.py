@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from homeassistant.components import conversation
@@ -144,3 +145,21 @@ async def test_token_stats_go_to_the_trace(hass: HomeAssistant, init_integration
     assert stats[-1]["output_tokens"] > 0
     assert stats[-1]["input_tokens"] > 500  # the Assist prompt with its tool schemas
     assert stats[-1]["cached_input_tokens"] == 0
+
+
+async def test_restart_reads_the_prompt_cache_file(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """After a reload (as after a restart) the Assist prompt comes from the cache file."""
+    await converse(hass, "hello there")
+    cold = init_integration.runtime_data.engine.stats.last
+    assert cold is not None
+    cache_dir = Path(hass.config.path(".storage", "rkllm", "prompt_cache"))
+    assert len(list(cache_dir.glob("*.rkcache"))) == 1
+    assert await hass.config_entries.async_reload(init_integration.entry_id)
+    await converse(hass, "good evening")
+    warm = init_integration.runtime_data.engine.stats.last
+    assert warm is not None
+    assert warm.cache_hit
+    assert warm.perf.prefill_tokens < 20
+    assert warm.cached_tokens > cold.prompt_tokens - 20

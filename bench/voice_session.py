@@ -1,0 +1,323 @@
+"""A voice workload through the Assist agent: what KV-cache reuse saves, in tokens and time.
+
+A real Home Assistant instance (as in the tests) exposes 30 entities, so the Assist
+prompt and tool schemas are the real ones. The workload: 20 commands as new
+conversations, 5 follow-ups (two of them after the other satellite spoke), 5 commands
+with a tool round trip, from two satellites taking turns, then a restart of the
+integration and one more command. The emulator runs at Rockchip's published RK3588
+speeds for Qwen2.5-1.5B (prefill 340 tokens/s, decode 16.7 tokens/s); times below are
+that simulated time (the sleeps are scaled down so the run is quick).
+
+The same workload runs twice: with this engine, and with a naive engine that
+re-prefills the whole prompt every time (what an OpenAI-style server does).
+
+Usage: uv run python bench/voice_session.py [--abi 1.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import functools
+import json
+import os
+import statistics
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from homeassistant import loader
+from homeassistant.components import conversation
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
+
+import custom_components.rkllm as integration
+from custom_components.rkllm.config_flow import default_conversation_options
+from custom_components.rkllm.const import DOMAIN, SUBENTRY_CONVERSATION
+from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+from rkllm_runtime.engine import ChatEngine, ChatResult, EngineState, KVMode
+
+PREFILL_TPS, DECODE_TPS = 340.0, 16.7
+TIME_SCALE = 0.05
+AGENT = "conversation.rkllm_conversation"
+ROOMS = [
+    "kitchen",
+    "bedroom",
+    "living room",
+    "office",
+    "hall",
+    "bathroom",
+    "garage",
+    "garden",
+    "attic",
+    "cellar",
+]
+
+
+def tool_call(name: str) -> str:
+    return f'<tool_call>\n{{"name": "HassTurnOn", "arguments": {{"name": "{name}"}}}}\n</tool_call>'
+
+
+def model_rules() -> list[Rule]:
+    rules = [
+        Rule(role="user", match=f"switch on the {room} light", tools=True, reply=tool_call(f"{room} light"))
+        for room in ROOMS
+    ]
+    return [
+        *rules,
+        Rule(role="tool", reply="Done, the light is on."),
+        Rule(match="and tomorrow", reply="Tomorrow will be a little cooler."),
+        Rule(match="temperature", reply="It is 21 degrees."),
+        Rule(reply="Okay."),
+    ]
+
+
+@dataclass
+class Run:
+    """One engine run and what it was for."""
+
+    kind: str
+    result: ChatResult
+    new_tokens: int
+
+
+class Recorder:
+    """Collects every engine run, labelled with the kind of request under way."""
+
+    def __init__(self) -> None:
+        self.kind = ""
+        self.runs: list[Run] = []
+        self._pending_input: Any = None
+
+    def attach(self, engine: ChatEngine) -> None:
+        lib = engine.runtime.library.cdll
+        lib.rkllm_emu_input_tokens.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        plan = engine._plan
+
+        def spy(request: Any) -> Any:
+            planned = plan(request)
+            c_input, keep = engine.runtime._build_input(planned.input)
+            self._pending_input = lib.rkllm_emu_input_tokens(engine.runtime._handle, ctypes.byref(c_input))
+            del keep
+            return planned
+
+        engine._plan = spy  # type: ignore[method-assign]
+
+        def on_change() -> None:
+            last = engine.stats.last
+            if engine.state is EngineState.READY and last is not None and self._pending_input is not None:
+                self.runs.append(Run(self.kind, last, self._pending_input))
+                self._pending_input = None
+
+        engine.add_listener(on_change)
+
+
+async def build_home(hass: HomeAssistant) -> None:
+    """30 exposed entities: 10 lights, 10 switches (input booleans) and 10 temperature sensors."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    booleans = {f"{room.replace(' ', '_')}_{kind}": {} for room in ROOMS for kind in ("lamp", "switch")}
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": booleans})
+    lights, sensors = [], []
+    for room in ROOMS:
+        slug = room.replace(" ", "_")
+        target = {"target": {"entity_id": f"input_boolean.{slug}_lamp"}}
+        lights.append(
+            {
+                "name": f"{room} light",
+                "state": f"{{{{ is_state('input_boolean.{slug}_lamp', 'on') }}}}",
+                "turn_on": {"action": "input_boolean.turn_on", **target},
+                "turn_off": {"action": "input_boolean.turn_off", **target},
+            }
+        )
+        sensors.append(
+            {
+                "name": f"{room} temperature",
+                "state": "21",
+                "unit_of_measurement": "°C",
+                "device_class": "temperature",
+            }
+        )
+    assert await async_setup_component(hass, "template", {"template": [{"light": lights, "sensor": sensors}]})
+    assert await async_setup_component(hass, "conversation", {})
+    await hass.async_block_till_done()
+    for room in ROOMS:
+        slug = room.replace(" ", "_")
+        for entity_id in (
+            f"light.{slug}_light",
+            f"input_boolean.{slug}_switch",
+            f"sensor.{slug}_temperature",
+        ):
+            async_expose_entity(hass, "conversation", entity_id, True)
+
+
+async def workload(hass: HomeAssistant, entry: MockConfigEntry, recorder: Recorder) -> None:
+    conversations: dict[str, str | None] = {}
+
+    async def say(kind: str, satellite: str, text: str, follow_up: bool = False) -> None:
+        recorder.kind = kind
+        conversation_id = conversations.get(satellite) if follow_up else None
+        result = await conversation.async_converse(hass, text, conversation_id, Context(), agent_id=AGENT)
+        assert result.response.response_type.value != "error", result.response.speech
+        conversations[satellite] = result.conversation_id
+
+    satellites = ("kitchen satellite", "bedroom satellite")
+    for i in range(10):
+        await say("new conversation", satellites[i % 2], f"what is the temperature in the {ROOMS[i]}")
+    await say("new conversation", "kitchen satellite", "what is the temperature outside")
+    await say("follow-up", "kitchen satellite", "and tomorrow?", follow_up=True)
+    await say("follow-up", "kitchen satellite", "and tomorrow evening?", follow_up=True)
+    await say("new conversation", "bedroom satellite", "what is the temperature upstairs")
+    await say(
+        "follow-up after the other satellite", "kitchen satellite", "and tomorrow night?", follow_up=True
+    )
+    await say(
+        "follow-up after the other satellite", "bedroom satellite", "and tomorrow morning?", follow_up=True
+    )
+    await say("follow-up", "bedroom satellite", "and tomorrow at noon?", follow_up=True)
+    for i in range(5):
+        await say("tool round trip", satellites[i % 2], f"switch on the {ROOMS[i]} light")
+    for i in range(8):
+        await say("new conversation", satellites[i % 2], f"what is the temperature in the {ROOMS[9 - i]} now")
+    await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    recorder.attach(entry.runtime_data.engine)
+    await say("first after restart", "kitchen satellite", "is it warm in the garden right now")
+
+
+async def run(kv_mode: KVMode, library: Path, workdir: Path) -> list[Run]:
+    """The workload with one engine mode, in a fresh Home Assistant."""
+    model = EmulatedModel(
+        rules=model_rules(), name="qwen2.5-1.5b-emulated", prefill_tps=PREFILL_TPS, decode_tps=DECODE_TPS
+    ).write(workdir / "qwen2.5-1.5b.rkllm")
+    config_dir = workdir / f"config-{kv_mode}"
+    config_dir.mkdir()
+    recorder = Recorder()
+    original = integration.ChatEngine
+    integration.ChatEngine = functools.partial(ChatEngine, kv_mode=kv_mode)  # type: ignore[misc]
+    try:
+        async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
+            hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
+            await build_home(hass)
+            entry = MockConfigEntry(
+                domain=DOMAIN,
+                title="qwen",
+                data={
+                    "library_path": str(library),
+                    "model_path": str(model),
+                    "max_context_len": 4096,
+                    "advanced": {},
+                },
+                subentries_data=[
+                    {
+                        "data": {**default_conversation_options(), "max_history": 10},
+                        "subentry_type": SUBENTRY_CONVERSATION,
+                        "title": "RKLLM conversation",
+                        "unique_id": None,
+                    }
+                ],
+            )
+            entry.add_to_hass(hass)
+            assert await hass.config_entries.async_setup(entry.entry_id)
+            await hass.async_block_till_done()
+            recorder.attach(entry.runtime_data.engine)
+            await workload(hass, entry, recorder)
+            await hass.config_entries.async_unload(entry.entry_id)
+            await hass.async_stop(force=True)
+    finally:
+        integration.ChatEngine = original  # type: ignore[misc]
+    return recorder.runs
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarise(reuse: list[Run], naive: list[Run]) -> dict[str, Any]:
+    kinds: dict[str, dict[str, list[Run]]] = defaultdict(lambda: {"reuse": [], "naive": []})
+    for mode, runs in (("reuse", reuse), ("naive", naive)):
+        for index, item in enumerate(runs):
+            kind = "cold start (first request)" if index == 0 else item.kind
+            kinds[kind][mode].append(item)
+    table = {}
+    for kind, modes in kinds.items():
+        row: dict[str, Any] = {"runs": len(modes["reuse"])}
+        for mode, runs in modes.items():
+            prefill = [float(r.result.perf.prefill_tokens) for r in runs]
+            ttft = [r.result.perf.prefill_time_ms for r in runs]
+            row[mode] = {
+                "prefill_p50": pct(prefill, 0.5),
+                "prefill_p95": pct(prefill, 0.95),
+                "ttft_ms_p50": round(pct(ttft, 0.5)),
+                "ttft_ms_p95": round(pct(ttft, 0.95)),
+            }
+        row["new_tokens_p50"] = pct([float(r.new_tokens) for r in modes["reuse"]], 0.5)
+        table[kind] = row
+    warm = [r for r in reuse[1:] if r.result.cache_hit]
+    ratios = [r.result.perf.prefill_tokens / r.new_tokens for r in warm]
+    ttft_reuse = [r.result.perf.prefill_time_ms for r in reuse[1:]]
+    ttft_naive = [r.result.perf.prefill_time_ms for r in naive[1:]]
+    restart = next(r for r in reuse if r.kind == "first after restart")
+    return {
+        "kinds": table,
+        "runs": len(reuse),
+        "cache_hit_ratio": round(sum(r.result.cache_hit for r in reuse) / len(reuse), 3),
+        "warm_prefill_over_new_tokens_max": round(max(ratios), 3),
+        "ttft_ms_p50_reuse": round(statistics.median(ttft_reuse)),
+        "ttft_ms_p50_naive": round(statistics.median(ttft_naive)),
+        "ttft_p50_speedup": round(statistics.median(ttft_naive) / statistics.median(ttft_reuse), 1),
+        "cold_ttft_ms": round(reuse[0].result.perf.prefill_time_ms),
+        "cold_prefill_tokens": reuse[0].result.perf.prefill_tokens,
+        "after_restart_ttft_ms": round(restart.result.perf.prefill_time_ms),
+        "after_restart_prefill_tokens": restart.result.perf.prefill_tokens,
+        "after_restart_over_cold": round(
+            restart.result.perf.prefill_time_ms / reuse[0].result.perf.prefill_time_ms, 3
+        ),
+    }
+
+
+def report(summary: dict[str, Any]) -> None:
+    print(f"Voice session: {summary['runs']} engine runs, RK3588 timing of Qwen2.5-1.5B (simulated)")
+    header = f"{'request kind':36} {'runs':>4} | {'new':>4} {'prefill p50/p95':>16} {'TTFT ms p50/p95':>16}"
+    print(header + f" | {'naive prefill':>14} {'naive TTFT ms':>14}")
+    for kind, row in summary["kinds"].items():
+        r, n = row["reuse"], row["naive"]
+        print(
+            f"{kind:36} {row['runs']:>4} | {row['new_tokens_p50']:>4.0f} "
+            f"{r['prefill_p50']:>7.0f}/{r['prefill_p95']:<8.0f} {r['ttft_ms_p50']:>7}/{r['ttft_ms_p95']:<8} | "
+            f"{n['prefill_p50']:>6.0f}/{n['prefill_p95']:<7.0f} {n['ttft_ms_p50']:>6}/{n['ttft_ms_p95']:<7}"
+        )
+    print(f"cache hit ratio: {summary['cache_hit_ratio']:.0%}")
+    print(f"warm requests prefill at most {summary['warm_prefill_over_new_tokens_max']}x their new tokens")
+    print(
+        f"TTFT p50: {summary['ttft_ms_p50_reuse']} ms with KV reuse vs {summary['ttft_ms_p50_naive']} ms naive "
+        f"({summary['ttft_p50_speedup']}x lower)"
+    )
+    print(
+        f"first request after restart: {summary['after_restart_ttft_ms']} ms, "
+        f"{summary['after_restart_prefill_tokens']} tokens prefilled "
+        f"({summary['after_restart_over_cold']:.0%} of the cold start's {summary['cold_ttft_ms']} ms)"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--abi", default="1.3", choices=["1.2", "1.3"])
+    args = parser.parse_args()
+    os.environ["RKLLM_EMU_TIME_SCALE"] = str(TIME_SCALE)
+    library = build_cached(args.abi)
+    with tempfile.TemporaryDirectory() as tmp:
+        reuse = await run(KVMode.REUSE, library, Path(tmp))
+        naive = await run(KVMode.NAIVE, library, Path(tmp))
+    summary = summarise(reuse, naive)
+    report(summary)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
