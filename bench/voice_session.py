@@ -289,14 +289,15 @@ def report(summary: dict[str, Any]) -> None:
         r, n = row["reuse"], row["naive"]
         print(
             f"{kind:36} {row['runs']:>4} | {row['new_tokens_p50']:>4.0f} "
-            f"{r['prefill_p50']:>7.0f}/{r['prefill_p95']:<8.0f} {r['ttft_ms_p50']:>7}/{r['ttft_ms_p95']:<8} | "
+            f"{r['prefill_p50']:>7.0f}/{r['prefill_p95']:<8.0f} "
+            f"{r['ttft_ms_p50']:>7}/{r['ttft_ms_p95']:<8} | "
             f"{n['prefill_p50']:>6.0f}/{n['prefill_p95']:<7.0f} {n['ttft_ms_p50']:>6}/{n['ttft_ms_p95']:<7}"
         )
     print(f"cache hit ratio: {summary['cache_hit_ratio']:.0%}")
     print(f"warm requests prefill at most {summary['warm_prefill_over_new_tokens_max']}x their new tokens")
     print(
-        f"TTFT p50: {summary['ttft_ms_p50_reuse']} ms with KV reuse vs {summary['ttft_ms_p50_naive']} ms naive "
-        f"({summary['ttft_p50_speedup']}x lower)"
+        f"TTFT p50: {summary['ttft_ms_p50_reuse']} ms with KV reuse "
+        f"vs {summary['ttft_ms_p50_naive']} ms naive ({summary['ttft_p50_speedup']}x lower)"
     )
     print(
         f"first request after restart: {summary['after_restart_ttft_ms']} ms, "

@@ -51,8 +51,12 @@ RULES = (
 
 
 @pytest.fixture(autouse=True)
-async def setup_core(hass: HomeAssistant, enable_custom_integrations: None) -> None:
-    """Load custom_components/rkllm, with Home Assistant's core component, in every test."""
+async def setup_core(hass: HomeAssistant, enable_custom_integrations: None, tmp_path: Path) -> None:
+    """Load custom_components/rkllm, with Home Assistant's core component, in every test.
+
+    Each test gets its own configuration directory (prompt-cache files are written there).
+    """
+    hass.config.config_dir = str(tmp_path / "config")
     assert await async_setup_component(hass, "homeassistant", {})
 
 

@@ -155,7 +155,7 @@ async def test_restart_reads_the_prompt_cache_file(
     cold = init_integration.runtime_data.engine.stats.last
     assert cold is not None
     cache_dir = Path(hass.config.path(".storage", "rkllm", "prompt_cache"))
-    assert len(list(cache_dir.glob("*.rkcache"))) == 1
+    assert len(await hass.async_add_executor_job(lambda: list(cache_dir.glob("*.rkcache")))) == 1
     assert await hass.config_entries.async_reload(init_integration.entry_id)
     await converse(hass, "good evening")
     warm = init_integration.runtime_data.engine.stats.last
