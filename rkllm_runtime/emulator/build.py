@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
-SOURCES = ("emulator.c", "rkllm.h")
+SOURCES = ("scripted.c", "common.c", "common.h", "rkllm.h")
 # The release each ABI build embeds unless told otherwise.
 DEFAULT_RELEASE = {"1.2": "1.2.3", "1.3": "1.3.0"}
 LIBRARY_NAME = "librkllmrt.so"
@@ -41,7 +41,8 @@ def _command(abi: str, release: str, out: Path) -> list[str]:
         f'-DRKLLM_EMU_VERSION="{release}"',
         "-o",
         str(out),
-        str(SOURCE_DIR / "emulator.c"),
+        str(SOURCE_DIR / "scripted.c"),
+        str(SOURCE_DIR / "common.c"),
     ]
 
 

@@ -1,5 +1,5 @@
 /*
- * An RKLLM-compatible runtime for machines without a Rockchip NPU.
+ * The scripted engine of the RKLLM emulator.
  *
  * It exports the exact librkllmrt.so ABI (see rkllm.h) and behaves like the
  * vendor runtime where a binding can observe it: callbacks from the running
@@ -11,119 +11,20 @@
  * timing model so token counts and simulated speeds are meaningful.
  */
 #define _GNU_SOURCE
-#include "rkllm.h"
+#include "common.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#ifndef RKLLM_EMU_VERSION
-#define RKLLM_EMU_VERSION "1.3.0"
-#endif
-
-/* Embedded the way the vendor library embeds its version (found by `strings`). */
-__attribute__((used)) static const char version_banner[] = "rkllm-runtime version: " RKLLM_EMU_VERSION;
 
 #define VOCAB_SIZE 151936
 #define PIECE_MAX 64
 #define MODEL_MAGIC "rkllm-emulator-model 1"
 #define CACHE_MAGIC "RKEMUPC1"
-
-/* ------------------------------------------------------------------ utils */
-
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} ivec;
-
-static void ivec_push(ivec *a, int32_t x) {
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 256;
-        a->v = realloc(a->v, a->cap * sizeof(int32_t));
-    }
-    a->v[a->n++] = x;
-}
-
-static void ivec_copy(ivec *dst, const int32_t *src, size_t n) {
-    dst->n = 0;
-    for (size_t i = 0; i < n; i++) ivec_push(dst, src[i]);
-}
-
-static size_t common_prefix(const ivec *a, const ivec *b) {
-    size_t n = a->n < b->n ? a->n : b->n, i = 0;
-    while (i < n && a->v[i] == b->v[i]) i++;
-    return i;
-}
-
-static int log_level(void) {
-    const char *s = getenv("RKLLM_LOG_LEVEL");
-    return s ? atoi(s) : 0;
-}
-
-static void logmsg(char level, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%c RKLLM: ", level);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static double env_double(const char *name, double fallback) {
-    const char *s = getenv(name);
-    return (s && *s) ? atof(s) : fallback;
-}
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(double ms) {
-    if (ms <= 0) return;
-    struct timespec ts = {(time_t)(ms / 1e3), (long)((ms - (time_t)(ms / 1e3) * 1e3) * 1e6)};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
-/* Sleeps until the monotonic clock reads `deadline` (ms): a steady rate, no drift. */
-static void sleep_until_ms(double deadline) { sleep_ms(deadline - now_ms()); }
-
-static float peak_memory_mb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    float mb = 0;
-    if (!f) return 0;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) mb = (float)(atof(line + 6) / 1024.0);
-    fclose(f);
-    return mb;
-}
-
-static uint64_t fnv1a(const void *data, size_t n, uint64_t h) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
-}
-#define FNV_SEED 14695981039346656037ULL
-
-static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
-
-/* Appends src to *dst (realloc'd), returning *dst. */
-static char *str_append(char **dst, const char *src) {
-    size_t a = *dst ? strlen(*dst) : 0, b = strlen(src);
-    *dst = realloc(*dst, a + b + 1);
-    memcpy(*dst + a, src, b + 1);
-    return *dst;
-}
 
 /* -------------------------------------------------------------- tokenizer */
 
@@ -291,6 +192,7 @@ static int model_load(model_t *m, const char *path) {
 /* ------------------------------------------------------------------ handle */
 
 typedef struct {
+    handle_base base; /* first: the shared entry points see a handle_base */
     model_t model;
     RKLLMParam param;
     LLMResultCallback callback;
@@ -307,19 +209,9 @@ typedef struct {
     char *paused_reply; /* remaining text after a callback returned 1 */
     size_t paused_pos;
     int lora_count;
-    pthread_mutex_t mu;
-    atomic_int running, abort_requested;
 } handle_t;
 
 static atomic_int npu_used_mb;
-
-static int busy(handle_t *h, const char *fn) {
-    if (atomic_load(&h->running)) {
-        logmsg('E', "%s: a run is in progress on this handle", fn);
-        return 1;
-    }
-    return 0;
-}
 
 static void set_default_template(handle_t *h) {
     free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
@@ -341,17 +233,11 @@ static void rebuild_system(handle_t *h) {
     char *text = NULL;
     str_append(&text, "");
     if (h->system_prompt && *h->system_prompt) {
+        char *content = system_with_tools(h->system_prompt, h->tools);
         str_append(&text, h->sys_prefix);
-        str_append(&text, h->system_prompt);
-        if (h->tools) {
-            str_append(&text, "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n"
-                              "Function signatures are given within <tools></tools> XML tags:\n<tools>\n");
-            str_append(&text, h->tools);
-            str_append(&text, "\n</tools>\n\nFor each function call, return a JSON object with the function name "
-                              "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
-                              "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>");
-        }
+        str_append(&text, content);
         str_append(&text, h->sys_postfix);
+        free(content);
     }
     h->sys.n = 0;
     tokenize(&h->sys, text);
@@ -360,30 +246,6 @@ static void rebuild_system(handle_t *h) {
     h->sys_in_kv = 0;
 }
 
-RKLLMParam rkllm_createDefaultParam(void) {
-    RKLLMParam p;
-    memset(&p, 0, sizeof p);
-    p.max_context_len = 512;
-    p.max_new_tokens = -1;
-    p.top_k = 1;
-    p.n_keep = -1;
-    p.top_p = 0.9f;
-    p.temperature = 0.8f;
-    p.repeat_penalty = 1.1f;
-    p.frequency_penalty = 0.0f;
-    p.presence_penalty = 0.0f;
-    p.mirostat = 0;
-    p.mirostat_tau = 5.0f;
-    p.mirostat_eta = 0.1f;
-    p.skip_special_token = true;
-    p.is_async = false;
-    p.extend_param.base_domain_id = 0;
-    p.extend_param.embed_flash = 0;
-    p.extend_param.enabled_cpus_num = 4;
-    p.extend_param.enabled_cpus_mask = CPU4 | CPU5 | CPU6 | CPU7;
-    p.extend_param.n_batch = 1;
-    return p;
-}
 
 int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
     logmsg('I', "rkllm-runtime version: %s, rknpu driver version: emulated, platform: EMULATOR", RKLLM_EMU_VERSION);
@@ -430,7 +292,7 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
 #else
     h->callback = callback;
 #endif
-    pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->base.mu, NULL);
     set_default_template(h);
     h->system_prompt = xstrdup(h->model.system);
     rebuild_system(h);
@@ -444,8 +306,8 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
 int rkllm_destroy(LLMHandle handle) {
     handle_t *h = handle;
     if (!h) return -1;
-    atomic_store(&h->abort_requested, 1);
-    while (atomic_load(&h->running)) sleep_ms(1);
+    atomic_store(&h->base.abort_requested, 1);
+    while (atomic_load(&h->base.running)) sleep_ms(1);
     atomic_fetch_sub(&npu_used_mb, h->model.npu_memory_mb);
     free((char *)h->param.model_path);
     free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
@@ -453,14 +315,14 @@ int rkllm_destroy(LLMHandle handle) {
     free(h->system_prompt), free(h->tools), free(h->paused_reply);
     free(h->sys.v), free(h->kv.v), free(h->prompt_cache.v);
     model_free(&h->model);
-    pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->base.mu);
     free(h);
     return 0;
 }
 
 int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter *adapter) {
     handle_t *h = handle;
-    if (!h || !adapter || !adapter->lora_adapter_path || busy(h, "rkllm_load_lora")) return -1;
+    if (!h || !adapter || !adapter->lora_adapter_path || busy(&h->base, "rkllm_load_lora")) return -1;
     FILE *f = fopen(adapter->lora_adapter_path, "rb");
     if (!f) {
         logmsg('E', "failed to open lora adapter %s", adapter->lora_adapter_path);
@@ -473,8 +335,8 @@ int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter *adapter) {
 
 int rkllm_set_chat_template(LLMHandle handle, const char *system_prompt, const char *prefix, const char *postfix) {
     handle_t *h = handle;
-    if (!h || busy(h, "rkllm_set_chat_template")) return -1;
-    pthread_mutex_lock(&h->mu);
+    if (!h || busy(&h->base, "rkllm_set_chat_template")) return -1;
+    pthread_mutex_lock(&h->base.mu);
     set_default_template(h);
     free(h->user_prefix), free(h->user_postfix), free(h->tool_prefix), free(h->tool_postfix);
     free(h->sys_prefix), free(h->sys_postfix);
@@ -485,19 +347,19 @@ int rkllm_set_chat_template(LLMHandle handle, const char *system_prompt, const c
     free(h->system_prompt), free(h->tools);
     h->system_prompt = xstrdup(system_prompt), h->tools = NULL;
     rebuild_system(h);
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->base.mu);
     return 0;
 }
 
 int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const char *tools,
                              const char *tool_response_str) {
     handle_t *h = handle;
-    if (!h || busy(h, "rkllm_set_function_tools")) return -1;
+    if (!h || busy(&h->base, "rkllm_set_function_tools")) return -1;
     if (!h->model.has_template) {
         logmsg('E', "rkllm_set_function_tools: the model has no built-in chat template");
         return -1;
     }
-    pthread_mutex_lock(&h->mu);
+    pthread_mutex_lock(&h->base.mu);
     set_default_template(h);
     if (tool_response_str && *tool_response_str) {
         char open[128], close[128];
@@ -508,24 +370,21 @@ int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const 
     }
     free(h->system_prompt), free(h->tools);
     h->system_prompt = xstrdup(system_prompt);
-    /* Like the chat template's `{% if tools %}`: an empty array means no tools. */
-    const char *t = tools;
-    while (t && (*t == ' ' || *t == '\n')) t++;
-    h->tools = (t && *t && strncmp(t, "[]", 2) != 0) ? strdup(tools) : NULL;
+    h->tools = tools_or_null(tools);
     rebuild_system(h);
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->base.mu);
     return 0;
 }
 
 int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam *p) {
     handle_t *h = handle;
-    return (!h || !p || busy(h, "rkllm_set_cross_attn_params")) ? -1 : 0;
+    return (!h || !p || busy(&h->base, "rkllm_set_cross_attn_params")) ? -1 : 0;
 }
 
 int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_pos, int *end_pos) {
     handle_t *h = handle;
-    if (!h || busy(h, "rkllm_clear_kv_cache")) return -1;
-    pthread_mutex_lock(&h->mu);
+    if (!h || busy(&h->base, "rkllm_clear_kv_cache")) return -1;
+    pthread_mutex_lock(&h->base.mu);
     if (start_pos && end_pos) {
         /* Clear the range [start, end) of batch slot 0. */
         size_t s = (size_t)(start_pos[0] < 0 ? 0 : start_pos[0]), e = (size_t)(end_pos[0] < 0 ? 0 : end_pos[0]);
@@ -543,16 +402,16 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
     }
     free(h->paused_reply);
     h->paused_reply = NULL;
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->base.mu);
     return 0;
 }
 
 int rkllm_get_kv_cache_size(LLMHandle handle, int *sizes) {
     handle_t *h = handle;
     if (!h || !sizes) return -1;
-    pthread_mutex_lock(&h->mu);
+    pthread_mutex_lock(&h->base.mu);
     sizes[0] = (int)h->kv.n;
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->base.mu);
     return 0;
 }
 
@@ -584,7 +443,7 @@ static int save_prompt_cache(handle_t *h, const char *path, const ivec *tokens) 
 
 int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
     handle_t *h = handle;
-    if (!h || !path || busy(h, "rkllm_load_prompt_cache")) return -1;
+    if (!h || !path || busy(&h->base, "rkllm_load_prompt_cache")) return -1;
     FILE *f = fopen(path, "rb");
     if (!f) {
         logmsg('E', "failed to open prompt cache %s", path);
@@ -611,10 +470,10 @@ int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
         free(tokens);
         return -1;
     }
-    pthread_mutex_lock(&h->mu);
+    pthread_mutex_lock(&h->base.mu);
     ivec_copy(&h->prompt_cache, tokens, n);
     h->has_prompt_cache = 1;
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->base.mu);
     free(tokens);
     if (log_level() >= 1) logmsg('I', "loaded prompt cache %s (%u tokens)", path, n);
     return 0;
@@ -622,11 +481,11 @@ int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
 
 int rkllm_release_prompt_cache(LLMHandle handle) {
     handle_t *h = handle;
-    if (!h || busy(h, "rkllm_release_prompt_cache")) return -1;
-    pthread_mutex_lock(&h->mu);
+    if (!h || busy(&h->base, "rkllm_release_prompt_cache")) return -1;
+    pthread_mutex_lock(&h->base.mu);
     h->prompt_cache.n = 0;
     h->has_prompt_cache = 0;
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->base.mu);
     return 0;
 }
 
@@ -737,18 +596,14 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
     char piece[PIECE_MAX + 1];
     double token_ms = decode_tps > 0 ? 1000.0 / decode_tps * r->time_scale : 0, next_due = now_ms() + token_ms;
     while (*pos < n) {
-        if (atomic_load(&h->abort_requested)) return 0;
+        if (atomic_load(&h->base.abort_requested)) return 0;
         if (max_new > 0 && r->generated >= max_new) return 0;
         if (error_after >= 0 && r->generated >= error_after) return -1;
         size_t k = piece_len(s, n, *pos);
         if (k > PIECE_MAX) k = PIECE_MAX;
         memcpy(piece, s + *pos, k);
         piece[k] = 0;
-        for (size_t i = 0; i < k; i++) {
-            unsigned char c = s[*pos + i];
-            if (need > 0 && (c & 0xC0) == 0x80) need--;
-            else need = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 0;
-        }
+        need = utf8_missing(need, s + *pos, k);
         *pos += k;
         if (token_ms > 0) sleep_until_ms(next_due), next_due += token_ms;
         if (r->generated == 0) r->t_first = now_ms();
@@ -807,7 +662,8 @@ static int input_tokens(handle_t *h, const RKLLMInput *in, ivec *out, const char
     return -1;
 }
 
-static int run_locked(handle_t *h, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+    handle_t *h = handle;
     run_t r = {.h = h, .userdata = userdata, .t0 = now_ms(), .time_scale = env_double("RKLLM_EMU_TIME_SCALE", 1)};
     int max_new = h->param.max_new_tokens;
 #if RKLLM_ABI >= 13
@@ -924,7 +780,7 @@ static int run_locked(handle_t *h, RKLLMInput *in, RKLLMInferParam *ip, void *us
         return -1;
     }
     int truncated = max_new > 0 && r.generated >= max_new;
-    if (!atomic_load(&h->abort_requested) && !truncated) { /* the end-of-turn token closes the reply */
+    if (!atomic_load(&h->base.abort_requested) && !truncated) { /* the end-of-turn token closes the reply */
         ivec end = {0};
         tokenize(&end, h->turn_end);
         for (size_t i = 0; i < end.n; i++) make_room(h, 1, h->kv.n), ivec_push(&h->kv, end.v[i]);
@@ -936,56 +792,9 @@ static int run_locked(handle_t *h, RKLLMInput *in, RKLLMInferParam *ip, void *us
     return 0;
 }
 
-int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
-    handle_t *h = handle;
-    if (!h || !in || !ip) return -1;
-    int idle = 0;
-    if (!atomic_compare_exchange_strong(&h->running, &idle, 1)) {
-        logmsg('E', "rkllm_run: a run is already in progress on this handle");
-        return -1;
-    }
-    atomic_store(&h->abort_requested, 0);
-    pthread_mutex_lock(&h->mu);
-    int status = run_locked(h, in, ip, userdata);
-    pthread_mutex_unlock(&h->mu);
-    atomic_store(&h->running, 0);
-    return status;
-}
 
-typedef struct {
-    handle_t *h;
-    RKLLMInput in;
-    RKLLMInferParam ip;
-    void *userdata;
-} async_run_t;
 
-static void *async_main(void *arg) {
-    async_run_t *a = arg;
-    pthread_mutex_lock(&a->h->mu);
-    run_locked(a->h, &a->in, &a->ip, a->userdata);
-    pthread_mutex_unlock(&a->h->mu);
-    atomic_store(&a->h->running, 0);
-    free(a);
-    return NULL;
-}
 
-int rkllm_run_async(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
-    handle_t *h = handle;
-    if (!h || !in || !ip) return -1;
-    int idle = 0;
-    if (!atomic_compare_exchange_strong(&h->running, &idle, 1)) return -1;
-    atomic_store(&h->abort_requested, 0);
-    async_run_t *a = malloc(sizeof *a);
-    *a = (async_run_t){h, *in, *ip, userdata};
-    pthread_t t;
-    if (pthread_create(&t, NULL, async_main, a) != 0) {
-        free(a);
-        atomic_store(&h->running, 0);
-        return -1;
-    }
-    pthread_detach(t);
-    return 0;
-}
 
 /* Emulator extension (not in the vendor runtime): tokens an input takes once wrapped by the
    chat template, so benchmarks can relate prefilled tokens to the size of what was new. */
@@ -999,14 +808,4 @@ int rkllm_emu_input_tokens(LLMHandle handle, RKLLMInput *in) {
     return n;
 }
 
-int rkllm_abort(LLMHandle handle) {
-    handle_t *h = handle;
-    if (!h) return -1;
-    atomic_store(&h->abort_requested, 1);
-    return 0;
-}
 
-int rkllm_is_running(LLMHandle handle) {
-    handle_t *h = handle;
-    return h && atomic_load(&h->running) ? 1 : 0;
-}

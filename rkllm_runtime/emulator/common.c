@@ -1,0 +1,225 @@
+/* Helpers shared by the emulator's engines. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Embedded the way the vendor library embeds its version (found by `strings`). */
+__attribute__((used)) static const char version_banner[] = "rkllm-runtime version: " RKLLM_EMU_VERSION;
+
+
+void ivec_push(ivec *a, int32_t x) {
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 256;
+        a->v = realloc(a->v, a->cap * sizeof(int32_t));
+    }
+    a->v[a->n++] = x;
+}
+
+void ivec_copy(ivec *dst, const int32_t *src, size_t n) {
+    dst->n = 0;
+    for (size_t i = 0; i < n; i++) ivec_push(dst, src[i]);
+}
+
+size_t common_prefix(const ivec *a, const ivec *b) {
+    size_t n = a->n < b->n ? a->n : b->n, i = 0;
+    while (i < n && a->v[i] == b->v[i]) i++;
+    return i;
+}
+
+int log_level(void) {
+    const char *s = getenv("RKLLM_LOG_LEVEL");
+    return s ? atoi(s) : 0;
+}
+
+void logmsg(char level, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%c RKLLM: ", level);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+double env_double(const char *name, double fallback) {
+    const char *s = getenv(name);
+    return (s && *s) ? atof(s) : fallback;
+}
+
+double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void sleep_ms(double ms) {
+    if (ms <= 0) return;
+    struct timespec ts = {(time_t)(ms / 1e3), (long)((ms - (time_t)(ms / 1e3) * 1e3) * 1e6)};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+/* Sleeps until the monotonic clock reads `deadline` (ms): a steady rate, no drift. */
+void sleep_until_ms(double deadline) { sleep_ms(deadline - now_ms()); }
+
+float peak_memory_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    float mb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) mb = (float)(atof(line + 6) / 1024.0);
+    fclose(f);
+    return mb;
+}
+
+uint64_t fnv1a(const void *data, size_t n, uint64_t h) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+
+/* Appends src to *dst (realloc'd), returning *dst. */
+char *str_append(char **dst, const char *src) {
+    size_t a = *dst ? strlen(*dst) : 0, b = strlen(src);
+    *dst = realloc(*dst, a + b + 1);
+    memcpy(*dst + a, src, b + 1);
+    return *dst;
+}
+
+char *system_with_tools(const char *system_prompt, const char *tools) {
+    char *text = NULL;
+    str_append(&text, system_prompt ? system_prompt : "");
+    if (tools) {
+        str_append(&text, "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n"
+                          "Function signatures are given within <tools></tools> XML tags:\n<tools>\n");
+        str_append(&text, tools);
+        str_append(&text, "\n</tools>\n\nFor each function call, return a JSON object with the function name "
+                          "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                          "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>");
+    }
+    return text;
+}
+
+char *tools_or_null(const char *tools) {
+    /* Like the chat template's `{% if tools %}`: an empty array means no tools. */
+    const char *t = tools;
+    while (t && (*t == ' ' || *t == '\n')) t++;
+    return (t && *t && strncmp(t, "[]", 2) != 0) ? strdup(tools) : NULL;
+}
+
+int utf8_missing(int need, const unsigned char *bytes, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = bytes[i];
+        if (need > 0 && (c & 0xC0) == 0x80) need--;
+        else need = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 0;
+    }
+    return need;
+}
+
+
+/* ---------------------------------------------------- shared entry points */
+
+RKLLMParam rkllm_createDefaultParam(void) {
+    RKLLMParam p;
+    memset(&p, 0, sizeof p);
+    p.max_context_len = 512;
+    p.max_new_tokens = -1;
+    p.top_k = 1;
+    p.n_keep = -1;
+    p.top_p = 0.9f;
+    p.temperature = 0.8f;
+    p.repeat_penalty = 1.1f;
+    p.frequency_penalty = 0.0f;
+    p.presence_penalty = 0.0f;
+    p.mirostat = 0;
+    p.mirostat_tau = 5.0f;
+    p.mirostat_eta = 0.1f;
+    p.skip_special_token = true;
+    p.is_async = false;
+    p.extend_param.base_domain_id = 0;
+    p.extend_param.embed_flash = 0;
+    p.extend_param.enabled_cpus_num = 4;
+    p.extend_param.enabled_cpus_mask = CPU4 | CPU5 | CPU6 | CPU7;
+    p.extend_param.n_batch = 1;
+    return p;
+}
+
+int busy(const handle_base *h, const char *fn) {
+    if (atomic_load(&h->running)) {
+        logmsg('E', "%s: a run is in progress on this handle", fn);
+        return 1;
+    }
+    return 0;
+}
+
+int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+    handle_base *h = handle;
+    if (!h || !in || !ip) return -1;
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&h->running, &idle, 1)) {
+        logmsg('E', "rkllm_run: a run is already in progress on this handle");
+        return -1;
+    }
+    atomic_store(&h->abort_requested, 0);
+    pthread_mutex_lock(&h->mu);
+    int status = engine_run_locked(h, in, ip, userdata);
+    pthread_mutex_unlock(&h->mu);
+    atomic_store(&h->running, 0);
+    return status;
+}
+
+typedef struct {
+    handle_base *h;
+    RKLLMInput in;
+    RKLLMInferParam ip;
+    void *userdata;
+} async_run_t;
+
+static void *async_main(void *arg) {
+    async_run_t *a = arg;
+    pthread_mutex_lock(&a->h->mu);
+    engine_run_locked(a->h, &a->in, &a->ip, a->userdata);
+    pthread_mutex_unlock(&a->h->mu);
+    atomic_store(&a->h->running, 0);
+    free(a);
+    return NULL;
+}
+
+int rkllm_run_async(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
+    handle_base *h = handle;
+    if (!h || !in || !ip) return -1;
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&h->running, &idle, 1)) return -1;
+    atomic_store(&h->abort_requested, 0);
+    async_run_t *a = malloc(sizeof *a);
+    *a = (async_run_t){h, *in, *ip, userdata};
+    pthread_t t;
+    if (pthread_create(&t, NULL, async_main, a) != 0) {
+        free(a);
+        atomic_store(&h->running, 0);
+        return -1;
+    }
+    pthread_detach(t);
+    return 0;
+}
+
+int rkllm_abort(LLMHandle handle) {
+    handle_base *h = handle;
+    if (!h) return -1;
+    atomic_store(&h->abort_requested, 1);
+    return 0;
+}
+
+int rkllm_is_running(LLMHandle handle) {
+    handle_base *h = handle;
+    return h && atomic_load(&h->running) ? 1 : 0;
+}

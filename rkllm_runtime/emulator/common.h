@@ -1,0 +1,59 @@
+/* Helpers shared by the emulator's engines (scripted.c, llama.c). */
+#ifndef RKLLM_EMULATOR_COMMON_H
+#define RKLLM_EMULATOR_COMMON_H
+
+#include "rkllm.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef RKLLM_EMU_VERSION
+#define RKLLM_EMU_VERSION "1.3.0"
+#endif
+
+#define FNV_SEED 14695981039346656037ULL
+
+/* The start of every engine's handle: what the shared entry points need. */
+typedef struct {
+    pthread_mutex_t mu; /* held for a whole run and by every call that touches the cache */
+    atomic_int running, abort_requested;
+} handle_base;
+
+/* Provided by each engine: one run, with the handle's mutex held (the callback fires from here). */
+int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata);
+/* Logs and returns 1 while a run is in progress (the call must then fail). */
+int busy(const handle_base *h, const char *fn);
+
+/* A growable array of token ids. */
+typedef struct {
+    int32_t *v;
+    size_t n, cap;
+} ivec;
+
+void ivec_push(ivec *a, int32_t x);
+void ivec_copy(ivec *dst, const int32_t *src, size_t n);
+size_t common_prefix(const ivec *a, const ivec *b);
+
+/* RKLLM_LOG_LEVEL, and messages to stderr as "I RKLLM: ..." / "E RKLLM: ...". */
+int log_level(void);
+void logmsg(char level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+double env_double(const char *name, double fallback);
+double now_ms(void);
+void sleep_ms(double ms);
+void sleep_until_ms(double deadline);
+float peak_memory_mb(void); /* VmHWM */
+uint64_t fnv1a(const void *data, size_t n, uint64_t h);
+char *xstrdup(const char *s);
+char *str_append(char **dst, const char *src); /* appends to a malloc'd string */
+
+/* The system prompt with the tools block RKLLM adds for Qwen-style templates (malloc'd). */
+char *system_with_tools(const char *system_prompt, const char *tools);
+/* A copy of the tools JSON, or NULL when there are none ("" or an empty array). */
+char *tools_or_null(const char *tools);
+/* Continuation bytes still missing after `bytes`, starting with `need` missing. */
+int utf8_missing(int need, const unsigned char *bytes, size_t n);
+
+#endif
