@@ -1,9 +1,14 @@
-"""Command line: ``python -m rkllm_runtime.emulator build --abi 1.3 --out DIR``."""
+"""Command line of the emulator.
+
+``python -m rkllm_runtime.emulator build --abi 1.3 [--engine llama] --out DIR`` builds a library;
+``python -m rkllm_runtime.emulator real-model`` prints the cached llama.cpp-engine library and
+the SmolLM2 model path, preparing them first when needed.
+"""
 
 import argparse
 from pathlib import Path
 
-from .build import DEFAULT_RELEASE, build
+from .build import DEFAULT_RELEASE, ENGINES, build, build_cached
 
 
 def main() -> None:
@@ -13,9 +18,18 @@ def main() -> None:
     build_parser = commands.add_parser("build", help="compile librkllmrt.so for one ABI")
     build_parser.add_argument("--abi", choices=sorted(DEFAULT_RELEASE), default="1.3")
     build_parser.add_argument("--release", help="runtime release to embed (default: newest of the ABI)")
+    build_parser.add_argument("--engine", choices=sorted(ENGINES), default="scripted")
     build_parser.add_argument("--out", type=Path, required=True, help="output directory")
+    real = commands.add_parser("real-model", help="prepare the llama.cpp engine and SmolLM2")
+    real.add_argument("--abi", choices=sorted(DEFAULT_RELEASE), default="1.3")
     args = parser.parse_args()
-    print(build(args.abi, args.out, args.release))
+    if args.command == "build":
+        print(build(args.abi, args.out, args.release, args.engine))
+    else:
+        from .real_model import smollm2_model  # noqa: PLC0415
+
+        print(build_cached(args.abi, engine="llama"))
+        print(smollm2_model())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
-SOURCES = ("scripted.c", "common.c", "common.h", "rkllm.h")
+ENGINES = {"scripted": "scripted.c", "llama": "llama.c"}
+HEADERS = ("common.h", "rkllm.h")
 # The release each ABI build embeds unless told otherwise.
 DEFAULT_RELEASE = {"1.2": "1.2.3", "1.3": "1.3.0"}
 LIBRARY_NAME = "librkllmrt.so"
@@ -27,7 +28,14 @@ def compiler() -> str:
     return os.environ.get("CC", "cc")
 
 
-def _command(abi: str, release: str, out: Path) -> list[str]:
+def _command(abi: str, release: str, out: Path, engine: str) -> list[str]:
+    linking: list[str] = []
+    if engine == "llama":
+        from .real_model import LLAMA_LIBRARIES, llama_cpp  # noqa: PLC0415 - builds llama.cpp on first use
+
+        prefix = llama_cpp()
+        libraries = [str(prefix / "lib" / Path(library).name) for library in LLAMA_LIBRARIES]
+        linking = [f"-I{prefix / 'include'}", *libraries, "-lstdc++", "-lm", "-ldl"]
     return [
         compiler(),
         "-std=c11",
@@ -41,34 +49,40 @@ def _command(abi: str, release: str, out: Path) -> list[str]:
         f'-DRKLLM_EMU_VERSION="{release}"',
         "-o",
         str(out),
-        str(SOURCE_DIR / "scripted.c"),
+        str(SOURCE_DIR / ENGINES[engine]),
         str(SOURCE_DIR / "common.c"),
+        *linking,
     ]
 
 
-def build(abi: str, out_dir: Path, release: str | None = None) -> Path:
-    """Compile the emulator for ``abi`` ("1.2" or "1.3") into ``out_dir``; return the library path."""
+def build(abi: str, out_dir: Path, release: str | None = None, engine: str = "scripted") -> Path:
+    """Compile the emulator for ``abi`` ("1.2" or "1.3") into ``out_dir``; return the library path.
+
+    ``engine`` "scripted" plays model files; "llama" runs GGUF models with llama.cpp.
+    """
     if abi not in DEFAULT_RELEASE:
         raise ValueError(f"unknown ABI {abi!r}; choose one of {', '.join(DEFAULT_RELEASE)}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / LIBRARY_NAME
-    subprocess.run(_command(abi, release or DEFAULT_RELEASE[abi], out), check=True)
+    subprocess.run(_command(abi, release or DEFAULT_RELEASE[abi], out, engine), check=True)
     return out
 
 
-def build_cached(abi: str, release: str | None = None) -> Path:
-    """Return a built emulator for ``abi``, compiling it only when its sources changed."""
+def build_cached(abi: str, release: str | None = None, engine: str = "scripted") -> Path:
+    """Return a built emulator, compiling it only when its sources or build command changed."""
     release = release or DEFAULT_RELEASE.get(abi, "")
     digest = hashlib.sha256()
-    for name in SOURCES:
+    for name in (ENGINES[engine], "common.c", *HEADERS):
         digest.update((SOURCE_DIR / name).read_bytes())
-    digest.update(" ".join(_command(abi, release, Path("out"))).encode())
-    target = cache_dir() / f"{abi}-{release}-{digest.hexdigest()[:16]}"
+    digest.update(" ".join(_command(abi, release, Path("out"), engine)).encode())
+    target = cache_dir() / f"{engine}-{abi}-{release}-{digest.hexdigest()[:16]}"
     library = target / LIBRARY_NAME
     if library.is_file():
         return library
     with tempfile.TemporaryDirectory() as tmp:
-        built = build(abi, Path(tmp), release)
+        built = build(abi, Path(tmp), release, engine)
         target.mkdir(parents=True, exist_ok=True)
         staging = target / f".{LIBRARY_NAME}.{os.getpid()}"
         shutil.copy2(built, staging)

@@ -1,0 +1,90 @@
+"""The llama.cpp engine of the emulator: the same ABI and KV semantics, with a real model."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rkllm_runtime import AbortedError, ModelParams, ModelRejectedError, Prompt, RKLLMRuntime, RunOptions
+from rkllm_runtime.emulator import build_cached
+from rkllm_runtime.emulator.real_model import smollm2_model
+
+SYSTEM = "You are a helpful assistant for a smart home. Answer in one short sentence."
+
+
+@pytest.fixture(scope="module")
+def real_library() -> Path:
+    return build_cached("1.3", engine="llama")
+
+
+@pytest.fixture(scope="module")
+def runtime(real_library: Path) -> Iterator[RKLLMRuntime]:
+    params = ModelParams(max_context_len=2048, max_new_tokens=48)
+    with RKLLMRuntime.open(real_library, smollm2_model(), params) as loaded:
+        loaded.set_function_tools(SYSTEM, "[]")
+        yield loaded
+
+
+def test_a_real_model_answers(runtime: RKLLMRuntime) -> None:
+    chunks: list[str] = []
+    result = runtime.run(Prompt("What is the capital of France?"), on_text=chunks.append)
+    assert "Paris" in result.text
+    assert len(chunks) > 2
+    assert result.perf.generate_tokens >= len(chunks)
+    assert result.perf.prefill_tokens > 20  # the system section and the turn
+    assert result.perf.memory_usage_mb > 50
+
+
+def test_kv_cache_semantics_match_the_scripted_engine(runtime: RKLLMRuntime) -> None:
+    runtime.clear_kv_cache(keep_system_prompt=False)
+    first = runtime.run(Prompt("Name a colour."), RunOptions(keep_history=True))
+    system_and_turn = first.perf.prefill_tokens
+    follow_up = runtime.run(Prompt("Another one?"), RunOptions(keep_history=True))
+    assert follow_up.perf.prefill_tokens < system_and_turn / 2  # only the new turn
+    assert runtime.kv_cache_size() == (
+        system_and_turn
+        + first.perf.generate_tokens
+        + follow_up.perf.prefill_tokens
+        + follow_up.perf.generate_tokens
+    )
+    runtime.clear_kv_cache(keep_system_prompt=True)
+    fresh = runtime.run(Prompt("Name a colour."))
+    assert fresh.perf.prefill_tokens < system_and_turn
+
+
+def test_prompt_cache_file(runtime: RKLLMRuntime, real_library: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "system.cache"
+    runtime.clear_kv_cache(keep_system_prompt=False)
+    cold = runtime.run(Prompt("Hello!"), RunOptions(save_prompt_cache=str(cache)))
+    with RKLLMRuntime.open(real_library, smollm2_model(), ModelParams(max_context_len=2048)) as restarted:
+        restarted.set_function_tools(SYSTEM, "[]")
+        restarted.load_prompt_cache(cache)
+        warm = restarted.run(Prompt("Good morning!"))
+    assert warm.perf.prefill_tokens < cold.perf.prefill_tokens / 2
+
+
+def test_abort_then_next_run(runtime: RKLLMRuntime) -> None:
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            runtime.run(Prompt("Write a long story about a lamp."), on_text=lambda _: started.set())
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert started.wait(60)
+    runtime.abort()
+    worker.join(60)
+    assert isinstance(errors[0], AbortedError)
+    assert runtime.run(Prompt("Say yes.")).text
+
+
+def test_context_above_the_model_limit(real_library: Path) -> None:
+    with pytest.raises(ModelRejectedError):
+        RKLLMRuntime.open(real_library, smollm2_model(), ModelParams(max_context_len=1_000_000))
