@@ -1,0 +1,28 @@
+"""scripts/develop's instance answers over HTTP with the real model."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import DevHome
+
+AGENT = "conversation.rkllm_conversation"
+
+
+def test_conversation_over_http_is_answered_by_the_real_model(dev_home: DevHome) -> None:
+    reply = dev_home.request(
+        "POST", "/api/conversation/process", {"text": "Hello! Who are you?", "agent_id": AGENT}
+    )
+    assert reply["response"]["response_type"] == "action_done"
+    speech = reply["response"]["speech"]["plain"]["speech"]
+    assert len(speech.split()) >= 2  # a real, generated sentence
+    states = {state["entity_id"]: state["state"] for state in dev_home.request("GET", "/api/states")}
+    speed = next(value for key, value in states.items() if key.endswith("_generation_speed"))
+    assert float(speed) > 0
+    prompt = next(value for key, value in states.items() if key.endswith("_prompt_tokens"))
+    assert int(prompt) > 500  # the real Assist prompt with its tools
+
+
+def test_the_assist_prompt_stays_cached_between_requests(dev_home: DevHome) -> None:
+    dev_home.request("POST", "/api/conversation/process", {"text": "Good morning", "agent_id": AGENT})
+    states = {state["entity_id"]: state["state"] for state in dev_home.request("GET", "/api/states")}
+    prefilled = next(value for key, value in states.items() if key.endswith("_prefilled_tokens"))
+    assert int(prefilled) < 50
