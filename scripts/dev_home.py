@@ -51,7 +51,6 @@ onboarding:
 person:
 conversation:
 assist_pipeline:
-ai_task:
 
 logger:
   default: warning
@@ -196,7 +195,12 @@ class Websocket:
 
 
 async def set_up_assist(ws: Websocket) -> str:
-    """Expose the demo entities, point the preferred pipeline at RKLLM; return a long-lived token."""
+    """Expose the demo entities, point the preferred pipeline at RKLLM; return a long-lived token.
+
+    Also keeps the HTTP settings of configuration.yaml (listening on 127.0.0.1 only), which
+    Home Assistant otherwise asks the first visitor to confirm.
+    """
+    await ws.call({"type": "http/config/promote"})
     await ws.call(
         {"type": "homeassistant/expose_entity", "assistants": ["conversation"], "entity_ids": EXPOSED,
          "should_expose": True}
