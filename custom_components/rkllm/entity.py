@@ -7,13 +7,12 @@ from typing import Any
 
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
-from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.json import json_dumps
 
-from rkllm_runtime import BusyError, ClosedError, RKLLMError, Sampling
+from rkllm_runtime import Sampling
 from rkllm_runtime.conversation import ChatRequest, Message
 from rkllm_runtime.engine import ChatResult
 
@@ -35,6 +34,7 @@ from .const import (
     LOGGER,
     MAX_TOOL_ITERATIONS,
 )
+from .errors import user_facing_errors
 from .models import RKLLMConfigEntry
 from .stream_parser import Content, MalformedCall, StreamParser, Thinking, ToolCall
 from .tool_calls import format_tools, to_tool_input
@@ -193,21 +193,11 @@ class RKLLMBaseLLMEntity(Entity):
     async def _async_generate(
         self, chat_log: conversation.ChatLog, request: ChatRequest, tool_names: list[str]
     ) -> ChatResult:
-        try:
+        with user_facing_errors():
             async with self.entry.runtime_data.engine.chat(request) as stream:
                 async for _content in chat_log.async_add_delta_content_stream(
                     self.entity_id, deltas(stream, tool_names)
                 ):
                     pass
-        except BusyError as err:
-            raise HomeAssistantError(translation_domain=DOMAIN, translation_key="busy") from err
-        except ClosedError as err:
-            raise HomeAssistantError(translation_domain=DOMAIN, translation_key="model_unloaded") from err
-        except RKLLMError as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="generation_failed",
-                translation_placeholders={"error": str(err)},
-            ) from err
         assert stream.result is not None
         return stream.result

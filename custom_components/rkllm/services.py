@@ -8,13 +8,13 @@ import probatio as vol
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_CONFIG_ENTRY_ID
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse, callback
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 
-from rkllm_runtime import BusyError, ClosedError, RKLLMError
 from rkllm_runtime.conversation import ChatRequest, Message
 
 from .const import DEFAULT_MAX_NEW_TOKENS, DOMAIN
+from .errors import user_facing_errors
 from .models import RKLLMConfigEntry
 from .stream_parser import Content, Event, StreamParser, Thinking
 
@@ -81,20 +81,10 @@ async def _async_generate(call: ServiceCall) -> ServiceResponse:
     parser = StreamParser()
     text: list[str] = []
     thinking: list[str] = []
-    try:
+    with user_facing_errors():
         async with entry.runtime_data.engine.chat(request) as stream:
             async for chunk in stream:
                 _collect(parser.feed(chunk), text, thinking)
-    except BusyError as err:
-        raise HomeAssistantError(translation_domain=DOMAIN, translation_key="busy") from err
-    except ClosedError as err:
-        raise HomeAssistantError(translation_domain=DOMAIN, translation_key="model_unloaded") from err
-    except RKLLMError as err:
-        raise HomeAssistantError(
-            translation_domain=DOMAIN,
-            translation_key="generation_failed",
-            translation_placeholders={"error": str(err)},
-        ) from err
     _collect(parser.finish(), text, thinking)
     assert stream.result is not None
     perf = stream.result.perf
