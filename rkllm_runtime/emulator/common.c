@@ -153,6 +153,31 @@ RKLLMParam rkllm_createDefaultParam(void) {
     return p;
 }
 
+int set_callback(handle_base *h, RKLLMInitCallback callback) {
+#if RKLLM_ABI >= 13
+    if (!callback || !callback->result_callback) return -1;
+    h->callback = callback->result_callback;
+    h->callback_userdata = callback->result_userdata;
+#else
+    if (!callback) return -1;
+    h->callback = callback;
+#endif
+    return 0;
+}
+
+int emit_result(const handle_base *h, void *userdata, RKLLMResult *result, LLMCallState state) {
+    return h->callback(result, userdata ? userdata : h->callback_userdata, state);
+}
+
+int rkllm_get_kv_cache_size(LLMHandle handle, int *sizes) {
+    handle_base *h = handle;
+    if (!h || !sizes) return -1;
+    pthread_mutex_lock(&h->mu);
+    sizes[0] = (int)h->kv.n;
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
 int busy(const handle_base *h, const char *fn) {
     if (atomic_load(&h->running)) {
         logmsg('E', "%s: a run is in progress on this handle", fn);

@@ -15,22 +15,30 @@
 
 #define FNV_SEED 14695981039346656037ULL
 
-/* The start of every engine's handle: what the shared entry points need. */
-typedef struct {
-    pthread_mutex_t mu; /* held for a whole run and by every call that touches the cache */
-    atomic_int running, abort_requested;
-} handle_base;
-
-/* Provided by each engine: one run, with the handle's mutex held (the callback fires from here). */
-int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata);
-/* Logs and returns 1 while a run is in progress (the call must then fail). */
-int busy(const handle_base *h, const char *fn);
-
 /* A growable array of token ids. */
 typedef struct {
     int32_t *v;
     size_t n, cap;
 } ivec;
+
+/* The start of every engine's handle: what the shared entry points need. */
+typedef struct {
+    pthread_mutex_t mu; /* held for a whole run and by every call that touches the cache */
+    atomic_int running, abort_requested;
+    LLMResultCallback callback;
+    void *callback_userdata;
+    ivec kv; /* the tokens the KV cache holds */
+} handle_base;
+
+/* Stores the result callback given to rkllm_init; 0 when it is usable. */
+int set_callback(handle_base *h, RKLLMInitCallback callback);
+/* Calls the result callback with the run's userdata, or the one given at init. */
+int emit_result(const handle_base *h, void *userdata, RKLLMResult *result, LLMCallState state);
+
+/* Provided by each engine: one run, with the handle's mutex held (the callback fires from here). */
+int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata);
+/* Logs and returns 1 while a run is in progress (the call must then fail). */
+int busy(const handle_base *h, const char *fn);
 
 void ivec_push(ivec *a, int32_t x);
 void ivec_copy(ivec *dst, const int32_t *src, size_t n);

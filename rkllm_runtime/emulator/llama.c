@@ -29,11 +29,9 @@ typedef struct {
     const struct llama_vocab *vocab;
     const char *chat_template; /* owned by the model; NULL: chatml */
     RKLLMParam param;
-    LLMResultCallback callback;
-    void *callback_userdata;
     char *prefix, *postfix; /* set by rkllm_set_chat_template, else NULL */
     char *system_prompt, *tools, *tool_response;
-    ivec sys, kv; /* tokens of the system section; what the KV cache holds */
+    ivec sys; /* tokens of the system section */
     int sys_in_kv;
     size_t prompt_cache_len; /* leading kv tokens loaded from a prompt-cache file */
 } handle_t;
@@ -94,7 +92,7 @@ static void rebuild_system(handle_t *h) {
         free(text), free(content);
     }
     llama_memory_clear(llama_get_memory(h->ctx), true);
-    h->kv.n = 0;
+    h->base.kv.n = 0;
     h->sys_in_kv = 0;
     h->prompt_cache_len = 0;
 }
@@ -104,11 +102,8 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
            RKLLM_EMU_VERSION);
     if (!out || !param || !param->model_path) return -1;
     *out = NULL;
-#if RKLLM_ABI >= 13
-    if (!callback || !callback->result_callback) return -1;
-#else
-    if (!callback) return -1;
-#endif
+    handle_base probe = {0}; /* check the callback before the slow model load */
+    if (set_callback(&probe, callback) != 0) return -1;
     llama_log_set(quiet_log, NULL);
     llama_backend_init();
     struct llama_model_params model_params = llama_model_default_params();
@@ -145,12 +140,7 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
     h->chat_template = llama_model_chat_template(model, NULL);
     h->param = *param;
     h->param.model_path = strdup(param->model_path);
-#if RKLLM_ABI >= 13
-    h->callback = callback->result_callback;
-    h->callback_userdata = callback->result_userdata;
-#else
-    h->callback = callback;
-#endif
+    set_callback(&h->base, callback);
     rebuild_system(h);
     *out = h;
     return 0;
@@ -168,7 +158,7 @@ int rkllm_destroy(LLMHandle handle) {
     llama_model_free(h->model);
     free((char *)h->param.model_path), free(h->prefix), free(h->postfix);
     free(h->system_prompt), free(h->tools), free(h->tool_response);
-    free(h->sys.v), free(h->kv.v);
+    free(h->sys.v), free(h->base.kv.v);
     pthread_mutex_destroy(&h->base.mu);
     free(h);
     return 0;
@@ -219,24 +209,16 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
     size_t keep = keep_system_prompt && h->sys_in_kv ? h->sys.n : 0;
     if (start_pos && end_pos) {
         size_t s = (size_t)(start_pos[0] < 0 ? 0 : start_pos[0]);
-        keep = s < h->kv.n ? s : h->kv.n; /* positions after a cleared range would need re-encoding: drop them */
+        keep = s < h->base.kv.n ? s : h->base.kv.n; /* positions after a cleared range would need re-encoding: drop them */
     }
     llama_memory_seq_rm(llama_get_memory(h->ctx), 0, (llama_pos)keep, -1);
-    h->kv.n = keep;
+    h->base.kv.n = keep;
     h->sys_in_kv = h->sys_in_kv && keep >= h->sys.n;
     h->prompt_cache_len = 0;
     pthread_mutex_unlock(&h->base.mu);
     return 0;
 }
 
-int rkllm_get_kv_cache_size(LLMHandle handle, int *sizes) {
-    handle_t *h = handle;
-    if (!h || !sizes) return -1;
-    pthread_mutex_lock(&h->base.mu);
-    sizes[0] = (int)h->kv.n;
-    pthread_mutex_unlock(&h->base.mu);
-    return 0;
-}
 
 int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
     handle_t *h = handle;
@@ -249,9 +231,9 @@ int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
     if (read == 0) {
         logmsg('E', "prompt cache %s is corrupt or was made by another model", path);
         llama_memory_clear(llama_get_memory(h->ctx), true);
-        h->kv.n = 0, h->sys_in_kv = 0;
+        h->base.kv.n = 0, h->sys_in_kv = 0;
     } else {
-        ivec_copy(&h->kv, tokens, n);
+        ivec_copy(&h->base.kv, tokens, n);
         h->prompt_cache_len = n;
         h->sys_in_kv = n >= h->sys.n && memcmp(tokens, h->sys.v, h->sys.n * sizeof(int32_t)) == 0;
         if (log_level() >= 1) logmsg('I', "loaded prompt cache %s (%zu tokens)", path, n);
@@ -302,22 +284,18 @@ static int prefill(handle_t *h, const ivec *target, size_t from) {
     for (size_t i = from; i < target->n; i += 512) {
         int32_t n = (int32_t)(target->n - i < 512 ? target->n - i : 512);
         if (llama_decode(h->ctx, llama_batch_get_one(target->v + i, n)) != 0) return -1;
-        for (int32_t k = 0; k < n; k++) ivec_push(&h->kv, target->v[i + (size_t)k]);
+        for (int32_t k = 0; k < n; k++) ivec_push(&h->base.kv, target->v[i + (size_t)k]);
     }
     return 0;
-}
-
-static int emit(handle_t *h, void *userdata, RKLLMResult *res, LLMCallState state) {
-    return h->callback(res, userdata ? userdata : h->callback_userdata, state);
 }
 
 static int fail(handle_t *h, void *userdata, const char *why) {
     RKLLMResult res;
     memset(&res, 0, sizeof res);
     logmsg('E', "%s", why);
-    emit(h, userdata, &res, RKLLM_RUN_ERROR);
+    emit_result(&h->base, userdata, &res, RKLLM_RUN_ERROR);
     llama_memory_seq_rm(llama_get_memory(h->ctx), 0, (llama_pos)(h->sys_in_kv ? h->sys.n : 0), -1);
-    h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+    h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
     return -1;
 }
 
@@ -362,8 +340,8 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     ivec target = {0};
     size_t reuse;
     if (ip->keep_history && h->sys_in_kv) {
-        ivec_copy(&target, h->kv.v, h->kv.n);
-        reuse = h->kv.n;
+        ivec_copy(&target, h->base.kv.v, h->base.kv.n);
+        reuse = h->base.kv.n;
     } else { /* only the system section, or a loaded prompt cache, may be reused */
         ivec_copy(&target, h->sys.v, h->sys.n);
         reuse = h->sys_in_kv ? h->sys.n : 0;
@@ -371,7 +349,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     }
     for (size_t i = 0; i < fresh.n; i++) ivec_push(&target, fresh.v[i]);
     free(fresh.v);
-    size_t shared = common_prefix(&h->kv, &target);
+    size_t shared = common_prefix(&h->base.kv, &target);
     if (shared < reuse) reuse = shared;
     if (reuse > 0 && reuse == target.n) reuse--; /* the last token is always evaluated, for its logits */
     size_t limit = (size_t)h->param.max_context_len;
@@ -382,7 +360,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         return fail(h, userdata, why);
     }
     llama_memory_seq_rm(llama_get_memory(h->ctx), 0, (llama_pos)reuse, -1);
-    h->kv.n = reuse;
+    h->base.kv.n = reuse;
     h->prompt_cache_len = 0;
     llama_set_abort_callback(h->ctx, abort_requested, h);
     int prefill_tokens = (int)(target.n - reuse);
@@ -391,12 +369,12 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         if (atomic_load(&h->base.abort_requested)) {
             RKLLMResult res;
             memset(&res, 0, sizeof res);
-            emit(h, userdata, &res, RKLLM_RUN_FINISH);
+            emit_result(&h->base, userdata, &res, RKLLM_RUN_FINISH);
             return 0;
         }
         return fail(h, userdata, "llama_decode failed during prefill");
     }
-    h->sys_in_kv = h->kv.n >= h->sys.n;
+    h->sys_in_kv = h->base.kv.n >= h->sys.n;
     if (ip->prompt_cache_params && ip->prompt_cache_params->save_prompt_cache &&
         ip->prompt_cache_params->prompt_cache_path &&
         llama_state_seq_save_file(h->ctx, ip->prompt_cache_params->prompt_cache_path, 0, target.v, target.n) == 0)
@@ -413,9 +391,9 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     while (!atomic_load(&h->base.abort_requested) && !(max_new > 0 && generated >= max_new)) {
         llama_token token = llama_sampler_sample(sampler, h->ctx, -1);
         int end = llama_vocab_is_eog(h->vocab, token);
-        if (h->kv.n + 1 >= limit) break; /* context full: the answer ends here */
+        if (h->base.kv.n + 1 >= limit) break; /* context full: the answer ends here */
         if (llama_decode(h->ctx, llama_batch_get_one(&token, 1)) != 0) break;
-        ivec_push(&h->kv, token);
+        ivec_push(&h->base.kv, token);
         generated++;
         if (end) break;
         int32_t n = llama_token_to_piece(h->vocab, token, piece, PIECE_MAX, 0, !h->param.skip_special_token);
@@ -427,7 +405,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         memset(&res, 0, sizeof res);
         res.text = piece;
         res.token_id = token;
-        emit(h, userdata, &res, need > 0 ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL);
+        emit_result(&h->base, userdata, &res, need > 0 ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL);
     }
     llama_sampler_free(sampler);
     llama_set_abort_callback(h->ctx, NULL, NULL);
@@ -445,11 +423,11 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         logmsg('I', "prefill %d tokens in %.2f ms, generate %d tokens in %.2f ms, peak memory %.1f MB",
                prefill_tokens, res.perf.prefill_time_ms, generated, res.perf.generate_time_ms,
                res.perf.memory_usage_mb);
-    emit(h, userdata, &res, RKLLM_RUN_FINISH);
+    emit_result(&h->base, userdata, &res, RKLLM_RUN_FINISH);
     if (!ip->keep_history) {
         size_t keep = h->sys_in_kv ? h->sys.n : 0;
         llama_memory_seq_rm(llama_get_memory(h->ctx), 0, (llama_pos)keep, -1);
-        h->kv.n = keep;
+        h->base.kv.n = keep;
     }
     return 0;
 }

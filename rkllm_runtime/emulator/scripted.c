@@ -195,14 +195,11 @@ typedef struct {
     handle_base base; /* first: the shared entry points see a handle_base */
     model_t model;
     RKLLMParam param;
-    LLMResultCallback callback;
-    void *callback_userdata;
     /* chat template */
     char *sys_prefix, *sys_postfix, *user_prefix, *user_postfix, *tool_prefix, *tool_postfix, *turn_end;
     int custom_template;
     char *system_prompt, *tools;
     ivec sys;     /* tokens of the system section */
-    ivec kv;      /* what the KV cache holds */
     int sys_in_kv;/* kv starts with the whole system section */
     ivec prompt_cache;
     int has_prompt_cache;
@@ -242,7 +239,7 @@ static void rebuild_system(handle_t *h) {
     h->sys.n = 0;
     tokenize(&h->sys, text);
     free(text);
-    h->kv.n = 0;
+    h->base.kv.n = 0;
     h->sys_in_kv = 0;
 }
 
@@ -273,11 +270,7 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
             fail = 1;
         }
     }
-#if RKLLM_ABI >= 13
-    if (!fail && (!callback || !callback->result_callback)) fail = 1;
-#else
-    if (!fail && !callback) fail = 1;
-#endif
+    if (!fail && set_callback(&h->base, callback) != 0) fail = 1;
     if (fail) {
         model_free(&h->model);
         free(h);
@@ -286,12 +279,6 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
     atomic_fetch_add(&npu_used_mb, h->model.npu_memory_mb);
     h->param = *param;
     h->param.model_path = strdup(param->model_path);
-#if RKLLM_ABI >= 13
-    h->callback = callback->result_callback;
-    h->callback_userdata = callback->result_userdata;
-#else
-    h->callback = callback;
-#endif
     pthread_mutex_init(&h->base.mu, NULL);
     set_default_template(h);
     h->system_prompt = xstrdup(h->model.system);
@@ -313,7 +300,7 @@ int rkllm_destroy(LLMHandle handle) {
     free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
     free(h->tool_prefix), free(h->tool_postfix), free(h->turn_end);
     free(h->system_prompt), free(h->tools), free(h->paused_reply);
-    free(h->sys.v), free(h->kv.v), free(h->prompt_cache.v);
+    free(h->sys.v), free(h->base.kv.v), free(h->prompt_cache.v);
     model_free(&h->model);
     pthread_mutex_destroy(&h->base.mu);
     free(h);
@@ -388,16 +375,16 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
     if (start_pos && end_pos) {
         /* Clear the range [start, end) of batch slot 0. */
         size_t s = (size_t)(start_pos[0] < 0 ? 0 : start_pos[0]), e = (size_t)(end_pos[0] < 0 ? 0 : end_pos[0]);
-        if (e > h->kv.n) e = h->kv.n;
+        if (e > h->base.kv.n) e = h->base.kv.n;
         if (s < e) {
-            memmove(h->kv.v + s, h->kv.v + e, (h->kv.n - e) * sizeof(int32_t));
-            h->kv.n -= e - s;
+            memmove(h->base.kv.v + s, h->base.kv.v + e, (h->base.kv.n - e) * sizeof(int32_t));
+            h->base.kv.n -= e - s;
             if (s < h->sys.n) h->sys_in_kv = 0;
         }
     } else if (keep_system_prompt && h->sys_in_kv) {
-        h->kv.n = h->sys.n;
+        h->base.kv.n = h->sys.n;
     } else {
-        h->kv.n = 0;
+        h->base.kv.n = 0;
         h->sys_in_kv = 0;
     }
     free(h->paused_reply);
@@ -406,14 +393,6 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
     return 0;
 }
 
-int rkllm_get_kv_cache_size(LLMHandle handle, int *sizes) {
-    handle_t *h = handle;
-    if (!h || !sizes) return -1;
-    pthread_mutex_lock(&h->base.mu);
-    sizes[0] = (int)h->kv.n;
-    pthread_mutex_unlock(&h->base.mu);
-    return 0;
-}
 
 /* --------------------------------------------------------- prompt caches */
 
@@ -500,7 +479,7 @@ typedef struct {
 } run_t;
 
 static int emit(run_t *r, RKLLMResult *res, LLMCallState state) {
-    return r->h->callback(res, r->userdata ? r->userdata : r->h->callback_userdata, state);
+    return emit_result(&r->h->base, r->userdata, res, state);
 }
 
 static void finish(run_t *r, double t_end) {
@@ -518,7 +497,7 @@ static void finish(run_t *r, double t_end) {
                r->prefill_tokens, res.perf.prefill_time_ms, r->generated, res.perf.generate_time_ms,
                res.perf.generate_time_ms > 0 ? r->generated * 1000.0 / res.perf.generate_time_ms : 0.0,
                res.perf.memory_usage_mb);
-        if (log_level() >= 2) logmsg('I', "kv cache size: %zu tokens", r->h->kv.n);
+        if (log_level() >= 2) logmsg('I', "kv cache size: %zu tokens", r->h->base.kv.n);
     }
     emit(r, &res, RKLLM_RUN_FINISH);
 }
@@ -534,17 +513,17 @@ static void fail(run_t *r, const char *why) {
    n_keep (the context shift). Returns 0 when `reserve` more tokens fit. */
 static int make_room(handle_t *h, size_t reserve, size_t protect_from) {
     size_t limit = (size_t)h->param.max_context_len;
-    if (h->kv.n + reserve <= limit) return 0;
+    if (h->base.kv.n + reserve <= limit) return 0;
     size_t keep = h->param.n_keep < 0 ? h->sys.n : (size_t)h->param.n_keep;
-    if (keep > h->kv.n) keep = h->kv.n;
-    size_t need = h->kv.n + reserve - limit;
+    if (keep > h->base.kv.n) keep = h->base.kv.n;
+    size_t need = h->base.kv.n + reserve - limit;
     size_t room = protect_from > keep ? protect_from - keep : 0;
-    size_t drop = (h->kv.n - keep) / 2;
+    size_t drop = (h->base.kv.n - keep) / 2;
     if (need > room) return -1;
     if (drop < need) drop = need;
     if (drop > room) drop = room;
-    memmove(h->kv.v + keep, h->kv.v + keep + drop, (h->kv.n - keep - drop) * sizeof(int32_t));
-    h->kv.n -= drop;
+    memmove(h->base.kv.v + keep, h->base.kv.v + keep + drop, (h->base.kv.n - keep - drop) * sizeof(int32_t));
+    h->base.kv.n -= drop;
     if (keep < h->sys.n) h->sys_in_kv = 0;
     if (log_level() >= 1) logmsg('I', "context shift: dropped %zu tokens after the first %zu", drop, keep);
     return 0;
@@ -611,8 +590,8 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
         memset(&res, 0, sizeof res);
         res.text = piece;
         res.token_id = piece_id((const unsigned char *)piece, k);
-        make_room(h, 1, h->kv.n);
-        ivec_push(&h->kv, res.token_id);
+        make_room(h, 1, h->base.kv.n);
+        ivec_push(&h->base.kv, res.token_id);
         r->generated++;
         if (emit(r, &res, need > 0 ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL) == 1) return 1;
     }
@@ -702,8 +681,8 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     ivec target = {0};
     size_t reuse; /* leading tokens of target the cache already holds */
     if (ip->keep_history && h->sys_in_kv) {
-        ivec_copy(&target, h->kv.v, h->kv.n);
-        reuse = h->kv.n;
+        ivec_copy(&target, h->base.kv.v, h->base.kv.n);
+        reuse = h->base.kv.n;
     } else {
         ivec_copy(&target, h->sys.v, h->sys.n);
         reuse = h->sys_in_kv ? h->sys.n : 0;
@@ -714,12 +693,12 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     if (h->has_prompt_cache) { /* a loaded prompt cache replaces the prefill of its matching prefix */
         size_t pc = common_prefix(&h->prompt_cache, &target);
         if (pc > reuse) {
-            ivec_copy(&h->kv, h->prompt_cache.v, pc);
+            ivec_copy(&h->base.kv, h->prompt_cache.v, pc);
             reuse = pc;
         }
     }
     if (reuse > 0 && reuse == target.n) reuse--; /* the last token is always evaluated, for its logits */
-    h->kv.n = reuse;
+    h->base.kv.n = reuse;
 
     /* Prefill the rest, shifting the context when it fills up. */
     size_t limit = (size_t)h->param.max_context_len;
@@ -730,14 +709,14 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         char why[160];
         snprintf(why, sizeof why, "the input (%zu tokens) does not fit in max_context_len %zu", input_len, limit);
         fail(&r, why);
-        h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+        h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
         return -1;
     }
     h->sys_in_kv = 1;
     for (size_t i = reuse; i < target.n; i++) {
         size_t input_pushed = i > input_start ? i - input_start : 0;
-        make_room(h, 1, h->kv.n - input_pushed);
-        ivec_push(&h->kv, target.v[i]);
+        make_room(h, 1, h->base.kv.n - input_pushed);
+        ivec_push(&h->base.kv, target.v[i]);
     }
     r.prefill_tokens = (int)(target.n - reuse);
     double prefill_tps = env_double("RKLLM_EMU_PREFILL_TPS", h->model.prefill_tps);
@@ -752,7 +731,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         /* One result carrying the last hidden layer or the logits of the last token. */
         int width = ip->mode == RKLLM_INFER_GET_LOGITS ? VOCAB_SIZE : h->model.embed_size;
         float *values = calloc((size_t)width, sizeof(float));
-        for (int i = 0; i < width; i++) values[i] = (float)((h->kv.v[h->kv.n - 1] + i) % 97) / 97.0f;
+        for (int i = 0; i < width; i++) values[i] = (float)((h->base.kv.v[h->base.kv.n - 1] + i) % 97) / 97.0f;
         RKLLMResult res;
         memset(&res, 0, sizeof res);
         if (ip->mode == RKLLM_INFER_GET_LOGITS) res.logits = (RKLLMResultLogits){values, width, 1};
@@ -761,7 +740,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         emit(&r, &res, RKLLM_RUN_NORMAL);
         free(values);
         finish(&r, now_ms());
-        if (!ip->keep_history) h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+        if (!ip->keep_history) h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
         return 0;
     }
 
@@ -776,19 +755,19 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     free(reply);
     if (status == -1) {
         fail(&r, "inference failed (error_after)");
-        h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+        h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
         return -1;
     }
     int truncated = max_new > 0 && r.generated >= max_new;
     if (!atomic_load(&h->base.abort_requested) && !truncated) { /* the end-of-turn token closes the reply */
         ivec end = {0};
         tokenize(&end, h->turn_end);
-        for (size_t i = 0; i < end.n; i++) make_room(h, 1, h->kv.n), ivec_push(&h->kv, end.v[i]);
+        for (size_t i = 0; i < end.n; i++) make_room(h, 1, h->base.kv.n), ivec_push(&h->base.kv, end.v[i]);
         r.generated += (int)end.n;
         free(end.v);
     }
     finish(&r, now_ms());
-    if (!ip->keep_history) h->kv.n = h->sys_in_kv ? h->sys.n : 0;
+    if (!ip->keep_history) h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
     return 0;
 }
 
