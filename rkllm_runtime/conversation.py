@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from .types import Prompt, Role, Sampling
@@ -113,12 +113,10 @@ class CacheState:
     """What the runtime's KV cache holds, as far as the engine knows."""
 
     system_key: str | None = None
-    system_tokens: int = 0
     conversation_id: str | None = None
     consumed: int = 0  # messages of that conversation in the cache, its replies included
     history_fingerprint: str = ""
     kv_tokens: int = 0
-    prompt_cache: str | None = field(default=None)
 
     def forget_conversation(self) -> None:
         """The cache no longer holds a known conversation (the system prompt stays)."""

@@ -197,7 +197,6 @@ typedef struct {
     RKLLMParam param;
     /* chat template */
     char *sys_prefix, *sys_postfix, *user_prefix, *user_postfix, *tool_prefix, *tool_postfix, *turn_end;
-    int custom_template;
     char *system_prompt, *tools;
     ivec sys;     /* tokens of the system section */
     int sys_in_kv;/* kv starts with the whole system section */
@@ -205,24 +204,27 @@ typedef struct {
     int has_prompt_cache;
     char *paused_reply; /* remaining text after a callback returned 1 */
     size_t paused_pos;
-    int lora_count;
 } handle_t;
 
 static atomic_int npu_used_mb;
 
-static void set_default_template(handle_t *h) {
+/* Replaces the chat template's pieces; the end-of-turn token stays the model's. */
+static void set_template(handle_t *h, const char *sys_prefix, const char *sys_postfix, const char *user_prefix,
+                         const char *user_postfix, const char *tool_prefix, const char *tool_postfix) {
     free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
-    free(h->tool_prefix), free(h->tool_postfix), free(h->turn_end);
-    h->sys_prefix = strdup("<|im_start|>system\n");
-    /* The model ends its turn with <|im_end|> (sampled, counted, kept in the cache, never shown);
-       the newline that follows it opens the next turn. */
-    h->sys_postfix = strdup("<|im_end|>");
-    h->user_prefix = strdup("\n<|im_start|>user\n");
-    h->user_postfix = strdup("<|im_end|>\n<|im_start|>assistant\n");
-    h->tool_prefix = strdup("\n<|im_start|>user\n<tool_response>\n");
-    h->tool_postfix = strdup("\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
-    h->turn_end = strdup("<|im_end|>");
-    h->custom_template = 0;
+    free(h->tool_prefix), free(h->tool_postfix);
+    h->sys_prefix = strdup(sys_prefix), h->sys_postfix = strdup(sys_postfix);
+    h->user_prefix = strdup(user_prefix), h->user_postfix = strdup(user_postfix);
+    h->tool_prefix = strdup(tool_prefix), h->tool_postfix = strdup(tool_postfix);
+}
+
+/* The model's built-in (Qwen-style) template. The model ends its turn with <|im_end|>
+   (sampled, counted, kept in the cache, never shown); the newline that follows it opens
+   the next turn. */
+static void set_default_template(handle_t *h) {
+    set_template(h, "<|im_start|>system\n", "<|im_end|>", "\n<|im_start|>user\n",
+                 "<|im_end|>\n<|im_start|>assistant\n", "\n<|im_start|>user\n<tool_response>\n",
+                 "\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
 }
 
 /* Recomputes the system section's tokens; the KV cache no longer matches it. */
@@ -281,6 +283,7 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
     h->param.model_path = strdup(param->model_path);
     pthread_mutex_init(&h->base.mu, NULL);
     set_default_template(h);
+    h->turn_end = strdup("<|im_end|>");
     h->system_prompt = xstrdup(h->model.system);
     rebuild_system(h);
     if (log_level() >= 1)
@@ -316,7 +319,6 @@ int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter *adapter) {
         return -1;
     }
     fclose(f);
-    h->lora_count++;
     return 0;
 }
 
@@ -324,13 +326,8 @@ int rkllm_set_chat_template(LLMHandle handle, const char *system_prompt, const c
     handle_t *h = handle;
     if (!h || busy(&h->base, "rkllm_set_chat_template")) return -1;
     pthread_mutex_lock(&h->base.mu);
-    set_default_template(h);
-    free(h->user_prefix), free(h->user_postfix), free(h->tool_prefix), free(h->tool_postfix);
-    free(h->sys_prefix), free(h->sys_postfix);
-    h->sys_prefix = strdup(""), h->sys_postfix = strdup("");
-    h->user_prefix = strdup(prefix ? prefix : ""), h->user_postfix = strdup(postfix ? postfix : "");
-    h->tool_prefix = strdup(h->user_prefix), h->tool_postfix = strdup(h->user_postfix);
-    h->custom_template = 1;
+    const char *user_prefix = prefix ? prefix : "", *user_postfix = postfix ? postfix : "";
+    set_template(h, "", "", user_prefix, user_postfix, user_prefix, user_postfix);
     free(h->system_prompt), free(h->tools);
     h->system_prompt = xstrdup(system_prompt), h->tools = NULL;
     rebuild_system(h);
