@@ -19,6 +19,7 @@ from .errors import (
     RKLLMError,
     RunError,
     UnsupportedVersionError,
+    VersionMismatchError,
     WrongArchitectureError,
 )
 from .library import Library, find_library, load_library
@@ -65,6 +66,7 @@ __all__ = [
     "Sampling",
     "Tokens",
     "UnsupportedVersionError",
+    "VersionMismatchError",
     "WrongArchitectureError",
     "find_library",
     "load_library",

@@ -34,6 +34,15 @@ class UnsupportedVersionError(LibraryError):
         self.found = found
 
 
+class VersionMismatchError(LibraryError):
+    """The configured runtime release disagrees with the one the library embeds."""
+
+    def __init__(self, message: str, *, embedded: str, configured: str) -> None:
+        super().__init__(message)
+        self.embedded = embedded
+        self.configured = configured
+
+
 class ModelError(RKLLMError):
     """The model cannot be loaded."""
 

@@ -7,20 +7,24 @@ architecture or ABI must give a clear error, never a crash later in ``rkllm_run`
 from __future__ import annotations
 
 import ctypes
+import logging
 import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .abi import ABI_BY_RELEASE, SUPPORTED_RELEASES
 from .errors import (
     LibraryError,
     LibraryNotFoundError,
     NotALibraryError,
     UnsupportedVersionError,
+    VersionMismatchError,
     WrongArchitectureError,
 )
+from .releases import FUNCTIONS_1_2_1, RELEASES, SUPPORTED, Release
+
+_LOGGER = logging.getLogger(__name__)
 
 ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
 HOST_MACHINES = {
@@ -31,8 +35,9 @@ HOST_MACHINES = {
     "armv7l": "arm",
     "riscv64": "riscv64",
 }
-# The vendor library logs (and embeds) "rkllm-runtime version: 1.2.3" or similar.
-_VERSION_PATTERN = re.compile(rb"rkllm[-_ ]runtime[-_ ]version[:\s]+v?(\d+\.\d+\.\d+(?:[ab]\d+)?)", re.I)
+# The vendor library embeds a build banner, "RKLLM SDK (version: 1.2.3 | target: Linux | build: ...)".
+# (Its "rkllm-runtime version: %s, ..." init log line is a printf format, not a version.)
+_VERSION_PATTERN = re.compile(rb"RKLLM SDK \(version: (\d+\.\d+\.\d+(?:b\d+)?)[ |)]")
 
 SEARCH_DIRS = ("/usr/lib", "/usr/local/lib", "/usr/lib/aarch64-linux-gnu")
 LIBRARY_NAME = "librkllmrt.so"
@@ -74,19 +79,21 @@ def check_elf(path: Path) -> None:
 
 
 def embedded_version(path: Path) -> str | None:
-    """The runtime release the library embeds as text, or None."""
+    """The runtime release named by the library's build banner, or None."""
     match = _VERSION_PATTERN.search(path.read_bytes())
     return match.group(1).decode() if match else None
 
 
-def abi_for_release(release: str | None) -> ModuleType:
-    """The raw ABI module for a runtime release; raise for unsupported ones."""
-    if release in ABI_BY_RELEASE:
-        return ABI_BY_RELEASE[release]
-    found = release or "no version string"
+def release_info(version: str | None) -> Release:
+    """The known release ``version``; raise for one this binding cannot drive."""
+    release = RELEASES.get(version or "")
+    if release is not None and release.supported:
+        return release
+    found = version or "no version banner"
+    why = f" ({release.refusal})" if release is not None and release.refusal else ""
     raise UnsupportedVersionError(
-        f"RKLLM runtime {found} is not supported; supported releases: {', '.join(SUPPORTED_RELEASES)}",
-        found=release,
+        f"RKLLM runtime {found} is not supported{why}; install one of: {', '.join(SUPPORTED)}",
+        found=version,
     )
 
 
@@ -98,29 +105,45 @@ class Library:
     release: str
     abi: ModuleType
     cdll: ctypes.CDLL
+    functions: frozenset[str]  # the RKLLM functions the library exports
+    warning: str | None = None  # a known fault of this release's vendor build
 
     @property
     def abi_version(self) -> str:
         """``"1.2"`` or ``"1.3"``."""
         return str(self.abi.ABI)
 
+    def has(self, function: str) -> bool:
+        """Whether the library exports ``function``."""
+        return function in self.functions
+
 
 def load_library(path: str | Path, release: str | None = None) -> Library:
     """Check and load the runtime library.
 
-    ``release`` overrides the version found in the file (for builds that do not
-    embed one); it must still be a supported release.
+    ``release`` names the release of a library that embeds no version banner; for a
+    library that does, it must agree with the banner (a wrong ABI crashes in ``rkllm_run``).
     """
     path = Path(path)
     check_elf(path)
-    release = release or embedded_version(path)
-    abi = abi_for_release(release)
+    embedded = embedded_version(path)
+    if embedded is not None and release and release != embedded:
+        raise VersionMismatchError(
+            f"{path} is runtime {embedded} but the configured runtime release is {release}: "
+            "clear the runtime release setting (it is only for libraries without a version banner)",
+            embedded=embedded,
+            configured=release,
+        )
+    info = release_info(embedded or release)
+    assert info.abi is not None
+    if info.warning:
+        _LOGGER.warning("RKLLM runtime %s: %s", info.version, info.warning)
     try:
         cdll = ctypes.CDLL(str(path), mode=ctypes.RTLD_LOCAL)
     except OSError as err:
         raise LibraryError(f"cannot load {path}: {err}") from err
-    try:
-        abi.declare(cdll)
-    except AttributeError as err:
-        raise LibraryError(f"{path} lacks an RKLLM function: {err}") from err
-    return Library(path, str(release), abi, cdll)
+    exported = frozenset(name for name in FUNCTIONS_1_2_1 if hasattr(cdll, name))
+    if missing := sorted(info.functions - exported):
+        raise LibraryError(f"{path} lacks RKLLM functions of runtime {info.version}: {', '.join(missing)}")
+    info.abi.declare(cdll)
+    return Library(path, info.version, info.abi, cdll, exported, info.warning)

@@ -63,6 +63,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
             translation_placeholders={"error": str(err)},
         ) from err
     ir.async_delete_issue(hass, DOMAIN, issue_id)
+    _async_warn_about_release(hass, entry, runtime.library.release, runtime.library.warning)
 
     caches = PromptCacheStore(
         Path(hass.config.path(".storage", DOMAIN, "prompt_cache")), PROMPT_CACHE_MAX_BYTES
@@ -77,6 +78,25 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
+
+
+def _async_warn_about_release(
+    hass: HomeAssistant, entry: RKLLMConfigEntry, release: str, warning: str | None
+) -> None:
+    """Raise (or clear) a warning about a known fault of the loaded runtime release."""
+    issue_id = f"runtime_release_warning_{entry.entry_id}"
+    if warning is None:
+        ir.async_delete_issue(hass, DOMAIN, issue_id)
+        return
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        issue_id,
+        is_fixable=False,
+        severity=ir.IssueSeverity.WARNING,
+        translation_key="runtime_release_warning",
+        translation_placeholders={"release": release, "warning": warning},
+    )
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:

@@ -16,6 +16,7 @@ from rkllm_runtime import (
     RKLLMError,
     RKLLMRuntime,
     UnsupportedVersionError,
+    VersionMismatchError,
     WrongArchitectureError,
 )
 
@@ -39,6 +40,7 @@ ERROR_KEYS: tuple[tuple[type[RKLLMError], str], ...] = (
     (LibraryNotFoundError, "library_not_found"),
     (NotALibraryError, "library_not_found"),
     (WrongArchitectureError, "wrong_architecture"),
+    (VersionMismatchError, "version_mismatch"),
     (UnsupportedVersionError, "unsupported_version"),
     (LibraryError, "library_not_found"),
     (ModelNotFoundError, "model_not_found"),

@@ -1,4 +1,4 @@
-"""Raw mirror of ``rkllm.h`` for ABI 1.3 (runtime release 1.3.0)."""
+"""Raw mirror of ``rkllm.h`` for ABI 1.3 (runtime releases 1.3.0 and 1.3.1)."""
 
 import ctypes
 

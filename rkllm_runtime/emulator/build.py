@@ -13,7 +13,7 @@ SOURCE_DIR = Path(__file__).parent
 ENGINES = {"scripted": "scripted.c", "llama": "llama.c"}
 HEADERS = ("common.h", "rkllm.h")
 # The release each ABI build embeds unless told otherwise.
-DEFAULT_RELEASE = {"1.2": "1.2.3", "1.3": "1.3.0"}
+DEFAULT_RELEASE = {"1.2": "1.2.3", "1.3": "1.3.1"}
 LIBRARY_NAME = "librkllmrt.so"
 
 

@@ -10,8 +10,19 @@
 #include <string.h>
 #include <time.h>
 
-/* Embedded the way the vendor library embeds its version (found by `strings`). */
-__attribute__((used)) static const char version_banner[] = "rkllm-runtime version: " RKLLM_EMU_VERSION;
+/* The build banner the vendor library embeds (`strings librkllmrt.so | grep 'RKLLM SDK'`): the one
+   place the release appears as text. The init log line below is a printf format, as in the vendor binary. */
+__attribute__((used)) static const char version_banner[] =
+    "RKLLM SDK (version: " RKLLM_EMU_VERSION " | target: Linux | build: emulator)";
+
+void log_version(const char *platform) {
+    /* The release is read back from the banner so that no "version: X.Y.Z" literal exists elsewhere. */
+    char release[32];
+    const char *start = version_banner + strlen("RKLLM SDK (version: ");
+    snprintf(release, sizeof release, "%.*s", (int)strcspn(start, " "), start);
+    fprintf(stderr, "I rkllm: rkllm-runtime version: %s, rknpu driver version: %s, platform: %s\n", release,
+            "emulated", platform);
+}
 
 
 void ivec_push(ivec *a, int32_t x) {
@@ -41,7 +52,7 @@ int log_level(void) {
 void logmsg(char level, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%c RKLLM: ", level);
+    fprintf(stderr, "%c rkllm: ", level);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);

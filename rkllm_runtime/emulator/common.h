@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #ifndef RKLLM_EMU_VERSION
-#define RKLLM_EMU_VERSION "1.3.0"
+#define RKLLM_EMU_VERSION "1.3.1"
 #endif
 
 #define FNV_SEED 14695981039346656037ULL
@@ -44,8 +44,10 @@ void ivec_push(ivec *a, int32_t x);
 void ivec_copy(ivec *dst, const int32_t *src, size_t n);
 size_t common_prefix(const ivec *a, const ivec *b);
 
-/* RKLLM_LOG_LEVEL, and messages to stderr as "I RKLLM: ..." / "E RKLLM: ...". */
+/* RKLLM_LOG_LEVEL, and messages to stderr as "I rkllm: ..." / "E rkllm: ...". */
 int log_level(void);
+/* The vendor's init line: "I rkllm: rkllm-runtime version: X, rknpu driver version: Y, platform: Z". */
+void log_version(const char *platform);
 void logmsg(char level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 double env_double(const char *name, double fallback);

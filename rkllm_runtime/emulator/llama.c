@@ -98,8 +98,7 @@ static void rebuild_system(handle_t *h) {
 }
 
 int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
-    logmsg('I', "rkllm-runtime version: %s, rknpu driver version: emulated, platform: EMULATOR (llama.cpp)",
-           RKLLM_EMU_VERSION);
+    log_version("EMULATOR (llama.cpp)");
     if (!out || !param || !param->model_path) return -1;
     *out = NULL;
     handle_base probe = {0}; /* check the callback before the slow model load */

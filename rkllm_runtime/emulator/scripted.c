@@ -247,7 +247,7 @@ static void rebuild_system(handle_t *h) {
 
 
 int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
-    logmsg('I', "rkllm-runtime version: %s, rknpu driver version: emulated, platform: EMULATOR", RKLLM_EMU_VERSION);
+    log_version("EMULATOR");
     if (!out || !param) return -1;
     *out = NULL;
     handle_t *h = calloc(1, sizeof *h);

@@ -18,6 +18,7 @@ from custom_components.rkllm.const import (
     CONF_MAX_CONTEXT_LEN,
     CONF_MODEL_PATH,
     CONF_PLATFORM,
+    CONF_RUNTIME_RELEASE,
     DOMAIN,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
@@ -108,6 +109,20 @@ async def test_library_errors(
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": error}
     assert result["description_placeholders"]["error"]
+
+
+@pytest.mark.parametrize(("abi", "override"), [("1.2", "1.3.0"), ("1.3", "1.2.3")])
+async def test_runtime_release_disagreeing_with_the_library_is_refused(
+    hass: HomeAssistant, model_path: Path, abi: str, override: str
+) -> None:
+    """The override would load the library with the other ABI's layout, which crashes in rkllm_run."""
+    result = await submit(
+        hass, form_input(build_cached(abi), model_path, **{CONF_RUNTIME_RELEASE: override})
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "version_mismatch"}
+    assert override in result["description_placeholders"]["error"]
+    assert not hass.config_entries.async_entries(DOMAIN)
 
 
 async def test_model_errors(

@@ -70,6 +70,20 @@ async def test_unusable_library_raises_a_repair_issue(
     assert str(path) in found.translation_placeholders["path"]
 
 
+async def test_runtime_1_3_0_gets_a_warning_issue(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    hass.config_entries.async_update_entry(
+        config_entry, data={**config_entry.data, CONF_LIBRARY_PATH: str(build_cached("1.3", "1.3.0"))}
+    )
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    found = ir.async_get(hass).async_get_issue(DOMAIN, f"runtime_release_warning_{config_entry.entry_id}")
+    assert found is not None
+    assert found.severity is ir.IssueSeverity.WARNING
+    assert found.translation_placeholders["release"] == "1.3.0"
+    assert "Illegal instruction" in found.translation_placeholders["warning"]
+
+
 async def test_repair_issue_goes_away_once_fixed(
     hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
 ) -> None:

@@ -128,7 +128,7 @@ def test_log_level(
         client.run("verbose")
     err = capfd.readouterr().err
     client.close()
-    assert "I RKLLM: prefill 12 tokens" in err  # the turn template and "verbose" (two tokens)
+    assert "I rkllm: prefill 12 tokens" in err  # the turn template and "verbose" (two tokens)
     assert "kv cache size" in err
 
 
