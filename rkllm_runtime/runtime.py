@@ -109,22 +109,38 @@ class RKLLMRuntime:
         return cls(load_library(library_path, release), model_path, params)
 
     def _build_param(self) -> Any:
+        """The runtime's default parameters with this model's changes.
+
+        Always changed: ``model_path``; ``max_context_len`` (the default 512 is too small for a
+        chat); ``skip_special_token`` on (template tokens such as ``<|im_end|>`` must not reach
+        the text); ``is_async`` off (the binding runs ``rkllm_run`` on its own thread, and the
+        asynchronous mode was broken before 1.2.2). Everything else only when set.
+        """
         p = self.params
         param = self._lib.rkllm_createDefaultParam()
         self._model_path_bytes = str(self.model_path).encode()
         param.model_path = self._model_path_bytes
         param.max_context_len = p.max_context_len
-        param.max_new_tokens = p.max_new_tokens
-        param.n_keep = p.n_keep
-        _apply_sampling(param, p.sampling)
-        param.skip_special_token = p.skip_special_token
+        param.skip_special_token = True
         param.is_async = False
-        param.extend_param.base_domain_id = p.base_domain_id
-        param.extend_param.embed_flash = int(p.embed_flash)
+        if p.max_new_tokens is not None:
+            param.max_new_tokens = p.max_new_tokens
+        if p.n_keep is not None:
+            param.n_keep = p.n_keep
+        if p.sampling is not None:
+            _apply_sampling(param, p.sampling)
+        if p.base_domain_id is not None:
+            param.extend_param.base_domain_id = p.base_domain_id
+        if p.embed_flash is not None:
+            param.extend_param.embed_flash = int(p.embed_flash)
         if p.enabled_cpus_mask is not None:
             param.extend_param.enabled_cpus_mask = p.enabled_cpus_mask
             param.extend_param.enabled_cpus_num = bin(p.enabled_cpus_mask).count("1")
         return param
+
+    def default_param(self) -> dict[str, object]:
+        """The runtime's own ``rkllm_createDefaultParam()`` values (numbers and flags only)."""
+        return param_values(self._lib.rkllm_createDefaultParam())
 
     # ------------------------------------------------------------------ running
 
@@ -396,6 +412,18 @@ def check_model_file(path: Path) -> None:
         raise InsufficientMemoryError(
             f"{path.name} needs about {need_mb:.0f} MB but only {free_mb:.0f} MB of memory is available"
         )
+
+
+def param_values(struct: Any) -> dict[str, object]:
+    """The numbers and flags of an ``RKLLMParam`` (nested structs flattened)."""
+    values: dict[str, object] = {}
+    for name, *_ in struct._fields_:
+        value = getattr(struct, name)
+        if isinstance(value, ctypes.Structure):
+            values.update(param_values(value))
+        elif isinstance(value, (bool, int, float)):
+            values[name] = round(value, 4) if isinstance(value, float) else value
+    return values
 
 
 def _apply_sampling(target: Any, sampling: Sampling) -> None:

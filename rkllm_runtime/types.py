@@ -35,16 +35,20 @@ class Sampling:
 
 @dataclass(frozen=True, slots=True)
 class ModelParams:
-    """What ``rkllm_init`` needs beyond the model path. ``None`` keeps the runtime's default."""
+    """What ``rkllm_init`` needs beyond the model path.
 
-    max_context_len: int = 4096
-    max_new_tokens: int = -1
-    n_keep: int = -1
-    sampling: Sampling = field(default_factory=Sampling)
-    skip_special_token: bool = True
+    The parameters start from the library's own ``rkllm_createDefaultParam()``; a field left
+    at ``None`` keeps the runtime's value. What the binding always changes, and why, is in
+    :meth:`RKLLMRuntime._build_param`.
+    """
+
+    max_context_len: int = 4096  # the runtime's 512 cannot hold an Assist prompt (1,500-3,000 tokens)
+    max_new_tokens: int | None = None
+    n_keep: int | None = None
+    sampling: Sampling | None = None  # load-time sampling: the only one on ABI 1.2
     enabled_cpus_mask: int | None = None
-    embed_flash: bool = False
-    base_domain_id: int = 0
+    embed_flash: bool | None = None
+    base_domain_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

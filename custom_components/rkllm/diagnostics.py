@@ -32,6 +32,9 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: RKLLMCo
         "runtime": {
             "release": runtime.library.release,
             "abi": runtime.library.abi_version,
+            "functions": sorted(runtime.library.functions),
+            "warning": runtime.library.warning,
+            "default_params": runtime.default_param(),
             "params": asdict(runtime.params),
         },
         "engine": {

@@ -139,12 +139,14 @@ int utf8_missing(int need, const unsigned char *bytes, size_t n) {
 
 /* ---------------------------------------------------- shared entry points */
 
+/* The vendor runtime's defaults (top_k 40, top_p 0.9, temperature 0.8, repeat_penalty 1.1,
+   max_context_len 512): a binding that forgets to set a field gets what it would get on a board. */
 RKLLMParam rkllm_createDefaultParam(void) {
     RKLLMParam p;
     memset(&p, 0, sizeof p);
     p.max_context_len = 512;
     p.max_new_tokens = -1;
-    p.top_k = 1;
+    p.top_k = 40;
     p.n_keep = -1;
     p.top_p = 0.9f;
     p.temperature = 0.8f;

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from rkllm_runtime import AbortedError, ModelParams, ModelRejectedError, Prompt, RKLLMRuntime, RunOptions
+from rkllm_runtime import (
+    AbortedError,
+    ModelParams,
+    ModelRejectedError,
+    Prompt,
+    RKLLMRuntime,
+    RunOptions,
+    Sampling,
+)
 from rkllm_runtime.emulator import build_cached
 from rkllm_runtime.emulator.real_model import smollm2_model
 
@@ -22,7 +30,8 @@ def real_library() -> Path:
 
 @pytest.fixture(scope="module")
 def runtime(real_library: Path) -> Iterator[RKLLMRuntime]:
-    params = ModelParams(max_context_len=2048, max_new_tokens=48)
+    # Greedy, so that the answers are the same on every run.
+    params = ModelParams(max_context_len=2048, max_new_tokens=48, sampling=Sampling(top_k=1))
     with RKLLMRuntime.open(real_library, smollm2_model(), params) as loaded:
         loaded.set_function_tools(SYSTEM, "[]")
         yield loaded

@@ -19,9 +19,11 @@ from rkllm_runtime import (
     Role,
     RunError,
     RunOptions,
+    Sampling,
     Tokens,
 )
 from rkllm_runtime.emulator import Rule
+from rkllm_runtime.runtime import param_values
 from tests.conftest import ModelFactory
 
 TOOLS = json.dumps(
@@ -335,3 +337,22 @@ def test_closed_runtime(emulator_library: Path, make_model: ModelFactory) -> Non
         runtime.run(Prompt("hi"))
     with pytest.raises(ClosedError):
         runtime.kv_cache_size()
+
+
+def test_parameters_start_from_the_runtimes_defaults(emulator_library: Path, make_model: ModelFactory) -> None:
+    """Only the fields the binding means to change differ from rkllm_createDefaultParam()."""
+    with open_runtime(emulator_library, make_model()) as runtime:
+        defaults = runtime.default_param()
+        built = param_values(runtime._build_param())
+    vendor = {"top_k": 40, "top_p": 0.9, "temperature": 0.8, "repeat_penalty": 1.1, "max_context_len": 512}
+    assert {name: defaults[name] for name in vendor} == vendor
+    changed = {name for name in defaults if built[name] != defaults[name]}
+    assert changed == {"max_context_len"}  # skip_special_token and is_async already match
+    assert built["max_context_len"] == 4096
+
+
+def test_set_parameters_override_the_defaults(emulator_library: Path, make_model: ModelFactory) -> None:
+    params = {"n_keep": 64, "sampling": Sampling(top_k=1), "enabled_cpus_mask": 0xF0}
+    with open_runtime(emulator_library, make_model(), **params) as runtime:
+        built = param_values(runtime._build_param())
+    assert (built["n_keep"], built["top_k"], built["enabled_cpus_num"]) == (64, 1, 4)
