@@ -113,16 +113,21 @@ class CacheState:
     """What the runtime's KV cache holds, as far as the engine knows."""
 
     system_key: str | None = None
-    conversation_id: str | None = None
-    consumed: int = 0  # messages of that conversation in the cache, its replies included
+    system_in_kv: bool = False  # the system section is prefilled (after a clear, the next run does it)
+    conversation_id: str | None = None  # the conversation of the last run
+    consumed: int = 0  # messages of that conversation answered so far, its replies included
     history_fingerprint: str = ""
-    kv_tokens: int = 0
+    history_start: int = 0  # leading messages of it no longer sent (context budget)
+    in_kv: bool = False  # the KV cache holds that conversation's turns (keep_history runs)
+    kv_tokens: int = 0  # tokens of the last run's context: prompt and reply
 
     def forget_conversation(self) -> None:
         """The cache no longer holds a known conversation (the system prompt stays)."""
         self.conversation_id = None
         self.consumed = 0
         self.history_fingerprint = ""
+        self.history_start = 0
+        self.in_kv = False
 
 
 def system_key(system_prompt: str, tools: str) -> str:

@@ -1,17 +1,17 @@
 """The chat engine: one model, one request at a time, and a KV cache kept warm.
 
 Requests queue in a bounded FIFO. For each one the engine works out what the
-runtime's KV cache already holds (the system prompt with its tools, then the
-turns of one conversation) and sends only what is new:
+runtime's KV cache already holds and sends only what is new, using only what the
+vendor documents for every strategy (:class:`KVMode`):
 
-- unchanged system prompt and tools: never set again;
-- a new conversation: ``clear_kv_cache(keep_system_prompt=1)``, then its user turn;
-- a follow-up in the cached conversation: ``keep_history=1`` with the new turn only;
-- anything else (another conversation's history, a changed prompt): rebuild, a miss.
-
-The system-prompt prefix is also kept as a prompt-cache file (see
-:mod:`rkllm_runtime.prompt_cache`) so the first request after a restart does not
-prefill it again.
+- unchanged system prompt and tools: never set again; a changed one is set with
+  ``rkllm_set_function_tools`` followed by an explicit full ``rkllm_clear_kv_cache``
+  (whether setting it clears the cache is not documented);
+- the KV cache is never cleared by range (the runtime refuses it outside a paused
+  ``keep_history=0`` run);
+- a prompt-cache file (see :mod:`rkllm_runtime.prompt_cache`) keeps the system prompt
+  across restarts; it is restored only for a ``keep_history=0`` run, where the runtime
+  detects the cached prefix of the run's input, so context is never duplicated.
 """
 
 from __future__ import annotations
@@ -51,7 +51,12 @@ CONTEXT_BUDGET = 0.75
 class KVMode(StrEnum):
     """How the engine uses the KV cache."""
 
-    REUSE = "reuse"  # send only what the cache lacks
+    # keep_history=0 for every run, as the vendor's own examples do: the system prompt stays
+    # cached, the conversation is re-sent each turn (its closing of turns is not relied on).
+    CONSERVATIVE = "conservative"
+    # keep_history=1 within a conversation: a follow-up or tool result sends only itself.
+    # Relies on how the runtime closes a turn between runs, which the vendor does not document.
+    REUSE = "reuse"
     NAIVE = "naive"  # re-prefill everything every time (for comparison)
 
 
@@ -98,8 +103,10 @@ class _Plan:
     set_system: bool
     clear: bool | None  # None: keep the cache; True/False: clear it, keeping the system prompt or not
     hit: bool
+    system_cached: bool  # the run starts with the system section in the KV cache (or a prompt cache)
     consumed: int
     history_fingerprint: str
+    history_start: int = 0  # leading messages of the conversation no longer sent (context budget)
     load_cache: CacheKey | None = None
     save_cache: CacheKey | None = None
 
@@ -112,13 +119,13 @@ class ChatEngine:
         runtime: RKLLMRuntime,
         *,
         max_waiting: int = 2,
-        kv_mode: KVMode = KVMode.REUSE,
+        kv_mode: KVMode = KVMode.CONSERVATIVE,
         prompt_caches: PromptCacheStore | None = None,
     ) -> None:
         self.runtime = runtime
         self.max_waiting = max_waiting
         self.kv_mode = kv_mode
-        self.prompt_caches = prompt_caches if kv_mode is KVMode.REUSE else None
+        self.prompt_caches = prompt_caches if kv_mode is not KVMode.NAIVE else None
         self.stats = EngineStats()
         self.state = EngineState.READY
         self._cache = CacheState()
@@ -128,6 +135,7 @@ class ChatEngine:
         # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
         self._model_identity = model_identity(runtime.model_path)
+        self._prompt_cache_loaded = False
 
     @property
     def closed(self) -> bool:
@@ -177,7 +185,9 @@ class ChatEngine:
                         self._set_state(EngineState.GENERATING)
                     yield chunk
             assert run.result is not None
-            kv_tokens = await self._in_executor(self.runtime.kv_cache_size)
+            kv_tokens = None
+            if self.runtime.library.has("rkllm_get_kv_cache_size"):
+                kv_tokens = await self._in_executor(self.runtime.kv_cache_size)
             stream.result = self._commit(plan, run.result.text, run.result.perf, kv_tokens)
             completed = True
         except AbortedError:
@@ -199,45 +209,52 @@ class ChatEngine:
         cache = self._cache
         key = system_key(request.system_prompt, request.tools)
         split = split_new(request.messages)
+        keep_history = self.kv_mode is KVMode.REUSE
         options = RunOptions(
-            keep_history=self.kv_mode is KVMode.REUSE,
-            max_new_tokens=request.max_new_tokens,
-            sampling=request.sampling,
+            keep_history=keep_history, max_new_tokens=request.max_new_tokens, sampling=request.sampling
         )
-        consumed = len(split.history) + len(split.new) + 1  # the reply joins the cache
+        consumed = len(split.history) + len(split.new) + 1  # the reply joins the conversation
         history_fingerprint = fingerprint([*split.history, *split.new])
-        if self.kv_mode is KVMode.NAIVE:
-            history = trim_turns(split.history, request.max_history_turns)
-            prompt = rebuild_input(history, split.new, request.enable_thinking)
-            return _Plan(request, key, prompt, options, True, False, False, consumed, history_fingerprint)
-
-        set_system = key != cache.system_key
-        prompt = new_input(split.new, request.enable_thinking)
-        plan = _Plan(request, key, prompt, options, set_system, None, True, consumed, history_fingerprint)
+        set_system = self.kv_mode is KVMode.NAIVE or key != cache.system_key
+        plan = _Plan(
+            request,
+            key,
+            new_input(split.new, request.enable_thinking),
+            options,
+            set_system,
+            clear=False if set_system else None,  # a new system prompt starts from an empty cache
+            hit=not set_system,
+            system_cached=not set_system and cache.system_in_kv,
+            consumed=consumed,
+            history_fingerprint=history_fingerprint,
+        )
         if set_system and self.prompt_caches is not None:
             cache_key = CacheKey(self.runtime.library.release, self._model_identity, key)
             if self.prompt_caches.lookup(cache_key) is not None:
-                plan.load_cache = cache_key
+                # Restored for a keep_history=0 run only: its input is matched against the
+                # cached prefix. In a kept conversation the runtime would not match it.
+                plan.load_cache, plan.hit, plan.system_cached = cache_key, True, True
+                plan.options = replace(options, keep_history=False)
             else:
                 plan.save_cache = cache_key
                 plan.options = replace(options, save_prompt_cache=str(self.prompt_caches.path_for(cache_key)))
-                plan.hit = False
-        elif set_system:
-            plan.hit = False
 
-        follow_up = (
-            not set_system
-            and request.conversation_id is not None
+        same_conversation = (
+            request.conversation_id is not None
             and cache.conversation_id == request.conversation_id
             and cache.consumed == len(split.history)
             and cache.history_fingerprint == fingerprint(split.history)
         )
         over_budget = cache.kv_tokens > CONTEXT_BUDGET * self.runtime.params.max_context_len
-        if follow_up and not over_budget:
-            return plan
+        if same_conversation:
+            plan.history_start = cache.history_start
+        if plan.options.keep_history and not set_system and same_conversation and cache.in_kv:
+            if not over_budget:
+                return plan  # a follow-up: only the new messages
+            plan.clear = True
 
-        history = trim_turns(split.history, request.max_history_turns)
-        if follow_up and over_budget:
+        history = trim_turns(split.history[plan.history_start :], request.max_history_turns)
+        if same_conversation and over_budget:
             history = _drop_oldest_half(history)
             _LOGGER.debug(
                 "Conversation %s fills %d of %d context tokens: rebuilt with its last %d messages",
@@ -246,9 +263,12 @@ class ChatEngine:
                 self.runtime.params.max_context_len,
                 len(history),
             )
+        plan.history_start = len(split.history) - len(history)
         plan.input = rebuild_input(history, split.new, request.enable_thinking)
-        plan.clear = None if set_system else True  # setting the system prompt already emptied the cache
-        plan.hit = plan.hit and not history
+        if plan.options.keep_history and plan.clear is None:
+            plan.clear = True  # another conversation is in the cache: back to the system prompt
+        # Re-sending the history is by design in the conservative mode; elsewhere it is a miss.
+        plan.hit = plan.hit and (not history or self.kv_mode is KVMode.CONSERVATIVE)
         return plan
 
     def _prepare(self, plan: _Plan) -> None:
@@ -256,26 +276,35 @@ class ChatEngine:
         if plan.set_system:
             self.runtime.set_function_tools(plan.request.system_prompt, plan.request.tools or "[]")
             self._cache = CacheState(system_key=plan.key)
-            if plan.load_cache is not None and self.prompt_caches is not None:
-                path = self.prompt_caches.path_for(plan.load_cache)
-                try:
-                    self.runtime.load_prompt_cache(path)
-                except RKLLMError:
-                    _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
-                    self.prompt_caches.discard(path)
-                    plan.hit = False
-                    plan.load_cache, plan.save_cache = None, plan.load_cache
-                    plan.options = replace(plan.options, save_prompt_cache=str(path))
         if plan.clear is not None:
             self.runtime.clear_kv_cache(keep_system_prompt=plan.clear)
+        if plan.load_cache is not None and self.prompt_caches is not None:
+            path = self.prompt_caches.path_for(plan.load_cache)
+            try:
+                if self._prompt_cache_loaded:  # the runtime holds one file at a time
+                    self.runtime.release_prompt_cache()
+                self.runtime.load_prompt_cache(path)
+                self._prompt_cache_loaded = True
+            except RKLLMError:
+                _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
+                self.prompt_caches.discard(path)
+                plan.hit = plan.system_cached = False
+                plan.load_cache, plan.save_cache = None, plan.load_cache
+                plan.options = replace(plan.options, save_prompt_cache=str(path))
 
-    def _commit(self, plan: _Plan, text: str, perf: PerfStats, kv_tokens: int) -> ChatResult:
+    def _commit(self, plan: _Plan, text: str, perf: PerfStats, kv_tokens: int | None) -> ChatResult:
         if plan.save_cache is not None and self.prompt_caches is not None:
             self.prompt_caches.saved(plan.save_cache)
+        cache = self._cache
         if plan.options.keep_history:
-            prompt_tokens = max(kv_tokens - perf.generate_tokens, perf.prefill_tokens)
+            held = cache.kv_tokens if not plan.clear and cache.in_kv else 0
+            context = kv_tokens if kv_tokens is not None else held + perf.prefill_tokens + perf.generate_tokens
+            prompt_tokens = max(context - perf.generate_tokens, perf.prefill_tokens)
         else:
-            prompt_tokens = perf.prefill_tokens
+            # The runtime went back to the system section, which is all it keeps.
+            system = kv_tokens or 0
+            prompt_tokens = perf.prefill_tokens + (system if plan.system_cached else 0)
+            context = prompt_tokens + perf.generate_tokens
         result = ChatResult(
             text=text,
             perf=perf,
@@ -283,13 +312,16 @@ class ChatEngine:
             cached_tokens=prompt_tokens - perf.prefill_tokens,
             cache_hit=plan.hit,
         )
-        self._cache.system_key = plan.key
-        self._cache.conversation_id = plan.request.conversation_id
-        self._cache.consumed = plan.consumed
-        self._cache.history_fingerprint = plan.history_fingerprint
-        self._cache.kv_tokens = kv_tokens
+        cache.system_key = plan.key
+        cache.system_in_kv = True
+        cache.conversation_id = plan.request.conversation_id
+        cache.consumed = plan.consumed
+        cache.history_fingerprint = plan.history_fingerprint
+        cache.history_start = plan.history_start
+        cache.in_kv = plan.options.keep_history
+        cache.kv_tokens = context
         self.stats.requests += 1
-        self.stats.kv_tokens = kv_tokens
+        self.stats.kv_tokens = kv_tokens if kv_tokens is not None else context
         if plan.hit:
             self.stats.cache_hits += 1
         else:

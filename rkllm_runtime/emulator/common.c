@@ -191,6 +191,26 @@ int rkllm_get_kv_cache_size(LLMHandle handle, int *sizes) {
     return 0;
 }
 
+int range_clear_refused(const handle_base *h, const int *start_pos, const int *end_pos, int paused) {
+    if (!start_pos || !end_pos || (h->last_keep_history == 0 && paused)) return 0;
+    logmsg('E', "start_pos and end_pos are only valid when keep_history == 0 and the generation has been "
+                "paused by returning 1 in the callback!");
+    return 1;
+}
+
+double prefill_model_ms(double tps128, double double_at, size_t start, size_t n) {
+    if (tps128 <= 0 || n == 0) return 0;
+    if (double_at <= 0) return n * 1000.0 / tps128;
+    double per_token = 128 * 1000.0 / tps128 / (128 + 128.0 * 128 / (2 * double_at));
+    double a = (double)start, b = (double)(start + n);
+    return per_token * ((b - a) + (b * b - a * a) / (2 * double_at));
+}
+
+double storage_model_ms(double bytes) {
+    double mbps = env_double("RKLLM_EMU_STORAGE_MBPS", 250);
+    return mbps > 0 ? bytes / (mbps * 1e6) * 1000.0 : 0;
+}
+
 int busy(const handle_base *h, const char *fn) {
     if (atomic_load(&h->running)) {
         logmsg('E', "%s: a run is in progress on this handle", fn);
@@ -209,6 +229,7 @@ int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *userd
     }
     atomic_store(&h->abort_requested, 0);
     pthread_mutex_lock(&h->mu);
+    h->last_keep_history = ip->keep_history;
     int status = engine_run_locked(h, in, ip, userdata);
     pthread_mutex_unlock(&h->mu);
     atomic_store(&h->running, 0);
@@ -238,6 +259,7 @@ int rkllm_run_async(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void 
     int idle = 0;
     if (!atomic_compare_exchange_strong(&h->running, &idle, 1)) return -1;
     atomic_store(&h->abort_requested, 0);
+    h->last_keep_history = ip->keep_history;
     async_run_t *a = malloc(sizeof *a);
     *a = (async_run_t){h, *in, *ip, userdata};
     pthread_t t;

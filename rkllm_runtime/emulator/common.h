@@ -25,6 +25,7 @@ typedef struct {
 typedef struct {
     pthread_mutex_t mu; /* held for a whole run and by every call that touches the cache */
     atomic_int running, abort_requested;
+    int last_keep_history; /* keep_history of the latest run */
     LLMResultCallback callback;
     void *callback_userdata;
     ivec kv; /* the tokens the KV cache holds */
@@ -37,6 +38,14 @@ int emit_result(const handle_base *h, void *userdata, RKLLMResult *result, LLMCa
 
 /* Provided by each engine: one run, with the handle's mutex held (the callback fires from here). */
 int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata);
+/* Logs and returns 1 when clearing [start, end) is refused: the vendor runtime allows it only
+   while a keep_history=0 run is paused by its callback. */
+int range_clear_refused(const handle_base *h, const int *start_pos, const int *end_pos, int paused);
+/* Modelled prefill time (ms) of n tokens after `start` cached ones: the per-token cost grows
+   linearly with the position, doubling at `double_at`; 128 tokens from 0 take 128 / tps128 s. */
+double prefill_model_ms(double tps128, double double_at, size_t start, size_t n);
+/* Modelled time (ms) to read or write a prompt-cache file of `bytes` (RKLLM_EMU_STORAGE_MBPS). */
+double storage_model_ms(double bytes);
 /* Logs and returns 1 while a run is in progress (the call must then fail). */
 int busy(const handle_base *h, const char *fn);
 

@@ -203,13 +203,11 @@ int rkllm_set_function_tools(LLMHandle handle, const char *system_prompt, const 
 
 int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_pos, int *end_pos) {
     handle_t *h = handle;
-    if (!h || busy(&h->base, "rkllm_clear_kv_cache")) return -1;
+    /* This engine cannot pause, so a range is always refused, as the vendor runtime does. */
+    if (!h || busy(&h->base, "rkllm_clear_kv_cache") || range_clear_refused(&h->base, start_pos, end_pos, 0))
+        return -1;
     pthread_mutex_lock(&h->base.mu);
     size_t keep = keep_system_prompt && h->sys_in_kv ? h->sys.n : 0;
-    if (start_pos && end_pos) {
-        size_t s = (size_t)(start_pos[0] < 0 ? 0 : start_pos[0]);
-        keep = s < h->base.kv.n ? s : h->base.kv.n; /* positions after a cleared range would need re-encoding: drop them */
-    }
     llama_memory_seq_rm(llama_get_memory(h->ctx), 0, (llama_pos)keep, -1);
     h->base.kv.n = keep;
     h->sys_in_kv = h->sys_in_kv && keep >= h->sys.n;

@@ -65,8 +65,10 @@ class EmulatedModel:
     rules: list[Rule] = field(default_factory=list)
     name: str = "emulated-qwen"
     max_context: int = 4096
-    prefill_tps: float = 0.0
+    prefill_tps: float = 0.0  # tokens/s of a 128-token prompt (0: no delay)
+    prefill_double_at: float = 810.0  # context position where a token's prefill costs twice as much
     decode_tps: float = 0.0
+    kv_bytes_per_token: int = 28672  # prompt-cache bytes per token (Qwen2.5-1.5B, fp16 K and V)
     npu_memory_mb: int = 0
     system: str = ""
     chat_template: bool = True
@@ -79,7 +81,9 @@ class EmulatedModel:
             f"name {escape(self.name)}",
             f"max_context {self.max_context}",
             f"prefill_tps {self.prefill_tps}",
+            f"prefill_double_at {self.prefill_double_at}",
             f"decode_tps {self.decode_tps}",
+            f"kv_bytes_per_token {self.kv_bytes_per_token}",
             f"npu_memory_mb {self.npu_memory_mb}",
         ]
         if self.system:

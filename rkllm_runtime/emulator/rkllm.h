@@ -270,6 +270,8 @@ int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam *cross_att
 /* Emulator extension, absent from the vendor runtime: tokens of one input once the chat
    template wraps it (for benchmarks). */
 int rkllm_emu_input_tokens(LLMHandle handle, RKLLMInput *rkllm_input);
+/* Emulator extension: the modelled prefill time (ms) of n tokens after `start` cached ones. */
+double rkllm_emu_prefill_ms(LLMHandle handle, int start, int n);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define VOCAB_SIZE 151936
 #define PIECE_MAX 64
@@ -85,7 +86,8 @@ typedef struct {
 typedef struct {
     char *name;
     int max_context;
-    double prefill_tps, decode_tps;
+    double prefill_tps, decode_tps, prefill_double_at;
+    int kv_bytes_per_token;
     int npu_memory_mb;
     int init_fail;
     int has_template;
@@ -133,6 +135,7 @@ static int model_load(model_t *m, const char *path) {
     }
     memset(m, 0, sizeof *m);
     m->max_context = 4096, m->has_template = 1, m->embed_size = 64, m->id = FNV_SEED;
+    m->prefill_double_at = 810, m->kv_bytes_per_token = 28672;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -169,6 +172,8 @@ static int model_load(model_t *m, const char *path) {
         else if (!cur && strcmp(line, "max_context") == 0) m->max_context = atoi(val);
         else if (!cur && strcmp(line, "prefill_tps") == 0) m->prefill_tps = atof(val);
         else if (!cur && strcmp(line, "decode_tps") == 0) m->decode_tps = atof(val);
+        else if (!cur && strcmp(line, "prefill_double_at") == 0) m->prefill_double_at = atof(val);
+        else if (!cur && strcmp(line, "kv_bytes_per_token") == 0) m->kv_bytes_per_token = atoi(val);
         else if (!cur && strcmp(line, "npu_memory_mb") == 0) m->npu_memory_mb = atoi(val);
         else if (!cur && strcmp(line, "init_fail") == 0) m->init_fail = atoi(val);
         else if (!cur && strcmp(line, "template") == 0) m->has_template = strcmp(val, "none") != 0;
@@ -198,8 +203,9 @@ typedef struct {
     /* chat template */
     char *sys_prefix, *sys_postfix, *user_prefix, *user_postfix, *tool_prefix, *tool_postfix, *turn_end;
     char *system_prompt, *tools;
-    ivec sys;     /* tokens of the system section */
-    int sys_in_kv;/* kv starts with the whole system section */
+    ivec sys;       /* tokens of the current system section */
+    size_t kv_sys;  /* length of the system section the kv starts with (current or stale), 0: none */
+    int sys_in_kv;  /* the kv starts with the current system section */
     ivec prompt_cache;
     int has_prompt_cache;
     char *paused_reply; /* remaining text after a callback returned 1 */
@@ -227,7 +233,9 @@ static void set_default_template(handle_t *h) {
                  "\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
 }
 
-/* Recomputes the system section's tokens; the KV cache no longer matches it. */
+/* Recomputes the system section's tokens. Whether the vendor runtime clears the KV cache when
+   the system prompt or template changes is not documented: here it does not, so the cache
+   keeps the previous conversation behind the old system section until it is cleared. */
 static void rebuild_system(handle_t *h) {
     char *text = NULL;
     str_append(&text, "");
@@ -241,7 +249,6 @@ static void rebuild_system(handle_t *h) {
     h->sys.n = 0;
     tokenize(&h->sys, text);
     free(text);
-    h->base.kv.n = 0;
     h->sys_in_kv = 0;
 }
 
@@ -369,6 +376,10 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
     handle_t *h = handle;
     if (!h || busy(&h->base, "rkllm_clear_kv_cache")) return -1;
     pthread_mutex_lock(&h->base.mu);
+    if (range_clear_refused(&h->base, start_pos, end_pos, h->paused_reply != NULL)) {
+        pthread_mutex_unlock(&h->base.mu);
+        return -1;
+    }
     if (start_pos && end_pos) {
         /* Clear the range [start, end) of batch slot 0. */
         size_t s = (size_t)(start_pos[0] < 0 ? 0 : start_pos[0]), e = (size_t)(end_pos[0] < 0 ? 0 : end_pos[0]);
@@ -376,12 +387,12 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
         if (s < e) {
             memmove(h->base.kv.v + s, h->base.kv.v + e, (h->base.kv.n - e) * sizeof(int32_t));
             h->base.kv.n -= e - s;
-            if (s < h->sys.n) h->sys_in_kv = 0;
+            if (s < h->kv_sys) h->kv_sys = 0, h->sys_in_kv = 0;
         }
-    } else if (keep_system_prompt && h->sys_in_kv) {
-        h->base.kv.n = h->sys.n;
+    } else if (keep_system_prompt && h->kv_sys <= h->base.kv.n) {
+        h->base.kv.n = h->kv_sys; /* whichever system section the cache starts with */
     } else {
-        h->base.kv.n = 0;
+        h->base.kv.n = h->kv_sys = 0;
         h->sys_in_kv = 0;
     }
     free(h->paused_reply);
@@ -393,7 +404,9 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
 
 /* --------------------------------------------------------- prompt caches */
 
-static int save_prompt_cache(handle_t *h, const char *path, const ivec *tokens) {
+/* The file holds the tokens; its size is what the vendor's would be (fp16 K and V of every
+   token: kv_bytes_per_token each), the rest a sparse hole. Writing it is charged by that size. */
+static int save_prompt_cache(handle_t *h, const char *path, const ivec *tokens, double time_scale) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
@@ -411,8 +424,15 @@ static int save_prompt_cache(handle_t *h, const char *path, const ivec *tokens) 
     fwrite(&n, sizeof n, 1, f);
     fwrite(tokens->v, sizeof(int32_t), n, f);
     fwrite(&check, sizeof check, 1, f);
-    int ok = fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) return -1;
+    double bytes = (double)n * h->model.kv_bytes_per_token;
+    int ok = fflush(f) == 0 && (bytes <= ftell(f) || ftruncate(fileno(f), (off_t)bytes) == 0);
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        logmsg('E', "failed to write prompt cache %s", path);
+        remove(tmp);
+        return -1;
+    }
+    sleep_ms(storage_model_ms(bytes) * time_scale);
     if (log_level() >= 1) logmsg('I', "saved prompt cache %s (%u tokens)", path, n);
     return 0;
 }
@@ -425,6 +445,9 @@ int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
         logmsg('E', "failed to open prompt cache %s", path);
         return -1;
     }
+    fseek(f, 0, SEEK_END);
+    double bytes = (double)ftell(f);
+    rewind(f);
     char magic[8], version[16];
     uint64_t model_id = 0, check = 0;
     uint32_t n = 0;
@@ -435,6 +458,9 @@ int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
     ok = ok && fread(tokens, sizeof(int32_t), n, f) == n && fread(&check, sizeof check, 1, f) == 1 &&
          check == fnv1a(tokens, n * sizeof(int32_t), FNV_SEED);
     fclose(f);
+    double written = 8 + sizeof version + sizeof model_id + sizeof n + (double)n * sizeof(int32_t) + sizeof check;
+    double nominal = (double)n * h->model.kv_bytes_per_token;
+    ok = ok && bytes == (nominal > written ? nominal : written); /* a truncated file is refused */
     if (!ok) {
         logmsg('E', "prompt cache %s is corrupt", path);
         free(tokens);
@@ -446,6 +472,7 @@ int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
         free(tokens);
         return -1;
     }
+    sleep_ms(storage_model_ms(bytes) * env_double("RKLLM_EMU_TIME_SCALE", 1));
     pthread_mutex_lock(&h->base.mu);
     ivec_copy(&h->prompt_cache, tokens, n);
     h->has_prompt_cache = 1;
@@ -511,7 +538,7 @@ static void fail(run_t *r, const char *why) {
 static int make_room(handle_t *h, size_t reserve, size_t protect_from) {
     size_t limit = (size_t)h->param.max_context_len;
     if (h->base.kv.n + reserve <= limit) return 0;
-    size_t keep = h->param.n_keep < 0 ? h->sys.n : (size_t)h->param.n_keep;
+    size_t keep = h->param.n_keep < 0 ? h->kv_sys : (size_t)h->param.n_keep;
     if (keep > h->base.kv.n) keep = h->base.kv.n;
     size_t need = h->base.kv.n + reserve - limit;
     size_t room = protect_from > keep ? protect_from - keep : 0;
@@ -521,9 +548,16 @@ static int make_room(handle_t *h, size_t reserve, size_t protect_from) {
     if (drop > room) drop = room;
     memmove(h->base.kv.v + keep, h->base.kv.v + keep + drop, (h->base.kv.n - keep - drop) * sizeof(int32_t));
     h->base.kv.n -= drop;
-    if (keep < h->sys.n) h->sys_in_kv = 0;
+    if (keep < h->kv_sys) h->kv_sys = 0, h->sys_in_kv = 0;
     if (log_level() >= 1) logmsg('I', "context shift: dropped %zu tokens after the first %zu", drop, keep);
     return 0;
+}
+
+/* Simulated prefill time: RKLLM_EMU_PREFILL_TPS or the model's prefill_tps is the rate of a
+   128-token prompt (what the vendor's tables give); longer contexts cost more per token. */
+static double prefill_ms(const handle_t *h, size_t start, size_t n) {
+    double tps128 = env_double("RKLLM_EMU_PREFILL_TPS", h->model.prefill_tps);
+    return prefill_model_ms(tps128, env_double("RKLLM_EMU_PREFILL_DOUBLE_AT", h->model.prefill_double_at), start, n);
 }
 
 static const rule_t *pick_rule(handle_t *h, const char *role, const char *text) {
@@ -673,11 +707,13 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     }
     if (rule && rule->crash) raise(SIGSEGV);
 
-    /* What the cache must hold before generation: the system section, the kept
-       history when keep_history is set, then the new input. */
+    /* What the cache must hold before generation. keep_history=1 appends the input to
+       whatever the cache holds (the system section of a fresh cache otherwise);
+       keep_history=0 starts from the current system section. */
     ivec target = {0};
     size_t reuse; /* leading tokens of target the cache already holds */
-    if (ip->keep_history && h->sys_in_kv) {
+    int appended = ip->keep_history && h->base.kv.n > 0;
+    if (appended) {
         ivec_copy(&target, h->base.kv.v, h->base.kv.n);
         reuse = h->base.kv.n;
     } else {
@@ -687,7 +723,10 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     size_t input_start = target.n;
     for (size_t i = 0; i < fresh.n; i++) ivec_push(&target, fresh.v[i]);
     free(fresh.v);
-    if (h->has_prompt_cache) { /* a loaded prompt cache replaces the prefill of its matching prefix */
+    /* A loaded prompt cache spares the prefill of the prefix a keep_history=0 run's input
+       shares with it (the documented prefix detection). In a keep_history=1 run it is not
+       used, as reported for the vendor runtime (rknn-llm #399). */
+    if (h->has_prompt_cache && !ip->keep_history) {
         size_t pc = common_prefix(&h->prompt_cache, &target);
         if (pc > reuse) {
             ivec_copy(&h->base.kv, h->prompt_cache.v, pc);
@@ -706,23 +745,20 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         char why[160];
         snprintf(why, sizeof why, "the input (%zu tokens) does not fit in max_context_len %zu", input_len, limit);
         fail(&r, why);
-        h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
+        h->base.kv.n = h->kv_sys <= h->base.kv.n ? h->kv_sys : 0;
         return -1;
     }
-    h->sys_in_kv = 1;
+    if (!appended) h->kv_sys = h->sys.n, h->sys_in_kv = 1;
     for (size_t i = reuse; i < target.n; i++) {
         size_t input_pushed = i > input_start ? i - input_start : 0;
         make_room(h, 1, h->base.kv.n - input_pushed);
         ivec_push(&h->base.kv, target.v[i]);
     }
     r.prefill_tokens = (int)(target.n - reuse);
-    double prefill_tps = env_double("RKLLM_EMU_PREFILL_TPS", h->model.prefill_tps);
-    if (prefill_tps > 0) sleep_ms(r.prefill_tokens * 1000.0 / prefill_tps * r.time_scale);
-
-    if (ip->prompt_cache_params && ip->prompt_cache_params->save_prompt_cache &&
-        ip->prompt_cache_params->prompt_cache_path)
-        save_prompt_cache(h, ip->prompt_cache_params->prompt_cache_path, &target);
-    free(target.v);
+    sleep_ms(prefill_ms(h, reuse, (size_t)r.prefill_tokens) * r.time_scale);
+    const char *save_path = ip->prompt_cache_params && ip->prompt_cache_params->save_prompt_cache
+                                ? ip->prompt_cache_params->prompt_cache_path
+                                : NULL;
 
     if (ip->mode != RKLLM_INFER_GENERATE) {
         /* One result carrying the last hidden layer or the logits of the last token. */
@@ -736,8 +772,10 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         r.t_first = now_ms();
         emit(&r, &res, RKLLM_RUN_NORMAL);
         free(values);
+        if (save_path) save_prompt_cache(h, save_path, &target, r.time_scale);
+        free(target.v);
         finish(&r, now_ms());
-        if (!ip->keep_history) h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
+        if (!ip->keep_history) h->base.kv.n = h->kv_sys;
         return 0;
     }
 
@@ -745,14 +783,16 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     size_t pos = 0;
     int status = stream_text(&r, reply, &pos, max_new, rule ? rule->error_after : -1);
     if (status == 1) {
+        free(target.v);
         h->paused_reply = reply;
         h->paused_pos = pos;
         return 0;
     }
     free(reply);
     if (status == -1) {
+        free(target.v);
         fail(&r, "inference failed (error_after)");
-        h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
+        h->base.kv.n = h->kv_sys <= h->base.kv.n ? h->kv_sys : 0;
         return -1;
     }
     int truncated = max_new > 0 && r.generated >= max_new;
@@ -763,14 +803,24 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         r.generated += (int)end.n;
         free(end.v);
     }
+    /* "After inference ends the PromptCache file is generated": the prefilled input. */
+    if (save_path) save_prompt_cache(h, save_path, &target, r.time_scale);
+    free(target.v);
     finish(&r, now_ms());
-    if (!ip->keep_history) h->base.kv.n = h->sys_in_kv ? h->sys.n : 0;
+    if (!ip->keep_history) h->base.kv.n = h->kv_sys; /* back to the system section */
     return 0;
 }
 
 
 
 
+
+/* Emulator extension (not in the vendor runtime): the modelled prefill time of n tokens after
+   `start` cached ones, so the timing model can be checked against the vendor's figures. */
+double rkllm_emu_prefill_ms(LLMHandle handle, int start, int n) {
+    handle_t *h = handle;
+    return h && start >= 0 && n >= 0 ? prefill_ms(h, (size_t)start, (size_t)n) : -1;
+}
 
 /* Emulator extension (not in the vendor runtime): tokens an input takes once wrapped by the
    chat template, so benchmarks can relate prefilled tokens to the size of what was new. */

@@ -48,10 +48,11 @@ class RawClient:
         assert self.lib.rkllm_destroy(self.handle) == 0
 
 
-def test_default_param_values(emulator_library: Path) -> None:
+def test_default_param_values_are_the_vendors(emulator_library: Path) -> None:
     param = load_library(emulator_library).cdll.rkllm_createDefaultParam()
     assert param.max_context_len == 512
-    assert param.top_k == 1
+    assert param.top_k == 40
+    assert (round(param.top_p, 3), round(param.temperature, 3), round(param.repeat_penalty, 3)) == (0.9, 0.8, 1.1)
     assert param.extend_param.n_batch == 1
     assert param.extend_param.enabled_cpus_mask == 0xF0
 
@@ -148,3 +149,26 @@ def test_crash_fault_kills_the_process(emulator_library: Path, make_model: Model
     )
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert process.returncode == -11  # SIGSEGV
+
+
+@pytest.mark.parametrize(
+    ("prefill_tps", "tokens", "expected_ms"),
+    [
+        (128 / 0.378, 128, 378.0),  # Qwen2.5-1.5B on RK3588: the vendor's table
+        (128 / 0.199, 128, 199.0),  # Qwen3-0.6B: the vendor's table
+        (128 / 0.199, 4000, 20000.0),  # Qwen3-0.6B at 4,000 tokens: about 20 s (rknn-llm #372)
+    ],
+)
+def test_prefill_timing_model_is_calibrated(
+    emulator_library: Path, make_model: ModelFactory, prefill_tps: float, tokens: int, expected_ms: float
+) -> None:
+    """The prefill rate falls with the prompt's length; the model is checked, not the clock."""
+    client = RawClient(emulator_library, make_model(prefill_tps=prefill_tps), lambda *_: 0)
+    prefill_ms = client.lib.rkllm_emu_prefill_ms
+    prefill_ms.argtypes, prefill_ms.restype = [LLMHandle, ctypes.c_int, ctypes.c_int], ctypes.c_double
+    modelled = prefill_ms(client.handle, 0, tokens)
+    assert modelled == pytest.approx(expected_ms, rel=0.01)
+    # The same tokens cost more behind a long cached prefix (attention over more positions).
+    assert prefill_ms(client.handle, 2000, tokens) > modelled
+    assert prefill_ms(client.handle, 0, 2 * tokens) > 2 * modelled
+    client.close()

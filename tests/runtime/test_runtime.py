@@ -124,6 +124,74 @@ def test_prompt_cache_skips_prefill_after_restart(
     assert warm.perf.prefill_tokens == TURN_TEMPLATE_TOKENS - 4 + 4
 
 
+def test_prompt_cache_is_used_by_prefix_detection_in_keep_history_0_runs_only(
+    emulator_library: Path, make_model: ModelFactory, tmp_path: Path
+) -> None:
+    """As reported for the vendor runtime (#399): a loaded cache does not help a kept conversation."""
+    model = make_model(Rule(reply="ok"), system="A long system prompt. " * 50)
+    cache = tmp_path / "system.cache"
+    with open_runtime(emulator_library, model) as runtime:
+        cold = runtime.run(Prompt("hello"), RunOptions(save_prompt_cache=str(cache)))
+    with open_runtime(emulator_library, model) as runtime:
+        runtime.load_prompt_cache(cache)
+        kept = runtime.run(Prompt("another question"), RunOptions(keep_history=True))
+    assert kept.perf.prefill_tokens > cold.perf.prefill_tokens - 5  # fully prefilled
+    with open_runtime(emulator_library, model) as runtime:
+        runtime.load_prompt_cache(cache)
+        other = runtime.run(Prompt("unrelated"))
+        runtime.clear_kv_cache(keep_system_prompt=False)
+        again = runtime.run(Prompt("hello"))
+    assert other.perf.prefill_tokens < 20
+    assert again.perf.prefill_tokens == 1  # the whole input matched; its last token is evaluated
+
+
+def test_prompt_cache_file_has_the_vendors_size(
+    emulator_library: Path, make_model: ModelFactory, tmp_path: Path
+) -> None:
+    """fp16 K and V of each cached token (the file is sparse: the size costs no disk)."""
+    model = make_model(Rule(reply="ok"), system="A long system prompt. " * 50, kv_bytes_per_token=1000)
+    cache = tmp_path / "system.cache"
+    with open_runtime(emulator_library, model) as runtime:
+        cold = runtime.run(Prompt("hello"), RunOptions(save_prompt_cache=str(cache)))
+    assert cache.stat().st_size == cold.perf.prefill_tokens * 1000
+
+
+def test_range_clear_is_refused_outside_a_paused_single_turn_run(
+    emulator_library: Path, make_model: ModelFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with open_runtime(emulator_library, make_model(Rule(reply="ok"), system="System.")) as runtime:
+        runtime.run(Prompt("hello"), RunOptions(keep_history=True))
+        size = runtime.kv_cache_size()
+        capfd.readouterr()
+        with pytest.raises(RKLLMError, match="rkllm_clear_kv_cache failed"):
+            runtime.clear_kv_cache_range(2, size)
+        assert runtime.kv_cache_size() == size
+        runtime.run(Prompt("hello"))
+        with pytest.raises(RKLLMError):
+            runtime.clear_kv_cache_range(2, 4)
+    assert (
+        "E rkllm: start_pos and end_pos are only valid when keep_history == 0 and the generation "
+        "has been paused by returning 1 in the callback!"
+    ) in capfd.readouterr().err
+
+
+def test_setting_the_system_prompt_does_not_clear_the_cache(
+    emulator_library: Path, make_model: ModelFactory
+) -> None:
+    """Not documented either way: the emulator takes the unkind reading, so only an explicit clear is safe."""
+    with open_runtime(emulator_library, make_model(Rule(reply="ok"))) as runtime:
+        runtime.set_function_tools("First system prompt.", "[]")
+        runtime.run(Prompt("hello"), RunOptions(keep_history=True))
+        held = runtime.kv_cache_size()
+        runtime.set_function_tools("Second system prompt.", "[]")
+        assert runtime.kv_cache_size() == held
+        appended = runtime.run(Prompt("hello"), RunOptions(keep_history=True))
+        assert appended.perf.prefill_tokens == TURN_TEMPLATE_TOKENS + 1  # on top of the old conversation
+        runtime.clear_kv_cache(keep_system_prompt=False)
+        fresh = runtime.run(Prompt("hello"), RunOptions(keep_history=True))
+        assert runtime.kv_cache_size() == fresh.perf.prefill_tokens + fresh.perf.generate_tokens
+
+
 def test_foreign_or_corrupt_prompt_cache_is_refused(
     emulator_library: Path, make_model: ModelFactory, tmp_path: Path
 ) -> None:
@@ -344,8 +412,6 @@ def test_parameters_start_from_the_runtimes_defaults(emulator_library: Path, mak
     with open_runtime(emulator_library, make_model()) as runtime:
         defaults = runtime.default_param()
         built = param_values(runtime._build_param())
-    vendor = {"top_k": 40, "top_p": 0.9, "temperature": 0.8, "repeat_penalty": 1.1, "max_context_len": 512}
-    assert {name: defaults[name] for name in vendor} == vendor
     changed = {name for name in defaults if built[name] != defaults[name]}
     assert changed == {"max_context_len"}  # skip_special_token and is_async already match
     assert built["max_context_len"] == 4096
