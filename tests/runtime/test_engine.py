@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ TURN = 10
 
 RULES = (
     Rule(
+        role="user",
         match="kitchen",
         tools=True,
         reply='<tool_call>\n{"name": "HassTurnOn", "arguments": {}}\n</tool_call>',
@@ -85,7 +87,7 @@ async def test_new_conversations_prefill_only_their_turn(make_engine: EngineFact
 
 
 async def test_follow_up_prefills_only_the_new_turn(make_engine: EngineFactory) -> None:
-    engine = make_engine()
+    engine = make_engine(kv_mode=KVMode.REUSE)
     conversation: list[Message] = []
     first = await ask(engine, conversation, "hello")
     follow_up = await ask(engine, conversation, "and then")
@@ -95,7 +97,7 @@ async def test_follow_up_prefills_only_the_new_turn(make_engine: EngineFactory) 
 
 
 async def test_tool_round_trip_sends_only_the_result(make_engine: EngineFactory) -> None:
-    engine = make_engine()
+    engine = make_engine(kv_mode=KVMode.REUSE)
     conversation: list[Message] = [Message("user", "turn on the kitchen light")]
     request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
     async with engine.chat(request) as stream:
@@ -113,7 +115,7 @@ async def test_tool_round_trip_sends_only_the_result(make_engine: EngineFactory)
 
 async def test_interleaved_conversations_never_mix(make_engine: EngineFactory) -> None:
     """Two satellites take turns: each rebuild carries its own history only."""
-    engine = make_engine()
+    engine = make_engine(kv_mode=KVMode.REUSE)
     kitchen: list[Message] = []
     bedroom: list[Message] = []
     await ask(engine, kitchen, "kitchen satellite says hi", cid="kitchen")
@@ -136,15 +138,61 @@ async def test_interleaved_conversations_never_mix(make_engine: EngineFactory) -
     assert seen[-1] == "third kitchen question"
 
 
-async def test_changed_system_prompt_is_a_miss(make_engine: EngineFactory) -> None:
-    engine = make_engine()
+@pytest.mark.parametrize("mode", list(KVMode))
+async def test_changed_system_prompt_is_a_miss(make_engine: EngineFactory, mode: KVMode) -> None:
+    """Setting the system prompt may leave the old conversation in the cache: the engine clears it."""
+    engine = make_engine(kv_mode=mode)
     await ask(engine, [], "hello", cid="a")
-    request = ChatRequest(SYSTEM + " Be brief.", [Message("user", "hello")], conversation_id="b")
+    request = ChatRequest(SYSTEM + " Be brief.", [Message("user", "hello")], conversation_id="a")
     async with engine.chat(request) as stream:
         _ = [chunk async for chunk in stream]
     assert stream.result is not None
     assert not stream.result.cache_hit
     assert stream.result.perf.prefill_tokens > 400
+    fresh = stream.result.perf.prefill_tokens + stream.result.perf.generate_tokens
+    assert engine.stats.kv_tokens <= fresh  # nothing of the first conversation is left
+
+
+async def test_conservative_mode_resends_the_conversation_with_keep_history_off(
+    make_engine: EngineFactory,
+) -> None:
+    """The default: the system prompt stays cached, each turn carries its history, nothing else is kept."""
+    engine = make_engine()
+    assert engine.kv_mode is KVMode.CONSERVATIVE
+    conversation: list[Message] = []
+    first = await ask(engine, conversation, "hello")
+    system_tokens = engine.stats.kv_tokens
+    follow_up = await ask(engine, conversation, "and then")
+    assert follow_up.cache_hit
+    assert follow_up.cached_tokens == system_tokens
+    assert TURN + 2 < follow_up.perf.prefill_tokens < first.perf.prefill_tokens / 4  # history quoted
+    assert engine.stats.kv_tokens == system_tokens  # keep_history=0: the turn is not kept
+    other = await ask(engine, [], "hello", cid="b")
+    assert other.perf.prefill_tokens == TURN + 1
+
+
+async def test_conservative_tool_round_trip_quotes_the_call(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    seen: list[str] = []
+    original = engine._plan
+
+    def spy(request: ChatRequest):  # type: ignore[no-untyped-def]
+        plan = original(request)
+        seen.append(plan.input.text)
+        return plan
+
+    engine._plan = spy  # type: ignore[method-assign]
+    conversation: list[Message] = [Message("user", "turn on the kitchen light")]
+    request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
+    async with engine.chat(request) as stream:
+        call = "".join([chunk async for chunk in stream])
+    conversation += [Message("assistant", call), Message("tool", json.dumps({"success": True}))]
+    request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
+    async with engine.chat(request) as stream:
+        assert "".join([chunk async for chunk in stream]) == "Done."
+    assert "turn on the kitchen light" in seen[-1]
+    assert "HassTurnOn" in seen[-1]
+    assert seen[-1].endswith('{"success": true}')
 
 
 async def test_naive_mode_prefills_everything(make_engine: EngineFactory) -> None:
@@ -155,16 +203,24 @@ async def test_naive_mode_prefills_everything(make_engine: EngineFactory) -> Non
     assert second.cached_tokens == 0
 
 
-async def test_restart_loads_the_prompt_cache_file(make_engine: EngineFactory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
+async def test_restart_loads_the_prompt_cache_file(
+    make_engine: EngineFactory, tmp_path: Path, mode: KVMode
+) -> None:
+    """The cache is restored for a keep_history=0 run (prefix detection), in every mode."""
     store = PromptCacheStore(tmp_path / "caches")
-    cold = await ask(make_engine(prompt_caches=store), [], "hello", cid="a")
+    cold = await ask(make_engine(prompt_caches=store, kv_mode=mode), [], "hello", cid="a")
     assert len(list((tmp_path / "caches").glob("*.rkcache"))) == 1
-    restarted = make_engine(prompt_caches=store)
-    warm = await ask(restarted, [], "hi there", cid="b")
+    restarted = make_engine(prompt_caches=store, kv_mode=mode)
+    conversation: list[Message] = []
+    warm = await ask(restarted, conversation, "hi there", cid="b")
     assert warm.cache_hit
     # Only the user turn after the cached "\n<|im_start|>user\n" header: 6 template tokens + 2 words.
     assert warm.perf.prefill_tokens == TURN - 4 + 2
     assert warm.perf.prefill_tokens <= 0.15 * cold.perf.prefill_tokens
+    assert restarted.stats.kv_tokens < cold.perf.prefill_tokens  # the system section only, never twice
+    follow_up = await ask(restarted, conversation, "and then", cid="b")
+    assert follow_up.perf.prefill_tokens < 0.15 * cold.perf.prefill_tokens
 
 
 @pytest.mark.parametrize("damage", ["truncated", "sidecar-mismatch", "garbage"])
@@ -201,13 +257,25 @@ async def test_store_is_bounded(tmp_path: Path, make_engine: EngineFactory) -> N
 
 
 async def test_long_conversations_stay_within_the_context(make_engine: EngineFactory) -> None:
-    engine = make_engine(max_context_len=1024)
+    engine = make_engine(max_context_len=1024, kv_mode=KVMode.REUSE)
     conversation: list[Message] = []
     for turn in range(40):
         result = await ask(engine, conversation, f"question number {turn}")
         assert result.text == "Sure."
         assert engine.stats.kv_tokens <= 1024
     assert engine.stats.cache_misses >= 2  # the conversation was trimmed and rebuilt
+
+
+async def test_long_conversations_stay_within_the_context_when_resent(make_engine: EngineFactory) -> None:
+    engine = make_engine(max_context_len=1024)
+    conversation: list[Message] = []
+    sizes = []
+    for turn in range(60):
+        result = await ask(engine, conversation, f"question number {turn}")
+        assert result.text == "Sure."
+        sizes.append(result.prompt_tokens + result.perf.generate_tokens)
+    assert max(sizes) <= 1024
+    assert sizes[-1] < max(sizes)  # the oldest turns were dropped
 
 
 async def test_busy_bound_and_cancellation(
@@ -258,3 +326,24 @@ async def test_unload_during_generation(make_engine: EngineFactory, monkeypatch:
     assert engine.state is EngineState.CLOSED
     with pytest.raises(ClosedError):
         await ask(engine, [], "hello")
+
+
+@pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
+async def test_without_kv_cache_size_the_engine_counts_itself(make_engine: EngineFactory, mode: KVMode) -> None:
+    """A library that does not export rkllm_get_kv_cache_size: the engine counts what it sent.
+
+    In a kept conversation the count is exact; with keep_history=0 the cached system section
+    cannot be known, so only the prefilled and generated tokens count.
+    """
+    engine = make_engine(kv_mode=mode)
+    library = engine.runtime.library
+    engine.runtime.library = replace(library, functions=library.functions - {"rkllm_get_kv_cache_size"})
+    conversation: list[Message] = []
+    await ask(engine, conversation, "hello")
+    result = await ask(engine, conversation, "and then")
+    counted = result.prompt_tokens + result.perf.generate_tokens
+    if mode is KVMode.REUSE:
+        assert counted == engine.runtime.kv_cache_size()
+    else:
+        assert counted == result.perf.prefill_tokens + result.perf.generate_tokens
+    assert engine.stats.kv_tokens == counted
