@@ -16,7 +16,7 @@ from rkllm_runtime.engine import ChatEngine
 from rkllm_runtime.prompt_cache import PromptCacheStore
 
 from .const import CONF_LIBRARY_PATH, DOMAIN, MAX_WAITING_REQUESTS, PROMPT_CACHE_MAX_BYTES
-from .loader import error_key, load_runtime
+from .loader import error_key, kv_mode, load_runtime
 from .models import RKLLMConfigEntry, RKLLMData
 from .services import async_setup_services
 
@@ -68,7 +68,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
     caches = PromptCacheStore(
         Path(hass.config.path(".storage", DOMAIN, "prompt_cache")), PROMPT_CACHE_MAX_BYTES
     )
-    engine = ChatEngine(runtime, max_waiting=MAX_WAITING_REQUESTS, prompt_caches=caches)
+    engine = ChatEngine(
+        runtime, max_waiting=MAX_WAITING_REQUESTS, kv_mode=kv_mode(entry.data), prompt_caches=caches
+    )
     entry.runtime_data = RKLLMData(engine)
 
     async def _close_on_stop(_: Event) -> None:

@@ -35,11 +35,13 @@ from homeassistant.helpers.selector import (
 )
 
 from rkllm_runtime import RKLLMError, find_library
+from rkllm_runtime.engine import KVMode
 
 from .const import (
     CONF_ADVANCED,
     CONF_BASE_DOMAIN_ID,
     CONF_EMBED_FLASH,
+    CONF_KV_STRATEGY,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
     CONF_MAX_HISTORY,
@@ -55,6 +57,7 @@ from .const import (
     CONF_TOP_P,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
+    DEFAULT_KV_STRATEGY,
     DEFAULT_MAX_CONTEXT_LEN,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_NEW_TOKENS,
@@ -100,6 +103,13 @@ def model_schema() -> vol.Schema:
                         vol.Required(CONF_N_KEEP, default=-1): _box(-1, 131072),
                         vol.Required(CONF_EMBED_FLASH, default=False): BooleanSelector(),
                         vol.Required(CONF_BASE_DOMAIN_ID, default=0): _box(0, 15),
+                        vol.Required(CONF_KV_STRATEGY, default=DEFAULT_KV_STRATEGY): SelectSelector(
+                            SelectSelectorConfig(
+                                options=[mode.value for mode in KVMode],
+                                translation_key=CONF_KV_STRATEGY,
+                                mode=SelectSelectorMode.DROPDOWN,
+                            )
+                        ),
                         vol.Optional(CONF_RUNTIME_RELEASE): TextSelector(),
                     }
                 ),

@@ -16,6 +16,7 @@ CONF_N_KEEP: Final = "n_keep"
 CONF_EMBED_FLASH: Final = "embed_flash"
 CONF_BASE_DOMAIN_ID: Final = "base_domain_id"
 CONF_RUNTIME_RELEASE: Final = "runtime_release"
+CONF_KV_STRATEGY: Final = "kv_strategy"
 
 # Subentries: conversation agents and AI tasks.
 CONF_MAX_NEW_TOKENS: Final = "max_new_tokens"
@@ -37,6 +38,8 @@ DEFAULT_TOP_P: Final = 0.8
 DEFAULT_REPEAT_PENALTY: Final = 1.05
 DEFAULT_MAX_HISTORY: Final = 10
 DEFAULT_PLATFORM: Final = "rk3588"
+# keep_history=0 runs only, as the vendor's own examples: see the README's "KV cache" section.
+DEFAULT_KV_STRATEGY: Final = "conservative"
 DEFAULT_CONVERSATION_NAME: Final = "RKLLM conversation"
 DEFAULT_AI_TASK_NAME: Final = "RKLLM AI task"
 

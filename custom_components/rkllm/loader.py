@@ -20,16 +20,20 @@ from rkllm_runtime import (
     WrongArchitectureError,
 )
 
+from rkllm_runtime.engine import KVMode
+
 from .const import (
     CONF_ADVANCED,
     CONF_BASE_DOMAIN_ID,
     CONF_EMBED_FLASH,
+    CONF_KV_STRATEGY,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
     CONF_MODEL_PATH,
     CONF_N_KEEP,
     CONF_PLATFORM,
     CONF_RUNTIME_RELEASE,
+    DEFAULT_KV_STRATEGY,
     DEFAULT_MAX_CONTEXT_LEN,
     DEFAULT_PLATFORM,
     PLATFORM_CPU_MASKS,
@@ -64,6 +68,11 @@ def model_params(data: Mapping[str, Any]) -> ModelParams:
         embed_flash=bool(advanced.get(CONF_EMBED_FLASH, False)),
         base_domain_id=int(advanced.get(CONF_BASE_DOMAIN_ID, 0)),
     )
+
+
+def kv_mode(data: Mapping[str, Any]) -> KVMode:
+    """How the engine uses the KV cache, from an entry's data."""
+    return KVMode(data.get(CONF_ADVANCED, {}).get(CONF_KV_STRATEGY, DEFAULT_KV_STRATEGY))
 
 
 def load_runtime(data: Mapping[str, Any]) -> RKLLMRuntime:

@@ -35,16 +35,19 @@ def call(tool: str, **arguments: Any) -> str:
     return f"<tool_call>\n{json.dumps({'name': tool, 'arguments': arguments})}\n</tool_call>"
 
 
-# What the emulated model answers in these tests.
+# What the emulated model answers in these tests. A rule matches anywhere in the input, which
+# carries the earlier turns when a conversation is re-sent: later steps of an exchange come first.
 RULES = (
-    Rule(match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
-    Rule(match="garden", tools=True, reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>'),
-    Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Kitchen light")),
+    Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
+    Rule(
+        role="user", match="garden", tools=True, reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>'
+    ),
     Rule(role="tool", match="success", reply="The kitchen light is on."),
+    Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Kitchen light")),
     Rule(match="weather", think="The user asks about the weather.", reply="It is sunny."),
     Rule(match="story", reply="Once upon a time " + "there was a light. " * 200),
-    Rule(match="shopping list", reply='{"items": ["milk", "bread"]'),
     Rule(match="not valid", reply='{"items": ["milk", "bread"]}'),
+    Rule(match="shopping list", reply='{"items": ["milk", "bread"]'),
     Rule(match="fail", reply="I was about to", error_after=3),
     Rule(reply="Hello! How can I help?"),
 )
@@ -66,12 +69,13 @@ def model_path(make_model: ModelFactory) -> Path:
 
 
 @pytest.fixture
-def entry_data(emulator_library: Path, model_path: Path) -> dict[str, Any]:
+def entry_data(request: pytest.FixtureRequest, emulator_library: Path, model_path: Path) -> dict[str, Any]:
+    """The model entry; indirect parameters are its advanced settings."""
     return {
         CONF_LIBRARY_PATH: str(emulator_library),
         CONF_MODEL_PATH: str(model_path),
         CONF_MAX_CONTEXT_LEN: 4096,
-        CONF_ADVANCED: {},
+        CONF_ADVANCED: getattr(request, "param", {}),
     }
 
 

@@ -12,6 +12,7 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import intent
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.rkllm.const import CONF_KV_STRATEGY
 from tests.integration.conftest import until
 
 AGENT = "conversation.rkllm_conversation"
@@ -73,16 +74,24 @@ async def test_thinking_is_never_spoken(hass: HomeAssistant, init_integration: M
     assert "<think>" not in (answer.content or "")
 
 
+@pytest.mark.parametrize(
+    ("entry_data", "follow_up_prefill"),
+    [({}, (20, 60)), ({CONF_KV_STRATEGY: "reuse"}, (0, 20))],
+    indirect=["entry_data"],
+    ids=["conservative", "reuse"],
+)
 async def test_follow_up_keeps_the_conversation(
-    hass: HomeAssistant, init_integration: MockConfigEntry
+    hass: HomeAssistant, init_integration: MockConfigEntry, follow_up_prefill: tuple[int, int]
 ) -> None:
+    """Conservative (the default) re-sends the short history; reuse sends only the new turn."""
     engine = init_integration.runtime_data.engine
     first = await converse(hass, "hello there")
     assert engine.stats.last is not None
     assert not engine.stats.last.cache_hit  # the Assist prompt is read once
     await converse(hass, "hello again", first.conversation_id)
     assert engine.stats.last.cache_hit
-    assert engine.stats.last.perf.prefill_tokens < 20
+    low, high = follow_up_prefill
+    assert low < engine.stats.last.perf.prefill_tokens < high
 
 
 async def test_generation_error_is_reported(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
