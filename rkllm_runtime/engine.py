@@ -298,7 +298,9 @@ class ChatEngine:
         cache = self._cache
         if plan.options.keep_history:
             held = cache.kv_tokens if not plan.clear and cache.in_kv else 0
-            context = kv_tokens if kv_tokens is not None else held + perf.prefill_tokens + perf.generate_tokens
+            context = (
+                kv_tokens if kv_tokens is not None else held + perf.prefill_tokens + perf.generate_tokens
+            )
             prompt_tokens = max(context - perf.generate_tokens, perf.prefill_tokens)
         else:
             # The runtime went back to the system section, which is all it keeps.

@@ -296,9 +296,13 @@ class RKLLMRuntime:
         self._call("rkllm_clear_kv_cache", int(keep_system_prompt), None, None)
 
     def clear_kv_cache_range(self, start: int, end: int) -> None:
-        """Clear KV positions ``[start, end)``: the runtime allows it only while a ``keep_history=0``
-        run is paused by its callback, and refuses it otherwise."""
-        self._call("rkllm_clear_kv_cache", 0, ctypes.byref(ctypes.c_int(start)), ctypes.byref(ctypes.c_int(end)))
+        """Clear KV positions ``[start, end)``.
+
+        The runtime allows it only while a ``keep_history=0`` run is paused by its callback.
+        """
+        self._call(
+            "rkllm_clear_kv_cache", 0, ctypes.byref(ctypes.c_int(start)), ctypes.byref(ctypes.c_int(end))
+        )
 
     def kv_cache_size(self) -> int:
         """Tokens in the KV cache (batch slot 0)."""

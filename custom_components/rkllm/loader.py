@@ -19,7 +19,6 @@ from rkllm_runtime import (
     VersionMismatchError,
     WrongArchitectureError,
 )
-
 from rkllm_runtime.engine import KVMode
 
 from .const import (

@@ -40,7 +40,10 @@ def call(tool: str, **arguments: Any) -> str:
 RULES = (
     Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
     Rule(
-        role="user", match="garden", tools=True, reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>'
+        role="user",
+        match="garden",
+        tools=True,
+        reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>',
     ),
     Rule(role="tool", match="success", reply="The kitchen light is on."),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Kitchen light")),

@@ -116,9 +116,7 @@ async def test_runtime_release_disagreeing_with_the_library_is_refused(
     hass: HomeAssistant, model_path: Path, abi: str, override: str
 ) -> None:
     """The override would load the library with the other ABI's layout, which crashes in rkllm_run."""
-    result = await submit(
-        hass, form_input(build_cached(abi), model_path, **{CONF_RUNTIME_RELEASE: override})
-    )
+    result = await submit(hass, form_input(build_cached(abi), model_path, **{CONF_RUNTIME_RELEASE: override}))
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": "version_mismatch"}
     assert override in result["description_placeholders"]["error"]

@@ -70,9 +70,7 @@ async def test_unusable_library_raises_a_repair_issue(
     assert str(path) in found.translation_placeholders["path"]
 
 
-async def test_runtime_1_3_0_gets_a_warning_issue(
-    hass: HomeAssistant, config_entry: MockConfigEntry
-) -> None:
+async def test_runtime_1_3_0_gets_a_warning_issue(hass: HomeAssistant, config_entry: MockConfigEntry) -> None:
     hass.config_entries.async_update_entry(
         config_entry, data={**config_entry.data, CONF_LIBRARY_PATH: str(build_cached("1.3", "1.3.0"))}
     )

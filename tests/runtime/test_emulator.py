@@ -52,7 +52,11 @@ def test_default_param_values_are_the_vendors(emulator_library: Path) -> None:
     param = load_library(emulator_library).cdll.rkllm_createDefaultParam()
     assert param.max_context_len == 512
     assert param.top_k == 40
-    assert (round(param.top_p, 3), round(param.temperature, 3), round(param.repeat_penalty, 3)) == (0.9, 0.8, 1.1)
+    assert (round(param.top_p, 3), round(param.temperature, 3), round(param.repeat_penalty, 3)) == (
+        0.9,
+        0.8,
+        1.1,
+    )
     assert param.extend_param.n_batch == 1
     assert param.extend_param.enabled_cpus_mask == 0xF0
 

@@ -329,7 +329,9 @@ async def test_unload_during_generation(make_engine: EngineFactory, monkeypatch:
 
 
 @pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
-async def test_without_kv_cache_size_the_engine_counts_itself(make_engine: EngineFactory, mode: KVMode) -> None:
+async def test_without_kv_cache_size_the_engine_counts_itself(
+    make_engine: EngineFactory, mode: KVMode
+) -> None:
     """A library that does not export rkllm_get_kv_cache_size: the engine counts what it sent.
 
     In a kept conversation the count is exact; with keep_history=0 the cached system section

@@ -407,7 +407,9 @@ def test_closed_runtime(emulator_library: Path, make_model: ModelFactory) -> Non
         runtime.kv_cache_size()
 
 
-def test_parameters_start_from_the_runtimes_defaults(emulator_library: Path, make_model: ModelFactory) -> None:
+def test_parameters_start_from_the_runtimes_defaults(
+    emulator_library: Path, make_model: ModelFactory
+) -> None:
     """Only the fields the binding means to change differ from rkllm_createDefaultParam()."""
     with open_runtime(emulator_library, make_model()) as runtime:
         defaults = runtime.default_param()
