@@ -69,7 +69,9 @@ def describe_library(report: Report, path: Path, release: str | None) -> None:
     banner = embedded_version(path)
     report.add("### Library")
     report.add(f"- path: `{path}`")
-    report.add(f"- version banner: `{banner or 'none'}`" + (f", release given: `{release}`" if release else ""))
+    report.add(
+        f"- version banner: `{banner or 'none'}`" + (f", release given: `{release}`" if release else "")
+    )
     known = RELEASES.get(banner or release or "")
     if known is not None and known.refusal:
         report.add(f"- this release is not supported: {known.refusal}")

@@ -72,6 +72,20 @@ async def send(engine: ChatEngine, conversation: list[Message], cid: str, **kw: 
     return stream.result
 
 
+def planned_inputs(engine: ChatEngine) -> list[str]:
+    """The text of every input the engine plans from now on."""
+    seen: list[str] = []
+    original = engine._plan
+
+    def spy(request: ChatRequest):  # type: ignore[no-untyped-def]
+        plan = original(request)
+        seen.append(plan.input.text)
+        return plan
+
+    engine._plan = spy  # type: ignore[method-assign]
+    return seen
+
+
 async def test_new_conversations_prefill_only_their_turn(make_engine: EngineFactory) -> None:
     engine = make_engine()
     first = await ask(engine, [], "hello", cid="a")
@@ -120,15 +134,7 @@ async def test_interleaved_conversations_never_mix(make_engine: EngineFactory) -
     bedroom: list[Message] = []
     await ask(engine, kitchen, "kitchen satellite says hi", cid="kitchen")
     await ask(engine, bedroom, "bedroom satellite says hi", cid="bedroom")
-    seen: list[str] = []
-    original = engine._plan
-
-    def spy(request: ChatRequest):  # type: ignore[no-untyped-def]
-        plan = original(request)
-        seen.append(plan.input.text)
-        return plan
-
-    engine._plan = spy  # type: ignore[method-assign]
+    seen = planned_inputs(engine)
     back = await ask(engine, kitchen, "second kitchen question", cid="kitchen")
     assert not back.cache_hit  # the bedroom conversation had replaced it
     assert "kitchen satellite says hi" in seen[-1]
@@ -173,15 +179,7 @@ async def test_conservative_mode_resends_the_conversation_with_keep_history_off(
 
 async def test_conservative_tool_round_trip_quotes_the_call(make_engine: EngineFactory) -> None:
     engine = make_engine()
-    seen: list[str] = []
-    original = engine._plan
-
-    def spy(request: ChatRequest):  # type: ignore[no-untyped-def]
-        plan = original(request)
-        seen.append(plan.input.text)
-        return plan
-
-    engine._plan = spy  # type: ignore[method-assign]
+    seen = planned_inputs(engine)
     conversation: list[Message] = [Message("user", "turn on the kitchen light")]
     request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
     async with engine.chat(request) as stream:
