@@ -15,7 +15,7 @@ import argparse
 import platform
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,6 +66,7 @@ def npu_driver() -> str:
 
 
 def describe_library(report: Report, path: Path, release: str | None) -> None:
+    """The library's banner and what the binding knows of that release."""
     banner = embedded_version(path)
     report.add("### Library")
     report.add(f"- path: `{path}`")
@@ -82,11 +83,13 @@ def describe_library(report: Report, path: Path, release: str | None) -> None:
 def run_text(
     runtime: RKLLMRuntime, text: str, *, keep_history: bool = False, save_prompt_cache: str | None = None
 ) -> RunResult:
+    """One run of a user prompt."""
     options = RunOptions(keep_history=keep_history, save_prompt_cache=save_prompt_cache)
     return runtime.run(Prompt(text), options)
 
 
 def probe_keep_history(report: Report, runtime: RKLLMRuntime) -> None:
+    """Whether a keep_history=1 run appends its prompt and reply to the cache."""
     with report.probe("keep_history=1 appends prompt and reply"):
         runtime.set_function_tools(SYSTEM, "[]")
         runtime.clear_kv_cache(keep_system_prompt=False)
@@ -107,6 +110,7 @@ def probe_keep_history(report: Report, runtime: RKLLMRuntime) -> None:
 
 
 def probe_range_clear(report: Report, runtime: RKLLMRuntime) -> None:
+    """Whether clearing a position range is refused outside a paused keep_history=0 run."""
     with report.probe("Range clearing outside a paused keep_history=0 run"):
         run_text(runtime, "Name a colour.", keep_history=True)
         size = runtime.kv_cache_size()
@@ -119,6 +123,7 @@ def probe_range_clear(report: Report, runtime: RKLLMRuntime) -> None:
 
 
 def probe_system_change(report: Report, runtime: RKLLMRuntime) -> None:
+    """Whether setting another system prompt clears the KV cache."""
     with report.probe("rkllm_set_function_tools and the KV cache"):
         runtime.clear_kv_cache(keep_system_prompt=False)
         run_text(runtime, "Name a colour.", keep_history=True)
@@ -130,29 +135,31 @@ def probe_system_change(report: Report, runtime: RKLLMRuntime) -> None:
         runtime.clear_kv_cache(keep_system_prompt=False)
 
 
-def probe_prompt_cache(report: Report, runtime: RKLLMRuntime, directory: Path) -> None:
-    with report.probe("Prompt-cache prefix reuse"):
+def probe_prompt_cache(report: Report, open_model: Callable[[], RKLLMRuntime], directory: Path) -> None:
+    """Whether a prompt cache loaded by a new handle spares the prefill of its prefix."""
+    with report.probe("Prompt-cache prefix reuse after a restart"):
         cache = directory / "system.rkcache"
         long_system = SYSTEM + " Known devices: " + ", ".join(f"lamp {i}" for i in range(150)) + "."
-        runtime.set_function_tools(long_system, "[]")
-        runtime.clear_kv_cache(keep_system_prompt=False)
-        cold = run_text(runtime, "Turn on lamp 3.", save_prompt_cache=str(cache))
+        with open_model() as runtime:
+            runtime.set_function_tools(long_system, "[]")
+            cold = run_text(runtime, "Turn on lamp 3.", save_prompt_cache=str(cache))
         size = cache.stat().st_size if cache.exists() else 0
         report.add(f"- saved: {size / 2**20:.1f} MB for {cold.perf.prefill_tokens} prefilled tokens")
         for keep_history in (False, True):
-            runtime.clear_kv_cache(keep_system_prompt=False)
-            runtime.load_prompt_cache(cache)
-            warm = run_text(runtime, "Turn off lamp 7.", keep_history=keep_history)
-            runtime.release_prompt_cache()
-            report.add(
-                f"- loaded, then keep_history={int(keep_history)}: prefill {warm.perf.prefill_tokens} "
-                f"of ~{cold.perf.prefill_tokens} tokens in {warm.perf.prefill_time_ms:.0f} ms "
-                f"(cold {cold.perf.prefill_time_ms:.0f} ms); kv cache {runtime.kv_cache_size()}"
-            )
-        runtime.clear_kv_cache(keep_system_prompt=False)
+            with open_model() as runtime:
+                runtime.set_function_tools(long_system, "[]")
+                runtime.load_prompt_cache(cache)
+                warm = run_text(runtime, "Turn off lamp 7.", keep_history=keep_history)
+                report.add(
+                    f"- new handle, cache loaded, keep_history={int(keep_history)}: prefill "
+                    f"{warm.perf.prefill_tokens} of ~{cold.perf.prefill_tokens} tokens in "
+                    f"{warm.perf.prefill_time_ms:.0f} ms (cold {cold.perf.prefill_time_ms:.0f} ms); "
+                    f"kv cache {runtime.kv_cache_size()}"
+                )
 
 
 def probe_ttft(report: Report, runtime: RKLLMRuntime) -> None:
+    """Prefill time at several prompt lengths."""
     with report.probe("Time to first token by prompt length (keep_history=0, empty cache)"):
         report.add("| prompt tokens | prefill ms | prefill tokens/s | decode tokens/s |")
         report.add("|---|---|---|---|")
@@ -171,6 +178,7 @@ def probe_ttft(report: Report, runtime: RKLLMRuntime) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the report; 1 when the library or the model cannot be used."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="an .rkllm model converted for this board")
     parser.add_argument("--library", type=Path, help="librkllmrt.so (default: the usual install places)")
@@ -196,19 +204,25 @@ def main(argv: list[str] | None = None) -> int:
     absent = sorted(FUNCTIONS_1_2_1 - library.functions)
     report.add(f"- not exported: {', '.join(absent) or 'none'}")
     params = ModelParams(max_context_len=args.context, max_new_tokens=16)
+
+    def open_model() -> RKLLMRuntime:
+        return RKLLMRuntime(library, args.model, params)
+
     try:
-        runtime = RKLLMRuntime(library, args.model, params)
+        runtime = open_model()
     except RKLLMError as err:
         report.add(f"\n### Model\n- cannot be loaded: {err}")
         return 1
-    with runtime, tempfile.TemporaryDirectory() as tmp:
+    with runtime:
         defaults = runtime.default_param()
         report.add(f"- rkllm_createDefaultParam(): {', '.join(f'{k}={v}' for k, v in defaults.items())}")
         report.add(f"\n### Model\n- `{args.model.name}` loaded with max_context_len {args.context}")
         probe_keep_history(report, runtime)
         probe_range_clear(report, runtime)
         probe_system_change(report, runtime)
-        probe_prompt_cache(report, runtime, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        probe_prompt_cache(report, open_model, Path(tmp))
+    with open_model() as runtime:
         probe_ttft(report, runtime)
     return 0
 

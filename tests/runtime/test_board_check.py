@@ -29,7 +29,8 @@ def test_report_of_a_supported_library(emulator_library: Path, make_model: Model
     assert "- appended: yes" in report
     assert "- refused (as documented)" in report
     assert "- clears the cache: no" in report
-    assert "loaded, then keep_history=0: prefill 10 of" in report  # only what follows the cached prefix
+    assert "cache loaded, keep_history=0: prefill 10 of" in report  # only what follows the cached prefix
+    assert "cache loaded, keep_history=1: prefill 492 of ~492" in report  # not used (as reported, #399)
     ttft_rows = [line for line in report.splitlines() if line.startswith("| ") and "prefill" not in line]
     assert [int(row.split("|")[1]) for row in ttft_rows] == [124, 996, 2696]
 
