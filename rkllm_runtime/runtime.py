@@ -319,13 +319,16 @@ class RKLLMRuntime:
         self._call("rkllm_release_prompt_cache")
 
     def set_chat_template(self, system_prompt: str, prefix: str, postfix: str) -> None:
-        """Replace the model's chat template (wipes the KV cache; no tools or thinking switch)."""
+        """Replace the model's chat template (no tools or thinking switch); clear the KV cache after it."""
         self._call("rkllm_set_chat_template", system_prompt.encode(), prefix.encode(), postfix.encode())
 
     def set_function_tools(
         self, system_prompt: str, tools_json: str, tool_response: str = "tool_response"
     ) -> None:
-        """Set the system prompt and the OpenAI-style tools (a JSON array) for the built-in template."""
+        """Set the system prompt and the OpenAI-style tools (a JSON array) for the built-in template.
+
+        Whether this clears the KV cache is not documented: clear it after.
+        """
         self._call(
             "rkllm_set_function_tools", system_prompt.encode(), tools_json.encode(), tool_response.encode()
         )

@@ -772,9 +772,9 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         r.t_first = now_ms();
         emit(&r, &res, RKLLM_RUN_NORMAL);
         free(values);
+        finish(&r, now_ms());
         if (save_path) save_prompt_cache(h, save_path, &target, r.time_scale);
         free(target.v);
-        finish(&r, now_ms());
         if (!ip->keep_history) h->base.kv.n = h->kv_sys;
         return 0;
     }
@@ -803,10 +803,10 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         r.generated += (int)end.n;
         free(end.v);
     }
+    finish(&r, now_ms());
     /* "After inference ends the PromptCache file is generated": the prefilled input. */
     if (save_path) save_prompt_cache(h, save_path, &target, r.time_scale);
     free(target.v);
-    finish(&r, now_ms());
     if (!ip->keep_history) h->base.kv.n = h->kv_sys; /* back to the system section */
     return 0;
 }
