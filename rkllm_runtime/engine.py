@@ -209,9 +209,10 @@ class ChatEngine:
         cache = self._cache
         key = system_key(request.system_prompt, request.tools)
         split = split_new(request.messages)
-        keep_history = self.kv_mode is KVMode.REUSE
         options = RunOptions(
-            keep_history=keep_history, max_new_tokens=request.max_new_tokens, sampling=request.sampling
+            keep_history=self.kv_mode is KVMode.REUSE,
+            max_new_tokens=request.max_new_tokens,
+            sampling=request.sampling,
         )
         consumed = len(split.history) + len(split.new) + 1  # the reply joins the conversation
         history_fingerprint = fingerprint([*split.history, *split.new])
