@@ -11,7 +11,7 @@ from types import ModuleType
 
 from .abi import v1_2, v1_3
 
-# Exported by every release this binding speaks.
+# Exported by every release from 1.2.0 on.
 CORE_FUNCTIONS = frozenset(
     {
         "rkllm_createDefaultParam",
