@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+from rkllm_runtime.emulator.real_model import MissingAssetError, smollm2_model
 
 ABIS = ("1.2", "1.3")
 
@@ -31,3 +33,20 @@ def make_model(tmp_path: Path) -> ModelFactory:
         return EmulatedModel(rules=list(rules), **fields).write(tmp_path / f"model{counter}.rkllm")  # type: ignore[arg-type]
 
     return factory
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """The emulator's llama.cpp engine and a real GGUF model for it."""
+
+    library: Path
+    model: Path
+
+
+@pytest.fixture(scope="session")
+def real_model() -> RealModel:
+    """The llama.cpp-engine emulator and SmolLM2, from the assets set-up installed (never fetched)."""
+    try:
+        return RealModel(build_cached("1.3", engine="llama"), smollm2_model())
+    except MissingAssetError as err:
+        pytest.fail(str(err), pytrace=False)

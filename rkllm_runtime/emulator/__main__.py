@@ -2,13 +2,15 @@
 
 ``python -m rkllm_runtime.emulator build --abi 1.3 [--engine llama] --out DIR`` builds a library;
 ``python -m rkllm_runtime.emulator real-model`` prints the cached llama.cpp-engine library and
-the SmolLM2 model path, preparing them first when needed.
+the SmolLM2 model path (both installed by ``scripts/setup``), one per line.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 from .build import DEFAULT_RELEASE, ENGINES, build, build_cached
+from .real_model import MissingAssetError, smollm2_model
 
 
 def main() -> None:
@@ -20,16 +22,17 @@ def main() -> None:
     build_parser.add_argument("--release", help="runtime release to embed (default: newest of the ABI)")
     build_parser.add_argument("--engine", choices=sorted(ENGINES), default="scripted")
     build_parser.add_argument("--out", type=Path, required=True, help="output directory")
-    real = commands.add_parser("real-model", help="prepare the llama.cpp engine and SmolLM2")
+    real = commands.add_parser("real-model", help="the llama.cpp-engine library and SmolLM2")
     real.add_argument("--abi", choices=sorted(DEFAULT_RELEASE), default="1.3")
     args = parser.parse_args()
-    if args.command == "build":
-        print(build(args.abi, args.out, args.release, args.engine))
-    else:
-        from .real_model import smollm2_model  # noqa: PLC0415
-
-        print(build_cached(args.abi, engine="llama"))
-        print(smollm2_model())
+    try:
+        if args.command == "build":
+            print(build(args.abi, args.out, args.release, args.engine))
+        else:
+            print(build_cached(args.abi, engine="llama"))
+            print(smollm2_model())
+    except MissingAssetError as err:
+        sys.exit(f"rkllm-emulator: {err}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .real_model import llama_cpp
+
 SOURCE_DIR = Path(__file__).parent
 ENGINES = {"scripted": "scripted.c", "llama": "llama.c"}
 HEADERS = ("common.h", "rkllm.h")
@@ -31,11 +33,8 @@ def compiler() -> str:
 def _command(abi: str, release: str, out: Path, engine: str) -> list[str]:
     linking: list[str] = []
     if engine == "llama":
-        from .real_model import LLAMA_LIBRARIES, llama_cpp  # noqa: PLC0415 - builds llama.cpp on first use
-
-        prefix = llama_cpp()
-        libraries = [str(prefix / "lib" / Path(library).name) for library in LLAMA_LIBRARIES]
-        linking = [f"-I{prefix / 'include'}", *libraries, "-lstdc++", "-lm", "-ldl"]
+        llama = llama_cpp()
+        linking = [f"-I{llama.include}", str(llama.library), f"-Wl,-rpath,{llama.library.parent}"]
     return [
         compiler(),
         "-std=c11",
@@ -77,6 +76,8 @@ def build_cached(abi: str, release: str | None = None, engine: str = "scripted")
     for name in (ENGINES[engine], "common.c", *HEADERS):
         digest.update((SOURCE_DIR / name).read_bytes())
     digest.update(" ".join(_command(abi, release, Path("out"), engine)).encode())
+    if engine == "llama":  # linked by path: a rebuilt llama.cpp in the same place is a new input
+        digest.update(llama_cpp().library.read_bytes())
     target = cache_dir() / f"{engine}-{abi}-{release}-{digest.hexdigest()[:16]}"
     library = target / LIBRARY_NAME
     if library.is_file():

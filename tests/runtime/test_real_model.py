@@ -17,22 +17,16 @@ from rkllm_runtime import (
     RunOptions,
     Sampling,
 )
-from rkllm_runtime.emulator import build_cached
-from rkllm_runtime.emulator.real_model import smollm2_model
+from tests.conftest import RealModel
 
 SYSTEM = "You are a helpful assistant for a smart home. Answer in one short sentence."
 
 
 @pytest.fixture(scope="module")
-def real_library() -> Path:
-    return build_cached("1.3", engine="llama")
-
-
-@pytest.fixture(scope="module")
-def runtime(real_library: Path) -> Iterator[RKLLMRuntime]:
+def runtime(real_model: RealModel) -> Iterator[RKLLMRuntime]:
     # Greedy, so that the answers are the same on every run.
     params = ModelParams(max_context_len=2048, max_new_tokens=48, sampling=Sampling(top_k=1))
-    with RKLLMRuntime.open(real_library, smollm2_model(), params) as loaded:
+    with RKLLMRuntime.open(real_model.library, real_model.model, params) as loaded:
         loaded.set_function_tools(SYSTEM, "[]")
         yield loaded
 
@@ -64,11 +58,13 @@ def test_kv_cache_semantics_match_the_scripted_engine(runtime: RKLLMRuntime) -> 
     assert fresh.perf.prefill_tokens < system_and_turn
 
 
-def test_prompt_cache_file(runtime: RKLLMRuntime, real_library: Path, tmp_path: Path) -> None:
+def test_prompt_cache_file(runtime: RKLLMRuntime, real_model: RealModel, tmp_path: Path) -> None:
     cache = tmp_path / "system.cache"
     runtime.clear_kv_cache(keep_system_prompt=False)
     cold = runtime.run(Prompt("Hello!"), RunOptions(save_prompt_cache=str(cache)))
-    with RKLLMRuntime.open(real_library, smollm2_model(), ModelParams(max_context_len=2048)) as restarted:
+    with RKLLMRuntime.open(
+        real_model.library, real_model.model, ModelParams(max_context_len=2048)
+    ) as restarted:
         restarted.set_function_tools(SYSTEM, "[]")
         restarted.load_prompt_cache(cache)
         warm = restarted.run(Prompt("Good morning!"))
@@ -94,6 +90,6 @@ def test_abort_then_next_run(runtime: RKLLMRuntime) -> None:
     assert runtime.run(Prompt("Say yes.")).text
 
 
-def test_context_above_the_model_limit(real_library: Path) -> None:
+def test_context_above_the_model_limit(real_model: RealModel) -> None:
     with pytest.raises(ModelRejectedError):
-        RKLLMRuntime.open(real_library, smollm2_model(), ModelParams(max_context_len=1_000_000))
+        RKLLMRuntime.open(real_model.library, real_model.model, ModelParams(max_context_len=1_000_000))
