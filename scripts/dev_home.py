@@ -1,11 +1,14 @@
 """A development Home Assistant with the RKLLM integration on the emulator and a real small model.
 
-    python scripts/dev_home.py run --library LIB --model GGUF [--config config] [--port 8123]
+    python scripts/dev_home.py [--config config] [--port 8123] run [--library LIB --model MODEL]
     python scripts/dev_home.py chat "turn on the kitchen light" [--config config]
 
 ``run`` writes a configuration (once), starts ``hass``, and on the first start onboards it
 through Home Assistant's own API (a demo user), adds the RKLLM model entry through the config
 flow, exposes the demo entities to Assist and makes the RKLLM agent the Assist pipeline's.
+Without ``--library`` and ``--model`` it uses the emulator's real-model engine and SmolLM2
+(installed by ``scripts/setup``). With ``--install-requirements`` the integration is copied,
+not linked, and Home Assistant installs its requirement itself, as in a user's installation.
 Running it again reuses the configuration. ``chat`` sends a message through an Assist
 pipeline over the websocket API and prints the reply as it streams.
 """
@@ -16,8 +19,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +84,18 @@ template:
 """
 
 
-def write_config(config: Path, port: int) -> None:
-    """Write the configuration and link the integration, unless already there."""
+def write_config(config: Path, port: int, copy: bool) -> None:
+    """Write the configuration and link (or copy) the integration, unless already there."""
     config.mkdir(parents=True, exist_ok=True)
     if not (config / "configuration.yaml").exists():
         (config / "configuration.yaml").write_text(CONFIGURATION.format(port=port))
-    link = config / "custom_components" / "rkllm"
-    if not link.exists():
-        link.parent.mkdir(exist_ok=True)
-        link.symlink_to(REPO / "custom_components" / "rkllm")
+    integration = config / "custom_components" / "rkllm"
+    if not integration.exists():
+        integration.parent.mkdir(exist_ok=True)
+        if copy:
+            shutil.copytree(REPO / "custom_components" / "rkllm", integration)
+        else:
+            integration.symlink_to(REPO / "custom_components" / "rkllm")
 
 
 async def wait_until_up(
@@ -141,10 +149,15 @@ async def drop_failed_entries(session: aiohttp.ClientSession, base: str, token: 
 
 
 async def add_model(session: aiohttp.ClientSession, base: str, token: str, library: str, model: str) -> None:
-    """Add the RKLLM entry through the config flow, as the UI does."""
+    """Add the RKLLM entry through the config flow, as the UI does.
+
+    The flow shows a progress step while the model loads, then moves on by itself; like the UI,
+    this reads the flow's state (GET) until the progress is over, and never submits an empty form.
+    """
     headers = {"Authorization": f"Bearer {token}"}
     flows = f"{base}/api/config/config_entries/flow"
     async with session.post(flows, json={"handler": "rkllm"}, headers=headers) as response:
+        response.raise_for_status()
         flow = await response.json()
     data = {
         "library_path": library,
@@ -153,13 +166,24 @@ async def add_model(session: aiohttp.ClientSession, base: str, token: str, libra
         "advanced": {"platform": "rk3588"},
     }
     async with session.post(f"{flows}/{flow['flow_id']}", json=data, headers=headers) as response:
+        response.raise_for_status()
         result = await response.json()
     while result.get("type") in ("progress", "progress_done"):
         await asyncio.sleep(0.5)
-        async with session.post(f"{flows}/{flow['flow_id']}", json={}, headers=headers) as response:
+        async with session.get(f"{flows}/{flow['flow_id']}", headers=headers) as response:
+            if response.status == HTTPStatus.NOT_FOUND:  # the flow finished between two reads
+                result = {"type": "finished"}
+                break
+            response.raise_for_status()
             result = await response.json()
-    if result.get("type") != "create_entry":
-        raise RuntimeError(f"adding the model failed: {result}")
+    async with session.get(
+        f"{base}/api/config/config_entries/entry?domain=rkllm", headers=headers
+    ) as response:
+        added = any(entry["state"] == "loaded" for entry in await response.json())
+    if not added:
+        errors = result.get("errors") or result.get("reason") or result
+        detail = result.get("description_placeholders", {}).get("error", "")
+        raise RuntimeError(f"adding the model failed: {errors} {detail}".strip())
 
 
 class Websocket:
@@ -232,12 +256,24 @@ async def provision(base: str, config: Path, library: str, model: str) -> None:
     (config / TOKEN_FILE).write_text(long_lived)
 
 
-async def run(config: Path, port: int, library: str, model: str) -> int:
+def real_model() -> tuple[str, str]:
+    """The emulator's llama.cpp engine (built on first use) and the SmolLM2 model."""
+    from rkllm_runtime.emulator import build_cached  # noqa: PLC0415 - not in a user's installation
+    from rkllm_runtime.emulator.real_model import MissingAssetError, smollm2_model  # noqa: PLC0415
+
+    try:
+        return str(build_cached("1.3", engine="llama")), str(smollm2_model())
+    except MissingAssetError as err:
+        raise SystemExit(f"dev_home: {err}") from None
+
+
+async def run(config: Path, port: int, library: str, model: str, install_requirements: bool) -> int:
     """Start Home Assistant, provision it on first start, and wait for it to stop."""
-    write_config(config, port)
+    write_config(config, port, copy=install_requirements)
     base = f"http://127.0.0.1:{port}"
+    pip = [] if install_requirements else ["--skip-pip"]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "homeassistant", "--config", str(config), "--skip-pip"
+        sys.executable, "-m", "homeassistant", "--config", str(config), *pip
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -288,13 +324,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("RKLLM_DEV_PORT", "8123")))
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run")
-    run_parser.add_argument("--library", required=True)
-    run_parser.add_argument("--model", required=True)
+    run_parser.add_argument("--library", help="librkllmrt.so (default: the real-model emulator)")
+    run_parser.add_argument("--model", help="model file (default: SmolLM2-135M-Instruct)")
+    run_parser.add_argument("--install-requirements", action="store_true")
     chat_parser = commands.add_parser("chat")
     chat_parser.add_argument("text")
     args = parser.parse_args()
     if args.command == "run":
-        raise SystemExit(asyncio.run(run(args.config, args.port, args.library, args.model)))
+        if (args.library is None) != (args.model is None):
+            parser.error("give both --library and --model, or neither")
+        library, model = (args.library, args.model) if args.library else real_model()
+        raise SystemExit(asyncio.run(run(args.config, args.port, library, model, args.install_requirements)))
     asyncio.run(chat(args.config, args.port, args.text))
 
 

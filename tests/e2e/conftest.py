@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,7 @@ from typing import Any
 import pytest
 import pytest_socket
 
-from rkllm_runtime.emulator import build_cached
-from rkllm_runtime.emulator.real_model import smollm2_model
+from tests.conftest import RealModel
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,26 +56,30 @@ def allow_sockets() -> None:
     pytest_socket.enable_socket()
 
 
-@pytest.fixture(scope="session")
-def dev_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHome]:
-    """scripts/dev_home.py run, with the llama.cpp engine and SmolLM2, on a free port."""
-    library, model = build_cached("1.3", engine="llama"), smollm2_model()
-    config = tmp_path_factory.mktemp("dev") / "config"
+@contextmanager
+def running_dev_home(
+    python: str, config: Path, library: Path, model: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[DevHome]:
+    """``scripts/dev_home.py run`` under ``python`` on a free port, until the block ends."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "dev_home.py"), "--config", str(config), "--port", str(port),
-         "run", "--library", str(library), "--model", str(model)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    log = config.parent / "dev_home.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [python, str(REPO / "scripts" / "dev_home.py"), "--config", str(config), "--port", str(port),
+             "run", "--library", str(library), "--model", str(model), *options],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=config.parent,  # not the repository: nothing of it is importable from the working directory
+            env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("Home Assistant is ready"):
             break
     else:
-        pytest.fail(f"the development instance did not start (exit {process.wait()})")
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        pytest.fail(f"the development instance did not start (exit {process.wait()}):\n{tail}")
     try:
         yield DevHome(f"http://127.0.0.1:{port}", config, (config / ".rkllm-dev-token").read_text().strip())
     finally:
@@ -85,3 +89,11 @@ def dev_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHome]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def dev_home(tmp_path_factory: pytest.TempPathFactory, real_model: RealModel) -> Iterator[DevHome]:
+    """scripts/dev_home.py run, with the llama.cpp engine and SmolLM2, as scripts/develop does."""
+    config = tmp_path_factory.mktemp("dev") / "config"
+    with running_dev_home(sys.executable, config, real_model.library, real_model.model) as home:
+        yield home

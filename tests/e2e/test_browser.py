@@ -31,7 +31,7 @@ def test_assist_dialog_shows_the_streamed_reply(dev_home: DevHome, tmp_path: Pat
     ]
     if missing:
         if os.environ.get("CI"):
-            pytest.fail(f"the browser test needs {', '.join(missing)}: .ci/run installs them")
+            pytest.fail(f"the browser test needs {', '.join(missing)}: .ci/run installs them", pytrace=False)
         pytest.skip(f"needs {', '.join(missing)}")
     screenshot = Path(os.environ.get("RKLLM_SCREENSHOT", tmp_path / "assist.png"))
     process = subprocess.run(
