@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,3 +96,21 @@ def test_abort_then_next_run(runtime: RKLLMRuntime) -> None:
 def test_context_above_the_model_limit(real_model: RealModel) -> None:
     with pytest.raises(ModelRejectedError):
         RKLLMRuntime.open(real_model.library, real_model.model, ModelParams(max_context_len=1_000_000))
+
+
+def test_a_missing_input_fails_in_one_line_naming_the_set_up_command(tmp_path: Path) -> None:
+    # An installed llama-cpp-python without llama.cpp's files, found before the real one.
+    info = tmp_path / "llama_cpp_python-0.3.36.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: llama-cpp-python\nVersion: 0.3.36\n")
+    (info / "RECORD").write_text("")
+    process = subprocess.run(
+        [sys.executable, "-m", "rkllm_runtime.emulator", "real-model"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert process.returncode == 1
+    assert process.stdout == ""
+    assert process.stderr == "rkllm-emulator: llama-cpp-python has no llama.h: run scripts/setup\n"
