@@ -40,23 +40,14 @@ def test_the_manifest_points_at_one_repository() -> None:
     assert MANIFEST["codeowners"]
 
 
-@pytest.mark.parametrize(
-    ("name", "square"),
-    [("icon.png", 256), ("icon@2x.png", 512), ("dark_icon.png", 256), ("dark_icon@2x.png", 512)],
-)
-def test_brand_icons(name: str, square: int) -> None:
-    with Image.open(INTEGRATION / "brand" / name) as image:
-        assert image.format == "PNG"
-        assert image.size == (square, square)
-        assert image.mode == "RGBA"
-
-
-@pytest.mark.parametrize(
-    ("name", "height"),
-    [("logo.png", 128), ("logo@2x.png", 256), ("dark_logo.png", 128), ("dark_logo@2x.png", 256)],
-)
-def test_brand_logos(name: str, height: int) -> None:
-    with Image.open(INTEGRATION / "brand" / name) as image:
-        assert image.format == "PNG"
-        assert image.height == height
-        assert image.width >= image.height
+@pytest.mark.parametrize("variant", ["", "dark_"])
+def test_brand_images(variant: str) -> None:
+    sizes = {}
+    for name in ("icon.png", "icon@2x.png", "logo.png", "logo@2x.png"):
+        with Image.open(INTEGRATION / "brand" / f"{variant}{name}") as image:
+            assert (image.format, image.mode) == ("PNG", "RGBA")
+            sizes[name] = image.size
+    assert sizes["icon.png"] == (256, 256)
+    assert sizes["icon@2x.png"] == (512, 512)
+    assert sizes["logo.png"][1] == 128 <= sizes["logo.png"][0]
+    assert sizes["logo@2x.png"] == (2 * sizes["logo.png"][0], 256)
