@@ -31,6 +31,11 @@ class DevHome:
     token: str
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Call the REST API; return the JSON answer."""
+        return json.loads(self.read(method, path, body))
+
+    def read(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        """Call the REST API; return the answer's bytes."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             self.base + path,
@@ -39,7 +44,7 @@ class DevHome:
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=300) as response:
-            return json.load(response)
+            return response.read()
 
 
 def free_port() -> int:

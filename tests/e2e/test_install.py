@@ -118,3 +118,12 @@ def test_home_assistant_installs_the_requirement_and_the_agent_answers(
     ).stdout.split()  # fmt: skip
     assert Path(where[0]).is_relative_to(fresh_venv)
     assert where[1] == VERSION
+
+
+def test_home_assistant_serves_the_integrations_own_brand_images(installed_home: DevHome) -> None:
+    brand = installed_home.config / "custom_components" / "rkllm" / "brand"
+    for image in ("icon.png", "dark_logo@2x.png"):
+        assert (
+            installed_home.read("GET", f"/api/brands/integration/rkllm/{image}")
+            == (brand / image).read_bytes()
+        )
