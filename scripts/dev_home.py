@@ -172,7 +172,7 @@ async def add_model(session: aiohttp.ClientSession, base: str, token: str, libra
         await asyncio.sleep(0.5)
         async with session.get(f"{flows}/{flow['flow_id']}", headers=headers) as response:
             if response.status == HTTPStatus.NOT_FOUND:  # the flow finished between two reads
-                result = {"type": "finished"}
+                result = {"reason": "the flow ended without an entry"}
                 break
             response.raise_for_status()
             result = await response.json()
@@ -326,7 +326,11 @@ def main() -> None:
     run_parser = commands.add_parser("run")
     run_parser.add_argument("--library", help="librkllmrt.so (default: the real-model emulator)")
     run_parser.add_argument("--model", help="model file (default: SmolLM2-135M-Instruct)")
-    run_parser.add_argument("--install-requirements", action="store_true")
+    run_parser.add_argument(
+        "--install-requirements",
+        action="store_true",
+        help="copy the integration and let Home Assistant install its requirement, as for a user",
+    )
     chat_parser = commands.add_parser("chat")
     chat_parser.add_argument("text")
     args = parser.parse_args()
