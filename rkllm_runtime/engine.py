@@ -107,8 +107,7 @@ class _Plan:
     consumed: int
     history_fingerprint: str
     history_start: int = 0  # leading messages of the conversation no longer sent (context budget)
-    load_cache: CacheKey | None = None
-    save_cache: CacheKey | None = None
+    save_cache: CacheKey | None = None  # this run saves the system prompt's prompt-cache file
 
 
 class ChatEngine:
@@ -134,7 +133,7 @@ class ChatEngine:
         self._listeners: list[Callable[[], None]] = []
         # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
-        self._model_identity = model_identity(runtime.model_path)
+        self._model_identity: str | None = None  # read on the engine thread when first needed
         self._prompt_cache_loaded = False
 
     @property
@@ -172,6 +171,7 @@ class ChatEngine:
         finally:
             self._waiting -= 1
         completed = False
+        plan: _Plan | None = None
         try:
             if self.closed:
                 raise ClosedError("the model was unloaded")
@@ -185,9 +185,7 @@ class ChatEngine:
                         self._set_state(EngineState.GENERATING)
                     yield chunk
             assert run.result is not None
-            kv_tokens = None
-            if self.runtime.library.has("rkllm_get_kv_cache_size"):
-                kv_tokens = await self._in_executor(self.runtime.kv_cache_size)
+            kv_tokens = await self._in_executor(self._finish_run, plan)
             stream.result = self._commit(plan, run.result.text, run.result.perf, kv_tokens)
             completed = True
         except AbortedError:
@@ -198,6 +196,9 @@ class ChatEngine:
         finally:
             if not completed:
                 self._cache.forget_conversation()
+                if plan is not None and plan.save_cache is not None and self.prompt_caches is not None:
+                    # queued behind the aborted run on the engine thread; nothing here may block
+                    self._executor.submit(self.prompt_caches.abandon, plan.save_cache)
             if not self.closed:
                 self._set_state(EngineState.READY)
             self._lock.release()
@@ -224,21 +225,12 @@ class ChatEngine:
             options,
             set_system,
             clear=False if set_system else None,  # a new system prompt starts from an empty cache
-            hit=not set_system,
+            # A new system prompt is a hit only if its prompt-cache file loads (decided in _prepare).
+            hit=not set_system or self.prompt_caches is not None,
             system_cached=not set_system and cache.system_in_kv,
             consumed=consumed,
             history_fingerprint=history_fingerprint,
         )
-        if set_system and self.prompt_caches is not None:
-            cache_key = CacheKey(self.runtime.library.release, self._model_identity, key)
-            if self.prompt_caches.lookup(cache_key) is not None:
-                # Restored for a keep_history=0 run only: its input is matched against the
-                # cached prefix. In a kept conversation the runtime would not match it.
-                plan.load_cache, plan.hit, plan.system_cached = cache_key, True, True
-                plan.options = replace(options, keep_history=False)
-            else:
-                plan.save_cache = cache_key
-                plan.options = replace(options, save_prompt_cache=str(self.prompt_caches.path_for(cache_key)))
 
         same_conversation = (
             request.conversation_id is not None
@@ -279,8 +271,23 @@ class ChatEngine:
             self._cache = CacheState(system_key=plan.key)
         if plan.clear is not None:
             self.runtime.clear_kv_cache(keep_system_prompt=plan.clear)
-        if plan.load_cache is not None and self.prompt_caches is not None:
-            path = self.prompt_caches.path_for(plan.load_cache)
+        if plan.set_system and self.prompt_caches is not None:
+            self._use_prompt_cache(plan, self.prompt_caches)
+
+    def _use_prompt_cache(self, plan: _Plan, store: PromptCacheStore) -> None:
+        """Load the system prompt's verified prompt-cache file, or let this run save one (engine thread)."""
+        try:
+            if self._model_identity is None:
+                self._model_identity = model_identity(self.runtime.model_path)
+        except OSError as err:
+            _LOGGER.warning(
+                "Cannot read %s (%s); answering without prompt-cache files", self.runtime.model_path, err
+            )
+            plan.hit = False
+            return
+        key = CacheKey(self.runtime.library.release, self._model_identity, plan.key)
+        path = store.lookup(key)
+        if path is not None:
             try:
                 if self._prompt_cache_loaded:  # the runtime holds one file at a time
                     self.runtime.release_prompt_cache()
@@ -288,14 +295,28 @@ class ChatEngine:
                 self._prompt_cache_loaded = True
             except RKLLMError:
                 _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
-                self.prompt_caches.discard(path)
-                plan.hit = plan.system_cached = False
-                plan.load_cache, plan.save_cache = None, plan.load_cache
-                plan.options = replace(plan.options, save_prompt_cache=str(path))
+                store.discard(path)
+            else:
+                # Restored for a keep_history=0 run only: its input is matched against the
+                # cached prefix. In a kept conversation the runtime would not match it.
+                plan.system_cached = True
+                plan.options = replace(plan.options, keep_history=False)
+                return
+        plan.hit = False
+        staging = store.staging_path(key)
+        if staging is not None:
+            plan.save_cache = key
+            plan.options = replace(plan.options, save_prompt_cache=str(staging))
 
-    def _commit(self, plan: _Plan, text: str, perf: PerfStats, kv_tokens: int | None) -> ChatResult:
+    def _finish_run(self, plan: _Plan) -> int | None:
+        """Keep the prompt-cache file the run saved; the KV-cache size if known (engine thread)."""
         if plan.save_cache is not None and self.prompt_caches is not None:
             self.prompt_caches.saved(plan.save_cache)
+        if self.runtime.library.has("rkllm_get_kv_cache_size"):
+            return self.runtime.kv_cache_size()
+        return None
+
+    def _commit(self, plan: _Plan, text: str, perf: PerfStats, kv_tokens: int | None) -> ChatResult:
         cache = self._cache
         if plan.options.keep_history:
             held = cache.kv_tokens if not plan.clear and cache.in_kv else 0

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The build banner the vendor library embeds (`strings librkllmrt.so | grep 'RKLLM SDK'`): the one
    place the release appears as text. The init log line below is a printf format, as in the vendor binary. */
@@ -282,4 +283,37 @@ int rkllm_abort(LLMHandle handle) {
 int rkllm_is_running(LLMHandle handle) {
     handle_base *h = handle;
     return h && atomic_load(&h->running) ? 1 : 0;
+}
+
+int write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int n_parts, size_t min_size) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return -1;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return -1;
+    int ok = 1;
+    for (int i = 0; i < n_parts && ok; i++) ok = fwrite(parts[i], 1, sizes[i], f) == sizes[i];
+    ok = ok && fflush(f) == 0 && ((long)min_size <= ftell(f) || ftruncate(fileno(f), (off_t)min_size) == 0);
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+unsigned char *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *data = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        data = malloc(n > 0 ? (size_t)n : 1);
+        if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
+            free(data);
+            data = NULL;
+        }
+    }
+    fclose(f);
+    *size = n > 0 ? (size_t)n : 0;
+    return data;
 }

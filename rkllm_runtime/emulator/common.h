@@ -68,6 +68,12 @@ uint64_t fnv1a(const void *data, size_t n, uint64_t h);
 char *xstrdup(const char *s);
 char *str_append(char **dst, const char *src); /* appends to a malloc'd string */
 
+/* Writes the parts to `path`.tmp, extended by a sparse hole to at least `min_size` bytes, then renames
+   it to `path`: a reader never sees a partial file. 0 on success; on failure nothing is left behind. */
+int write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int n_parts, size_t min_size);
+/* The whole file (malloc'd, *size set), or NULL. */
+unsigned char *read_file(const char *path, size_t *size);
+
 /* The system prompt with the tools block RKLLM adds for Qwen-style templates (malloc'd). */
 char *system_with_tools(const char *system_prompt, const char *tools);
 /* A copy of the tools JSON, or NULL when there are none ("" or an empty array). */

@@ -217,27 +217,96 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
 }
 
 
+/* A prompt-cache file: magic, runtime version, model identity, token count, tokens, llama.cpp's
+   sequence state (size, bytes) and a checksum of tokens and state. Checked whole before llama.cpp
+   sees it: its own state reader aborts the process on a truncated file. */
+#define CACHE_MAGIC "RKEMULC1"
+
+static uint64_t model_identity(const handle_t *h) {
+    char desc[256];
+    llama_model_desc(h->model, desc, sizeof desc);
+    uint64_t sizes[2] = {llama_model_size(h->model), llama_model_n_params(h->model)};
+    return fnv1a(sizes, sizeof sizes, fnv1a(desc, strlen(desc), FNV_SEED));
+}
+
+static int save_prompt_cache(handle_t *h, const char *path, const ivec *tokens) {
+    uint64_t state_size = llama_state_seq_get_size(h->ctx, 0);
+    unsigned char *state = malloc(state_size ? state_size : 1);
+    int status = -1;
+    if (state && llama_state_seq_get_data(h->ctx, state, state_size, 0) == state_size) {
+        char version[16] = {0};
+        strncpy(version, RKLLM_EMU_VERSION, sizeof version - 1);
+        uint64_t id = model_identity(h), check = fnv1a(tokens->v, tokens->n * sizeof(int32_t), FNV_SEED);
+        uint32_t n = (uint32_t)tokens->n;
+        check = fnv1a(state, state_size, check);
+        const void *parts[] = {CACHE_MAGIC, version, &id, &n, tokens->v, &state_size, state, &check};
+        size_t sizes[] = {8, sizeof version, sizeof id, sizeof n, n * sizeof(int32_t), sizeof state_size,
+                          state_size, sizeof check};
+        status = write_file_atomic(path, parts, sizes, 8, 0);
+    }
+    free(state);
+    if (status != 0) logmsg('E', "failed to write prompt cache %s", path);
+    else if (log_level() >= 1) logmsg('I', "saved prompt cache %s (%zu tokens)", path, tokens->n);
+    return status;
+}
+
+/* Reads `n` bytes at *at into out; 0 when the data ends first. */
+static int take(const unsigned char *data, size_t size, size_t *at, void *out, size_t n) {
+    if (size - *at < n) return 0;
+    memcpy(out, data + *at, n);
+    *at += n;
+    return 1;
+}
+
 int rkllm_load_prompt_cache(LLMHandle handle, const char *path) {
     handle_t *h = handle;
     if (!h || !path || busy(&h->base, "rkllm_load_prompt_cache")) return -1;
+    size_t size = 0, at = 0;
+    unsigned char *data = read_file(path, &size);
+    if (!data) {
+        logmsg('E', "failed to open prompt cache %s", path);
+        return -1;
+    }
+    char magic[8], version[16];
+    uint64_t id = 0, state_size = 0, check = 0;
+    uint32_t n = 0;
+    int ok = take(data, size, &at, magic, 8) && memcmp(magic, CACHE_MAGIC, 8) == 0 &&
+             take(data, size, &at, version, sizeof version) && take(data, size, &at, &id, sizeof id) &&
+             take(data, size, &at, &n, sizeof n) && n <= (size_t)h->param.max_context_len &&
+             size - at >= n * sizeof(int32_t);
+    const int32_t *tokens = ok ? (const int32_t *)(data + at) : NULL;
+    at += ok ? n * sizeof(int32_t) : 0;
+    ok = ok && take(data, size, &at, &state_size, sizeof state_size) && size - at == state_size + sizeof check;
+    const unsigned char *state = ok ? data + at : NULL;
+    if (ok) memcpy(&check, state + state_size, sizeof check);
+    ok = ok && check == fnv1a(state, state_size, fnv1a(tokens, n * sizeof(int32_t), FNV_SEED));
+    version[sizeof version - 1] = 0;
+    if (!ok) {
+        logmsg('E', "prompt cache %s is corrupt", path);
+        free(data);
+        return -1;
+    }
+    if (id != model_identity(h) || strcmp(version, RKLLM_EMU_VERSION) != 0) {
+        logmsg('E', "prompt cache %s was made by another model or runtime version", path);
+        free(data);
+        return -1;
+    }
     pthread_mutex_lock(&h->base.mu);
-    size_t capacity = (size_t)h->param.max_context_len, n = 0;
-    llama_token *tokens = malloc(capacity * sizeof(llama_token));
-    size_t read = llama_state_seq_load_file(h->ctx, path, 0, tokens, capacity, &n);
+    llama_memory_clear(llama_get_memory(h->ctx), true);
     int status = -1;
-    if (read == 0) {
-        logmsg('E', "prompt cache %s is corrupt or was made by another model", path);
-        llama_memory_clear(llama_get_memory(h->ctx), true);
-        h->base.kv.n = 0, h->sys_in_kv = 0;
-    } else {
+    if (llama_state_seq_set_data(h->ctx, state, state_size, 0) == state_size) {
         ivec_copy(&h->base.kv, tokens, n);
         h->prompt_cache_len = n;
         h->sys_in_kv = n >= h->sys.n && memcmp(tokens, h->sys.v, h->sys.n * sizeof(int32_t)) == 0;
-        if (log_level() >= 1) logmsg('I', "loaded prompt cache %s (%zu tokens)", path, n);
+        if (log_level() >= 1) logmsg('I', "loaded prompt cache %s (%u tokens)", path, n);
         status = 0;
+    } else {
+        logmsg('E', "prompt cache %s does not fit this context", path);
+        llama_memory_clear(llama_get_memory(h->ctx), true);
+        h->base.kv.n = 0, h->sys_in_kv = 0;
     }
-    free(tokens);
     pthread_mutex_unlock(&h->base.mu);
+    free(data);
     return status;
 }
 
@@ -373,9 +442,8 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     }
     h->sys_in_kv = h->base.kv.n >= h->sys.n;
     if (ip->prompt_cache_params && ip->prompt_cache_params->save_prompt_cache &&
-        ip->prompt_cache_params->prompt_cache_path &&
-        llama_state_seq_save_file(h->ctx, ip->prompt_cache_params->prompt_cache_path, 0, target.v, target.n) == 0)
-        logmsg('E', "failed to write prompt cache %s", ip->prompt_cache_params->prompt_cache_path);
+        ip->prompt_cache_params->prompt_cache_path)
+        save_prompt_cache(h, ip->prompt_cache_params->prompt_cache_path, &target);
     free(target.v);
 
     int max_new = h->param.max_new_tokens;

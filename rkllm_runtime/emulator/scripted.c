@@ -407,29 +407,15 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_po
 /* The file holds the tokens; its size is what the vendor's would be (fp16 K and V of every
    token: kv_bytes_per_token each), the rest a sparse hole. Writing it is charged by that size. */
 static int save_prompt_cache(handle_t *h, const char *path, const ivec *tokens, double time_scale) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        logmsg('E', "failed to write prompt cache %s", path);
-        return -1;
-    }
     char version[16] = {0};
     strncpy(version, RKLLM_EMU_VERSION, sizeof version - 1);
     uint32_t n = (uint32_t)tokens->n;
     uint64_t check = fnv1a(tokens->v, n * sizeof(int32_t), FNV_SEED);
-    fwrite(CACHE_MAGIC, 1, 8, f);
-    fwrite(version, 1, sizeof version, f);
-    fwrite(&h->model.id, sizeof h->model.id, 1, f);
-    fwrite(&n, sizeof n, 1, f);
-    fwrite(tokens->v, sizeof(int32_t), n, f);
-    fwrite(&check, sizeof check, 1, f);
     double bytes = (double)n * h->model.kv_bytes_per_token;
-    int ok = fflush(f) == 0 && (bytes <= ftell(f) || ftruncate(fileno(f), (off_t)bytes) == 0);
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    const void *parts[] = {CACHE_MAGIC, version, &h->model.id, &n, tokens->v, &check};
+    size_t sizes[] = {8, sizeof version, sizeof h->model.id, sizeof n, n * sizeof(int32_t), sizeof check};
+    if (write_file_atomic(path, parts, sizes, 6, (size_t)bytes) != 0) {
         logmsg('E', "failed to write prompt cache %s", path);
-        remove(tmp);
         return -1;
     }
     sleep_ms(storage_model_ms(bytes) * time_scale);

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rkllm_runtime import BusyError, ClosedError, ModelParams, RKLLMRuntime
+from rkllm_runtime import BusyError, ClosedError, ModelParams, RKLLMRuntime, RunError
 from rkllm_runtime.conversation import ChatRequest, Message
 from rkllm_runtime.emulator import Rule
 from rkllm_runtime.engine import ChatEngine, ChatResult, EngineState, KVMode
@@ -347,3 +349,74 @@ async def test_without_kv_cache_size_the_engine_counts_itself(
     else:
         assert counted == result.perf.prefill_tokens + result.perf.generate_tokens
     assert engine.stats.kv_tokens == counted
+
+
+async def test_prompt_cache_file_is_recorded_with_its_size_and_hash(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    store = PromptCacheStore(tmp_path / "caches")
+    await ask(make_engine(prompt_caches=store), [], "hello", cid="a")
+    (cache_file,) = (tmp_path / "caches").glob("*.rkcache")
+    record = json.loads(cache_file.with_suffix(".json").read_text())
+    assert record["size"] == cache_file.stat().st_size
+    assert record["sha256"] == hashlib.sha256(cache_file.read_bytes()).hexdigest()
+    assert not list((tmp_path / "caches").glob("*.tmp"))  # written aside, then renamed
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+async def test_damaged_prompt_cache_file_never_reaches_the_runtime(
+    make_engine: EngineFactory, tmp_path: Path, capfd: pytest.CaptureFixture[str], damage: str
+) -> None:
+    store = PromptCacheStore(tmp_path / "caches")
+    await ask(make_engine(prompt_caches=store), [], "hello", cid="a")
+    (cache_file,) = (tmp_path / "caches").glob("*.rkcache")
+    data = cache_file.read_bytes()
+    damaged = (
+        data[: len(data) // 2] if damage == "truncated" else data[:-9] + bytes([data[-9] ^ 1]) + data[-8:]
+    )
+    cache_file.write_bytes(damaged)
+    capfd.readouterr()
+    result = await ask(make_engine(prompt_caches=store), [], "hello", cid="b")
+    assert result.text == "Sure."
+    assert not result.cache_hit
+    assert "prompt cache" not in capfd.readouterr().err  # the runtime was never asked to load it
+    warm = await ask(make_engine(prompt_caches=store), [], "hello", cid="c")
+    assert warm.cache_hit  # rebuilt, and valid again
+
+
+async def test_leftover_temporary_files_are_removed(make_engine: EngineFactory, tmp_path: Path) -> None:
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    leftover = caches / "0123.rkcache.tmp"
+    leftover.write_bytes(bytes(4096))
+    os.utime(leftover, (0, 0))  # left by a save interrupted long ago
+    await ask(make_engine(prompt_caches=PromptCacheStore(caches)), [], "hello", cid="a")
+    assert sorted(path.suffix for path in caches.iterdir()) == [".json", ".rkcache"]
+
+
+async def test_failed_run_leaves_no_temporary_file(
+    emulator_library: Path, make_model: ModelFactory, tmp_path: Path
+) -> None:
+    model = make_model(Rule(reply="I was about to", error_after=2))
+    caches = tmp_path / "caches"
+    engine = ChatEngine(RKLLMRuntime.open(emulator_library, model), prompt_caches=PromptCacheStore(caches))
+    try:
+        with pytest.raises(RunError):
+            await ask(engine, [], "hello")
+    finally:
+        await engine.aclose()
+    assert sorted(caches.iterdir()) == []
+
+
+async def test_unwritable_cache_directory_costs_one_warning(
+    make_engine: EngineFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "caches"
+    blocked.write_text("a file where the directory should be")  # mkdir fails, even for root
+    engine = make_engine(prompt_caches=PromptCacheStore(blocked))
+    assert (await ask(engine, [], "hello", cid="a")).text == "Sure."
+    request = ChatRequest(SYSTEM + " Be brief.", [Message("user", "hello")], conversation_id="b")
+    async with engine.chat(request) as stream:
+        assert "".join([chunk async for chunk in stream]) == "Sure."
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "prompt-cache" in r.getMessage()]
+    assert len(warnings) == 1

@@ -23,6 +23,19 @@ from rkllm_runtime import (
 from tests.conftest import RealModel
 
 SYSTEM = "You are a helpful assistant for a smart home. Answer in one short sentence."
+# Loads a prompt-cache file in a process of its own: a runtime that aborts cannot take the tests down.
+LOAD_IN_CHILD = """
+import sys
+from rkllm_runtime import ModelParams, RKLLMError, RKLLMRuntime
+library, model, cache = sys.argv[1:]
+with RKLLMRuntime.open(library, model, ModelParams(max_context_len=2048)) as runtime:
+    try:
+        runtime.load_prompt_cache(cache)
+    except RKLLMError:
+        print("refused")
+    else:
+        print("loaded")
+"""
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +85,30 @@ def test_prompt_cache_file(runtime: RKLLMRuntime, real_model: RealModel, tmp_pat
         restarted.load_prompt_cache(cache)
         warm = restarted.run(Prompt("Good morning!"))
     assert warm.perf.prefill_tokens < cold.perf.prefill_tokens / 2
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_truncated_prompt_cache_is_refused_not_fatal(
+    runtime: RKLLMRuntime, real_model: RealModel, tmp_path: Path, keep: float
+) -> None:
+    cache = tmp_path / "system.cache"
+    runtime.clear_kv_cache(keep_system_prompt=False)
+    runtime.run(Prompt("Hello!"), RunOptions(save_prompt_cache=str(cache)))
+    assert [path.name for path in tmp_path.iterdir()] == ["system.cache"]  # no temporary file left
+    data = cache.read_bytes()
+    cache.write_bytes(data[: int(len(data) * keep)])
+    command = [
+        sys.executable,
+        "-c",
+        LOAD_IN_CHILD,
+        str(real_model.library),
+        str(real_model.model),
+        str(cache),
+    ]
+    child = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip() == "refused"
+    assert "is corrupt" in child.stderr
 
 
 def test_abort_then_next_run(runtime: RKLLMRuntime) -> None:
