@@ -10,6 +10,7 @@ from homeassistant.components import conversation
 from homeassistant.components.conversation import chat_log as chat_log_module
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import intent
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.const import CONF_KV_STRATEGY
@@ -172,3 +173,21 @@ async def test_restart_reads_the_prompt_cache_file(
     assert warm.cache_hit
     assert warm.perf.prefill_tokens < 20
     assert warm.cached_tokens > cold.prompt_tokens - 20
+
+
+async def test_unwritable_storage_answers_without_prompt_cache_files(
+    hass: HomeAssistant, config_entry: MockConfigEntry, kitchen_light: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A storage directory that cannot be written only costs the restart speed-up, and one warning."""
+    storage = Path(hass.config.path(".storage"))
+    await hass.async_add_executor_job(lambda: storage.mkdir(parents=True, exist_ok=True))
+    await hass.async_add_executor_job((storage / "rkllm").write_text, "not a directory")
+    assert await async_setup_component(hass, "conversation", {})
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    for text in ("hello there", "hello again", "turn the kitchen light on"):
+        result = await converse(hass, text)
+        assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert hass.states.get(kitchen_light).state == "on"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "prompt-cache" in r.getMessage()]
+    assert len(warnings) == 1
+    assert await hass.config_entries.async_unload(config_entry.entry_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from homeassistant import block_async_io
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline, async_update_pipeline
 from homeassistant.const import MATCH_ALL
 from homeassistant.core import HomeAssistant
@@ -68,3 +70,31 @@ async def test_pipeline_controls_the_home(
     assert any(delta.get("role") == "tool_result" for delta in deltas)
     speech = events[-2]["data"]["intent_output"]["response"]["speech"]["plain"]["speech"]
     assert speech == "The kitchen light is on."
+
+
+@pytest.fixture
+def detect_blocking_calls(monkeypatch: pytest.MonkeyPatch, disable_block_async_io: None) -> None:
+    """Home Assistant's own detection of blocking calls in the event loop, file access included.
+
+    (Under tests it leaves file access out; a real instance checks it.)
+    """
+    monkeypatch.setattr(block_async_io, "_IN_TESTS", False)
+    block_async_io.enable()
+
+
+async def test_a_session_makes_no_blocking_call_in_the_event_loop(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_ws_client: WebSocketGenerator,
+    caplog: pytest.LogCaptureFixture,
+    detect_blocking_calls: None,
+) -> None:
+    """First request (saves the prompt-cache file), reload (loads it), follow-ups: nothing blocks."""
+    await run_text(hass, hass_ws_client, "turn the kitchen light on")
+    assert await hass.config_entries.async_reload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    for text in ("tell me a story", "hello there"):
+        events = await run_text(hass, hass_ws_client, text)
+        assert events[-1]["type"] == "run-end"
+    assert init_integration.runtime_data.engine.stats.cache_hits >= 1  # the file was read back
+    assert [r.getMessage() for r in caplog.records if "Detected blocking call" in r.getMessage()] == []
