@@ -10,6 +10,7 @@ from homeassistant.const import ATTR_CONFIG_ENTRY_ID
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse, callback
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import service
 
 from rkllm_runtime.conversation import ChatRequest, Message
 
@@ -39,8 +40,9 @@ GENERATE_SCHEMA = vol.Schema(
 
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
-    """Register the integration's services."""
-    hass.services.async_register(
+    """Register the integration's services (admin only: a request keeps the NPU busy)."""
+    service.async_register_admin_service(
+        hass,
         DOMAIN,
         SERVICE_GENERATE,
         _async_generate,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ServiceValidationError
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import ServiceValidationError, Unauthorized
+from pytest_homeassistant_custom_component.common import MockConfigEntry, MockUser
 
 from custom_components.rkllm.const import DOMAIN
 
@@ -72,3 +72,32 @@ async def test_unloaded_model(hass: HomeAssistant, init_integration: MockConfigE
             blocking=True,
             return_response=True,
         )
+
+
+async def test_generate_is_for_administrators(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_read_only_user: MockUser,
+    hass_admin_user: MockUser,
+) -> None:
+    data = {"config_entry_id": init_integration.entry_id, "prompt": "say hello"}
+    with pytest.raises(Unauthorized):
+        await hass.services.async_call(
+            DOMAIN,
+            "generate",
+            data,
+            blocking=True,
+            return_response=True,
+            context=Context(user_id=hass_read_only_user.id),
+        )
+    assert init_integration.runtime_data.engine.stats.requests == 0  # the NPU was not touched
+    response = await hass.services.async_call(
+        DOMAIN,
+        "generate",
+        data,
+        blocking=True,
+        return_response=True,
+        context=Context(user_id=hass_admin_user.id),
+    )
+    assert response is not None
+    assert response["text"] == "Hello! How can I help?"
