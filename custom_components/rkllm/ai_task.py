@@ -15,6 +15,9 @@ from .const import DOMAIN, LOGGER, SUBENTRY_AI_TASK
 from .entity import RKLLMBaseLLMEntity
 from .models import RKLLMConfigEntry
 
+# The engine queues requests itself.
+PARALLEL_UPDATES = 0
+
 STRUCTURE_PROMPT = (
     "\n\nAnswer with a single JSON object and nothing else: no explanation, no code fence. "
     "It must follow this JSON schema:\n{schema}"

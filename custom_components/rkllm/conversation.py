@@ -15,6 +15,9 @@ from .const import DOMAIN, SUBENTRY_CONVERSATION
 from .entity import RKLLMBaseLLMEntity
 from .models import RKLLMConfigEntry
 
+# The engine queues requests itself.
+PARALLEL_UPDATES = 0
+
 
 async def async_setup_entry(
     hass: HomeAssistant,

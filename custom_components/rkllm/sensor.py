@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from homeassistant.components.sensor import (
+    RestoreSensor,
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
@@ -20,13 +22,17 @@ from homeassistant.helpers.typing import StateType
 from rkllm_runtime.engine import ChatEngine, EngineState
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
+from .const import LOGGER
 from .entity import model_device_info
 from .models import RKLLMConfigEntry, RKLLMData
 
+# The model's figures are pushed by the engine; only the two NPU sensors poll, one at a time.
+PARALLEL_UPDATES = 1
 SCAN_INTERVAL = timedelta(seconds=10)
 TOKENS_PER_SECOND = "tokens/s"
 TOKENS = "tokens"
 MODEL_STATES = ["loading", "ready", "generating", "error"]
+MODEL_STATE = "model_state"
 
 
 def model_state(data: RKLLMData) -> str:
@@ -47,6 +53,7 @@ class RKLLMSensorDescription(SensorEntityDescription):
     """How a sensor reads the model's statistics."""
 
     value: Callable[[RKLLMData], StateType]
+    restore: bool = True  # a figure of the last request, shown again after a restart
 
 
 SENSORS: tuple[RKLLMSensorDescription, ...] = (
@@ -81,6 +88,7 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         device_class=SensorDeviceClass.DATA_SIZE,
         native_unit_of_measurement=UnitOfInformation.MEGABYTES,
         state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
         suggested_display_precision=0,
         value=lambda d: _last(d.engine, lambda r: r.perf.memory_usage_mb),
     ),
@@ -89,6 +97,8 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         translation_key="prompt_tokens",
         native_unit_of_measurement=TOKENS,
         state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value=lambda d: _last(d.engine, lambda r: r.prompt_tokens),
     ),
     RKLLMSensorDescription(
@@ -96,6 +106,8 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         translation_key="prefilled_tokens",
         native_unit_of_measurement=TOKENS,
         state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value=lambda d: _last(d.engine, lambda r: r.perf.prefill_tokens),
     ),
     RKLLMSensorDescription(
@@ -103,28 +115,36 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         translation_key="kv_cache_tokens",
         native_unit_of_measurement=TOKENS,
         state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value=lambda d: d.engine.stats.kv_tokens,
+        restore=False,  # what the cache holds now: empty after a restart
     ),
     RKLLMSensorDescription(
         key="cache_hits",
         translation_key="cache_hits",
         state_class=SensorStateClass.TOTAL_INCREASING,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value=lambda d: d.engine.stats.cache_hits,
+        restore=False,  # counted since the model loaded
     ),
     RKLLMSensorDescription(
         key="cache_misses",
         translation_key="cache_misses",
         state_class=SensorStateClass.TOTAL_INCREASING,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value=lambda d: d.engine.stats.cache_misses,
+        restore=False,  # counted since the model loaded
     ),
     RKLLMSensorDescription(
-        key="model_state",
-        translation_key="model_state",
+        key=MODEL_STATE,
+        translation_key=MODEL_STATE,
         device_class=SensorDeviceClass.ENUM,
         options=MODEL_STATES,
         value=model_state,
+        restore=False,
     ),
 )
 
@@ -151,8 +171,8 @@ async def async_setup_entry(
     )
 
 
-class RKLLMModelSensor(SensorEntity):
-    """A figure of the last finished request, updated as requests finish."""
+class RKLLMModelSensor(RestoreSensor):
+    """A figure of the model, updated as requests finish; unavailable once the model is unloaded."""
 
     _attr_has_entity_name = True
     _attr_should_poll = False
@@ -162,20 +182,33 @@ class RKLLMModelSensor(SensorEntity):
         """Initialise for one statistic of the entry's model."""
         self.entity_description = description
         self._data = entry.runtime_data
+        self._title = entry.title
+        self._restored: StateType | date | datetime | Decimal = None
         self._attr_unique_id = f"{entry.entry_id}_{description.key}"
         self._attr_device_info = model_device_info(entry)
 
     @property
-    def native_value(self) -> StateType:
-        """The statistic now."""
-        return self.entity_description.value(self._data)
+    def available(self) -> bool:
+        """Whether the model is still loaded."""
+        return not self._data.engine.closed
+
+    @property
+    def native_value(self) -> StateType | date | datetime | Decimal:
+        """The statistic now (before the first request: the one before the restart)."""
+        value = self.entity_description.value(self._data)
+        return self._restored if value is None else value
 
     async def async_added_to_hass(self) -> None:
-        """Follow the engine."""
+        """Restore the last figure, then follow the engine."""
+        await super().async_added_to_hass()
+        if self.entity_description.restore and (last := await self.async_get_last_sensor_data()):
+            self._restored = last.native_value
         self.async_on_remove(self._data.engine.add_listener(self._handle_update))
 
     @callback
     def _handle_update(self) -> None:
+        if self.entity_description.key == MODEL_STATE and self._data.engine.closed:  # logged once per model
+            LOGGER.info("The model %s was unloaded: its sensors are unavailable", self._title)
         self.async_write_ha_state()
 
 
@@ -200,9 +233,17 @@ class NPUSensor(SensorEntity):
         self._attr_native_unit_of_measurement = unit
         self._attr_device_class = device_class
         self._attr_device_info = model_device_info(entry)
+        self._label = f"{key} of {entry.title}"
+        self._unavailable_logged = False
 
     async def async_update(self) -> None:
-        """Read the value in the executor."""
+        """Read the value in the executor; log once when it goes away and once when it is back."""
         value = await self.hass.async_add_executor_job(self._read)
         self._attr_available = value is not None
         self._attr_native_value = value
+        if value is None and not self._unavailable_logged:
+            LOGGER.info("%s cannot be read (the board does not expose it): unavailable", self._label)
+            self._unavailable_logged = True
+        elif value is not None and self._unavailable_logged:
+            LOGGER.info("%s can be read again", self._label)
+            self._unavailable_logged = False
