@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import probatio as vol
 from homeassistant.config_entries import (
     SOURCE_RECONFIGURE,
+    SOURCE_USER,
     ConfigEntry,
     ConfigEntryState,
     ConfigFlow,
@@ -49,6 +50,7 @@ from .const import (
     CONF_MODEL_PATH,
     CONF_N_KEEP,
     CONF_PLATFORM,
+    CONF_RECOMMENDED,
     CONF_REPEAT_PENALTY,
     CONF_RUNTIME_RELEASE,
     CONF_TEMPERATURE,
@@ -72,7 +74,7 @@ from .const import (
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
-from .loader import error_key, load_runtime
+from .loader import check_files, error_key, load_runtime
 
 DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
 
@@ -119,6 +121,10 @@ def model_schema() -> vol.Schema:
     )
 
 
+# Subentry options stored as integers (number selectors return floats).
+_INT_OPTIONS = {CONF_MAX_NEW_TOKENS, CONF_TOP_K, CONF_MAX_HISTORY}
+
+
 def _normalise(user_input: dict[str, Any]) -> dict[str, Any]:
     """Entry data from the form: numbers as ints, paths stripped."""
     advanced = dict(user_input.get(CONF_ADVANCED, {}))
@@ -156,18 +162,33 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         return await self._async_step_form("reconfigure", user_input)
 
     async def _async_step_form(self, step_id: str, user_input: dict[str, Any] | None) -> ConfigFlowResult:
-        if user_input is not None:
-            self._data = _normalise(user_input)
+        try:
+            submitted = model_schema()(user_input) if user_input else None
+        except vol.Invalid:
+            submitted = None  # not this form's fields (a client re-posting to a finished step): show the form
+        if submitted is not None:
+            self._data = _normalise(submitted)
             await self.async_set_unique_id(str(Path(self._data[CONF_MODEL_PATH])))
             if self.source == SOURCE_RECONFIGURE:
                 self._abort_if_unique_id_configured_elsewhere()
             else:
                 self._abort_if_unique_id_configured()
+            # The quick checks answer on the form itself: a failure that came before the frontend
+            # followed the progress screen would leave that screen hanging.
+            if await self._async_failed(check_files):
+                return self._async_show_model_form(step_id)
             return await self.async_step_load()
-        suggested = self._data or {CONF_LIBRARY_PATH: await self._async_default_library()}
+        return self._async_show_model_form(step_id, await self._async_suggested())
+
+    async def _async_suggested(self) -> dict[str, Any]:
+        return self._data or {CONF_LIBRARY_PATH: await self._async_default_library()}
+
+    def _async_show_model_form(
+        self, step_id: str, suggested: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
         return self.async_show_form(
             step_id=step_id,
-            data_schema=self.add_suggested_values_to_schema(model_schema(), suggested),
+            data_schema=self.add_suggested_values_to_schema(model_schema(), suggested or self._data),
             errors=self._errors,
             description_placeholders={"error": self._error_detail},
         )
@@ -198,15 +219,18 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_show_progress_done(next_step_id="finish")
 
     async def _async_try_load(self) -> None:
+        await self._async_failed(lambda data: load_runtime(data).close())
+
+    async def _async_failed(self, check: Callable[[dict[str, Any]], None]) -> bool:
+        """Run a blocking check of the entry data; record its error for the form."""
         self._errors, self._error_detail = {}, ""
         try:
-            runtime = await self.hass.async_add_executor_job(load_runtime, self._data)
+            await self.hass.async_add_executor_job(check, self._data)
         except RKLLMError as err:
             LOGGER.warning("Cannot load %s: %s", self._data[CONF_MODEL_PATH], err)
             self._errors = {"base": error_key(err)}
             self._error_detail = str(err)
-            return
-        await self.hass.async_add_executor_job(runtime.close)
+        return bool(self._errors)
 
     async def async_step_finish(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Create or update the entry."""
@@ -244,33 +268,40 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 def default_conversation_options() -> dict[str, Any]:
-    """Options of the conversation agent created with a model."""
+    """Options of the conversation agent created with a model (recommended settings)."""
     return {
         CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
         CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
-        CONF_MAX_NEW_TOKENS: DEFAULT_MAX_NEW_TOKENS,
-        CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
-        CONF_TOP_K: DEFAULT_TOP_K,
-        CONF_TOP_P: DEFAULT_TOP_P,
-        CONF_REPEAT_PENALTY: DEFAULT_REPEAT_PENALTY,
         CONF_THINK: False,
-        CONF_MAX_HISTORY: DEFAULT_MAX_HISTORY,
+        CONF_RECOMMENDED: True,
     }
 
 
 def default_ai_task_options() -> dict[str, Any]:
-    """Options of the AI task created with a model."""
-    return {
-        CONF_MAX_NEW_TOKENS: DEFAULT_MAX_NEW_TOKENS,
-        CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
-        CONF_THINK: False,
+    """Options of the AI task created with a model (recommended settings)."""
+    return {CONF_THINK: False, CONF_RECOMMENDED: True}
+
+
+def _advanced_options(subentry_type: str) -> dict[str, tuple[Any, NumberSelector]]:
+    """The settings behind "Recommended settings": key -> (default, selector)."""
+    options = {
+        CONF_MAX_NEW_TOKENS: (DEFAULT_MAX_NEW_TOKENS, _box(1, 16384)),
+        CONF_TEMPERATURE: (DEFAULT_TEMPERATURE, _box(0, 2, 0.05)),
     }
+    if subentry_type == SUBENTRY_CONVERSATION:
+        options |= {
+            CONF_TOP_K: (DEFAULT_TOP_K, _box(1, 200)),
+            CONF_TOP_P: (DEFAULT_TOP_P, _box(0, 1, 0.05)),
+            CONF_REPEAT_PENALTY: (DEFAULT_REPEAT_PENALTY, _box(0.5, 2, 0.05)),
+            CONF_MAX_HISTORY: (DEFAULT_MAX_HISTORY, _box(0, 100)),
+        }
+    return options
 
 
 def subentry_schema(
     hass: HomeAssistant, subentry_type: str, is_new: bool, options: Mapping[str, Any]
 ) -> vol.Schema:
-    """The form of a conversation or AI-task subentry, pre-filled with ``options``."""
+    """The first form of a conversation or AI-task subentry, pre-filled with ``options``."""
     schema: dict[Any, Any] = {}
     if is_new:
         default_name = (
@@ -287,50 +318,76 @@ def subentry_schema(
         schema[vol.Optional(CONF_LLM_HASS_API, description={"suggested_value": selected})] = SelectSelector(
             SelectSelectorConfig(options=apis, multiple=True)
         )
-    fields: list[tuple[str, Any, NumberSelector | BooleanSelector]] = [
-        (CONF_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS, _box(1, 16384)),
-        (CONF_TEMPERATURE, DEFAULT_TEMPERATURE, _box(0, 2, 0.05)),
-    ]
-    if subentry_type == SUBENTRY_CONVERSATION:
-        fields += [
-            (CONF_TOP_K, DEFAULT_TOP_K, _box(1, 200)),
-            (CONF_TOP_P, DEFAULT_TOP_P, _box(0, 1, 0.05)),
-            (CONF_REPEAT_PENALTY, DEFAULT_REPEAT_PENALTY, _box(0.5, 2, 0.05)),
-            (CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY, _box(0, 100)),
-        ]
-    fields.append((CONF_THINK, False, BooleanSelector()))
-    for key, default, selector in fields:
-        schema[vol.Optional(key, description={"suggested_value": options.get(key, default)})] = selector
+    schema[vol.Optional(CONF_THINK, description={"suggested_value": options.get(CONF_THINK, False)})] = (
+        BooleanSelector()
+    )
+    schema[vol.Required(CONF_RECOMMENDED, default=options.get(CONF_RECOMMENDED, True))] = BooleanSelector()
     return vol.Schema(schema)
+
+
+def advanced_schema(subentry_type: str, options: Mapping[str, Any]) -> vol.Schema:
+    """The second form: sampling and history, pre-filled with ``options`` or the defaults."""
+    return vol.Schema(
+        {
+            vol.Required(key, default=options.get(key, default)): selector
+            for key, (default, selector) in _advanced_options(subentry_type).items()
+        }
+    )
 
 
 class RKLLMSubentryFlow(ConfigSubentryFlow):
     """Add or change a conversation agent or an AI task."""
 
+    options: dict[str, Any]
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Start from the recommended settings."""
+        self.options = (
+            default_conversation_options()
+            if self._subentry_type == SUBENTRY_CONVERSATION
+            else default_ai_task_options()
+        )
+        return await self.async_step_set_options()
+
+    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Start from the subentry's settings."""
+        self.options = dict(self._get_reconfigure_subentry().data)
+        return await self.async_step_set_options()
+
     async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """One form for every setting."""
+        """Name, instructions, tools; the recommended settings or a second form for the rest."""
         if self._get_entry().state is not ConfigEntryState.LOADED:
             return self.async_abort(reason="entry_not_loaded")
-        is_new = self.source == "user"
         if user_input is None:
-            options = (
-                default_conversation_options()
-                if self._subentry_type == SUBENTRY_CONVERSATION
-                else default_ai_task_options()
-            )
-            if not is_new:
-                options = dict(self._get_reconfigure_subentry().data)
             return self.async_show_form(
                 step_id="set_options",
-                data_schema=subentry_schema(self.hass, self._subentry_type, is_new, options),
+                data_schema=subentry_schema(self.hass, self._subentry_type, self._is_new, self.options),
             )
-        data = {key: int(value) if key in _INT_OPTIONS else value for key, value in user_input.items()}
-        if is_new:
+        self.options.pop(CONF_LLM_HASS_API, None)  # an emptied selection is left out of the input
+        self.options |= user_input
+        if user_input[CONF_RECOMMENDED]:
+            for key in _advanced_options(self._subentry_type):
+                self.options.pop(key, None)
+            return self._async_save()
+        return await self.async_step_advanced()
+
+    async def async_step_advanced(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Sampling and history settings."""
+        if user_input is None:
+            return self.async_show_form(
+                step_id="advanced", data_schema=advanced_schema(self._subentry_type, self.options)
+            )
+        self.options |= {
+            key: int(value) if key in _INT_OPTIONS else value for key, value in user_input.items()
+        }
+        return self._async_save()
+
+    @property
+    def _is_new(self) -> bool:
+        return self.source == SOURCE_USER
+
+    def _async_save(self) -> SubentryFlowResult:
+        data = dict(self.options)
+        if self._is_new:
             return self.async_create_entry(title=str(data.pop(CONF_NAME)), data=data)
         return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
-
-    async_step_user = async_step_set_options
-    async_step_reconfigure = async_step_set_options
-
-
-_INT_OPTIONS = {CONF_MAX_NEW_TOKENS, CONF_TOP_K, CONF_MAX_HISTORY}

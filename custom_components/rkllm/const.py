@@ -26,6 +26,7 @@ CONF_TOP_P: Final = "top_p"
 CONF_REPEAT_PENALTY: Final = "repeat_penalty"
 CONF_THINK: Final = "think"
 CONF_MAX_HISTORY: Final = "max_history"
+CONF_RECOMMENDED: Final = "recommended"
 
 SUBENTRY_CONVERSATION: Final = "conversation"
 SUBENTRY_AI_TASK: Final = "ai_task_data"

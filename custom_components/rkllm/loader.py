@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rkllm_runtime import (
@@ -18,8 +19,10 @@ from rkllm_runtime import (
     UnsupportedVersionError,
     VersionMismatchError,
     WrongArchitectureError,
+    load_library,
 )
 from rkllm_runtime.engine import KVMode
+from rkllm_runtime.runtime import check_model_file
 
 from .const import (
     CONF_ADVANCED,
@@ -74,9 +77,18 @@ def kv_mode(data: Mapping[str, Any]) -> KVMode:
     return KVMode(data.get(CONF_ADVANCED, {}).get(CONF_KV_STRATEGY, DEFAULT_KV_STRATEGY))
 
 
+def check_files(data: Mapping[str, Any]) -> None:
+    """The quick checks before loading: the library is usable, the model exists and fits in memory."""
+    load_library(data[CONF_LIBRARY_PATH], _release(data))
+    check_model_file(Path(data[CONF_MODEL_PATH]))
+
+
+def _release(data: Mapping[str, Any]) -> str | None:
+    return data.get(CONF_ADVANCED, {}).get(CONF_RUNTIME_RELEASE) or None
+
+
 def load_runtime(data: Mapping[str, Any]) -> RKLLMRuntime:
     """Check the library, then load the model; raises an :class:`RKLLMError`."""
-    release = data.get(CONF_ADVANCED, {}).get(CONF_RUNTIME_RELEASE) or None
     return RKLLMRuntime.open(
-        data[CONF_LIBRARY_PATH], data[CONF_MODEL_PATH], model_params(data), release=release
+        data[CONF_LIBRARY_PATH], data[CONF_MODEL_PATH], model_params(data), release=_release(data)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ from homeassistant.config_entries import SOURCE_USER
 from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import llm
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.rkllm.config_flow import advanced_schema, model_schema, subentry_schema
 from custom_components.rkllm.const import (
     CONF_ADVANCED,
     CONF_LIBRARY_PATH,
@@ -26,6 +29,8 @@ from custom_components.rkllm.const import (
 from rkllm_runtime.emulator import build_cached
 from tests.conftest import ModelFactory
 from tests.runtime.test_loading import fake_elf
+
+STRINGS = json.loads((Path(__file__).parents[2] / "custom_components/rkllm/strings.json").read_text())
 
 
 def form_input(library: Path | str, model: Path | str, **extra: Any) -> dict[str, Any]:
@@ -186,20 +191,59 @@ async def test_reconfigure(
     assert init_integration.runtime_data.engine.runtime.params.max_context_len == 1024
 
 
-async def test_conversation_subentry_flow(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+async def test_conversation_subentry_with_recommended_settings(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
     result = await hass.config_entries.subentries.async_init(
         (init_integration.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
     )
     assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "set_options"
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"],
-        {CONF_NAME: "Kitchen agent", CONF_LLM_HASS_API: ["assist"], "max_new_tokens": 64, "think": True},
+        {CONF_NAME: "Kitchen agent", CONF_LLM_HASS_API: ["assist"], "think": True, "recommended": True},
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "Kitchen agent"
-    assert result["data"]["max_new_tokens"] == 64
+    assert result["data"] == {
+        "prompt": llm.DEFAULT_INSTRUCTIONS_PROMPT,
+        CONF_LLM_HASS_API: ["assist"],
+        "think": True,
+        "recommended": True,
+    }
     await hass.async_block_till_done()
     assert hass.states.get("conversation.kitchen_agent") is not None
+
+
+async def test_conversation_subentry_with_own_settings(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    result = await hass.config_entries.subentries.async_init(
+        (init_integration.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_NAME: "Tuned agent", "recommended": False}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "advanced"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            "max_new_tokens": 64.0,
+            "temperature": 0.3,
+            "top_k": 5.0,
+            "top_p": 0.5,
+            "repeat_penalty": 1.1,
+            "max_history": 4.0,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"]["max_new_tokens"] == 64
+    assert isinstance(result["data"]["max_new_tokens"], int)
+    assert result["data"]["temperature"] == 0.3
+    assert result["data"]["recommended"] is False
+    assert CONF_LLM_HASS_API not in result["data"]  # none selected
+    await hass.async_block_till_done()
 
 
 async def test_reconfigure_subentry(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
@@ -207,12 +251,24 @@ async def test_reconfigure_subentry(hass: HomeAssistant, init_integration: MockC
     result = await init_integration.start_subentry_reconfigure_flow(hass, subentry.subentry_id)
     assert result["type"] is FlowResultType.FORM
     result = await hass.config_entries.subentries.async_configure(
-        result["flow_id"], {"max_new_tokens": 99, "temperature": 0.2, "think": False}
+        result["flow_id"], {"think": False, "recommended": False}
+    )
+    assert result["step_id"] == "advanced"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"max_new_tokens": 99, "temperature": 0.2}
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()
     assert init_integration.subentries[subentry.subentry_id].data["max_new_tokens"] == 99
+    # Back to the recommended settings: the own values are dropped.
+    result = await init_integration.start_subentry_reconfigure_flow(hass, subentry.subentry_id)
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"think": False, "recommended": True}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert "max_new_tokens" not in init_integration.subentries[subentry.subentry_id].data
 
 
 async def test_subentry_needs_a_loaded_model(hass: HomeAssistant, config_entry: MockConfigEntry) -> None:
@@ -221,3 +277,63 @@ async def test_subentry_needs_a_loaded_model(hass: HomeAssistant, config_entry: 
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "entry_not_loaded"
+
+
+async def test_wrong_library_answers_on_the_form_without_a_progress_screen(
+    hass: HomeAssistant, model_path: Path, tmp_path: Path
+) -> None:
+    """A failure that comes before the frontend follows the progress screen would leave it hanging."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], form_input(tmp_path / "nowhere" / "librkllmrt.so", model_path)
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "library_not_found"}
+
+
+async def test_empty_post_after_loading_shows_the_form_again(
+    hass: HomeAssistant, emulator_library: Path, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.rkllm"
+    corrupt.write_bytes(b"\0garbage")
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], form_input(emulator_library, corrupt)
+    )
+    await hass.async_block_till_done()  # the load failed and Home Assistant moved the flow on
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    assert result["errors"] == {"base": "model_rejected"}
+
+
+async def test_second_flow_for_the_same_model_is_told_why(
+    hass: HomeAssistant, emulator_library: Path, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.rkllm"
+    corrupt.write_bytes(b"\0garbage")
+    first = await submit(hass, form_input(emulator_library, corrupt))
+    assert first["type"] is FlowResultType.FORM  # still open, for the same model file
+    second = await submit(hass, form_input(emulator_library, corrupt))
+    assert second["type"] is FlowResultType.ABORT
+    assert second["reason"] == "already_in_progress"
+    assert second["reason"] in STRINGS["config"]["abort"]
+
+
+def test_every_form_field_has_a_label_and_a_description(hass: HomeAssistant) -> None:
+    forms = STRINGS["config"]["step"] | {
+        f"{kind}.{step}": strings
+        for kind, subentry in STRINGS["config_subentries"].items()
+        for step, strings in subentry["step"].items()
+    }
+    for name, step in forms.items():
+        assert step.get("title"), name
+        assert set(step.get("data", {})) == set(step.get("data_description", {})), name
+        for section in step.get("sections", {}).values():
+            assert set(section["data"]) == set(section["data_description"]), name
+    user = forms["user"]
+    assert set(model_schema().schema) == {*user["data"], "advanced"}
+    for kind in (SUBENTRY_CONVERSATION, SUBENTRY_AI_TASK):
+        assert set(subentry_schema(hass, kind, True, {}).schema) == set(forms[f"{kind}.set_options"]["data"])
+        assert set(advanced_schema(kind, {}).schema) == set(forms[f"{kind}.advanced"]["data"])
+    assert STRINGS["config_subentries"][SUBENTRY_AI_TASK]["initiate_flow"]["user"] == "Add AI task"
