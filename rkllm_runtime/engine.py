@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -37,15 +38,19 @@ from .conversation import (
     system_key,
     trim_turns,
 )
-from .errors import AbortedError, BusyError, ClosedError, RKLLMError
+from .errors import AbortedError, BusyError, ClosedError, ContextOverflowError, RKLLMError
 from .prompt_cache import CacheKey, PromptCacheStore, model_identity
-from .runtime import RKLLMRuntime
+from .runtime import RKLLMRuntime, encode_text
 from .types import PerfStats, Prompt, RunOptions
 
 _LOGGER = logging.getLogger(__name__)
 
 # Past this share of max_context_len, the conversation is rebuilt with fewer turns.
 CONTEXT_BUDGET = 0.75
+# Once whitespace runs are collapsed, a token is hardly ever longer than this: a text of n bytes
+# needs at least n / MAX_BYTES_PER_TOKEN tokens, a bound that refuses only what can never fit.
+MAX_BYTES_PER_TOKEN = 32
+_WHITESPACE = re.compile(r"\s+")
 
 
 class KVMode(StrEnum):
@@ -163,6 +168,7 @@ class ChatEngine:
     async def _generate(self, request: ChatRequest, stream: ChatStream) -> AsyncGenerator[str]:
         if self.closed:
             raise ClosedError("the model was unloaded")
+        _check_request(request, self.runtime.params.max_context_len)
         if self._lock.locked() and self._waiting >= self.max_waiting:
             raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
         self._waiting += 1
@@ -393,6 +399,20 @@ class ChatStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _check_request(request: ChatRequest, limit: int) -> None:
+    """Refuse, before queueing, text C cannot carry and a new part that can certainly not fit."""
+    for message in request.messages:
+        encode_text(message.content)
+    texts = [request.system_prompt, request.tools, *(m.content for m in split_new(request.messages).new)]
+    tokens = sum(len(encode_text(_WHITESPACE.sub(" ", text))) for text in texts) // MAX_BYTES_PER_TOKEN
+    if tokens > limit:
+        raise ContextOverflowError(
+            f"the input needs at least {tokens} tokens but the context holds {limit}",
+            tokens=tokens,
+            limit=limit,
+        )
 
 
 def _drop_oldest_half(history: Sequence[Message]) -> Sequence[Message]:

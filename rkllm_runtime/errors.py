@@ -67,6 +67,19 @@ class AbortedError(RunError):
     """The run was aborted with :meth:`RKLLMRuntime.abort`."""
 
 
+class ContextOverflowError(RunError):
+    """The input cannot fit in the model's context."""
+
+    def __init__(self, message: str, *, tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.limit = limit
+
+
+class InvalidTextError(RKLLMError):
+    """A text cannot be handed to the runtime as a C string (a NUL character, an unpaired surrogate)."""
+
+
 class ClosedError(RKLLMError):
     """The runtime was closed."""
 

@@ -27,6 +27,7 @@ from .errors import (
     AbortedError,
     ClosedError,
     InsufficientMemoryError,
+    InvalidTextError,
     ModelNotFoundError,
     ModelRejectedError,
     RKLLMError,
@@ -238,11 +239,11 @@ class RKLLMRuntime:
 
     def _build_input(self, input_: Input) -> tuple[Any, list[Any]]:
         c_input = self._abi.RKLLMInput()
-        keep_alive: list[Any] = [input_.role.encode()]
+        keep_alive: list[Any] = [encode_text(input_.role)]
         c_input.role = keep_alive[0]
         match input_:
             case Prompt():
-                keep_alive.append(input_.text.encode("utf-8"))
+                keep_alive.append(encode_text(input_.text))
                 c_input.input_type = RKLLMInputType.RKLLM_INPUT_PROMPT
                 c_input.enable_thinking = input_.enable_thinking
                 c_input.prompt_input = keep_alive[-1]
@@ -320,7 +321,7 @@ class RKLLMRuntime:
 
     def set_chat_template(self, system_prompt: str, prefix: str, postfix: str) -> None:
         """Replace the model's chat template (no tools or thinking switch); clear the KV cache after it."""
-        self._call("rkllm_set_chat_template", system_prompt.encode(), prefix.encode(), postfix.encode())
+        self._call("rkllm_set_chat_template", *map(encode_text, (system_prompt, prefix, postfix)))
 
     def set_function_tools(
         self, system_prompt: str, tools_json: str, tool_response: str = "tool_response"
@@ -329,9 +330,7 @@ class RKLLMRuntime:
 
         Whether this clears the KV cache is not documented: clear it after.
         """
-        self._call(
-            "rkllm_set_function_tools", system_prompt.encode(), tools_json.encode(), tool_response.encode()
-        )
+        self._call("rkllm_set_function_tools", *map(encode_text, (system_prompt, tools_json, tool_response)))
 
     def load_lora(self, path: str | Path, name: str, scale: float = 1.0) -> None:
         """Load a LoRA adapter; select it per run with ``RunOptions.lora_adapter``."""
@@ -412,6 +411,16 @@ class Generation(Iterator[str]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 for a C string; raises :class:`InvalidTextError` for text one cannot carry whole."""
+    if "\0" in text:
+        raise InvalidTextError(f"the text contains a NUL character at position {text.index(chr(0))}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidTextError(f"the text contains an unpaired surrogate at position {err.start}") from err
 
 
 def check_model_file(path: Path) -> None:

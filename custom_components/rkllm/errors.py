@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from homeassistant.exceptions import HomeAssistantError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 
-from rkllm_runtime import BusyError, ClosedError, RKLLMError
+from rkllm_runtime import (
+    AbortedError,
+    BusyError,
+    ClosedError,
+    ContextOverflowError,
+    InvalidTextError,
+    RKLLMError,
+)
 
 from .const import DOMAIN
 
@@ -21,6 +28,20 @@ def user_facing_errors() -> Iterator[None]:
         raise HomeAssistantError(translation_domain=DOMAIN, translation_key="busy") from err
     except ClosedError as err:
         raise HomeAssistantError(translation_domain=DOMAIN, translation_key="model_unloaded") from err
+    except AbortedError as err:
+        raise HomeAssistantError(translation_domain=DOMAIN, translation_key="cancelled") from err
+    except ContextOverflowError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="prompt_too_long",
+            translation_placeholders={"tokens": str(err.tokens), "limit": str(err.limit)},
+        ) from err
+    except InvalidTextError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_text",
+            translation_placeholders={"error": str(err)},
+        ) from err
     except RKLLMError as err:
         raise HomeAssistantError(
             translation_domain=DOMAIN,

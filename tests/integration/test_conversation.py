@@ -191,3 +191,27 @@ async def test_unwritable_storage_answers_without_prompt_cache_files(
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "prompt-cache" in r.getMessage()]
     assert len(warnings) == 1
     assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+@pytest.mark.parametrize("text", ["turn on the lamp \udc80", "turn on\0 the lamp"])
+async def test_text_a_c_string_cannot_carry_gets_a_translated_answer(
+    hass: HomeAssistant, init_integration: MockConfigEntry, text: str
+) -> None:
+    result = await converse(hass, text)
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert result.response.speech["plain"]["speech"].startswith("The text cannot be sent to the model")
+
+
+async def test_shutdown_says_the_request_was_cancelled(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+    engine = init_integration.runtime_data.engine
+    task = hass.async_create_task(converse(hass, "tell me a story"))
+    await until(lambda: engine.runtime.is_running)
+    await engine.aclose()  # what Home Assistant's stop event does
+    result = await task
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    speech = result.response.speech["plain"]["speech"]
+    assert speech.startswith("The request was cancelled")
+    assert "failed" not in speech

@@ -101,3 +101,55 @@ async def test_generate_is_for_administrators(
     )
     assert response is not None
     assert response["text"] == "Hello! How can I help?"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("hello \ud800 there", "unpaired surrogate at position 6"),
+        ("hello\0 and the rest", "NUL character at position 5"),
+    ],
+)
+async def test_text_a_c_string_cannot_carry_is_refused(
+    hass: HomeAssistant, init_integration: MockConfigEntry, prompt: str, message: str
+) -> None:
+    with pytest.raises(ServiceValidationError, match=f"The text cannot be sent to the model: .*{message}"):
+        await hass.services.async_call(
+            DOMAIN,
+            "generate",
+            {"config_entry_id": init_integration.entry_id, "prompt": prompt},
+            blocking=True,
+            return_response=True,
+        )
+    engine = init_integration.runtime_data.engine
+    assert engine.stats.last_error is None  # not the model's fault: its state stays "ready"
+    response = await hass.services.async_call(
+        DOMAIN,
+        "generate",
+        {"config_entry_id": init_integration.entry_id, "prompt": "say hello"},
+        blocking=True,
+        return_response=True,
+    )
+    assert response is not None
+    assert response["text"] == "Hello! How can I help?"
+
+
+async def test_prompt_longer_than_the_context_says_how_much_fits(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    with pytest.raises(ServiceValidationError) as raised:
+        await hass.services.async_call(
+            DOMAIN,
+            "generate",
+            {"config_entry_id": init_integration.entry_id, "prompt": "lamp " * 100_000},
+            blocking=True,
+            return_response=True,
+        )
+    assert raised.value.translation_key == "prompt_too_long"
+    placeholders = raised.value.translation_placeholders
+    assert placeholders is not None
+    assert placeholders["limit"] == "4096"
+    assert int(placeholders["tokens"]) > 4096
+    assert "the context holds 4096 tokens" in str(raised.value)
+    assert not init_integration.runtime_data.engine.runtime.is_running
+    assert init_integration.runtime_data.engine.stats.requests == 0  # refused before running

@@ -12,6 +12,7 @@ from rkllm_runtime import (
     AbortedError,
     ClosedError,
     Embeddings,
+    InvalidTextError,
     ModelParams,
     Prompt,
     RKLLMError,
@@ -85,6 +86,18 @@ def test_invalid_utf8_is_replaced_not_fatal(emulator_library: Path, make_model: 
     ) as runtime:
         result = runtime.run(Prompt("hi"))
     assert result.text == "bad \ufffd\ufffd bytes and a cut \ufffd"
+
+
+@pytest.mark.parametrize("text", ["cut\0here", "lone \ud800 surrogate"])
+def test_text_a_c_string_cannot_carry_is_refused_before_the_runtime(
+    emulator_library: Path, make_model: ModelFactory, text: str
+) -> None:
+    with open_runtime(emulator_library, make_model(Rule(reply="{input}"))) as runtime:
+        with pytest.raises(InvalidTextError):
+            runtime.run(Prompt(text))
+        with pytest.raises(InvalidTextError):
+            runtime.set_function_tools(text, "[]")
+        assert runtime.run(Prompt("whole")).text == "whole"  # the handle is untouched
 
 
 def test_keep_history_and_clear_kv_cache(emulator_library: Path, make_model: ModelFactory) -> None:
