@@ -18,6 +18,7 @@ from rkllm_runtime.prompt_cache import PromptCacheStore
 from .const import CONF_LIBRARY_PATH, DOMAIN, MAX_WAITING_REQUESTS, PROMPT_CACHE_MAX_BYTES
 from .loader import error_key, kv_mode, load_runtime
 from .models import RKLLMConfigEntry, RKLLMData
+from .runtime_log import async_route_runtime_log
 from .services import async_setup_services
 
 PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR)
@@ -33,6 +34,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:
     """Load the model onto the NPU."""
     issue_id = f"runtime_unusable_{entry.entry_id}"
+    async_route_runtime_log(hass)
     try:
         runtime = await hass.async_add_executor_job(load_runtime, entry.data)
     except LibraryError as err:

@@ -75,6 +75,7 @@ from .const import (
     SUBENTRY_CONVERSATION,
 )
 from .loader import check_files, error_key, load_runtime
+from .runtime_log import async_route_runtime_log
 
 DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
 
@@ -224,6 +225,7 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
     async def _async_failed(self, check: Callable[[dict[str, Any]], None]) -> bool:
         """Run a blocking check of the entry data; record its error for the form."""
         self._errors, self._error_detail = {}, ""
+        async_route_runtime_log(self.hass)  # the runtime says why it refuses a model on stderr
         try:
             await self.hass.async_add_executor_job(check, self._data)
         except RKLLMError as err:
@@ -321,7 +323,9 @@ def subentry_schema(
     schema[vol.Optional(CONF_THINK, description={"suggested_value": options.get(CONF_THINK, False)})] = (
         BooleanSelector()
     )
-    schema[vol.Required(CONF_RECOMMENDED, default=options.get(CONF_RECOMMENDED, True))] = BooleanSelector()
+    # Subentries made before the toggle existed hold their own values: not the recommended ones.
+    recommended = options.get(CONF_RECOMMENDED, not set(options) & set(_advanced_options(subentry_type)))
+    schema[vol.Required(CONF_RECOMMENDED, default=recommended)] = BooleanSelector()
     return vol.Schema(schema)
 
 

@@ -14,6 +14,7 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.const import CONF_KV_STRATEGY
+from custom_components.rkllm.runtime_log import ROUTER
 from tests.integration.conftest import until
 
 AGENT = "conversation.rkllm_conversation"
@@ -215,3 +216,22 @@ async def test_shutdown_says_the_request_was_cancelled(
     speech = result.response.speech["plain"]["speech"]
     assert speech.startswith("The request was cancelled")
     assert "failed" not in speech
+
+
+async def test_the_runtime_log_reaches_home_assistants_log(
+    hass: HomeAssistant, config_entry: MockConfigEntry, kitchen_light: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Set up within the test, so the runtime writes to the stderr the integration took over."""
+    assert await async_setup_component(hass, "conversation", {})
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    result = await converse(hass, "lamp " * 5000)  # fits the quick check, not the context
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    await hass.async_add_executor_job(hass.data[ROUTER].stop)  # delivers everything written so far
+    await hass.async_block_till_done()
+    runtime_records = [r for r in caplog.records if r.name == "custom_components.rkllm.runtime"]
+    assert any(r.levelname == "INFO" and "rkllm-runtime version" in r.getMessage() for r in runtime_records)
+    assert any(
+        r.levelname == "ERROR" and "does not fit in max_context_len 4096" in r.getMessage()
+        for r in runtime_records
+    )
+    assert await hass.config_entries.async_unload(config_entry.entry_id)

@@ -123,7 +123,11 @@ async def test_unload_during_generation(
     result = await asyncio.wait_for(task, 10)
     assert result.response.speech["plain"]["speech"] in (
         "The model was unloaded while answering",
-        "The model failed while answering: the run was aborted",
+        "The request was cancelled before the model finished (Home Assistant is stopping, "
+        "the model was unloaded, or the caller went away)",
     )
     assert engine.state is EngineState.CLOSED
-    assert not any(thread.name.startswith("rkllm") for thread in threading.enumerate())
+    # The engine's threads are gone; the runtime's log router stays until Home Assistant stops.
+    assert not [
+        t.name for t in threading.enumerate() if t.name.startswith("rkllm") and t.name != "rkllm-stderr"
+    ]
