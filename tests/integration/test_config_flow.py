@@ -291,11 +291,17 @@ async def test_wrong_library_answers_on_the_form_without_a_progress_screen(
     assert result["errors"] == {"base": "library_not_found"}
 
 
+@pytest.fixture
+def corrupt(tmp_path: Path) -> Path:
+    """A model file the runtime refuses (after the quick checks pass)."""
+    path = tmp_path / "corrupt.rkllm"
+    path.write_bytes(b"\0garbage")
+    return path
+
+
 async def test_empty_post_after_loading_shows_the_form_again(
-    hass: HomeAssistant, emulator_library: Path, tmp_path: Path
+    hass: HomeAssistant, emulator_library: Path, corrupt: Path
 ) -> None:
-    corrupt = tmp_path / "corrupt.rkllm"
-    corrupt.write_bytes(b"\0garbage")
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], form_input(emulator_library, corrupt)
@@ -308,10 +314,8 @@ async def test_empty_post_after_loading_shows_the_form_again(
 
 
 async def test_second_flow_for_the_same_model_is_told_why(
-    hass: HomeAssistant, emulator_library: Path, tmp_path: Path
+    hass: HomeAssistant, emulator_library: Path, corrupt: Path
 ) -> None:
-    corrupt = tmp_path / "corrupt.rkllm"
-    corrupt.write_bytes(b"\0garbage")
     first = await submit(hass, form_input(emulator_library, corrupt))
     assert first["type"] is FlowResultType.FORM  # still open, for the same model file
     second = await submit(hass, form_input(emulator_library, corrupt))

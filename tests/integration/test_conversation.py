@@ -104,13 +104,21 @@ async def test_generation_error_is_reported(hass: HomeAssistant, init_integratio
     assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
 
 
+async def story_running(
+    hass: HomeAssistant, entry: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> asyncio.Task[conversation.ConversationResult]:
+    """A long answer, generating (slowed down) when this returns."""
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+    task = hass.async_create_task(converse(hass, "tell me a story"))
+    await until(lambda: entry.runtime_data.engine.runtime.is_running)
+    return task
+
+
 async def test_cancelled_request_aborts_and_the_next_works(
     hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
     engine = init_integration.runtime_data.engine
-    task = hass.async_create_task(converse(hass, "tell me a story"))
-    await until(lambda: engine.runtime.is_running)
+    task = await story_running(hass, init_integration, monkeypatch)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -206,11 +214,8 @@ async def test_text_a_c_string_cannot_carry_gets_a_translated_answer(
 async def test_shutdown_says_the_request_was_cancelled(
     hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
-    engine = init_integration.runtime_data.engine
-    task = hass.async_create_task(converse(hass, "tell me a story"))
-    await until(lambda: engine.runtime.is_running)
-    await engine.aclose()  # what Home Assistant's stop event does
+    task = await story_running(hass, init_integration, monkeypatch)
+    await init_integration.runtime_data.engine.aclose()  # what Home Assistant's stop event does
     result = await task
     assert result.response.response_type is intent.IntentResponseType.ERROR
     speech = result.response.speech["plain"]["speech"]

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import Context, HomeAssistant, ServiceResponse
 from homeassistant.exceptions import ServiceValidationError, Unauthorized
 from pytest_homeassistant_custom_component.common import MockConfigEntry, MockUser
 
 from custom_components.rkllm.const import DOMAIN
+
+
+async def generate(
+    hass: HomeAssistant, data: dict[str, Any], context: Context | None = None
+) -> ServiceResponse:
+    """Call rkllm.generate and return its response."""
+    response = await hass.services.async_call(
+        DOMAIN, "generate", data, blocking=True, return_response=True, context=context
+    )
+    assert response is not None
+    return response
 
 
 async def test_generate_returns_text_and_figures(
@@ -91,15 +104,7 @@ async def test_generate_is_for_administrators(
             context=Context(user_id=hass_read_only_user.id),
         )
     assert init_integration.runtime_data.engine.stats.requests == 0  # the NPU was not touched
-    response = await hass.services.async_call(
-        DOMAIN,
-        "generate",
-        data,
-        blocking=True,
-        return_response=True,
-        context=Context(user_id=hass_admin_user.id),
-    )
-    assert response is not None
+    response = await generate(hass, data, Context(user_id=hass_admin_user.id))
     assert response["text"] == "Hello! How can I help?"
 
 
@@ -114,23 +119,10 @@ async def test_text_a_c_string_cannot_carry_is_refused(
     hass: HomeAssistant, init_integration: MockConfigEntry, prompt: str, message: str
 ) -> None:
     with pytest.raises(ServiceValidationError, match=f"The text cannot be sent to the model: .*{message}"):
-        await hass.services.async_call(
-            DOMAIN,
-            "generate",
-            {"config_entry_id": init_integration.entry_id, "prompt": prompt},
-            blocking=True,
-            return_response=True,
-        )
+        await generate(hass, {"config_entry_id": init_integration.entry_id, "prompt": prompt})
     engine = init_integration.runtime_data.engine
     assert engine.stats.last_error is None  # not the model's fault: its state stays "ready"
-    response = await hass.services.async_call(
-        DOMAIN,
-        "generate",
-        {"config_entry_id": init_integration.entry_id, "prompt": "say hello"},
-        blocking=True,
-        return_response=True,
-    )
-    assert response is not None
+    response = await generate(hass, {"config_entry_id": init_integration.entry_id, "prompt": "say hello"})
     assert response["text"] == "Hello! How can I help?"
 
 
@@ -138,13 +130,7 @@ async def test_prompt_longer_than_the_context_says_how_much_fits(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
     with pytest.raises(ServiceValidationError) as raised:
-        await hass.services.async_call(
-            DOMAIN,
-            "generate",
-            {"config_entry_id": init_integration.entry_id, "prompt": "lamp " * 100_000},
-            blocking=True,
-            return_response=True,
-        )
+        await generate(hass, {"config_entry_id": init_integration.entry_id, "prompt": "lamp " * 100_000})
     assert raised.value.translation_key == "prompt_too_long"
     placeholders = raised.value.translation_placeholders
     assert placeholders is not None
