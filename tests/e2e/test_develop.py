@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.e2e.conftest import DevHome
@@ -9,15 +10,20 @@ from tests.e2e.conftest import DevHome
 AGENT = "conversation.rkllm_conversation"
 
 
+def entry_id(dev_home: DevHome) -> str:
+    """The model entry of the development instance."""
+    (entry,) = [
+        e for e in dev_home.request("GET", "/api/config/config_entries/entry") if e["domain"] == "rkllm"
+    ]
+    return str(entry["entry_id"])
+
+
 def last_request(dev_home: DevHome) -> Any:
     """The engine's figures of the last request, from the entry's diagnostics.
 
     (The token sensors are disabled by default.)
     """
-    (entry,) = [
-        e for e in dev_home.request("GET", "/api/config/config_entries/entry") if e["domain"] == "rkllm"
-    ]
-    diagnostics = dev_home.request("GET", f"/api/diagnostics/config_entry/{entry['entry_id']}")
+    diagnostics = dev_home.request("GET", f"/api/diagnostics/config_entry/{entry_id(dev_home)}")
     return diagnostics["data"]["engine"]["stats"]["last"]
 
 
@@ -37,3 +43,18 @@ def test_conversation_over_http_is_answered_by_the_real_model(dev_home: DevHome)
 def test_the_assist_prompt_stays_cached_between_requests(dev_home: DevHome) -> None:
     dev_home.request("POST", "/api/conversation/process", {"text": "Good morning", "agent_id": AGENT})
     assert last_request(dev_home)["perf"]["prefill_tokens"] < 50
+
+
+def test_a_truncated_prompt_cache_file_does_not_take_home_assistant_down(dev_home: DevHome) -> None:
+    """The llama.cpp engine aborted the process on a truncated file: it must never be handed one."""
+    caches = sorted((dev_home.config / ".storage" / "rkllm" / "prompt_cache").glob("*.rkcache"))
+    assert caches  # saved by the first request
+    for path in caches:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    dev_home.request("POST", f"/api/config/config_entries/entry/{entry_id(dev_home)}/reload")
+    reply = dev_home.request("POST", "/api/conversation/process", {"text": "Good evening", "agent_id": AGENT})
+    assert reply["response"]["response_type"] == "action_done"
+    assert not last_request(dev_home)["cache_hit"]  # the damaged file was not used, but rebuilt
+    assert all(
+        path.stat().st_size == json.loads(path.with_suffix(".json").read_text())["size"] for path in caches
+    )
