@@ -39,8 +39,9 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import DOMAIN, SUBENTRY_CONVERSATION
+from rkllm_runtime.chat import ChatEngine, ChatResult, EngineState, KVMode
+from rkllm_runtime.chat import engine as engine_module
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
-from rkllm_runtime.engine import ChatEngine, ChatResult, EngineState, KVMode
 
 PREFILL_TPS, DECODE_TPS = 128 / 0.378, 16.7  # the vendor's 128-token figure for Qwen2.5-1.5B
 STORAGE_MBPS = 250.0
@@ -88,6 +89,9 @@ class Run:
     load_ms: float = 0.0  # simulated prompt-cache load before the run
 
 
+ORIGINAL_PLAN = engine_module.plan
+
+
 class Recorder:
     """Collects every engine run, labelled with the kind of request under way."""
 
@@ -99,16 +103,16 @@ class Recorder:
     def attach(self, engine: ChatEngine) -> None:
         lib = engine.runtime.library.cdll
         lib.rkllm_emu_input_tokens.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        plan = engine._plan
+        plan = ORIGINAL_PLAN
 
-        def spy(request: Any) -> Any:
-            planned = plan(request)
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            planned = plan(*args, **kwargs)
             c_input, keep = engine.runtime._build_input(planned.input)
             self._pending_input = lib.rkllm_emu_input_tokens(engine.runtime._handle, ctypes.byref(c_input))
             del keep
             return planned
 
-        engine._plan = spy  # type: ignore[method-assign]
+        engine_module.plan = spy  # type: ignore[assignment]
         load = engine.runtime.load_prompt_cache
         loaded: list[float] = []
 
@@ -208,34 +212,37 @@ async def run(kv_mode: KVMode, library: Path, workdir: Path) -> list[Run]:
     config_dir = workdir / f"config-{kv_mode}"
     config_dir.mkdir()
     recorder = Recorder()
-    async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
-        hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
-        await build_home(hass)
-        entry = MockConfigEntry(
-            domain=DOMAIN,
-            title="qwen",
-            data={
-                "library_path": str(library),
-                "model_path": str(model),
-                "max_context_len": 4096,
-                "advanced": {"kv_strategy": kv_mode.value},
-            },
-            subentries_data=[
-                {
-                    "data": {**default_conversation_options(), "max_history": 10},
-                    "subentry_type": SUBENTRY_CONVERSATION,
-                    "title": "RKLLM conversation",
-                    "unique_id": None,
-                }
-            ],
-        )
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
-        recorder.attach(entry.runtime_data.engine)
-        await workload(hass, entry, recorder)
-        await hass.config_entries.async_unload(entry.entry_id)
-        await hass.async_stop(force=True)
+    try:
+        async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
+            hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
+            await build_home(hass)
+            entry = MockConfigEntry(
+                domain=DOMAIN,
+                title="qwen",
+                data={
+                    "library_path": str(library),
+                    "model_path": str(model),
+                    "max_context_len": 4096,
+                    "advanced": {"kv_strategy": kv_mode.value},
+                },
+                subentries_data=[
+                    {
+                        "data": {**default_conversation_options(), "max_history": 10},
+                        "subentry_type": SUBENTRY_CONVERSATION,
+                        "title": "RKLLM conversation",
+                        "unique_id": None,
+                    }
+                ],
+            )
+            entry.add_to_hass(hass)
+            assert await hass.config_entries.async_setup(entry.entry_id)
+            await hass.async_block_till_done()
+            recorder.attach(entry.runtime_data.engine)
+            await workload(hass, entry, recorder)
+            await hass.config_entries.async_unload(entry.entry_id)
+            await hass.async_stop(force=True)
+    finally:
+        engine_module.plan = ORIGINAL_PLAN
     return recorder.runs
 
 

@@ -12,8 +12,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.typing import ConfigType
 
 from rkllm_runtime import LibraryError, ModelRejectedError, RKLLMError
-from rkllm_runtime.engine import ChatEngine
-from rkllm_runtime.prompt_cache import PromptCacheStore
+from rkllm_runtime.chat import ChatEngine, PromptCacheStore
 
 from .const import CONF_LIBRARY_PATH, DOMAIN, MAX_WAITING_REQUESTS, PROMPT_CACHE_MAX_BYTES
 from .loader import error_key, kv_mode, load_runtime

@@ -36,7 +36,7 @@ from homeassistant.helpers.selector import (
 )
 
 from rkllm_runtime import RKLLMError, find_library
-from rkllm_runtime.engine import KVMode
+from rkllm_runtime.chat import KVMode
 
 from .const import (
     CONF_ADVANCED,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import probatio
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.helpers import device_registry as dr
@@ -13,8 +14,19 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.json import json_dumps
 
 from rkllm_runtime import Sampling
-from rkllm_runtime.conversation import ChatRequest, Message
-from rkllm_runtime.engine import ChatResult
+from rkllm_runtime.chat import (
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    Finished,
+    MalformedToolCall,
+    Message,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+)
 
 from .const import (
     CONF_MAX_HISTORY,
@@ -36,14 +48,6 @@ from .const import (
 )
 from .errors import user_facing_errors
 from .models import RKLLMConfigEntry
-from .stream_parser import Content, MalformedCall, StreamParser, Thinking, ToolCall
-from .tool_calls import format_tools, to_tool_input
-
-# What the model is told when its tool call could not be read, so it can retry.
-MALFORMED_CALL_HINT = (
-    'Write each call as <tool_call>{"name": "<tool name>", "arguments": {<arguments>}}</tool_call> '
-    "using one of the tools you were given."
-)
 
 
 def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
@@ -67,19 +71,30 @@ def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
             case conversation.UserContent():
                 messages.append(Message("user", content.content))
             case conversation.AssistantContent():
-                calls = [
-                    json_dumps({"name": call.tool_name, "arguments": call.tool_args})
-                    for call in content.tool_calls or ()
-                ]
-                text = "".join([content.content or "", *(f"<tool_call>\n{c}\n</tool_call>" for c in calls)])
-                messages.append(Message("assistant", text))
+                calls = tuple(
+                    ToolCall(call.tool_name, call.tool_args, id=call.id) for call in content.tool_calls or ()
+                )
+                messages.append(Message("assistant", content.content or "", tool_calls=calls))
             case conversation.ToolResultContent():
-                result = {"name": content.tool_name, "content": content.result.data}
-                messages.append(Message("tool", json_dumps(result)))
+                messages.append(Message("tool", json_dumps(content.result.data), name=content.tool_name))
     return messages
 
 
-def sampling(options: dict[str, Any]) -> Sampling:
+def tool_specs(api: llm.APIInstance) -> list[ToolSpec]:
+    """The LLM API's tools, their parameters as JSON schema."""
+    return [
+        ToolSpec(
+            name=tool.name,
+            parameters=probatio.to_openapi(
+                tool.parameters, custom_serializer=api.custom_serializer, openapi_version="3.1.0"
+            ),
+            description=tool.description or "",
+        )
+        for tool in api.tools
+    ]
+
+
+def sampling_of(options: dict[str, Any]) -> Sampling:
     """Sampling settings of a subentry."""
     return Sampling(
         top_k=int(options.get(CONF_TOP_K, DEFAULT_TOP_K)),
@@ -90,47 +105,24 @@ def sampling(options: dict[str, Any]) -> Sampling:
 
 
 async def deltas(
-    chunks: AsyncIterator[str], tool_names: list[str]
-) -> AsyncGenerator[conversation.AssistantContentDeltaDict | conversation.ToolResultContentDeltaDict]:
-    """Turn streamed text into chat-log deltas: content, thinking, tool calls."""
-    parser = StreamParser(tool_names)
+    events: AsyncIterator[ChatEvent],
+) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+    """Turn the engine's events into chat-log deltas: content, thinking, tool calls."""
     yield {"role": "assistant"}
-    reopen = False
-
-    async def events() -> AsyncGenerator[Content | Thinking | ToolCall | MalformedCall]:
-        async for chunk in chunks:
-            for event in parser.feed(chunk):
-                yield event
-        for event in parser.finish():
-            yield event
-
-    async for event in events():
-        if reopen:  # a tool result closed the previous message
-            yield {"role": "assistant"}
-            reopen = False
+    async for event in events:
         match event:
-            case Content(text):
+            case TextDelta(text):
                 yield {"content": text}
-            case Thinking(text):
+            case ThinkingDelta(text):
                 yield {"thinking_content": text}
-            case ToolCall(call):
-                yield {"tool_calls": [to_tool_input(call, tool_names)]}
-            case MalformedCall(raw, error):
-                LOGGER.debug("Malformed tool call %r: %s", raw, error)
-                tool_input = llm.ToolInput(
-                    tool_name="invalid_tool_call", tool_args={"text": raw}, external=True
-                )
-                yield {"tool_calls": [tool_input]}
+            case ToolCallDelta(call):
                 yield {
-                    "role": "tool_result",
-                    "tool_call_id": tool_input.id,
-                    "tool_name": tool_input.tool_name,
-                    "result": llm.ToolResult(
-                        data={"error": "MalformedToolCall", "error_text": f"{error}. {MALFORMED_CALL_HINT}"},
-                        error=True,
-                    ),
+                    "tool_calls": [llm.ToolInput(tool_name=call.name, tool_args=call.arguments, id=call.id)]
                 }
-                reopen = True
+            case MalformedToolCall(raw, error):
+                LOGGER.debug("Malformed tool call %r (the model was asked again): %s", raw, error)
+            case Finished():
+                pass
 
 
 class RKLLMBaseLLMEntity(Entity):
@@ -160,10 +152,7 @@ class RKLLMBaseLLMEntity(Entity):
     ) -> None:
         """Generate the answer to a chat log, running tools for at most MAX_TOOL_ITERATIONS rounds."""
         options = self.subentry.data
-        tools, tool_names = "", []
-        if chat_log.llm_api:
-            tools = format_tools(chat_log.llm_api)
-            tool_names = [tool.name for tool in chat_log.llm_api.tools]
+        tools = tool_specs(chat_log.llm_api) if chat_log.llm_api else []
         system = chat_log.content[0]
         assert isinstance(system, conversation.SystemContent)
         for _iteration in range(MAX_TOOL_ITERATIONS):
@@ -174,10 +163,10 @@ class RKLLMBaseLLMEntity(Entity):
                 conversation_id=chat_log.conversation_id,
                 enable_thinking=bool(options.get(CONF_THINK, False)),
                 max_new_tokens=int(options.get(CONF_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS)),
-                sampling=sampling(dict(options)),
+                sampling=sampling_of(dict(options)),
                 max_history_turns=int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)),
             )
-            result = await self._async_generate(chat_log, request, tool_names)
+            result = await self._async_generate(chat_log, request)
             chat_log.async_trace(
                 {
                     "stats": {
@@ -190,14 +179,10 @@ class RKLLMBaseLLMEntity(Entity):
             if not chat_log.unresponded_tool_results:
                 break
 
-    async def _async_generate(
-        self, chat_log: conversation.ChatLog, request: ChatRequest, tool_names: list[str]
-    ) -> ChatResult:
+    async def _async_generate(self, chat_log: conversation.ChatLog, request: ChatRequest) -> ChatResult:
         with user_facing_errors():
             async with self.entry.runtime_data.engine.chat(request) as stream:
-                async for _content in chat_log.async_add_delta_content_stream(
-                    self.entity_id, deltas(stream, tool_names)
-                ):
+                async for _content in chat_log.async_add_delta_content_stream(self.entity_id, deltas(stream)):
                     pass
         assert stream.result is not None
         return stream.result

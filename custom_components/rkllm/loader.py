@@ -21,7 +21,7 @@ from rkllm_runtime import (
     WrongArchitectureError,
     load_library,
 )
-from rkllm_runtime.engine import KVMode
+from rkllm_runtime.chat import KVMode
 from rkllm_runtime.runtime import check_model_file
 
 from .const import (

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from homeassistant.config_entries import ConfigEntry
 
-from rkllm_runtime.engine import ChatEngine
+from rkllm_runtime.chat import ChatEngine
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
-from rkllm_runtime.engine import ChatEngine, EngineState
+from rkllm_runtime.chat import ChatEngine, EngineState
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from .const import LOGGER

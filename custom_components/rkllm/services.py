@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import probatio as vol
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_CONFIG_ENTRY_ID
@@ -12,12 +10,11 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import service
 
-from rkllm_runtime.conversation import ChatRequest, Message
+from rkllm_runtime.chat import ChatRequest, Message, ThinkingDelta
 
 from .const import DEFAULT_MAX_NEW_TOKENS, DOMAIN
 from .errors import user_facing_errors
 from .models import RKLLMConfigEntry
-from .stream_parser import Content, Event, StreamParser, Thinking
 
 SERVICE_GENERATE = "generate"
 ATTR_PROMPT = "prompt"
@@ -80,30 +77,19 @@ async def _async_generate(call: ServiceCall) -> ServiceResponse:
         enable_thinking=call.data[ATTR_THINKING],
         max_new_tokens=call.data[ATTR_MAX_NEW_TOKENS],
     )
-    parser = StreamParser()
-    text: list[str] = []
     thinking: list[str] = []
     with user_facing_errors():
         async with entry.runtime_data.engine.chat(request) as stream:
-            async for chunk in stream:
-                _collect(parser.feed(chunk), text, thinking)
-    _collect(parser.finish(), text, thinking)
+            async for event in stream:
+                if isinstance(event, ThinkingDelta):
+                    thinking.append(event.text)
     assert stream.result is not None
     perf = stream.result.perf
     return {
-        "text": "".join(text).strip(),
+        "text": stream.result.text.strip(),
         "thinking": "".join(thinking).strip(),
         "prompt_tokens": stream.result.prompt_tokens,
         "completion_tokens": perf.generate_tokens,
         "time_to_first_token_ms": round(perf.prefill_time_ms, 1),
         "tokens_per_second": round(perf.decode_tokens_per_second, 2),
     }
-
-
-def _collect(events: Sequence[Event], text: list[str], thinking: list[str]) -> None:
-    for event in events:
-        match event:
-            case Content(chunk):
-                text.append(chunk)
-            case Thinking(chunk):
-                thinking.append(chunk)

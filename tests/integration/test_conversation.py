@@ -54,15 +54,20 @@ async def test_turn_on_a_light_through_a_tool_call(
 async def test_malformed_call_gets_an_error_result_then_a_retry_works(
     hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
 ) -> None:
+    """The engine answers the unreadable call with an error; the chat log only sees the retry."""
+    engine = init_integration.runtime_data.engine
     result = await converse(hass, "light up the garden path")
+    assert engine.stats.malformed_calls == 1  # the emulator only retries when told "MalformedToolCall"
     content = chat_log_of(hass, result.conversation_id)
+    calls = [c for c in content if isinstance(c, conversation.AssistantContent) and c.tool_calls]
+    assert [call.tool_name for c in calls for call in c.tool_calls] == ["intent__HassTurnOn"]
     results = [c for c in content if isinstance(c, conversation.ToolResultContent)]
-    assert results[0].result.error
-    assert results[0].result.data["error"] == "MalformedToolCall"
-    assert "not valid JSON" in results[0].result.data["error_text"]
-    assert not results[1].result.error  # the model retried with a correct call
+    assert len(results) == 1
+    assert not results[0].result.error
     assert hass.states.get(kitchen_light).state == "on"
     assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
+    assert engine.stats.last is not None
+    assert engine.stats.last.cache_hit  # the retry round stayed in the cache: the result followed on
 
 
 @pytest.mark.parametrize("conversation_options", [{"think": True, "llm_hass_api": []}], indirect=False)

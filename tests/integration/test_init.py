@@ -14,8 +14,8 @@ from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.const import CONF_LIBRARY_PATH, CONF_MODEL_PATH, DOMAIN
+from rkllm_runtime.chat import EngineState
 from rkllm_runtime.emulator import build_cached
-from rkllm_runtime.engine import EngineState
 from tests.integration.conftest import until
 from tests.runtime.test_loading import fake_elf
 

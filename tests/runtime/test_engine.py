@@ -13,14 +13,23 @@ from pathlib import Path
 import pytest
 
 from rkllm_runtime import BusyError, ClosedError, ModelParams, RKLLMRuntime, RunError
-from rkllm_runtime.conversation import ChatRequest, Message
+from rkllm_runtime.chat import (
+    ChatEngine,
+    ChatRequest,
+    ChatResult,
+    EngineState,
+    KVMode,
+    Message,
+    PromptCacheStore,
+    TextDelta,
+    ToolSpec,
+)
+from rkllm_runtime.chat import engine as engine_module
 from rkllm_runtime.emulator import Rule
-from rkllm_runtime.engine import ChatEngine, ChatResult, EngineState, KVMode
-from rkllm_runtime.prompt_cache import PromptCacheStore
 from tests.conftest import ModelFactory
 
 SYSTEM = "You are a voice assistant for Home Assistant. " * 40  # a long, static prompt
-TOOLS = json.dumps([{"type": "function", "function": {"name": "HassTurnOn", "parameters": {}}}])
+TOOLS = [ToolSpec("HassTurnOn", {})]
 # \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assist ant \n
 TURN = 10
 
@@ -68,23 +77,24 @@ async def ask(
 async def send(engine: ChatEngine, conversation: list[Message], cid: str, **kw: object) -> ChatResult:
     request = ChatRequest(SYSTEM, list(conversation), conversation_id=cid, **kw)  # type: ignore[arg-type]
     async with engine.chat(request) as stream:
-        text = "".join([chunk async for chunk in stream])
+        text = "".join([event.text async for event in stream if isinstance(event, TextDelta)])
     assert stream.result is not None
-    conversation.append(Message("assistant", text))
+    assert stream.result.text == text
+    conversation.append(Message("assistant", text, tool_calls=stream.result.tool_calls))
     return stream.result
 
 
-def planned_inputs(engine: ChatEngine) -> list[str]:
-    """The text of every input the engine plans from now on."""
+def planned_inputs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The text of every input the engines plan from now on."""
     seen: list[str] = []
-    original = engine._plan
+    original = engine_module.plan
 
-    def spy(request: ChatRequest):  # type: ignore[no-untyped-def]
-        plan = original(request)
-        seen.append(plan.input.text)
-        return plan
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        planned = original(*args, **kwargs)
+        seen.append(planned.input.text)
+        return planned
 
-    engine._plan = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(engine_module, "plan", spy)
     return seen
 
 
@@ -115,33 +125,38 @@ async def test_follow_up_prefills_only_the_new_turn(make_engine: EngineFactory) 
 async def test_tool_round_trip_sends_only_the_result(make_engine: EngineFactory) -> None:
     engine = make_engine(kv_mode=KVMode.REUSE)
     conversation: list[Message] = [Message("user", "turn on the kitchen light")]
+    call = await send(engine, conversation, "a", tools=TOOLS)
+    assert call.text == ""
+    assert [(c.name, c.arguments) for c in call.tool_calls] == [("HassTurnOn", {})]
+    conversation.append(Message("tool", json.dumps({"success": True})))
     request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
     async with engine.chat(request) as stream:
-        call = "".join([chunk async for chunk in stream])
-    assert "<tool_call>" in call
-    conversation += [Message("assistant", call), Message("tool", json.dumps({"success": True}))]
-    request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
-    async with engine.chat(request) as stream:
-        assert "".join([chunk async for chunk in stream]) == "Done."
+        assert "".join([e.text async for e in stream if isinstance(e, TextDelta)]) == "Done."
     assert stream.result is not None
     assert stream.result.cache_hit
     # \n <|im_start|> user \n <tool_response> \n {"success": true} \n </tool_response> <|im_end|> \n ...
     assert stream.result.perf.prefill_tokens < 25
 
 
-async def test_interleaved_conversations_never_mix(make_engine: EngineFactory) -> None:
-    """Two satellites take turns: each rebuild carries its own history only."""
+@pytest.mark.parametrize("cids", [("kitchen", "bedroom"), (None, None)], ids=["with-ids", "stateless"])
+async def test_interleaved_conversations_never_mix(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, cids: tuple[str | None, str | None]
+) -> None:
+    """Two satellites take turns: each rebuild carries its own history only.
+
+    Stateless callers (no conversation id) are told apart by the messages they send back.
+    """
     engine = make_engine(kv_mode=KVMode.REUSE)
     kitchen: list[Message] = []
     bedroom: list[Message] = []
-    await ask(engine, kitchen, "kitchen satellite says hi", cid="kitchen")
-    await ask(engine, bedroom, "bedroom satellite says hi", cid="bedroom")
-    seen = planned_inputs(engine)
-    back = await ask(engine, kitchen, "second kitchen question", cid="kitchen")
+    await ask(engine, kitchen, "kitchen satellite says hi", cid=cids[0])  # type: ignore[arg-type]
+    await ask(engine, bedroom, "bedroom satellite says hi", cid=cids[1])  # type: ignore[arg-type]
+    seen = planned_inputs(monkeypatch)
+    back = await ask(engine, kitchen, "second kitchen question", cid=cids[0])  # type: ignore[arg-type]
     assert not back.cache_hit  # the bedroom conversation had replaced it
     assert "kitchen satellite says hi" in seen[-1]
     assert "bedroom" not in seen[-1]
-    again = await ask(engine, kitchen, "third kitchen question", cid="kitchen")
+    again = await ask(engine, kitchen, "third kitchen question", cid=cids[0])  # type: ignore[arg-type]
     assert again.cache_hit
     assert seen[-1] == "third kitchen question"
 
@@ -153,7 +168,7 @@ async def test_changed_system_prompt_is_a_miss(make_engine: EngineFactory, mode:
     await ask(engine, [], "hello", cid="a")
     request = ChatRequest(SYSTEM + " Be brief.", [Message("user", "hello")], conversation_id="a")
     async with engine.chat(request) as stream:
-        _ = [chunk async for chunk in stream]
+        _ = [event async for event in stream]
     assert stream.result is not None
     assert not stream.result.cache_hit
     assert stream.result.perf.prefill_tokens > 400
@@ -179,17 +194,17 @@ async def test_conservative_mode_resends_the_conversation_with_keep_history_off(
     assert other.perf.prefill_tokens == TURN + 1
 
 
-async def test_conservative_tool_round_trip_quotes_the_call(make_engine: EngineFactory) -> None:
+async def test_conservative_tool_round_trip_quotes_the_call(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = make_engine()
-    seen = planned_inputs(engine)
+    seen = planned_inputs(monkeypatch)
     conversation: list[Message] = [Message("user", "turn on the kitchen light")]
-    request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
-    async with engine.chat(request) as stream:
-        call = "".join([chunk async for chunk in stream])
-    conversation += [Message("assistant", call), Message("tool", json.dumps({"success": True}))]
-    request = ChatRequest(SYSTEM, list(conversation), tools=TOOLS, conversation_id="a")
-    async with engine.chat(request) as stream:
-        assert "".join([chunk async for chunk in stream]) == "Done."
+    called = await send(engine, conversation, "a", tools=TOOLS)
+    assert called.tool_calls
+    conversation.append(Message("tool", json.dumps({"success": True})))
+    done = await send(engine, conversation, "a", tools=TOOLS)
+    assert done.text == "Done."
     assert "turn on the kitchen light" in seen[-1]
     assert "HassTurnOn" in seen[-1]
     assert seen[-1].endswith('{"success": true}')
@@ -252,7 +267,7 @@ async def test_store_is_bounded(tmp_path: Path, make_engine: EngineFactory) -> N
     for variant in range(3):
         request = ChatRequest(SYSTEM + str(variant), [Message("user", "hi")], conversation_id=str(variant))
         async with engine.chat(request) as stream:
-            _ = [chunk async for chunk in stream]
+            _ = [event async for event in stream]
     assert len(list((tmp_path / "caches").glob("*.rkcache"))) == 1  # only the newest is kept
 
 
@@ -287,7 +302,7 @@ async def test_busy_bound_and_cancellation(
 
     async def long_request() -> None:
         async with engine.chat(ChatRequest(SYSTEM, [Message("user", "long")], conversation_id="x")) as stream:
-            async for _ in stream:
+            async for _event in stream:
                 started.set()
 
     running = asyncio.create_task(long_request())
@@ -309,12 +324,12 @@ async def test_unload_during_generation(make_engine: EngineFactory, monkeypatch:
     monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
     engine = make_engine()
     started = asyncio.Event()
-    chunks: list[str] = []
+    chunks: list[object] = []
 
     async def long_request() -> None:
         async with engine.chat(ChatRequest(SYSTEM, [Message("user", "long")])) as stream:
-            async for chunk in stream:
-                chunks.append(chunk)
+            async for event in stream:
+                chunks.append(event)
                 started.set()
 
     task = asyncio.create_task(long_request())
@@ -417,6 +432,14 @@ async def test_unwritable_cache_directory_costs_one_warning(
     assert (await ask(engine, [], "hello", cid="a")).text == "Sure."
     request = ChatRequest(SYSTEM + " Be brief.", [Message("user", "hello")], conversation_id="b")
     async with engine.chat(request) as stream:
-        assert "".join([chunk async for chunk in stream]) == "Sure."
+        assert "".join([e.text async for e in stream if isinstance(e, TextDelta)]) == "Sure."
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "prompt-cache" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_result_round_trips_as_plain_data(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    conversation: list[Message] = [Message("user", "turn on the kitchen light")]
+    result = await send(engine, conversation, "a", tools=TOOLS)
+    assert result.tool_calls
+    assert ChatResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result

@@ -33,7 +33,7 @@ STALE_STAGING_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
-class CacheKey:
+class PromptCacheKey:
     """What a prompt-cache file's validity depends on."""
 
     runtime_release: str
@@ -71,7 +71,7 @@ class PromptCacheStore:
         self.max_bytes = max_bytes
         self._warned = False
 
-    def path_for(self, key: CacheKey) -> Path:
+    def path_for(self, key: PromptCacheKey) -> Path:
         """Where the cache file for ``key`` lives once saved (whether or not it exists)."""
         return self.directory / f"{key.digest}{CACHE_SUFFIX}"
 
@@ -81,7 +81,7 @@ class PromptCacheStore:
     def _sidecar(self, path: Path) -> Path:
         return path.with_suffix(SIDECAR_SUFFIX)
 
-    def lookup(self, key: CacheKey) -> Path | None:
+    def lookup(self, key: PromptCacheKey) -> Path | None:
         """The cache file for ``key`` when its sidecar confirms the key, its size and its hash."""
         path = self.path_for(key)
         try:
@@ -90,7 +90,7 @@ class PromptCacheStore:
             self._failed("read", err)
             return None
 
-    def _verified(self, key: CacheKey, path: Path) -> Path | None:
+    def _verified(self, key: PromptCacheKey, path: Path) -> Path | None:
         sidecar = self._sidecar(path)
         if not path.is_file() or not sidecar.is_file():
             self.discard(path)
@@ -110,7 +110,7 @@ class PromptCacheStore:
         os.utime(path)  # most recently used
         return path
 
-    def staging_path(self, key: CacheKey) -> Path | None:
+    def staging_path(self, key: PromptCacheKey) -> Path | None:
         """The temporary path the runtime should save ``key``'s file to (None when unusable)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ class PromptCacheStore:
             return None
         return self._staging(self.path_for(key))
 
-    def saved(self, key: CacheKey) -> None:
+    def saved(self, key: PromptCacheKey) -> None:
         """Move the file the runtime saved for ``key`` into place, record it, evict beyond the bound."""
         path = self.path_for(key)
         staging = self._staging(path)
@@ -139,7 +139,7 @@ class PromptCacheStore:
             self._failed("write", err)
             self.abandon(key)
 
-    def abandon(self, key: CacheKey) -> None:
+    def abandon(self, key: PromptCacheKey) -> None:
         """Remove what an unfinished save of ``key`` left behind."""
         path = self.path_for(key)
         try:

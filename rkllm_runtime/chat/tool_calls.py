@@ -1,4 +1,4 @@
-"""From model text to Home Assistant tool calls: formats, name mapping, argument repair."""
+"""Reading tool calls from model text: formats, name mapping, argument repair."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import probatio
-from homeassistant.helpers import llm
+from .messages import ToolCall
 
 _XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)</function>", re.S)
 _XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)</parameter>", re.S)
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+# What the model is told when its tool call could not be read, so it can retry.
+MALFORMED_CALL_HINT = (
+    'Write each call as <tool_call>{"name": "<tool name>", "arguments": {<arguments>}}</tool_call> '
+    "using one of the tools you were given."
+)
+MALFORMED_CALL_TOOL = "invalid_tool_call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,22 +32,6 @@ class ParsedCall:
 
 class MalformedCallError(ValueError):
     """The model tried to call a tool but its call cannot be read."""
-
-
-def format_tools(api: llm.APIInstance) -> str:
-    """The LLM API's tools as an OpenAI-style JSON array for ``rkllm_set_function_tools``."""
-    tools = []
-    for tool in api.tools:
-        spec: dict[str, Any] = {
-            "name": tool.name,
-            "parameters": probatio.to_openapi(
-                tool.parameters, custom_serializer=api.custom_serializer, openapi_version="3.1.0"
-            ),
-        }
-        if tool.description:
-            spec["description"] = tool.description
-        tools.append({"type": "function", "function": spec})
-    return json.dumps(tools, ensure_ascii=False)
 
 
 def parse_block(block: str) -> ParsedCall:
@@ -110,6 +100,11 @@ def _decode_json_string(value: Any) -> Any:
     return value
 
 
-def to_tool_input(call: ParsedCall, known: Iterable[str]) -> llm.ToolInput:
-    """A Home Assistant tool input for a parsed call."""
-    return llm.ToolInput(tool_name=resolve_name(call.name, known), tool_args=repair_arguments(call.arguments))
+def to_tool_call(call: ParsedCall, known: Iterable[str]) -> ToolCall:
+    """The call with its name mapped to a known tool and its arguments repaired."""
+    return ToolCall(resolve_name(call.name, known), repair_arguments(call.arguments))
+
+
+def malformed_call_result(error: str) -> dict[str, str]:
+    """The tool result that tells the model its call could not be read."""
+    return {"error": "MalformedToolCall", "error_text": f"{error}. {MALFORMED_CALL_HINT}"}

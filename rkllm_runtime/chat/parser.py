@@ -3,50 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum, auto
 
-from .tool_calls import MalformedCallError, ParsedCall, parse_block, parse_json_call, resolve_name
+from .events import MalformedToolCall, TextDelta, ThinkingDelta, ToolCallDelta
+from .tool_calls import (
+    MalformedCallError,
+    ParsedCall,
+    parse_block,
+    parse_json_call,
+    resolve_name,
+    to_tool_call,
+)
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
-_TAGS = {
-    "text": (THINK_OPEN, CALL_OPEN),
-    "think": (THINK_CLOSE,),
-    "call": (CALL_CLOSE,),
-}
 
-
-@dataclass(frozen=True, slots=True)
-class Content:
-    """Text to show and speak."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Thinking:
-    """Reasoning, never spoken."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A complete tool call."""
-
-    call: ParsedCall
-
-
-@dataclass(frozen=True, slots=True)
-class MalformedCall:
-    """Something meant as a tool call that cannot be read."""
-
-    raw: str
-    error: str
-
-
-Event = Content | Thinking | ToolCall | MalformedCall
+ParsedEvent = TextDelta | ThinkingDelta | ToolCallDelta | MalformedToolCall
 
 
 class _Mode(Enum):
@@ -56,11 +28,20 @@ class _Mode(Enum):
     BARE = auto()  # the reply may be a bare JSON tool call: hold it until the end
 
 
+_TAGS = {
+    _Mode.TEXT: (THINK_OPEN, CALL_OPEN),
+    _Mode.THINK: (THINK_CLOSE,),
+    _Mode.CALL: (CALL_CLOSE,),
+}
+_AFTER_TAG = {THINK_OPEN: _Mode.THINK, CALL_OPEN: _Mode.CALL, THINK_CLOSE: _Mode.TEXT, CALL_CLOSE: _Mode.TEXT}
+
+
 class StreamParser:
     """Incremental: feed chunks as they arrive, then call :meth:`finish`.
 
     Tags split across chunks are held back only as long as they could still be a tag.
     A reply that starts like JSON is held whole when tools exist: it may be a bare call.
+    Calls come out with their names resolved against ``tool_names`` and arguments repaired.
     """
 
     def __init__(self, tool_names: Sequence[str] = ()) -> None:
@@ -69,10 +50,10 @@ class StreamParser:
         self._buffer = ""
         self._said_anything = False
 
-    def feed(self, chunk: str) -> list[Event]:
+    def feed(self, chunk: str) -> list[ParsedEvent]:
         """Events complete so far."""
         self._buffer += chunk
-        events: list[Event] = []
+        events: list[ParsedEvent] = []
         while True:
             if self._mode is _Mode.BARE:
                 return events
@@ -83,7 +64,7 @@ class StreamParser:
                 if stripped[0] in "{`" and self._tool_names:
                     self._mode = _Mode.BARE
                     return events
-            tags = _TAGS[{_Mode.TEXT: "text", _Mode.THINK: "think", _Mode.CALL: "call"}[self._mode]]
+            tags = _TAGS[self._mode]
             found = [(self._buffer.find(tag), tag) for tag in tags if tag in self._buffer]
             if not found:
                 if self._mode is _Mode.CALL:
@@ -95,16 +76,11 @@ class StreamParser:
             index, tag = min(found)
             self._emit(events, self._buffer[:index])
             self._buffer = self._buffer[index + len(tag) :]
-            self._mode = {
-                THINK_OPEN: _Mode.THINK,
-                CALL_OPEN: _Mode.CALL,
-                THINK_CLOSE: _Mode.TEXT,
-                CALL_CLOSE: _Mode.TEXT,
-            }[tag]
+            self._mode = _AFTER_TAG[tag]
             if tag in (THINK_OPEN, THINK_CLOSE):
                 self._buffer = self._buffer.lstrip("\n")
 
-    def _emit(self, events: list[Event], text: str) -> None:
+    def _emit(self, events: list[ParsedEvent], text: str) -> None:
         if not text:
             return
         match self._mode:
@@ -114,30 +90,30 @@ class StreamParser:
                     if not text:
                         return
                     self._said_anything = True
-                events.append(Content(text))
+                events.append(TextDelta(text))
             case _Mode.THINK:
-                events.append(Thinking(text))
+                events.append(ThinkingDelta(text))
             case _Mode.CALL:
-                events.extend(self._call(text))
+                events.append(self._call(text))
 
-    def _call(self, block: str) -> list[Event]:
+    def _call(self, block: str) -> ParsedEvent:
         try:
-            return [ToolCall(parse_block(block))]
+            return ToolCallDelta(to_tool_call(parse_block(block), self._tool_names))
         except MalformedCallError as err:
-            return [MalformedCall(block, str(err))]
+            return MalformedToolCall(block, str(err))
 
-    def finish(self) -> list[Event]:
+    def finish(self) -> list[ParsedEvent]:
         """Events for whatever the stream left unfinished."""
         rest, self._buffer = self._buffer, ""
         match self._mode:
             case _Mode.BARE if (call := self._bare_call(rest)) is not None:
-                return [ToolCall(call)]
+                return [ToolCallDelta(to_tool_call(call, self._tool_names))]
             case _Mode.BARE | _Mode.TEXT:
-                return [Content(rest.strip())] if rest.strip() else []
+                return [TextDelta(rest.strip())] if rest.strip() else []
             case _Mode.THINK:
-                return [Thinking(rest)] if rest else []
+                return [ThinkingDelta(rest)] if rest else []
             case _Mode.CALL:
-                return self._call(rest)
+                return [self._call(rest)]
 
     def _bare_call(self, text: str) -> ParsedCall | None:
         """A whole reply that is a JSON call of a known tool."""

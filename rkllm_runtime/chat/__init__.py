@@ -1,0 +1,42 @@
+"""The chat layer: messages and tools in, typed events out, with the KV cache kept warm.
+
+Everything that knows the model's text format lives here: tool-schema rendering,
+tool-call parsing and repair, the thinking split, and the retry of malformed calls.
+"""
+
+from .engine import ChatEngine, ChatStream, EngineState, EngineStats
+from .events import (
+    ChatEvent,
+    ChatResult,
+    Finished,
+    MalformedToolCall,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+)
+from .messages import ChatRequest, Message, ToolCall, ToolSpec
+from .plan import KVCacheState, KVMode, KVReset
+from .prompt_cache import PromptCacheKey, PromptCacheStore
+
+__all__ = [
+    "ChatEngine",
+    "ChatEvent",
+    "ChatRequest",
+    "ChatResult",
+    "ChatStream",
+    "EngineState",
+    "EngineStats",
+    "Finished",
+    "KVCacheState",
+    "KVMode",
+    "KVReset",
+    "MalformedToolCall",
+    "Message",
+    "PromptCacheKey",
+    "PromptCacheStore",
+    "TextDelta",
+    "ThinkingDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolSpec",
+]

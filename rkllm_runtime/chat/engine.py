@@ -1,0 +1,413 @@
+"""The chat engine: one model, one request at a time, and a KV cache kept warm.
+
+Requests queue in a bounded FIFO. For each one, :func:`~rkllm_runtime.chat.plan.plan`
+works out what the runtime's KV cache already holds (the system prompt with its
+tools, then the turns of one conversation) and what the KV strategy must send.
+The system-prompt prefix is also kept as a prompt-cache file (see
+:mod:`rkllm_runtime.chat.prompt_cache`) so the first request after a restart does
+not prefill it again. Engine state is only changed on the event loop; the steps on
+the engine thread return what they did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import TracebackType
+from typing import Self
+
+from rkllm_runtime.aio import AsyncStream
+from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, ContextOverflowError, RKLLMError
+from rkllm_runtime.runtime import RKLLMRuntime, encode_text
+from rkllm_runtime.types import PerfStats, RunOptions
+
+from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
+from .messages import ChatRequest, Message, ToolCall, fingerprint, render_tools, split_new
+from .parser import StreamParser
+from .plan import KVCacheState, KVMode, KVReset, Plan, plan
+from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
+from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
+
+_LOGGER = logging.getLogger(__name__)
+
+# Once whitespace runs are collapsed, a token is hardly ever longer than this: a text of n bytes
+# needs at least n / MAX_BYTES_PER_TOKEN tokens, a bound that refuses only what can never fit.
+MAX_BYTES_PER_TOKEN = 32
+_WHITESPACE = re.compile(r"\s+")
+
+
+class EngineState(StrEnum):
+    """What the engine is doing."""
+
+    READY = "ready"
+    PREFILLING = "prefilling"
+    """Reading the prompt, before the first token."""
+    GENERATING = "generating"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters since the engine started."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    malformed_calls: int = 0
+    kv_tokens: int = 0
+    last: ChatResult | None = None
+    last_error: str | None = None
+    """Of the last request, None when it succeeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """How the runtime was made ready for a plan."""
+
+    options: RunOptions
+    loaded_prompt_cache: bool = False
+    """The system prompt was restored from its file (for a ``keep_history=0`` run)."""
+    save_prompt_cache: PromptCacheKey | None = None
+
+
+@dataclass(slots=True)
+class _Round:
+    """One run of a chat: its plan, what it said and what it cost."""
+
+    step: Plan
+    prepared: _Prepared
+    text: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    malformed: MalformedToolCall | None = None
+    perf: PerfStats = field(default_factory=PerfStats)
+    prompt_tokens: int = 0
+
+    @property
+    def system_warm(self) -> bool:
+        """The run found the system section prefilled, in the KV cache or from its file."""
+        return self.step.system_cached or self.prepared.loaded_prompt_cache
+
+    def reply(self) -> Message:
+        """What the model said, as it stays in the conversation (an unreadable call included)."""
+        unread = f"<tool_call>\n{self.malformed.raw}\n</tool_call>" if self.malformed else ""
+        return Message("assistant", "".join(self.text) + unread, tool_calls=tuple(self.calls))
+
+
+class ChatEngine:
+    """Serialises requests to one :class:`RKLLMRuntime` and keeps its KV cache warm."""
+
+    def __init__(
+        self,
+        runtime: RKLLMRuntime,
+        *,
+        max_waiting: int = 2,
+        kv_mode: KVMode = KVMode.CONSERVATIVE,
+        prompt_caches: PromptCacheStore | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.max_waiting = max_waiting
+        self.kv_mode = kv_mode
+        self.prompt_caches = prompt_caches if kv_mode is not KVMode.NAIVE else None
+        self.stats = EngineStats()
+        self.state = EngineState.READY
+        self.kv_cache = KVCacheState()
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+        self._listeners: list[Callable[[], None]] = []
+        # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
+        self._model_identity: str | None = None  # read on the engine thread when first needed
+        self._prompt_cache_loaded = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self.state is EngineState.CLOSED
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the running one."""
+        return self._waiting
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the event loop) whenever state or stats change; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _set_state(self, state: EngineState) -> None:
+        self.state = state
+        for listener in list(self._listeners):
+            listener()
+
+    def chat(self, request: ChatRequest) -> ChatStream:
+        """Answer a request; iterate the returned stream for its events, :class:`Finished` last."""
+        return ChatStream(self._chat(request))
+
+    async def _chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent]:
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        _check_request(request, self.runtime.params.max_context_len)
+        if self._lock.locked() and self._waiting >= self.max_waiting:
+            raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        completed = False
+        try:
+            if self.closed:
+                raise ClosedError("the model was unloaded")
+            rounds: list[_Round] = []
+            messages = list(request.messages)
+            for attempt in range(request.malformed_call_retries + 1):
+                step = plan(
+                    self.kv_cache,
+                    replace(request, messages=messages),
+                    kv_mode=self.kv_mode,
+                    max_context_len=self.runtime.params.max_context_len,
+                )
+                self._set_state(EngineState.PREFILLING)
+                said = _Round(step, await self._in_executor(self._prepare, request, step))
+                async for event in self._run(request, said):
+                    yield event
+                rounds.append(said)
+                if said.malformed is None or said.calls or attempt == request.malformed_call_retries:
+                    break
+                # The model is told what was wrong and answers again, within this request.
+                self.stats.malformed_calls += 1
+                error = json.dumps(malformed_call_result(said.malformed.error))
+                messages += [said.reply(), Message("tool", error, name=MALFORMED_CALL_TOOL)]
+            result = self._commit(rounds)
+            completed = True
+            yield Finished(result)
+        except AbortedError:
+            raise  # cancelled by the caller or an unload: not the model's fault
+        except RKLLMError as err:
+            self.stats.last_error = str(err)
+            raise
+        finally:
+            if not completed:
+                self.kv_cache = self.kv_cache.without_conversation()
+            if not self.closed:
+                self._set_state(EngineState.READY)
+            self._lock.release()
+
+    async def _run(self, request: ChatRequest, said: _Round) -> AsyncGenerator[ChatEvent]:
+        """One run of the runtime: stream and parse, then record what the cache holds."""
+        step, prepared = said.step, said.prepared
+        if prepared.loaded_prompt_cache:
+            self._prompt_cache_loaded = True
+        before = KVCacheState(system_key=step.system_key) if step.set_system else self.kv_cache
+        self.kv_cache = before.without_conversation()  # until the run has succeeded
+        parser = StreamParser([tool.name for tool in request.tools])
+        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
+        finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
+        try:
+            async with run:
+                async for chunk in run:
+                    if self.state is EngineState.PREFILLING:
+                        self._set_state(EngineState.GENERATING)
+                    for event in parser.feed(chunk):
+                        yield _noted(event, said)
+            for event in parser.finish():
+                yield _noted(event, said)
+            finished = True
+        except AbortedError, asyncio.CancelledError:
+            finished = True  # the runtime ends an aborted run normally, file included
+            raise
+        finally:
+            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
+        assert run.result is not None
+        said.perf = perf = run.result.perf
+        if prepared.options.keep_history:
+            held = before.kv_tokens if step.reset is KVReset.NONE and before.in_kv else 0
+            context = (
+                kv_tokens if kv_tokens is not None else held + perf.prefill_tokens + perf.generate_tokens
+            )
+            said.prompt_tokens = max(context - perf.generate_tokens, perf.prefill_tokens)
+        else:
+            # The runtime went back to the system section, which is all it keeps.
+            said.prompt_tokens = perf.prefill_tokens + ((kv_tokens or 0) if said.system_warm else 0)
+            context = said.prompt_tokens + perf.generate_tokens
+        self.kv_cache = replace(
+            step.conversation,
+            fingerprint=fingerprint([said.reply()], step.conversation.fingerprint),
+            in_kv=prepared.options.keep_history,
+            kv_tokens=context,
+        )
+        self.stats.kv_tokens = kv_tokens if kv_tokens is not None else context
+
+    async def _in_executor[T](self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _prepare(self, request: ChatRequest, step: Plan) -> _Prepared:
+        """Bring the runtime's cache to the plan's starting point (runs on the engine thread)."""
+        if step.set_system:
+            self.runtime.set_function_tools(request.system_prompt, step.tools or "[]")
+        if step.reset is not KVReset.NONE:
+            self.runtime.clear_kv_cache(keep_system_prompt=step.reset is KVReset.KEEP_SYSTEM)
+        if step.use_prompt_cache and self.prompt_caches is not None:
+            return self._restore_prompt_cache(self.prompt_caches, step)
+        return _Prepared(step.options)
+
+    def _restore_prompt_cache(self, store: PromptCacheStore, step: Plan) -> _Prepared:
+        """Load the system prompt's verified prompt-cache file, or let the run save one (engine thread)."""
+        try:
+            if self._model_identity is None:
+                self._model_identity = model_identity(self.runtime.model_path)
+        except OSError as err:
+            _LOGGER.warning(
+                "Cannot read %s (%s); answering without prompt-cache files", self.runtime.model_path, err
+            )
+            return _Prepared(step.options)
+        key = PromptCacheKey(self.runtime.library.release, self._model_identity, step.system_key)
+        if (path := store.lookup(key)) is not None:
+            try:
+                if self._prompt_cache_loaded:  # the runtime holds one file at a time
+                    self.runtime.release_prompt_cache()
+                self.runtime.load_prompt_cache(path)
+            except RKLLMError:
+                _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
+                store.discard(path)
+            else:
+                # Restored for a keep_history=0 run only: its input is matched against the
+                # cached prefix. In a kept conversation the runtime would not match it.
+                return _Prepared(replace(step.options, keep_history=False), loaded_prompt_cache=True)
+        staging = store.staging_path(key)
+        if staging is None:
+            return _Prepared(step.options)
+        return _Prepared(replace(step.options, save_prompt_cache=str(staging)), save_prompt_cache=key)
+
+    def _after_run(self, saving: PromptCacheKey | None, finished: bool) -> int | None:
+        """Keep the prompt-cache file a finished run saved, drop a failed run's (engine thread).
+
+        Returns the KV cache's size when the library tells it.
+        """
+        if saving is not None and self.prompt_caches is not None:
+            if finished:
+                self.prompt_caches.saved(saving)
+            else:
+                self.prompt_caches.abandon(saving)
+        if self.runtime.library.has("rkllm_get_kv_cache_size"):
+            return self.runtime.kv_cache_size()
+        return None
+
+    def _commit(self, rounds: list[_Round]) -> ChatResult:
+        first, prompt_tokens = rounds[0].step, rounds[0].prompt_tokens
+        visible = Message(
+            "assistant",
+            "".join(text for said in rounds for text in said.text),
+            tool_calls=tuple(call for said in rounds for call in said.calls),
+        )
+        perfs = [said.perf for said in rounds]
+        hit = first.hit and (not first.set_system or rounds[0].prepared.loaded_prompt_cache)
+        result = ChatResult(
+            text=visible.content,
+            tool_calls=visible.tool_calls,
+            perf=PerfStats(
+                prefill_time_ms=sum(p.prefill_time_ms for p in perfs),
+                prefill_tokens=sum(p.prefill_tokens for p in perfs),
+                generate_time_ms=sum(p.generate_time_ms for p in perfs),
+                generate_tokens=sum(p.generate_tokens for p in perfs),
+                memory_usage_mb=max(p.memory_usage_mb for p in perfs),
+            ),
+            prompt_tokens=prompt_tokens,
+            cached_tokens=prompt_tokens - rounds[0].perf.prefill_tokens,
+            cache_hit=hit,
+            kv_tokens=self.stats.kv_tokens,
+            runs=len(rounds),
+        )
+        # The caller sends the conversation back as it saw it: without the rounds that retried a call.
+        self.kv_cache = replace(
+            self.kv_cache,
+            cached_messages=first.conversation.cached_messages,
+            fingerprint=fingerprint([visible], first.conversation.fingerprint),
+        )
+        self.stats.requests += 1
+        if hit:
+            self.stats.cache_hits += 1
+        else:
+            self.stats.cache_misses += 1
+        self.stats.last = result
+        self.stats.last_error = None
+        return result
+
+    async def aclose(self) -> None:
+        """Abort what runs, wait for it, destroy the handle and stop the engine thread."""
+        if self.closed:
+            return
+        self._set_state(EngineState.CLOSED)
+        self.runtime.abort()
+        async with self._lock:
+            await self._in_executor(self.runtime.close)
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+
+def _check_request(request: ChatRequest, limit: int) -> None:
+    """Refuse, before queueing, text C cannot carry and a new part that can certainly not fit."""
+    for message in request.messages:
+        encode_text(message.content)
+    texts = [
+        request.system_prompt,
+        render_tools(request.tools),
+        *(m.content for m in split_new(request.messages).new),
+    ]
+    tokens = sum(len(encode_text(_WHITESPACE.sub(" ", text))) for text in texts) // MAX_BYTES_PER_TOKEN
+    if tokens > limit:
+        raise ContextOverflowError(
+            f"the input needs at least {tokens} tokens but the context holds {limit}",
+            tokens=tokens,
+            limit=limit,
+        )
+
+
+def _noted(event: ChatEvent, said: _Round) -> ChatEvent:
+    """Pass an event on, keeping what the round said."""
+    match event:
+        case TextDelta(text):
+            said.text.append(text)
+        case ToolCallDelta(call):
+            said.calls.append(call)
+        case MalformedToolCall():
+            said.malformed = event
+    return event
+
+
+class ChatStream:
+    """The events of one request; ``result`` is set once :class:`Finished` has passed.
+
+    Use ``async with engine.chat(request) as stream: async for event in stream``.
+    Raises :class:`BusyError` when the queue is full, :class:`RunError` on failure.
+    """
+
+    def __init__(self, events: AsyncGenerator[ChatEvent]) -> None:
+        self.result: ChatResult | None = None
+        self._events = events
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChatEvent:
+        event = await self._events.__anext__()
+        if isinstance(event, Finished):
+            self.result = event.result
+        return event
+
+    async def aclose(self) -> None:
+        """Stop early: the run is aborted and the engine freed."""
+        await self._events.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,197 @@
+"""Conversations as the engine sees them, and how they become RKLLM inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rkllm_runtime.types import Prompt, Role, Sampling
+
+MessageRole = Literal["user", "assistant", "tool"]
+
+
+def new_call_id() -> str:
+    """A fresh tool-call id, in the form OpenAI clients expect."""
+    return f"call_{secrets.token_hex(12)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of one of the request's tools, its name resolved and its arguments repaired."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str = field(default_factory=new_call_id)
+    """Links the call to its result (clients send it back with the result)."""
+
+    def as_text(self) -> str:
+        """The call as the model writes it."""
+        body = json.dumps({"name": self.name, "arguments": self.arguments}, ensure_ascii=False)
+        return f"<tool_call>\n{body}\n</tool_call>"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call."""
+
+    name: str
+    parameters: dict[str, Any]
+    """JSON schema of the arguments."""
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation (the system prompt is separate)."""
+
+    role: MessageRole
+    content: str
+    tool_calls: Sequence[ToolCall] = ()
+    """Calls an assistant message made."""
+    name: str = ""
+    """The tool a tool message answers."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """Everything one generation needs.
+
+    ``messages`` is the whole conversation so far; the messages after the last
+    assistant message are the new ones. The engine decides what must be sent.
+    """
+
+    system_prompt: str
+    messages: Sequence[Message]
+    tools: Sequence[ToolSpec] = ()
+    conversation_id: str | None = None
+    """Set by callers that track conversations; stateless callers leave it out."""
+    enable_thinking: bool = False
+    max_new_tokens: int = 0
+    """0: the model's limit."""
+    sampling: Sampling | None = None
+    max_history_turns: int = 0
+    """User turns of history kept when a conversation is rebuilt (0: every turn that fits)."""
+    malformed_call_retries: int = 1
+    """Times a malformed tool call is answered with an error so the model can try again."""
+
+
+def render_tools(tools: Sequence[ToolSpec]) -> str:
+    """The tools as the OpenAI-style JSON array ``rkllm_set_function_tools`` takes ("" without tools)."""
+    if not tools:
+        return ""
+    specs = []
+    for tool in tools:
+        spec: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+        if tool.description:
+            spec["description"] = tool.description
+        specs.append({"type": "function", "function": spec})
+    return json.dumps(specs, ensure_ascii=False)
+
+
+def system_key(system_prompt: str, tools: str) -> str:
+    """Identity of a system prompt with its rendered tools."""
+    return hashlib.sha256(f"{system_prompt}\0{tools}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A conversation cut into the part already answered and the new messages."""
+
+    history: Sequence[Message]
+    new: Sequence[Message]
+
+
+def split_new(messages: Sequence[Message]) -> Split:
+    """The messages after the last assistant message are new."""
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    return Split(messages[: last_assistant + 1], messages[last_assistant + 1 :])
+
+
+def fingerprint(messages: Sequence[Message], start: str = "") -> str:
+    """Identity of a conversation prefix, extendable by passing an earlier result as ``start``.
+
+    Assistant text is compared with its whitespace collapsed (clients may trim it);
+    thinking never comes back and is not part of it.
+    """
+    digest = start
+    for message in messages:
+        text = " ".join(message.content.split()) if message.role == "assistant" else message.content
+        calls = [(call.name, json.dumps(call.arguments, sort_keys=True)) for call in message.tool_calls]
+        part = json.dumps([digest, message.role, text, calls, message.name])
+        digest = hashlib.sha256(part.encode()).hexdigest()
+    return digest
+
+
+def user_turn_starts(history: Sequence[Message]) -> list[int]:
+    """Indexes of the user messages: where each turn starts."""
+    return [i for i, message in enumerate(history) if message.role == "user"]
+
+
+def trim_turns(history: Sequence[Message], max_turns: int) -> Sequence[Message]:
+    """Keep the last ``max_turns`` user turns of the history (0: all)."""
+    starts = user_turn_starts(history)
+    if max_turns <= 0 or len(starts) <= max_turns:
+        return history
+    return history[starts[-max_turns] :]
+
+
+def drop_oldest_half(history: Sequence[Message]) -> Sequence[Message]:
+    """The later half of the history's turns (nothing when only one turn remains)."""
+    starts = user_turn_starts(history)
+    if len(starts) < 2:
+        return []
+    return history[starts[len(starts) // 2] :]
+
+
+def _tool_result(message: Message) -> Any:
+    try:
+        content = json.loads(message.content)
+    except ValueError:
+        content = message.content
+    return {"name": message.name, "content": content} if message.name else content
+
+
+def _is_tool_results(new: Sequence[Message]) -> bool:
+    return bool(new) and all(message.role == "tool" for message in new)
+
+
+def _merged_results(new: Sequence[Message]) -> str:
+    """Several tool results become one JSON array, as the chat template expects."""
+    results = [_tool_result(message) for message in new]
+    return json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False)
+
+
+def new_input(new: Sequence[Message], enable_thinking: bool) -> Prompt:
+    """One RKLLM input for the new messages: the tool results, or the user text."""
+    if _is_tool_results(new):
+        return Prompt(_merged_results(new), Role.TOOL, enable_thinking)
+    return Prompt("\n".join(message.content for message in new), Role.USER, enable_thinking)
+
+
+HISTORY_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result"}
+
+
+def _history_text(message: Message) -> str:
+    if message.role == "tool":
+        return json.dumps(_tool_result(message), ensure_ascii=False)
+    return "".join([message.content, *(call.as_text() for call in message.tool_calls)])
+
+
+def rebuild_input(history: Sequence[Message], new: Sequence[Message], enable_thinking: bool) -> Prompt:
+    """One input carrying earlier turns as text, for a KV cache that does not hold them.
+
+    The RKLLM API has no way to insert an assistant turn, so the history is quoted
+    ahead of the new messages; the input keeps the new messages' role (tool results
+    stay a tool response, or the model would repeat its call).
+    """
+    if not history:
+        return new_input(new, enable_thinking)
+    quoted = "\n".join(
+        ["Earlier in this conversation:", *(f"{HISTORY_LABELS[m.role]}: {_history_text(m)}" for m in history)]
+    )
+    latest = new_input(new, enable_thinking)
+    return Prompt(f"{quoted}\n\n{latest.text}", latest.role, enable_thinking)

@@ -1,0 +1,165 @@
+"""KV planning: from what the KV cache holds and a request, what to send.
+
+:func:`plan` is pure: the engine applies its result on the runtime thread. It uses
+only what the vendor documents for every strategy (:class:`KVMode`):
+
+- unchanged system prompt and tools: never set again; a changed one is set with
+  ``rkllm_set_function_tools`` followed by an explicit full ``rkllm_clear_kv_cache``
+  (whether setting it clears the cache is not documented);
+- the KV cache is never cleared by range (the runtime refuses it outside a paused
+  ``keep_history=0`` run);
+- a prompt-cache file keeps the system prompt across restarts; the engine restores it
+  only for a ``keep_history=0`` run, where the runtime detects the cached prefix of the
+  run's input, so context is never duplicated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from rkllm_runtime.types import Prompt, RunOptions
+
+from .messages import (
+    ChatRequest,
+    Message,
+    drop_oldest_half,
+    fingerprint,
+    rebuild_input,
+    render_tools,
+    split_new,
+    system_key,
+    trim_turns,
+)
+
+# Past this share of max_context_len, the conversation is rebuilt with fewer turns.
+CONTEXT_BUDGET = 0.75
+
+
+class KVMode(StrEnum):
+    """How the engine uses the KV cache."""
+
+    CONSERVATIVE = "conservative"
+    """``keep_history=0`` for every run, as the vendor's own examples: the system prompt stays
+    cached, the conversation is re-sent each turn (its closing of turns is not relied on)."""
+    REUSE = "reuse"
+    """``keep_history=1`` within a conversation: a follow-up or tool result sends only itself.
+    Relies on how the runtime closes a turn between runs, which the vendor does not document."""
+    NAIVE = "naive"
+    """Re-prefill everything every time (for comparison)."""
+
+
+class KVReset(StrEnum):
+    """How the KV cache is cleared before a run."""
+
+    NONE = "none"
+    """Keep it: the run continues what it holds."""
+    KEEP_SYSTEM = "keep_system"
+    """``clear_kv_cache(keep_system_prompt=1)``: drop the conversation."""
+    ALL = "all"
+    """``clear_kv_cache(keep_system_prompt=0)``, after setting a new system prompt."""
+
+
+@dataclass(frozen=True, slots=True)
+class KVCacheState:
+    """What the runtime's KV cache holds, as far as the engine knows."""
+
+    system_key: str | None = None
+    """Identity of the system prompt and tools set on the handle."""
+    system_in_kv: bool = False
+    """The system section is prefilled (after setting it, the next run does it)."""
+    conversation_id: str | None = None
+    """The conversation of the last run (None for callers that do not name theirs)."""
+    cached_messages: int = 0
+    """Messages of that conversation accounted for, its replies included (in the KV cache
+    itself only when ``in_kv``)."""
+    fingerprint: str = ""
+    """:func:`~rkllm_runtime.chat.messages.fingerprint` of those messages."""
+    history_start: int = 0
+    """Leading messages of it no longer sent (context budget)."""
+    in_kv: bool = False
+    """The KV cache holds that conversation's turns (``keep_history`` runs)."""
+    kv_tokens: int = 0
+    """Tokens of the last run's context: prompt and reply."""
+
+    def without_conversation(self) -> KVCacheState:
+        """The cache no longer holds a known conversation (the system prompt stays)."""
+        return KVCacheState(self.system_key, self.system_in_kv, kv_tokens=self.kv_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one run sends, and how the runtime gets ready for it."""
+
+    input: Prompt
+    options: RunOptions
+    system_key: str
+    tools: str
+    """The rendered tools, set with the system prompt."""
+    set_system: bool
+    """Call ``set_function_tools`` first."""
+    reset: KVReset
+    hit: bool
+    """Only what the strategy must send is prefilled, once the system prompt is warm (set
+    before, or restored from a prompt-cache file)."""
+    system_cached: bool
+    """The run starts with the system section in the KV cache (before any prompt-cache file)."""
+    use_prompt_cache: bool
+    """Restore the system prompt's prompt-cache file, or save one with this run."""
+    conversation: KVCacheState
+    """What the cache state is once the reply has joined (without the reply's fingerprint,
+    the token count, and ``in_kv`` when a prompt-cache file turns ``keep_history`` off)."""
+
+
+def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_context_len: int) -> Plan:
+    """The plan for ``request`` given what the KV cache holds."""
+    tools = render_tools(request.tools)
+    key = system_key(request.system_prompt, tools)
+    split = split_new(request.messages)
+    sent: list[Message] = [*split.history, *split.new]
+    options = RunOptions(
+        keep_history=kv_mode is KVMode.REUSE,
+        max_new_tokens=request.max_new_tokens,
+        sampling=request.sampling,
+    )
+    set_system = kv_mode is KVMode.NAIVE or key != cache.system_key
+    same_conversation = (
+        cache.conversation_id == request.conversation_id
+        and cache.cached_messages == len(split.history)
+        and cache.fingerprint == fingerprint(split.history)
+    )
+    over_budget = cache.kv_tokens > CONTEXT_BUDGET * max_context_len
+    reset = KVReset.ALL if set_system else KVReset.NONE  # a new system prompt starts from an empty cache
+    history: list[Message] = []
+    history_start = cache.history_start if same_conversation else 0
+    follow_up = options.keep_history and not set_system and same_conversation and cache.in_kv
+    if follow_up and over_budget:
+        reset = KVReset.KEEP_SYSTEM
+    if not follow_up or over_budget:
+        history = list(trim_turns(split.history[history_start:], request.max_history_turns))
+        if same_conversation and over_budget:
+            history = list(drop_oldest_half(history))
+        history_start = len(split.history) - len(history)
+        if options.keep_history and reset is KVReset.NONE:
+            reset = KVReset.KEEP_SYSTEM  # another conversation is in the cache: back to the system prompt
+    return Plan(
+        input=rebuild_input(history, split.new, request.enable_thinking),
+        options=options,
+        system_key=key,
+        tools=tools,
+        set_system=set_system,
+        reset=reset,
+        # Re-sending the history is by design in the conservative mode; elsewhere it is a miss.
+        hit=kv_mode is not KVMode.NAIVE and (not history or kv_mode is KVMode.CONSERVATIVE),
+        system_cached=not set_system and cache.system_in_kv,
+        use_prompt_cache=set_system and kv_mode is not KVMode.NAIVE,
+        conversation=KVCacheState(
+            system_key=key,
+            system_in_kv=True,
+            conversation_id=request.conversation_id,
+            cached_messages=len(sent) + 1,  # the reply joins the conversation
+            fingerprint=fingerprint(sent),
+            history_start=history_start,
+            in_kv=options.keep_history,
+        ),
+    )
