@@ -1,0 +1,93 @@
+"""KV planning as a pure function: a table of cache states and requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from rkllm_runtime import Role
+from rkllm_runtime.chat import ChatRequest, KVCacheState, KVMode, KVReset, Message, ToolCall, ToolSpec
+from rkllm_runtime.chat.messages import fingerprint, render_tools, system_key
+from rkllm_runtime.chat.plan import CONTEXT_BUDGET, plan
+
+SYSTEM = "You are a voice assistant."
+TOOLS = (ToolSpec("HassTurnOn", {"type": "object"}, "Turns on"),)
+KEY = system_key(SYSTEM, render_tools(TOOLS))
+HI, REPLY = Message("user", "hi"), Message("assistant", "Hello!")
+MORE = Message("user", "and more")
+EARLIER = "Earlier in this conversation:\n"
+CALL = Message("assistant", "", tool_calls=(ToolCall("HassTurnOn", {"name": "x"}, id="call_1"),))
+RESULT = Message("tool", '{"success": true}', name="HassTurnOn")
+
+
+def holding(*messages: Message, conversation_id: str | None = "a", kv_tokens: int = 100) -> KVCacheState:
+    """A cache that holds the system prompt and ``messages``."""
+    return KVCacheState(KEY, conversation_id, len(messages), fingerprint(messages), kv_tokens)
+
+
+@dataclass(frozen=True)
+class Case:
+    cache: KVCacheState
+    messages: tuple[Message, ...]
+    set_system: bool
+    reset: KVReset
+    hit: bool
+    input: str
+    conversation_id: str | None = "a"
+    mode: KVMode = KVMode.REUSE
+
+
+CASES = {
+    "cold": Case(KVCacheState(), (HI,), True, KVReset.NONE, True, "hi"),
+    "new-conversation": Case(holding(HI, REPLY), (HI,), False, KVReset.KEEP_SYSTEM, True, "hi", "b"),
+    "follow-up": Case(holding(HI, REPLY), (HI, REPLY, MORE), False, KVReset.NONE, True, "and more"),
+    "stateless-follow-up": Case(
+        holding(HI, REPLY, conversation_id=None), (HI, REPLY, MORE),
+        False, KVReset.NONE, True, "and more", None,
+    ),
+    "reply-whitespace-trimmed": Case(
+        holding(HI, Message("assistant", " Hello!\n")), (HI, REPLY, MORE),
+        False, KVReset.NONE, True, "and more",
+    ),
+    "other-reply-is-another-conversation": Case(
+        holding(HI, Message("assistant", "Hey"), conversation_id=None), (HI, REPLY, MORE),
+        False, KVReset.KEEP_SYSTEM, False, EARLIER + "User: hi\nAssistant: Hello!\n\nand more",
+        None,
+    ),
+    "tool-result": Case(holding(HI, CALL), (HI, CALL, RESULT), False, KVReset.NONE, True,
+                        '{"name": "HassTurnOn", "content": {"success": true}}'),
+    "over-budget": Case(
+        holding(HI, REPLY, MORE, REPLY, kv_tokens=4096), (HI, REPLY, MORE, REPLY, HI),
+        False, KVReset.KEEP_SYSTEM, False, EARLIER + "User: and more\nAssistant: Hello!\n\nhi",
+    ),
+    "naive": Case(holding(HI, REPLY), (HI, REPLY, MORE), True, KVReset.ALL, False,
+                  EARLIER + "User: hi\nAssistant: Hello!\n\nand more", mode=KVMode.NAIVE),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_plan(case: Case) -> None:
+    request = ChatRequest(SYSTEM, case.messages, tools=TOOLS, conversation_id=case.conversation_id)
+    planned = plan(case.cache, request, kv_mode=case.mode, max_context_len=4096)
+    assert (planned.set_system, planned.reset, planned.hit) == (case.set_system, case.reset, case.hit)
+    assert planned.input.text == case.input
+    assert planned.input.role is (Role.TOOL if case.messages[-1].role == "tool" else Role.USER)
+    assert planned.options.keep_history is (case.mode is KVMode.REUSE)
+    assert planned.conversation.cached_messages == len(case.messages) + 1
+    assert planned.use_prompt_cache is (case.set_system and case.mode is KVMode.REUSE)
+
+
+def test_changed_tools_set_the_system_again() -> None:
+    request = ChatRequest(SYSTEM, (HI,), tools=(), conversation_id="a")
+    planned = plan(holding(), request, kv_mode=KVMode.REUSE, max_context_len=4096)
+    assert planned.set_system
+    assert planned.tools == ""
+
+
+def test_budget_threshold() -> None:
+    request = ChatRequest(SYSTEM, (HI, REPLY, MORE), tools=TOOLS, conversation_id="a")
+    within = holding(HI, REPLY, kv_tokens=int(CONTEXT_BUDGET * 1000))
+    assert plan(within, request, kv_mode=KVMode.REUSE, max_context_len=1000).reset is KVReset.NONE
+    beyond = holding(HI, REPLY, kv_tokens=int(CONTEXT_BUDGET * 1000) + 1)
+    assert plan(beyond, request, kv_mode=KVMode.REUSE, max_context_len=1000).reset is KVReset.KEEP_SYSTEM
