@@ -1,0 +1,101 @@
+"""The web application: routes, the API key, JSON errors, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from . import ollama_api, openai_api
+from .config import ServerConfig
+from .errors import ApiError
+from .exchange import SERVER, Server, dumps, error_body
+from .metrics import ServerMetrics, render
+from .models import ModelRegistry, ModelState
+
+_LOGGER = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/", "/health"})
+
+
+def _is_openai(request: web.Request) -> bool:
+    return request.path.startswith("/v1/")
+
+
+def _error(err: ApiError, request: web.Request) -> web.Response:
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
+    if err.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return web.Response(
+        body=dumps(error_body(err, _is_openai(request))),
+        status=err.status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as JSON in the API's shape, with its status; responses counted by status."""
+    server = request.app[SERVER]
+    try:
+        response = await handler(request)
+    except ApiError as err:
+        response = _error(err, request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        message = "the request is too large" if err.status == 413 else err.reason
+        response = _error(ApiError(err.status, message), request)
+    except asyncio.CancelledError, ConnectionResetError:
+        raise
+    except Exception:
+        _LOGGER.exception("Error answering %s %s", request.method, request.path)
+        response = _error(ApiError(500, "internal server error"), request)
+    model = request.get("model")
+    if isinstance(model, str) and model in server.registry.models:
+        api = "openai" if _is_openai(request) else "ollama"
+        server.metrics.responses[(model, api, response.status)] += 1
+    return response
+
+
+@web.middleware
+async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``Authorization: Bearer <key>`` on every path but the health probe."""
+    key = request.app[SERVER].config.api_key
+    if key and request.path not in OPEN_PATHS:
+        given = request.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise ApiError(401, "a valid API key is required (Authorization: Bearer <key>)")
+    return await handler(request)
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: 200 when every model is ready, 503 otherwise (no details without a key)."""
+    states = {model.state for model in request.app[SERVER].registry.models.values()}
+    if states == {ModelState.READY}:
+        return web.json_response({"status": "ok"})
+    status = "loading" if ModelState.LOADING in states else "unavailable"
+    return web.json_response({"status": status}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text."""
+    server = request.app[SERVER]
+    text = await asyncio.get_running_loop().run_in_executor(None, render, server.registry, server.metrics)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Version": "0.0.4"})
+
+
+def create_app(config: ServerConfig, registry: ModelRegistry) -> web.Application:
+    """The application for these models."""
+    app = web.Application(middlewares=[errors, api_key], client_max_size=config.max_request_bytes)
+    app[SERVER] = Server(config, registry, ServerMetrics(), time.time())
+    app.add_routes([*ollama_api.routes(), *openai_api.routes()])
+    app.add_routes([web.get("/health", health), web.get("/metrics", metrics)])
+    return app

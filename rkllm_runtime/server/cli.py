@@ -1,0 +1,170 @@
+"""``rkllm-server``: the command line, and the process's life from start to SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from .announce import Announcer, service_info
+from .app import create_app
+from .config import (
+    DEFAULT_CONTEXT,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_PORT,
+    ServerConfig,
+    is_loopback,
+)
+from .models import ModelRegistry
+from .ollama_api import package_version
+
+_LOGGER = logging.getLogger("rkllm_runtime.server")
+
+# SIGTERM to exit: systemd waits longer, but a stop should not feel stuck.
+STOP_WITHIN_S = 4.0
+READY_LINE = "rkllm-server ready"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rkllm-server",
+        description="Serve RKLLM models on the Rockchip NPU over the Ollama and OpenAI APIs.",
+    )
+    parser.add_argument("--library", type=Path, required=True, help="path of librkllmrt.so")
+    parser.add_argument(
+        "--model", action="append", required=True, metavar="NAME=PATH", help="a model to serve (repeatable)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"(default: {DEFAULT_PORT}; 0: any)")
+    parser.add_argument("--api-key-file", type=Path, help="file holding the API key clients must send")
+    parser.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM), with --tls-key")
+    parser.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="most tokens per reply")
+    parser.add_argument(
+        "--max-waiting", type=int, default=DEFAULT_MAX_WAITING, help="queued requests per model"
+    )
+    parser.add_argument("--context-length", type=int, default=DEFAULT_CONTEXT)
+    parser.add_argument("--prompt-cache-dir", type=Path, help="keep system prompts' KV here across restarts")
+    parser.add_argument(
+        "--zeroconf", choices=("auto", "on", "off"), default="auto",
+        help="announce _rkllm._tcp (auto: when not bound to loopback)",
+    )  # fmt: skip
+    parser.add_argument("--release", help="runtime release, for a library that does not embed one")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
+    """The configuration, or exit with a message saying what is wrong."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    models: dict[str, Path] = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--model {item!r}: expected NAME=PATH")
+        if not Path(path).is_file():
+            parser.error(f"--model {name}: no file at {path}")
+        models[name] = Path(path)
+    api_key = os.environ.get("RKLLM_SERVER_API_KEY") or None
+    if args.api_key_file is not None:
+        try:
+            api_key = args.api_key_file.read_text().strip() or None
+        except OSError as err:
+            parser.error(f"--api-key-file: {err}")
+    if not is_loopback(args.host) and not api_key:
+        parser.error(
+            f"binding to {args.host} makes the models reachable from the network: "
+            "set an API key (--api-key-file, or RKLLM_SERVER_API_KEY)"
+        )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    for name in ("max_request_bytes", "max_tokens", "max_waiting", "context_length"):
+        if getattr(args, name) < (0 if name == "max_waiting" else 1):
+            parser.error(f"--{name.replace('_', '-')} is too small")
+    return ServerConfig(
+        library=args.library,
+        models=models,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_request_bytes=args.max_request_bytes,
+        max_tokens=args.max_tokens,
+        max_waiting=args.max_waiting,
+        context_length=args.context_length,
+        prompt_cache_dir=args.prompt_cache_dir,
+        zeroconf=args.zeroconf == "on" or (args.zeroconf == "auto" and not is_loopback(args.host)),
+        release=args.release,
+    )
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+async def serve(config: ServerConfig) -> bool:
+    """Run until SIGTERM or SIGINT; whether everything stopped in time."""
+    registry = ModelRegistry(config)
+    runner = web.AppRunner(create_app(config, registry), handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=_ssl_context(config))
+    await site.start()
+    scheme = "https" if config.tls_cert else "http"
+    for host, port in (address[:2] for address in runner.addresses):
+        print(f"rkllm-server listening on {scheme}://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    announcer = None
+    if config.zeroconf:
+        port = runner.addresses[0][1]
+        announcer = Announcer(service_info(config, package_version(), port), config.host)
+        await announcer.start()
+    loading = asyncio.create_task(registry.load())
+    loading.add_done_callback(lambda _: print(READY_LINE, flush=True))
+    await stop.wait()
+    deadline = time.monotonic() + STOP_WITHIN_S
+    _LOGGER.info("Stopping: aborting runs, keeping prompt caches")
+    if announcer is not None:
+        await announcer.stop()
+    clean = loading.done()
+    if clean:
+        try:
+            await asyncio.wait_for(registry.close(), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            _LOGGER.warning("A run did not stop in time (the runtime cannot abort a prefill); exiting anyway")
+            clean = False
+    await runner.cleanup()
+    return clean
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script."""
+    config = parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("RKLLM_SERVER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not asyncio.run(serve(config)):
+        # A runtime thread is still inside the library: do not wait for it at exit.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)

@@ -1,0 +1,56 @@
+"""What the server is told on its command line."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20
+DEFAULT_MAX_TOKENS = 2048
+DEFAULT_MAX_WAITING = 4
+DEFAULT_CONTEXT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The server's settings."""
+
+    library: Path
+    """``librkllmrt.so``."""
+    models: dict[str, Path]
+    """Model name, as clients ask for it, to its ``.rkllm`` file."""
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    api_key: str | None = None
+    """Required as ``Authorization: Bearer <key>`` when set."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    """Most tokens one reply may have; also the default."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """Requests that may wait per model while one runs; more are refused (429)."""
+    context_length: int = DEFAULT_CONTEXT
+    prompt_cache_dir: Path | None = None
+    """Where the system prompts' prompt-cache files persist (None: not kept)."""
+    zeroconf: bool = False
+    """Announce ``_rkllm._tcp`` on the network."""
+    release: str | None = None
+    """Runtime release, for libraries that do not embed one."""
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the server."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

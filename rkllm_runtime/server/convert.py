@@ -1,0 +1,133 @@
+"""From the JSON of an Ollama or OpenAI request to a chat request (both share the message shape)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from rkllm_runtime.chat import Message, ToolCall, ToolSpec
+from rkllm_runtime.chat.messages import new_call_id
+from rkllm_runtime.types import Sampling
+
+from .errors import bad_request
+
+_SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
+EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def _text(content: object, where: str) -> str:
+    """Message content: a string, or OpenAI's list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                raise bad_request(f"{where}: only text content is supported")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise bad_request(f"{where}: content must be a string")
+
+
+def _tool_call(item: object, where: str) -> ToolCall:
+    if not isinstance(item, Mapping) or not isinstance(item.get("function"), Mapping):
+        raise bad_request(f"{where}: a tool call needs a function")
+    function = item["function"]
+    name, arguments = function.get("name"), function.get("arguments", {})
+    if isinstance(arguments, str):  # OpenAI sends the arguments as JSON text
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError as err:
+            raise bad_request(f"{where}: tool call arguments are not valid JSON") from err
+    if not isinstance(name, str) or not isinstance(arguments, dict):
+        raise bad_request(f"{where}: a tool call needs a name and an arguments object")
+    call_id = item.get("id")
+    return ToolCall(name, arguments, id=call_id if isinstance(call_id, str) and call_id else new_call_id())
+
+
+def parse_messages(items: object) -> tuple[str, list[Message]]:
+    """The system prompt (every system message, joined) and the other messages."""
+    if not isinstance(items, list) or not items:
+        raise bad_request('"messages" must be a non-empty list')
+    system: list[str] = []
+    messages: list[Message] = []
+    call_names: dict[str, str] = {}
+    for index, item in enumerate(items):
+        where = f"messages[{index}]"
+        if not isinstance(item, Mapping):
+            raise bad_request(f"{where} must be an object")
+        role, content = item.get("role"), _text(item.get("content"), where)
+        if item.get("images"):
+            raise bad_request(f"{where}: images are not supported")
+        match role:
+            case "system" | "developer":
+                system.append(content)
+            case "user":
+                messages.append(Message("user", content))
+            case "assistant":
+                calls = tuple(_tool_call(call, where) for call in item.get("tool_calls") or ())
+                call_names.update((call.id, call.name) for call in calls)
+                messages.append(Message("assistant", content, tool_calls=calls))
+            case "tool":
+                name = (
+                    item.get("tool_name") or item.get("name") or call_names.get(str(item.get("tool_call_id")))
+                )
+                messages.append(Message("tool", content, name=name if isinstance(name, str) else ""))
+            case _:
+                raise bad_request(f"{where}: unknown role {role!r}")
+    if not messages or messages[-1].role == "assistant":
+        raise bad_request("the last message must be from the user or a tool")
+    return "\n\n".join(system), messages
+
+
+def parse_tools(items: object) -> list[ToolSpec]:
+    """OpenAI-style function tools (Ollama uses the same shape)."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise bad_request('"tools" must be a list')
+    tools = []
+    for index, item in enumerate(items):
+        function = item.get("function") if isinstance(item, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise bad_request(f"tools[{index}] must be a function with a name")
+        parameters = function.get("parameters") or EMPTY_SCHEMA
+        if not isinstance(parameters, dict):
+            raise bad_request(f"tools[{index}]: parameters must be a JSON schema object")
+        tools.append(ToolSpec(function["name"], parameters, str(function.get("description") or "")))
+    return tools
+
+
+def sampling_of(values: Mapping[str, object]) -> Sampling | None:
+    """Sampling from request options (None when the request sets none: the model's own apply)."""
+    chosen = {key: values[key] for key in _SAMPLING_FIELDS if values.get(key) is not None}
+    if not chosen:
+        return None
+    try:
+        return Sampling(**{key: type(getattr(Sampling(), key))(value) for key, value in chosen.items()})
+    except (TypeError, ValueError) as err:
+        raise bad_request(f"invalid sampling option: {err}") from err
+
+
+def max_tokens(requested: object, limit: int) -> int:
+    """The reply's token limit: the request's, at most the server's."""
+    if requested is None or requested == -1:
+        return limit
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        raise bad_request("the token limit must be a positive integer")
+    if requested > limit:
+        raise bad_request(f"the token limit {requested} is above this server's maximum of {limit}")
+    return requested
+
+
+def flag(value: object, name: str) -> bool:
+    """A boolean field (Ollama's ``think`` may also be a level: any level thinks)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value in ("low", "medium", "high"):
+        return True
+    raise bad_request(f'"{name}" must be true or false')

@@ -1,0 +1,254 @@
+"""The Ollama API: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/version."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from aiohttp import web
+
+from rkllm_runtime.chat import (
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    Finished,
+    Message,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallDelta,
+)
+from rkllm_runtime.errors import RKLLMError
+
+from .convert import flag, max_tokens, parse_messages, parse_tools, sampling_of
+from .errors import bad_request, from_runtime
+from .exchange import SERVER, Chat, Server, collect, dumps, error_body, iso_now, read_json
+from .models import ModelState, ServedModel
+
+NDJSON = "application/x-ndjson"
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
+
+
+def package_version() -> str:
+    """This package's version."""
+    try:
+        return version("rkllm-runtime")
+    except PackageNotFoundError:
+        return "0"
+
+
+def keep_alive(value: object) -> None:
+    """Validate ``keep_alive`` (models stay loaded: unloading would lose the warm KV cache)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return
+    if isinstance(value, str) and _DURATION.match(value.strip()):
+        return
+    raise bad_request('"keep_alive" must be a duration such as "5m", a number of seconds, or -1')
+
+
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _request(body: dict[str, Any], server: Server, messages: list[Message], system: str) -> ChatRequest:
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise bad_request('"options" must be an object')
+    keep_alive(body.get("keep_alive"))
+    return ChatRequest(
+        system_prompt=system,
+        messages=messages,
+        tools=parse_tools(body.get("tools")),
+        enable_thinking=flag(body.get("think"), "think"),
+        max_new_tokens=max_tokens(options.get("num_predict"), server.config.max_tokens),
+        sampling=sampling_of(options),
+    )
+
+
+def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:
+    """The figures of Ollama's last record, and this engine's own (``rkllm``)."""
+    perf = result.perf
+    limit = chat.request.max_new_tokens
+    return {
+        "done": True,
+        "done_reason": "length" if limit and perf.generate_tokens >= limit else "stop",
+        "total_duration": int((time.monotonic() - chat.started) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_count": perf.prefill_tokens,
+        "prompt_eval_duration": int(perf.prefill_time_ms * 1e6),
+        "eval_count": perf.generate_tokens,
+        "eval_duration": int(perf.generate_time_ms * 1e6),
+        "rkllm": result.as_dict(),
+    }
+
+
+async def _respond(request: web.Request, chat: Chat, stream: bool, record: Any) -> web.StreamResponse:
+    """Stream NDJSON records, or answer with one; ``record(events)`` shapes the records."""
+    async with chat:
+        if not stream:
+            events = await collect(chat)
+            return web.json_response(record(chat, events), dumps=lambda data: dumps(data).decode())
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        try:
+            async for event in chat.events():
+                await response.write(dumps(record(chat, [event])) + b"\n")
+        except RKLLMError as err:
+            await response.write(dumps(error_body(from_runtime(err), openai=False)) + b"\n")
+        await response.write_eof()
+        return response
+
+
+def _chat_record(chat: Chat, events: list[ChatEvent]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": ""}
+    record: dict[str, Any] = {"model": chat.model, "created_at": iso_now(), "message": message, "done": False}
+    for event in events:
+        match event:
+            case TextDelta(text):
+                message["content"] += text
+            case ThinkingDelta(text):
+                message["thinking"] = message.get("thinking", "") + text
+            case ToolCallDelta(call):
+                message.setdefault("tool_calls", []).append(_tool_call(call))
+            case Finished(result):
+                record.update(_final(chat, result))
+    return record
+
+
+def _generate_record(chat: Chat, events: list[ChatEvent]) -> dict[str, Any]:
+    record: dict[str, Any] = {"model": chat.model, "created_at": iso_now(), "response": "", "done": False}
+    for event in events:
+        match event:
+            case TextDelta(text):
+                record["response"] += text
+            case ThinkingDelta(text):
+                record["thinking"] = record.get("thinking", "") + text
+            case Finished(result):
+                record.update(_final(chat, result))
+    return record
+
+
+def _loaded(model: ServedModel, body: dict[str, Any], field: str) -> web.Response:
+    """Ollama's answer to a request without input: load the model (it always is)."""
+    keep_alive(body.get("keep_alive"))
+    model.ready_engine()
+    empty: dict[str, Any] | str = {"role": "assistant", "content": ""} if field == "message" else ""
+    return web.json_response(
+        {"model": model.name, "created_at": iso_now(), field: empty, "done": True, "done_reason": "load"}
+    )
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """POST /api/chat."""
+    server, body = request.app[SERVER], await read_json(request)
+    model = server.registry.get(body.get("model"))
+    request["model"] = model.name
+    if body.get("messages") in (None, []):
+        return _loaded(model, body, "message")
+    system, messages = parse_messages(body.get("messages"))
+    chat_ = Chat(server, model, _request(body, server, messages, system))
+    return await _respond(request, chat_, body.get("stream", True) is not False, _chat_record)
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    """POST /api/generate (no history: ``context`` is not supported)."""
+    server, body = request.app[SERVER], await read_json(request)
+    model = server.registry.get(body.get("model"))
+    request["model"] = model.name
+    prompt = body.get("prompt")
+    if not prompt:
+        return _loaded(model, body, "response")
+    if not isinstance(prompt, str):
+        raise bad_request('"prompt" must be a string')
+    if body.get("raw") or body.get("context") or body.get("images"):
+        raise bad_request('"raw", "context" and "images" are not supported')
+    system = body.get("system") or ""
+    chat_ = Chat(server, model, _request(body, server, [Message("user", prompt)], str(system)))
+    return await _respond(request, chat_, body.get("stream", True) is not False, _generate_record)
+
+
+DETAILS = {
+    "format": "rkllm",
+    "family": "rkllm",
+    "families": ["rkllm"],
+    "parameter_size": "",
+    "quantization_level": "",
+}
+
+
+def _entry(model: ServedModel) -> dict[str, Any]:
+    modified = datetime.fromtimestamp(model.path.stat().st_mtime if model.path.exists() else 0, UTC)
+    return {
+        "name": model.name,
+        "model": model.name,
+        "modified_at": modified.isoformat().replace("+00:00", "Z"),
+        "size": model.size,
+        "digest": "",
+        "details": DETAILS,
+    }
+
+
+async def tags(request: web.Request) -> web.Response:
+    """GET /api/tags: every model this server has."""
+    registry = request.app[SERVER].registry
+    return web.json_response({"models": [_entry(m) for m in registry.models.values()]})
+
+
+async def running(request: web.Request) -> web.Response:
+    """GET /api/ps: the loaded models (they stay loaded)."""
+    server = request.app[SERVER]
+    models = [
+        {**_entry(m), "expires_at": "2999-12-31T23:59:59Z", "size_vram": m.size,
+         "context_length": server.config.context_length}
+        for m in server.registry.models.values()
+        if m.state is ModelState.READY
+    ]  # fmt: skip
+    return web.json_response({"models": models})
+
+
+async def show(request: web.Request) -> web.Response:
+    """POST /api/show: what a model can do."""
+    server, body = request.app[SERVER], await read_json(request)
+    model = server.registry.get(body.get("model") or body.get("name"))
+    engine = model.engine
+    return web.json_response(
+        {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": DETAILS,
+            "model_info": {
+                "general.architecture": "rkllm",
+                "rkllm.context_length": server.config.context_length,
+                "rkllm.runtime_release": engine.runtime.library.release if engine else None,
+            },
+            "capabilities": ["completion", "tools", "thinking"],
+            "modified_at": _entry(model)["modified_at"],
+        }
+    )
+
+
+async def version_(request: web.Request) -> web.Response:
+    """GET /api/version."""
+    return web.json_response({"version": package_version()})
+
+
+async def root(request: web.Request) -> web.Response:
+    """GET /: what Ollama answers, so clients that probe it find a server."""
+    return web.Response(text="Ollama is running (rkllm-server)")
+
+
+def routes() -> list[web.RouteDef]:
+    """The Ollama routes."""
+    return [
+        web.get("/", root),
+        web.post("/api/chat", chat),
+        web.post("/api/generate", generate),
+        web.get("/api/tags", tags),
+        web.get("/api/ps", running),
+        web.post("/api/show", show),
+        web.get("/api/version", version_),
+    ]

@@ -1,0 +1,173 @@
+"""The OpenAI API: /v1/chat/completions (SSE streaming, tools, usage) and /v1/models."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from rkllm_runtime.chat import (
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    Finished,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+)
+from rkllm_runtime.errors import RKLLMError
+
+from .convert import max_tokens, parse_messages, parse_tools, sampling_of
+from .errors import bad_request, from_runtime
+from .exchange import SERVER, Chat, collect, dumps, error_body, read_json
+
+
+def _request(body: dict[str, Any], limit: int) -> ChatRequest:
+    if body.get("n", 1) != 1:
+        raise bad_request('only "n": 1 is supported')
+    system, messages = parse_messages(body.get("messages"))
+    tools = [] if body.get("tool_choice") == "none" else parse_tools(body.get("tools"))
+    effort = body.get("reasoning_effort")
+    return ChatRequest(
+        system_prompt=system,
+        messages=messages,
+        tools=tools,
+        enable_thinking=effort is not None and effort not in ("none", "minimal"),
+        max_new_tokens=max_tokens(body.get("max_completion_tokens", body.get("max_tokens")), limit),
+        sampling=sampling_of(body),
+    )
+
+
+def _usage(result: ChatResult) -> dict[str, Any]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.perf.generate_tokens,
+        "total_tokens": result.prompt_tokens + result.perf.generate_tokens,
+        "prompt_tokens_details": {"cached_tokens": result.cached_tokens},
+    }
+
+
+def _finish_reason(chat: Chat, result: ChatResult) -> str:
+    if result.tool_calls:
+        return "tool_calls"
+    limit = chat.request.max_new_tokens
+    return "length" if limit and result.perf.generate_tokens >= limit else "stop"
+
+
+def _tool_call(call: Any, index: int) -> dict[str, Any]:
+    return {
+        "index": index,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": dumps(call.arguments).decode()},
+    }
+
+
+class _Completion:
+    """The ids and counters one completion's chunks share."""
+
+    def __init__(self, chat: Chat) -> None:
+        self.chat = chat
+        self.id = f"chatcmpl-{secrets.token_hex(12)}"
+        self.created = int(time.time())
+        self.calls = 0
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.chat.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    def stream_chunks(self, event: ChatEvent, include_usage: bool) -> list[dict[str, Any]]:
+        match event:
+            case TextDelta(text):
+                return [self.chunk({"content": text})]
+            case ThinkingDelta(text):
+                return [self.chunk({"reasoning_content": text})]
+            case ToolCallDelta(call):
+                self.calls += 1
+                return [self.chunk({"tool_calls": [_tool_call(call, self.calls - 1)]})]
+            case Finished(result):
+                last = self.chunk({}, _finish_reason(self.chat, result))
+                last["rkllm"] = result.as_dict()
+                if not include_usage:
+                    return [last]
+                usage = {**self.chunk({}), "choices": [], "usage": _usage(result)}
+                return [last, usage]
+        return []
+
+    def whole(self, events: list[ChatEvent]) -> dict[str, Any]:
+        result = next(event.result for event in events if isinstance(event, Finished))
+        thinking = "".join(event.text for event in events if isinstance(event, ThinkingDelta))
+        message: dict[str, Any] = {"role": "assistant", "content": result.text or None}
+        if thinking:
+            message["reasoning_content"] = thinking
+        if result.tool_calls:
+            message["tool_calls"] = [_tool_call(call, i) for i, call in enumerate(result.tool_calls)]
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.chat.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(self.chat, result)}],
+            "usage": _usage(result),
+            "rkllm": result.as_dict(),
+        }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions."""
+    server, body = request.app[SERVER], await read_json(request)
+    model = server.registry.get(body.get("model"))
+    request["model"] = model.name
+    chat = Chat(server, model, _request(body, server.config.max_tokens))
+    completion = _Completion(chat)
+    options = body.get("stream_options") or {}
+    async with chat:
+        if not body.get("stream"):
+            return web.json_response(completion.whole(await collect(chat)))
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        await response.write(
+            b"data: " + dumps(completion.chunk({"role": "assistant", "content": ""})) + b"\n\n"
+        )
+        try:
+            async for event in chat.events():
+                for chunk in completion.stream_chunks(event, bool(options.get("include_usage"))):
+                    await response.write(b"data: " + dumps(chunk) + b"\n\n")
+        except RKLLMError as err:
+            await response.write(b"data: " + dumps(error_body(from_runtime(err), openai=True)) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+async def models(request: web.Request) -> web.Response:
+    """GET /v1/models."""
+    server = request.app[SERVER]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": m.name,
+                    "object": "model",
+                    "created": int(m.loaded_at or server.started),
+                    "owned_by": "rkllm",
+                }
+                for m in server.registry.models.values()
+            ],
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    """The OpenAI routes."""
+    return [web.post("/v1/chat/completions", chat_completions), web.get("/v1/models", models)]

@@ -1,0 +1,196 @@
+"""rkllm-server as a real process on the emulator, and the official clients that talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ollama
+import openai
+import pytest
+import pytest_socket
+
+from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+
+MODEL = "qwen2.5:1.5b"
+SYSTEM = "You are a voice assistant for Home Assistant. " * 40  # long and static, as Assist's
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "HassTurnOn",
+            "description": "Turns on a device",
+            "parameters": {"type": "object", "properties": {"name": {"type": "string"}}},
+        },
+    }
+]
+
+
+def call(tool: str, **arguments: Any) -> str:
+    return f"<tool_call>\n{json.dumps({'name': tool, 'arguments': arguments})}\n</tool_call>"
+
+
+RULES = (
+    Rule(match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
+    Rule(match="garden", tools=True, reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>'),
+    Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Garden light")),
+    Rule(role="tool", reply="Done, the light is on."),
+    Rule(match="weather", think="The user asks about the weather.", reply="It is sunny."),
+    Rule(match="story", reply="Once upon a time " + "there was a light. " * 100),
+    Rule(match="crash now", crash=True),
+    Rule(match="fail", reply="I was about to", error_after=3),
+    Rule(match="echo", reply="You said: {input}"),
+    Rule(reply="Hello! How can I help?"),
+)
+
+_LISTENING = re.compile(r"rkllm-server listening on (\S+)")
+
+
+@dataclass
+class RunningServer:
+    """One rkllm-server process."""
+
+    process: subprocess.Popen[str]
+    url: str
+    stderr: Path
+    api_key: str | None = None
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.process.wait(30)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def ollama(self, **kwargs: Any) -> ollama.Client:
+        return ollama.Client(host=self.url, headers=self.headers(), **kwargs)
+
+    def openai(self, **kwargs: Any) -> openai.OpenAI:
+        # No retries: a 429 or 5xx must reach the test as it is.
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=self.api_key or "none", max_retries=0, **kwargs
+        )
+
+    def http(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self.headers(), **kwargs.pop("headers", {})}
+        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+
+
+StartServer = Callable[..., RunningServer]
+
+
+@pytest.fixture(autouse=True)
+def allow_sockets() -> None:
+    """These tests talk to a real server process over loopback, as its clients do."""
+    pytest_socket.enable_socket()
+
+
+@pytest.fixture(scope="session")
+def library() -> Path:
+    return build_cached("1.3")
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return EmulatedModel(rules=list(RULES), name="qwen2.5-1.5b-emulated").write(
+        tmp_path_factory.mktemp("models") / "qwen2.5-1.5b.rkllm"
+    )
+
+
+def launch(
+    library: Path,
+    models: dict[str, Path],
+    args: list[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    api_key: str | None = None,
+) -> RunningServer:
+    """Start the server on a free loopback port and wait until its models are loaded."""
+    command = [sys.executable, "-m", "rkllm_runtime.server", "--library", str(library), "--port", "0"]
+    for name, path in models.items():
+        command += ["--model", f"{name}={path}"]
+    process = subprocess.Popen(
+        [*command, *args],
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "RKLLM_LOG_LEVEL": "1", **(env or {})},
+    )
+    assert process.stdout is not None
+    url = None
+    for line in process.stdout:
+        if match := _LISTENING.match(line):
+            url = match.group(1)
+        if line.startswith("rkllm-server ready"):
+            break
+    else:
+        pytest.fail(f"rkllm-server did not start (exit {process.wait()}):\n{log.read_text()}")
+    assert url is not None
+    return RunningServer(process, url, log, api_key)
+
+
+@pytest.fixture
+def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[StartServer]:
+    """``start_server(*args, env=..., models=..., api_key=...)``: a server stopped after the test."""
+    servers: list[RunningServer] = []
+
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        models: dict[str, Path] | None = None,
+        api_key: str | None = None,
+    ) -> RunningServer:
+        log = tmp_path / f"server{len(servers)}.log"
+        server = launch(library, models or {MODEL: model_file}, list(args), log, env=env, api_key=api_key)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.kill()
+        server.process.wait()
+        if server.process.stdout is not None:
+            server.process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def server(
+    library: Path, model_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One server shared by a module's tests (prompt caches kept)."""
+    directory = tmp_path_factory.mktemp("server")
+    running = launch(
+        library,
+        {MODEL: model_file},
+        ["--prompt-cache-dir", str(directory / "caches"), "--max-tokens", "512"],
+        directory / "server.log",
+    )
+    yield running
+    running.stop()
+    if running.process.stdout is not None:
+        running.process.stdout.close()
+
+
+def generated_counts(log: str) -> list[int]:
+    """Tokens each run generated, from the emulator's log lines."""
+    return [int(n) for n in re.findall(r"generate (\d+) tokens", log)]
+
+
+def prefill_counts(log: str) -> list[int]:
+    """Tokens each run prefilled, from the emulator's log lines."""
+    return [int(n) for n in re.findall(r"prefill (\d+) tokens", log)]
