@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class RunningServer:
     url: str
     stderr: Path
     api_key: str | None = None
+    clients: list[ollama.Client | openai.OpenAI | httpx.Client] = field(default_factory=list)
 
     def log(self) -> str:
         return self.stderr.read_text(errors="replace")
@@ -76,13 +77,28 @@ class RunningServer:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def ollama(self, **kwargs: Any) -> ollama.Client:
-        return ollama.Client(host=self.url, headers=self.headers(), **kwargs)
+        """An ollama client, closed with the server."""
+        kwargs.setdefault("headers", self.headers())
+        client = ollama.Client(host=self.url, **kwargs)
+        self.clients.append(client)
+        return client
 
     def openai(self, **kwargs: Any) -> openai.OpenAI:
-        # No retries: a 429 or 5xx must reach the test as it is.
-        return openai.OpenAI(
-            base_url=f"{self.url}/v1", api_key=self.api_key or "none", max_retries=0, **kwargs
-        )
+        """An openai client without retries (a 429 or 5xx reaches the test as it is), closed with it."""
+        kwargs.setdefault("api_key", self.api_key or "none")
+        client = openai.OpenAI(base_url=f"{self.url}/v1", max_retries=0, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Kill the process if it still runs; close the clients."""
+        for client in self.clients:
+            client.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def http(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**self.headers(), **kwargs.pop("headers", {})}
@@ -123,13 +139,14 @@ def launch(
     command = [sys.executable, "-m", "rkllm_runtime.server", "--library", str(library), "--port", "0"]
     for name, path in models.items():
         command += ["--model", f"{name}={path}"]
-    process = subprocess.Popen(
-        [*command, *args],
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "RKLLM_LOG_LEVEL": "1", **(env or {})},
-    )
+    with log.open("w") as stderr:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [*command, *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "RKLLM_LOG_LEVEL": "1", **(env or {})},
+        )
     assert process.stdout is not None
     url = None
     for line in process.stdout:
@@ -161,11 +178,7 @@ def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[St
 
     yield start
     for server in servers:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.process.wait()
-        if server.process.stdout is not None:
-            server.process.stdout.close()
+        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +195,7 @@ def server(
     )
     yield running
     running.stop()
-    if running.process.stdout is not None:
-        running.process.stdout.close()
+    running.close()
 
 
 def generated_counts(log: str) -> list[int]:
