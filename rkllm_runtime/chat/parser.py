@@ -49,6 +49,7 @@ class StreamParser:
         self._mode = _Mode.TEXT
         self._buffer = ""
         self._said_anything = False
+        self._after_think_tag = False  # the newlines that follow a think tag are layout
 
     def feed(self, chunk: str) -> list[ParsedEvent]:
         """Events complete so far."""
@@ -77,10 +78,12 @@ class StreamParser:
             self._emit(events, self._buffer[:index])
             self._buffer = self._buffer[index + len(tag) :]
             self._mode = _AFTER_TAG[tag]
-            if tag in (THINK_OPEN, THINK_CLOSE):
-                self._buffer = self._buffer.lstrip("\n")
+            self._after_think_tag = tag in (THINK_OPEN, THINK_CLOSE)
 
     def _emit(self, events: list[ParsedEvent], text: str) -> None:
+        if self._after_think_tag:
+            text = text.lstrip("\n")
+            self._after_think_tag = not text
         if not text:
             return
         match self._mode:

@@ -43,8 +43,20 @@ def calls(events: list[object]) -> list[tuple[str, dict[str, object]]]:
         (["<thi", "nk>\nhm", "m</th", "ink>\n\nSunny."], [ThinkingDelta("hmm"), TextDelta("Sunny.")]),
         (["a < b <", "t and more"], [TextDelta("a < b <t and more")]),
         (["<think>cut short"], [ThinkingDelta("cut short")]),
+        (
+            ["<think>", "\n", "hmm", "\n", "</think>", "\n\n", "Sunny."],
+            [ThinkingDelta("hmm\n"), TextDelta("Sunny.")],
+        ),
     ],
-    ids=["plain", "leading-space", "thinking", "tags-split-across-chunks", "lone-angle", "unclosed-think"],
+    ids=[
+        "plain",
+        "leading-space",
+        "thinking",
+        "tags-split-across-chunks",
+        "lone-angle",
+        "unclosed-think",
+        "token-by-token",
+    ],
 )
 def test_text_and_thinking(chunks: list[str], expected: list[object]) -> None:
     assert parse(chunks) == expected
