@@ -92,10 +92,37 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Version": "0.0.4"})
 
 
+async def status(request: web.Request) -> web.Response:
+    """GET /rkllm/status: each model's engine state and counters (for a remote engine's sensors)."""
+    models = {}
+    for model in request.app[SERVER].registry.models.values():
+        engine = model.engine
+        entry: dict[str, object] = {"state": model.state, "error": model.error}
+        if engine is not None:
+            stats = engine.stats
+            entry |= {
+                "engine_state": engine.state,
+                "waiting": engine.waiting,
+                "runtime_release": engine.runtime.library.release,
+                "model_file": model.path.name,
+                "requests": stats.requests,
+                "cache_hits": stats.cache_hits,
+                "cache_misses": stats.cache_misses,
+                "malformed_calls": stats.malformed_calls,
+                "kv_tokens": stats.kv_tokens,
+                "last": stats.last.as_dict() if stats.last is not None else None,
+                "last_error": stats.last_error,
+            }
+        models[model.name] = entry
+    return web.json_response({"models": models})
+
+
 def create_app(config: ServerConfig, registry: ModelRegistry) -> web.Application:
     """The application for these models."""
     app = web.Application(middlewares=[errors, api_key], client_max_size=config.max_request_bytes)
     app[SERVER] = Server(config, registry, ServerMetrics(), time.time())
     app.add_routes([*ollama_api.routes(), *openai_api.routes()])
-    app.add_routes([web.get("/health", health), web.get("/metrics", metrics)])
+    app.add_routes(
+        [web.get("/health", health), web.get("/metrics", metrics), web.get("/rkllm/status", status)]
+    )
     return app

@@ -188,6 +188,11 @@ def test_metrics_and_health(start_server: StartServer) -> None:
     assert samples[f"rkllm_generated_tokens_total{{{model}}}"] == sum(generated_counts(server.log()))
     assert samples[f"rkllm_prefilled_tokens_total{{{model}}}"] == sum(prefill_counts(server.log()))
     assert server.http("GET", "/health").json() == {"status": "ok"}
+    status = server.http("GET", "/rkllm/status").json()["models"][MODEL]
+    assert (status["state"], status["engine_state"], status["requests"]) == ("ready", "ready", 2)
+    assert (status["cache_hits"], status["cache_misses"]) == (1, 1)
+    assert status["last"]["cache_hit"]
+    assert status["last"]["perf"]["generate_tokens"] == generated_counts(server.log())[-1]
 
 
 def test_tls(start_server: StartServer, tmp_path: Path) -> None:
