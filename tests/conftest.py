@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,11 @@ from rkllm_runtime.emulator.real_model import MissingAssetError, smollm2_model
 ABIS = ("1.2", "1.3")
 
 ModelFactory = Callable[..., Path]
+
+
+def call(tool: str, **arguments: Any) -> str:
+    """A tool call as the model writes it."""
+    return f"<tool_call>\n{json.dumps({'name': tool, 'arguments': arguments})}\n</tool_call>"
 
 
 @pytest.fixture(params=ABIS, ids=lambda abi: f"abi{abi}")

@@ -85,49 +85,42 @@ def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:
     }
 
 
-async def _respond(request: web.Request, chat: Chat, stream: bool, record: Any) -> web.StreamResponse:
-    """Stream NDJSON records, or answer with one; ``record(events)`` shapes the records."""
+async def _respond(request: web.Request, chat: Chat, stream: bool, *, generate: bool) -> web.StreamResponse:
+    """Stream NDJSON records, or answer with one."""
     async with chat:
         if not stream:
             events = await collect(chat)
-            return web.json_response(record(chat, events), dumps=lambda data: dumps(data).decode())
+            return web.json_response(_record(chat, events, generate=generate))
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
         try:
             async for event in chat.events():
-                await response.write(dumps(record(chat, [event])) + b"\n")
+                await response.write(dumps(_record(chat, [event], generate=generate)) + b"\n")
         except RKLLMError as err:
             await response.write(dumps(error_body(from_runtime(err), openai=False)) + b"\n")
         await response.write_eof()
         return response
 
 
-def _chat_record(chat: Chat, events: list[ChatEvent]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": ""}
-    record: dict[str, Any] = {"model": chat.model, "created_at": iso_now(), "message": message, "done": False}
+def _record(chat: Chat, events: list[ChatEvent], *, generate: bool) -> dict[str, Any]:
+    """One record of /api/chat (the text in ``message``) or /api/generate (in ``response``)."""
+    body: dict[str, Any] = {"content": ""} if generate else {"role": "assistant", "content": ""}
+    record: dict[str, Any] = {"model": chat.model, "created_at": iso_now(), "done": False}
     for event in events:
         match event:
             case TextDelta(text):
-                message["content"] += text
+                body["content"] += text
             case ThinkingDelta(text):
-                message["thinking"] = message.get("thinking", "") + text
+                body["thinking"] = body.get("thinking", "") + text
             case ToolCallDelta(call):
-                message.setdefault("tool_calls", []).append(_tool_call(call))
+                body.setdefault("tool_calls", []).append(_tool_call(call))
             case Finished(result):
                 record.update(_final(chat, result))
-    return record
-
-
-def _generate_record(chat: Chat, events: list[ChatEvent]) -> dict[str, Any]:
-    record: dict[str, Any] = {"model": chat.model, "created_at": iso_now(), "response": "", "done": False}
-    for event in events:
-        match event:
-            case TextDelta(text):
-                record["response"] += text
-            case ThinkingDelta(text):
-                record["thinking"] = record.get("thinking", "") + text
-            case Finished(result):
-                record.update(_final(chat, result))
+    if generate:
+        record["response"] = body.pop("content")
+        record.update(body)
+    else:
+        record["message"] = body
     return record
 
 
@@ -150,7 +143,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return _loaded(model, body, "message")
     system, messages = parse_messages(body.get("messages"))
     chat_ = Chat(server, model, _request(body, server, messages, system))
-    return await _respond(request, chat_, body.get("stream", True) is not False, _chat_record)
+    return await _respond(request, chat_, body.get("stream", True) is not False, generate=False)
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
@@ -167,7 +160,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         raise bad_request('"raw", "context" and "images" are not supported')
     system = body.get("system") or ""
     chat_ = Chat(server, model, _request(body, server, [Message("user", prompt)], str(system)))
-    return await _respond(request, chat_, body.get("stream", True) is not False, _generate_record)
+    return await _respond(request, chat_, body.get("stream", True) is not False, generate=True)
 
 
 DETAILS = {

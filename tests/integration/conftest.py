@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,9 @@ from custom_components.rkllm.const import (
     SUBENTRY_CONVERSATION,
 )
 from rkllm_runtime.emulator import Rule
-from tests.conftest import ModelFactory
+from tests.conftest import ModelFactory, call
 
 LIGHT = "light.kitchen_light"
-
-
-def call(tool: str, **arguments: Any) -> str:
-    return f"<tool_call>\n{json.dumps({'name': tool, 'arguments': arguments})}\n</tool_call>"
 
 
 # What the emulated model answers in these tests. A rule matches anywhere in the input, which

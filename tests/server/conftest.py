@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ import pytest
 import pytest_socket
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+from tests.conftest import call
 
 MODEL = "qwen2.5:1.5b"
 SYSTEM = "You are a voice assistant for Home Assistant. " * 40  # long and static, as Assist's
@@ -33,10 +33,6 @@ TOOLS = [
         },
     }
 ]
-
-
-def call(tool: str, **arguments: Any) -> str:
-    return f"<tool_call>\n{json.dumps({'name': tool, 'arguments': arguments})}\n</tool_call>"
 
 
 RULES = (
