@@ -178,11 +178,13 @@ class ChatEngine:
                 async for event in self._run(request, said):
                     yield event
                 rounds.append(said)
-                if said.malformed is None or said.calls or attempt == request.malformed_call_retries:
+                # Only a round that called nothing is retried: calls it made are being run.
+                malformed = said.malformed if request.tools and not said.calls else None
+                if malformed is None or attempt == request.malformed_call_retries:
                     break
                 # The model is told what was wrong and answers again, within this request.
                 self.stats.malformed_calls += 1
-                error = json.dumps(malformed_call_result(said.malformed.error))
+                error = json.dumps(malformed_call_result(malformed.error))
                 messages += [said.reply(), Message("tool", error, name=MALFORMED_CALL_TOOL)]
             result = self._commit(rounds)
             completed = True

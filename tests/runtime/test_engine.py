@@ -26,7 +26,7 @@ from rkllm_runtime.chat import (
 )
 from rkllm_runtime.chat import engine as engine_module
 from rkllm_runtime.emulator import Rule
-from tests.conftest import ModelFactory
+from tests.conftest import ModelFactory, call
 
 SYSTEM = "You are a voice assistant for Home Assistant. " * 40  # a long, static prompt
 TOOLS = [ToolSpec("HassTurnOn", {})]
@@ -40,6 +40,8 @@ RULES = (
         tools=True,
         reply='<tool_call>\n{"name": "HassTurnOn", "arguments": {}}\n</tool_call>',
     ),
+    Rule(match="garden", reply='<tool_call>\n{"name": HassTurnOn}\n</tool_call>'),
+    Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="garden")),
     Rule(role="tool", reply="Done."),
     Rule(match="long", reply="word " * 300),
     Rule(reply="Sure."),
@@ -443,3 +445,27 @@ async def test_result_round_trips_as_plain_data(make_engine: EngineFactory) -> N
     result = await send(engine, conversation, "a", tools=TOOLS)
     assert result.tool_calls
     assert ChatResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
+
+
+async def test_malformed_call_is_retried_and_the_caller_sees_only_the_retry(
+    make_engine: EngineFactory,
+) -> None:
+    """A stateless caller sends back what it saw; the hidden retry round does not break the follow-up."""
+    engine = make_engine()
+    conversation: list[Message] = [Message("user", "light up the garden")]
+    called = await send(engine, conversation, None, tools=TOOLS)  # type: ignore[arg-type]
+    assert called.runs == 2
+    assert [(c.name, c.arguments) for c in called.tool_calls] == [("HassTurnOn", {"name": "garden"})]
+    assert engine.stats.malformed_calls == 1
+    conversation.append(Message("tool", json.dumps({"success": True}), name="HassTurnOn"))
+    done = await send(engine, conversation, None, tools=TOOLS)  # type: ignore[arg-type]
+    assert done.text == "Done."
+    assert done.cache_hit
+    assert done.perf.prefill_tokens < 50
+
+
+async def test_malformed_call_without_tools_is_not_retried(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    result = await ask(engine, [], "light up the garden")
+    assert result.runs == 1
+    assert engine.stats.malformed_calls == 0
