@@ -1,7 +1,10 @@
 """Python binding for the Rockchip RKLLM runtime (``librkllmrt.so``), ABIs 1.2 and 1.3.
 
-Two layers: :mod:`rkllm_runtime.abi` mirrors the C header per ABI; this package's
-top level is the typed API (:class:`RKLLMRuntime`, :class:`AsyncStream`).
+Layers, bottom up: :mod:`rkllm_runtime.abi` mirrors the C header per ABI; this
+package's top level is the typed API (:class:`RKLLMRuntime`, :class:`AsyncStream`);
+:mod:`rkllm_runtime.chat` is the chat engine (messages and tools in, typed events
+out, KV cache kept warm); :mod:`rkllm_runtime.server` serves it over HTTP
+(``rkllm-server``, needs the ``server`` extra).
 """
 
 from .aio import AsyncStream
