@@ -31,8 +31,8 @@ from .ollama_api import package_version
 
 _LOGGER = logging.getLogger("rkllm_runtime.server")
 
-# SIGTERM to exit: systemd waits longer, but a stop should not feel stuck.
-STOP_WITHIN_S = 4.0
+# From SIGTERM to the engines closed; the web server then gets at most 1 s: out within 5 s.
+STOP_WITHIN_S = 3.5
 READY_LINE = "rkllm-server ready"
 
 
