@@ -15,6 +15,7 @@ from rkllm_runtime.chat import (
     ChatRequest,
     ChatResult,
     Finished,
+    MalformedToolCall,
     Message,
     TextDelta,
     ThinkingDelta,
@@ -95,7 +96,8 @@ async def _respond(request: web.Request, chat: Chat, stream: bool, *, generate: 
         await response.prepare(request)
         try:
             async for event in chat.events():
-                await response.write(dumps(_record(chat, [event], generate=generate)) + b"\n")
+                if not isinstance(event, MalformedToolCall):  # retried inside: nothing to show
+                    await response.write(dumps(_record(chat, [event], generate=generate)) + b"\n")
         except RKLLMError as err:
             await response.write(dumps(error_body(from_runtime(err), openai=False)) + b"\n")
         await response.write_eof()
