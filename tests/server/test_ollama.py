@@ -71,6 +71,9 @@ def test_malformed_call_is_retried_inside_the_request(server: RunningServer) -> 
     (tool_call,) = reply.message.tool_calls or []
     assert tool_call.function.arguments == {"name": "Garden light"}
     assert "tool_call" not in reply.message.content
+    parts = list(server.ollama().chat(MODEL, messages=messages, tools=TOOLS, stream=True))
+    assert all(part.message.content or part.message.tool_calls or part.done for part in parts)
+    assert [c.function.name for part in parts for c in part.message.tool_calls or []] == ["HassTurnOn"]
 
 
 def test_thinking_is_separate(server: RunningServer) -> None:
