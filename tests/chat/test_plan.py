@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -21,9 +21,13 @@ CALL = Message("assistant", "", tool_calls=(ToolCall("HassTurnOn", {"name": "x"}
 RESULT = Message("tool", '{"success": true}', name="HassTurnOn")
 
 
-def holding(*messages: Message, conversation_id: str | None = "a", kv_tokens: int = 100) -> KVCacheState:
-    """A cache that holds the system prompt and ``messages``."""
-    return KVCacheState(KEY, conversation_id, len(messages), fingerprint(messages), kv_tokens)
+def holding(
+    *messages: Message, conversation_id: str | None = "a", kv_tokens: int = 100, in_kv: bool = True
+) -> KVCacheState:
+    """A cache state with the system prompt prefilled and ``messages`` answered (kept in the cache or not)."""
+    return KVCacheState(
+        KEY, True, conversation_id, len(messages), fingerprint(messages), in_kv=in_kv, kv_tokens=kv_tokens
+    )
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,10 @@ class Case:
     mode: KVMode = KVMode.REUSE
 
 
+REUSE, CONSERVATIVE, NAIVE = KVMode.REUSE, KVMode.CONSERVATIVE, KVMode.NAIVE
+QUOTED = EARLIER + "User: hi\nAssistant: Hello!\n\nand more"
 CASES = {
-    "cold": Case(KVCacheState(), (HI,), True, KVReset.NONE, True, "hi"),
+    "cold": Case(KVCacheState(), (HI,), True, KVReset.ALL, True, "hi"),
     "new-conversation": Case(holding(HI, REPLY), (HI,), False, KVReset.KEEP_SYSTEM, True, "hi", "b"),
     "follow-up": Case(holding(HI, REPLY), (HI, REPLY, MORE), False, KVReset.NONE, True, "and more"),
     "stateless-follow-up": Case(
@@ -52,8 +58,7 @@ CASES = {
     ),
     "other-reply-is-another-conversation": Case(
         holding(HI, Message("assistant", "Hey"), conversation_id=None), (HI, REPLY, MORE),
-        False, KVReset.KEEP_SYSTEM, False, EARLIER + "User: hi\nAssistant: Hello!\n\nand more",
-        None,
+        False, KVReset.KEEP_SYSTEM, False, QUOTED, None,
     ),
     "tool-result": Case(holding(HI, CALL), (HI, CALL, RESULT), False, KVReset.NONE, True,
                         '{"name": "HassTurnOn", "content": {"success": true}}'),
@@ -61,8 +66,18 @@ CASES = {
         holding(HI, REPLY, MORE, REPLY, kv_tokens=4096), (HI, REPLY, MORE, REPLY, HI),
         False, KVReset.KEEP_SYSTEM, False, EARLIER + "User: and more\nAssistant: Hello!\n\nhi",
     ),
-    "naive": Case(holding(HI, REPLY), (HI, REPLY, MORE), True, KVReset.ALL, False,
-                  EARLIER + "User: hi\nAssistant: Hello!\n\nand more", mode=KVMode.NAIVE),
+    "reuse-after-a-keep-history-0-run": Case(
+        holding(HI, REPLY, in_kv=False), (HI, REPLY, MORE), False, KVReset.KEEP_SYSTEM, False, QUOTED
+    ),
+    "conservative-cold": Case(KVCacheState(), (HI,), True, KVReset.ALL, True, "hi", mode=CONSERVATIVE),
+    "conservative-follow-up-quotes-the-history": Case(
+        holding(HI, REPLY, in_kv=False), (HI, REPLY, MORE),
+        False, KVReset.NONE, True, QUOTED, mode=CONSERVATIVE,
+    ),
+    "conservative-new-conversation": Case(
+        holding(HI, REPLY, in_kv=False), (HI,), False, KVReset.NONE, True, "hi", "b", mode=CONSERVATIVE
+    ),
+    "naive": Case(holding(HI, REPLY), (HI, REPLY, MORE), True, KVReset.ALL, False, QUOTED, mode=NAIVE),
 }  # fmt: skip
 
 
@@ -73,9 +88,20 @@ def test_plan(case: Case) -> None:
     assert (planned.set_system, planned.reset, planned.hit) == (case.set_system, case.reset, case.hit)
     assert planned.input.text == case.input
     assert planned.input.role is (Role.TOOL if case.messages[-1].role == "tool" else Role.USER)
-    assert planned.options.keep_history is (case.mode is KVMode.REUSE)
+    assert planned.options.keep_history is (case.mode is REUSE)
     assert planned.conversation.cached_messages == len(case.messages) + 1
-    assert planned.use_prompt_cache is (case.set_system and case.mode is KVMode.REUSE)
+    assert planned.conversation.in_kv is (case.mode is REUSE)
+    assert planned.system_cached is not case.set_system
+    assert planned.use_prompt_cache is (case.set_system and case.mode is not NAIVE)
+
+
+def test_trimmed_history_stays_trimmed() -> None:
+    """Once the budget dropped turns of a re-sent conversation, later turns do not bring them back."""
+    cache = replace(holding(HI, REPLY, MORE, REPLY, in_kv=False), history_start=2)
+    request = ChatRequest(SYSTEM, (HI, REPLY, MORE, REPLY, HI), tools=TOOLS, conversation_id="a")
+    planned = plan(cache, request, kv_mode=CONSERVATIVE, max_context_len=4096)
+    assert planned.input.text == EARLIER + "User: and more\nAssistant: Hello!\n\nhi"
+    assert planned.conversation.history_start == 2
 
 
 def test_changed_tools_set_the_system_again() -> None:

@@ -40,7 +40,7 @@ RULES = (
         tools=True,
         reply='<tool_call>\n{"name": "HassTurnOn", "arguments": {}}\n</tool_call>',
     ),
-    Rule(match="garden", reply='<tool_call>\n{"name": HassTurnOn}\n</tool_call>'),
+    Rule(role="user", match="garden", reply='<tool_call>\n{"name": HassTurnOn}\n</tool_call>'),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="garden")),
     Rule(role="tool", reply="Done."),
     Rule(match="long", reply="word " * 300),
@@ -447,11 +447,12 @@ async def test_result_round_trips_as_plain_data(make_engine: EngineFactory) -> N
     assert ChatResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
 
 
+@pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
 async def test_malformed_call_is_retried_and_the_caller_sees_only_the_retry(
-    make_engine: EngineFactory,
+    make_engine: EngineFactory, mode: KVMode
 ) -> None:
     """A stateless caller sends back what it saw; the hidden retry round does not break the follow-up."""
-    engine = make_engine()
+    engine = make_engine(kv_mode=mode)
     conversation: list[Message] = [Message("user", "light up the garden")]
     called = await send(engine, conversation, None, tools=TOOLS)  # type: ignore[arg-type]
     assert called.runs == 2
@@ -461,7 +462,8 @@ async def test_malformed_call_is_retried_and_the_caller_sees_only_the_retry(
     done = await send(engine, conversation, None, tools=TOOLS)  # type: ignore[arg-type]
     assert done.text == "Done."
     assert done.cache_hit
-    assert done.perf.prefill_tokens < 50
+    if mode is KVMode.REUSE:  # only the tool result: the retry round stayed in the cache
+        assert done.perf.prefill_tokens < 50
 
 
 async def test_malformed_call_without_tools_is_not_retried(make_engine: EngineFactory) -> None:
