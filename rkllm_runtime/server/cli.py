@@ -15,6 +15,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from rkllm_runtime.chat import KVMode
+
 from .announce import Announcer, service_info
 from .app import create_app
 from .config import (
@@ -56,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         "--max-waiting", type=int, default=DEFAULT_MAX_WAITING, help="queued requests per model"
     )
     parser.add_argument("--context-length", type=int, default=DEFAULT_CONTEXT)
+    parser.add_argument(
+        "--kv-strategy", choices=[mode.value for mode in KVMode], default=KVMode.CONSERVATIVE.value,
+        help="conservative (default): keep_history=0, history re-sent; reuse: keep_history=1",
+    )  # fmt: skip
     parser.add_argument("--prompt-cache-dir", type=Path, help="keep system prompts' KV here across restarts")
     parser.add_argument(
         "--zeroconf", choices=("auto", "on", "off"), default="auto",
@@ -105,6 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         max_tokens=args.max_tokens,
         max_waiting=args.max_waiting,
         context_length=args.context_length,
+        kv_mode=KVMode(args.kv_strategy),
         prompt_cache_dir=args.prompt_cache_dir,
         zeroconf=args.zeroconf == "on" or (args.zeroconf == "auto" and not is_loopback(args.host)),
         release=args.release,

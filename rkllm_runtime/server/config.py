@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from rkllm_runtime.chat import KVMode
+
 DEFAULT_PORT = 8080
 DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20
 DEFAULT_MAX_TOKENS = 2048
@@ -33,6 +35,8 @@ class ServerConfig:
     max_waiting: int = DEFAULT_MAX_WAITING
     """Requests that may wait per model while one runs; more are refused (429)."""
     context_length: int = DEFAULT_CONTEXT
+    kv_mode: KVMode = KVMode.CONSERVATIVE
+    """The engines' KV-cache strategy."""
     prompt_cache_dir: Path | None = None
     """Where the system prompts' prompt-cache files persist (None: not kept)."""
     zeroconf: bool = False

@@ -88,7 +88,12 @@ class ModelRegistry:
             caches = None
             if self._config.prompt_cache_dir is not None:
                 caches = PromptCacheStore(self._config.prompt_cache_dir / model.name)
-            model.engine = ChatEngine(runtime, max_waiting=self._config.max_waiting, prompt_caches=caches)
+            model.engine = ChatEngine(
+                runtime,
+                max_waiting=self._config.max_waiting,
+                kv_mode=self._config.kv_mode,
+                prompt_caches=caches,
+            )
             model.state, model.loaded_at = ModelState.READY, time.time()
             _LOGGER.info("Model %s is ready (%s)", model.name, model.path)
 

@@ -35,9 +35,16 @@ TOOLS = [
 ]
 
 
+# A rule matches anywhere in the input, which quotes the earlier turns when a conversation is re-sent
+# (the default, conservative strategy).
 RULES = (
-    Rule(match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
-    Rule(match="garden", tools=True, reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>'),
+    Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
+    Rule(
+        role="user",
+        match="garden",
+        tools=True,
+        reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>',
+    ),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Garden light")),
     Rule(role="tool", reply="Done, the light is on."),
     Rule(match="weather", think="The user asks about the weather.", reply="It is sunny."),
@@ -181,12 +188,12 @@ def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[St
 def server(
     library: Path, model_file: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """One server shared by a module's tests (prompt caches kept)."""
+    """One server shared by a module's tests: prompt caches kept, follow-ups on the cached turns (reuse)."""
     directory = tmp_path_factory.mktemp("server")
     running = launch(
         library,
         {MODEL: model_file},
-        ["--prompt-cache-dir", str(directory / "caches"), "--max-tokens", "512"],
+        ["--prompt-cache-dir", str(directory / "caches"), "--max-tokens", "512", "--kv-strategy", "reuse"],
         directory / "server.log",
     )
     yield running

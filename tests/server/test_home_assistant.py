@@ -19,7 +19,7 @@ async def test_ollama_integration_reuses_the_kv_cache(
 ) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("ha-key")
-    server = start_server("--api-key-file", str(key_file), api_key="ha-key")
+    server = start_server("--api-key-file", str(key_file), "--kv-strategy", "reuse", api_key="ha-key")
     assert await async_setup_component(hass, "homeassistant", {})
     entry = MockConfigEntry(
         domain="ollama",

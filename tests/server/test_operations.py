@@ -85,6 +85,21 @@ def ask(server: RunningServer, conversation: list[dict[str, str]], text: str) ->
     return reply
 
 
+def test_default_strategy_resends_the_history_with_the_system_prompt_cached(
+    start_server: StartServer,
+) -> None:
+    """Conservative (keep_history=0): a follow-up quotes its earlier turns, the system prompt stays cached."""
+    server = start_server()
+    conversation = [{"role": "system", "content": SYSTEM}]
+    ask(server, conversation, "hello")
+    ask(server, conversation, "hello again")
+    ask(server, [{"role": "system", "content": SYSTEM}], "hi")
+    cold, follow_up, new = prefill_counts(server.log())
+    assert cold > 400
+    assert 20 < follow_up < 60  # the new turn and the quoted earlier one
+    assert new < 20
+
+
 def test_concurrent_conversations_never_cross(start_server: StartServer) -> None:
     """Three satellites talk at once; the model echoes what it was given, so any mix-up would show."""
     server = start_server()
