@@ -15,7 +15,9 @@ speeds, at real time (no time scale): a reply streams at 16.7 tokens/s.
   runtime reports.
 
 The server is measured with two clients: aiohttp (Home Assistant's own HTTP session) and
-the official ollama package (httpx), which Home Assistant's Ollama integration uses.
+the official ollama package (httpx), which Home Assistant's Ollama integration uses. That
+package keeps only the JSON-schema keys it knows in tool parameters, so the recorded tools
+are passed through it first and all paths read the same prompts.
 
 Usage: uv run python bench/server.py [--abi 1.3] [--time-scale 1]
 """
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ from rkllm_runtime.chat import (
     Message,
     TextDelta,
     ToolCallDelta,
+    ToolSpec,
 )
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 
@@ -99,7 +103,24 @@ async def record(library: Path, model: Path, workdir: Path) -> list[ChatRequest]
             await hass.async_stop(force=True)
     finally:
         integration.ChatEngine = original  # type: ignore[misc]
-    return [replace(request, conversation_id=None) for request in RecordingEngine.requests]
+    return [
+        replace(request, conversation_id=None, tools=as_ollama_sends(request.tools))
+        for request in RecordingEngine.requests
+    ]
+
+
+def as_ollama_sends(tools: Sequence[ToolSpec]) -> list[ToolSpec]:
+    """The tools as the ollama package sends them: its Tool model keeps only the schema keys it knows.
+
+    Every path gets these, so all three read the same prompt.
+    """
+    specs = []
+    for tool in tools:
+        function = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+        kept = ollama.Tool.model_validate({"type": "function", "function": function})
+        dumped = kept.model_dump(exclude_none=True, by_alias=True)["function"]
+        specs.append(ToolSpec(dumped["name"], dumped.get("parameters", {}), dumped.get("description", "")))
+    return specs
 
 
 @dataclass
@@ -199,7 +220,7 @@ async def via_aiohttp(session: aiohttp.ClientSession, url: str, request: ChatReq
 async def via_ollama(client: ollama.AsyncClient, request: ChatRequest) -> Timing:
     """One request with the official ollama client (httpx), as Home Assistant's Ollama integration does."""
     body = ollama_body(request)
-    sent, first, chunks, text = time.perf_counter(), 0.0, [], ""
+    sent, first, chunks, text, prefilled = time.perf_counter(), 0.0, [], "", 0
     parts = await client.chat(
         MODEL, messages=body["messages"], tools=body["tools"], options=body["options"], think=body["think"],
         stream=True,
@@ -211,8 +232,11 @@ async def via_ollama(client: ollama.AsyncClient, request: ChatRequest) -> Timing
         if part.message.content:
             chunks.append(now)
             text += part.message.content
-    # The client keeps only Ollama's own fields: this path is timed, its figures come from the other.
-    return Timing(sent, first, chunks, ChatResult(text, (), PerfStats(), 0, 0, False, 0))
+        prefilled = part.prompt_eval_count or prefilled
+    # The client keeps only Ollama's own fields: its prefill count, not the rest of the engine's figures.
+    return Timing(
+        sent, first, chunks, ChatResult(text, (), PerfStats(prefill_tokens=prefilled), 0, 0, False, 0)
+    )
 
 
 async def through_server(
@@ -251,7 +275,12 @@ def summarise(
     assert (
         [t.result.text for t in local] == [t.result.text for t in remote] == [t.result.text for t in official]
     )
-    assert [t.result.perf.prefill_tokens for t in local] == [t.result.perf.prefill_tokens for t in remote]
+    prefilled = [t.result.perf.prefill_tokens for t in local]
+    assert (
+        prefilled
+        == [t.result.perf.prefill_tokens for t in remote]
+        == [t.result.perf.prefill_tokens for t in official]
+    ), "the paths did not read the same prompts"
     voice = slice(0, len(local) - 1)  # the last request is the long reply that measures the rate
 
     def added(path: list[Timing], q: float, warm: bool | None = None) -> float:
