@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rkllm_runtime.errors import BusyError, ClosedError, RKLLMError
+from rkllm_runtime.errors import BusyError, ClosedError, ContextOverflowError, InvalidTextError, RKLLMError
 
 
 class ApiError(Exception):
@@ -22,6 +22,8 @@ def bad_request(message: str) -> ApiError:
 
 def from_runtime(err: RKLLMError) -> ApiError:
     """The response for an engine error."""
+    if isinstance(err, ContextOverflowError | InvalidTextError):
+        return bad_request(str(err))
     if isinstance(err, BusyError):
         return ApiError(429, f"{err}; try again shortly", retry_after=1)
     if isinstance(err, ClosedError):

@@ -122,8 +122,11 @@ def test_listing_models(server: RunningServer) -> None:
         (lambda c: c.chat(MODEL, messages=HI, options={"num_predict": 10**6}), 400, "maximum of 512"),
         (lambda c: c.chat(MODEL, messages=HI, keep_alive="soon"), 400, "keep_alive"),
         (lambda c: c.chat(MODEL, messages=[{"role": "user", "content": "please fail"}]), 500, "failed"),
+        (lambda c: c.chat(MODEL, messages=[{"role": "user", "content": "a\0b"}]), 400, "NUL"),
+        (lambda c: c.chat(MODEL, messages=[{"role": "user", "content": "w " * 80_000}]), 400, "context"),
     ],
-    ids=["unknown-model", "no-user-message", "too-many-tokens", "bad-keep-alive", "run-fails"],
+    ids=["unknown-model", "no-user-message", "too-many-tokens", "bad-keep-alive", "run-fails", "nul",
+         "beyond-the-context"],
 )  # fmt: skip
 def test_errors(server: RunningServer, call: Any, status: int, message: str) -> None:
     with pytest.raises(ollama.ResponseError, match=message) as raised:
