@@ -91,10 +91,9 @@ static void rebuild_system(handle_t *h) {
         if (text) tokenize(h, &h->sys, text);
         free(text), free(content);
     }
-    llama_memory_clear(llama_get_memory(h->ctx), true);
-    h->base.kv.n = 0;
+    /* As in the vendor runtime, a new system section leaves the KV cache as it is: the
+       caller clears it (a keep_history=1 run would otherwise append to the old context). */
     h->sys_in_kv = 0;
-    h->prompt_cache_len = 0;
 }
 
 int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
@@ -405,13 +404,18 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     /* What the cache must hold before generating, and how much of it it already has. */
     ivec target = {0};
     size_t reuse;
-    if (ip->keep_history && h->sys_in_kv) {
+    /* keep_history=1 appends to what the cache holds; keep_history=0 starts from the system
+       section. A loaded prompt cache counts only for a keep_history=0 run, whose input is matched
+       against it (the documented prefix detection); a kept conversation does not use it, as
+       reported for the vendor runtime (rknn-llm #399). */
+    int appended = ip->keep_history && h->base.kv.n > 0 && h->prompt_cache_len == 0;
+    if (appended) {
         ivec_copy(&target, h->base.kv.v, h->base.kv.n);
         reuse = h->base.kv.n;
-    } else { /* only the system section, or a loaded prompt cache, may be reused */
+    } else {
         ivec_copy(&target, h->sys.v, h->sys.n);
-        reuse = h->sys_in_kv ? h->sys.n : 0;
-        if (h->prompt_cache_len > reuse) reuse = h->prompt_cache_len;
+        reuse = h->sys_in_kv && h->prompt_cache_len == 0 ? h->sys.n : 0;
+        if (!ip->keep_history && h->prompt_cache_len > reuse) reuse = h->prompt_cache_len;
     }
     for (size_t i = 0; i < fresh.n; i++) ivec_push(&target, fresh.v[i]);
     free(fresh.v);

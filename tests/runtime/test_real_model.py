@@ -87,6 +87,26 @@ def test_prompt_cache_file(runtime: RKLLMRuntime, real_model: RealModel, tmp_pat
     assert warm.perf.prefill_tokens < cold.perf.prefill_tokens / 2
 
 
+def test_prompt_cache_serves_only_keep_history_0_runs_and_a_new_system_prompt_keeps_the_cache(
+    runtime: RKLLMRuntime, real_model: RealModel, tmp_path: Path
+) -> None:
+    cache = tmp_path / "system.cache"
+    runtime.clear_kv_cache(keep_system_prompt=False)
+    cold = runtime.run(Prompt("Hello!"), RunOptions(save_prompt_cache=str(cache)))
+    with RKLLMRuntime.open(
+        real_model.library, real_model.model, ModelParams(max_context_len=2048)
+    ) as restarted:
+        restarted.set_function_tools(SYSTEM, "[]")
+        restarted.load_prompt_cache(cache)
+        kept = restarted.run(Prompt("Hello!"), RunOptions(keep_history=True))
+        assert kept.perf.prefill_tokens == cold.perf.prefill_tokens  # a kept conversation ignores it
+        in_kv = restarted.kv_cache_size()
+        restarted.set_function_tools("You are a pirate.", "[]")
+        assert restarted.kv_cache_size() == in_kv  # left for the caller to clear
+        restarted.clear_kv_cache(keep_system_prompt=False)
+        assert restarted.kv_cache_size() == 0
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.999])
 def test_truncated_prompt_cache_is_refused_not_fatal(
     runtime: RKLLMRuntime, real_model: RealModel, tmp_path: Path, keep: float
