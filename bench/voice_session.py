@@ -13,7 +13,14 @@ simulated time (the sleeps are scaled down so the run is quick).
 The same workload runs with each KV strategy: conservative (the default), reuse, and
 naive (re-prefill everything every time, what an OpenAI-style server does).
 
-Usage: uv run python bench/voice_session.py [--abi 1.3]
+``--mode`` chooses where the model runs: in Home Assistant (the default, all three
+strategies), in an rkllm-server child the integration starts (``child``), or on an
+rkllm-server started beside it (``server``), both with the default strategy. Every mode
+also reports the wall-clock time to first token seen by the agent, from the request to
+the engine's first text (simulated times run at a quarter of real time here), and what
+the path to the runtime adds to the runtime's own prefill time.
+
+Usage: uv run python bench/voice_session.py [--abi 1.3] [--mode {in_process,child,server}]
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from collections import defaultdict
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +47,28 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
 from custom_components.rkllm.config_flow import default_conversation_options
-from custom_components.rkllm.const import DOMAIN, SUBENTRY_CONVERSATION
-from rkllm_runtime.chat import ChatEngine, ChatResult, EngineState, KVMode
+from custom_components.rkllm.const import (
+    DOMAIN,
+    MODE_IN_PROCESS,
+    MODE_SERVER,
+    MODES,
+    SUBENTRY_CONVERSATION,
+)
+from rkllm_runtime.chat import (
+    ChatEngine,
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    ChatStream,
+    EngineState,
+    Finished,
+    KVMode,
+    TextDelta,
+    ThinkingDelta,
+)
 from rkllm_runtime.chat import engine as engine_module
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+from rkllm_runtime.server.child import ServerProcess
 
 PREFILL_TPS, DECODE_TPS = 128 / 0.378, 16.7  # the vendor's 128-token figure for Qwen2.5-1.5B
 STORAGE_MBPS = 250.0
@@ -132,6 +159,40 @@ class Recorder:
         engine.add_listener(on_change)
 
 
+class Timer:
+    """Wall-clock time from each request to its first text, at the engine interface the agent uses."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.ttft_ms: list[tuple[str, float]] = []
+        self.added_ms: list[float] = []
+        """Wall-clock TTFT less the runtime's own (scaled) prefill time: what the path to it adds."""
+
+    def attach(self, engine: Any) -> None:
+        chat = engine.chat
+
+        def timed(request: ChatRequest) -> ChatStream:
+            return ChatStream(self._first_timed(chat(request)))
+
+        engine.chat = timed
+
+    async def _first_timed(self, stream: ChatStream) -> AsyncGenerator[ChatEvent]:
+        """Time the first text; a reply that starts with a tool call has no first token to speak."""
+        started = time.perf_counter()
+        ttft = None
+        spoken = True
+        async with stream:
+            async for event in stream:
+                if ttft is None and spoken:
+                    spoken = isinstance(event, TextDelta | ThinkingDelta)
+                    if spoken:
+                        ttft = (time.perf_counter() - started) * 1000
+                        self.ttft_ms.append((self.recorder.kind, ttft))
+                if isinstance(event, Finished) and ttft is not None:
+                    self.added_ms.append(ttft - event.result.perf.prefill_time_ms * TIME_SCALE)
+                yield event
+
+
 async def build_home(hass: HomeAssistant) -> None:
     """30 exposed entities: 10 lights, 10 switches (input booleans) and 10 temperature sensors."""
     assert await async_setup_component(hass, "homeassistant", {})
@@ -170,7 +231,7 @@ async def build_home(hass: HomeAssistant) -> None:
             async_expose_entity(hass, "conversation", entity_id, True)
 
 
-async def workload(hass: HomeAssistant, entry: MockConfigEntry, recorder: Recorder) -> None:
+async def workload(hass: HomeAssistant, entry: MockConfigEntry, recorder: Recorder, timer: Timer) -> None:
     conversations: dict[str, str | None] = {}
 
     async def say(kind: str, satellite: str, text: str, follow_up: bool = False) -> None:
@@ -200,18 +261,53 @@ async def workload(hass: HomeAssistant, entry: MockConfigEntry, recorder: Record
         await say("new conversation", satellites[i % 2], f"what is the temperature in the {ROOMS[9 - i]} now")
     await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
-    recorder.attach(entry.runtime_data.engine)
+    attach(entry, recorder, timer)
     await say("first after restart", "kitchen satellite", "is it warm in the garden right now")
 
 
-async def run(kv_mode: KVMode, library: Path, workdir: Path) -> list[Run]:
+def attach(entry: MockConfigEntry, recorder: Recorder, timer: Timer) -> None:
+    """Time the agent's requests; in Home Assistant's process, record each run too."""
+    engine = entry.runtime_data.engine
+    if isinstance(engine, ChatEngine):
+        recorder.attach(engine)
+    timer.attach(engine)
+
+
+def entry_data(
+    mode: str, kv_mode: KVMode, library: Path, model: Path, server: ServerProcess | None
+) -> dict[str, Any]:
+    """The model entry for a mode."""
+    if server is not None:
+        return {"mode": MODE_SERVER, "url": server.url, "api_key": server.api_key, "model": server.model}
+    return {
+        "mode": mode,
+        "library_path": str(library),
+        "model_path": str(model),
+        "max_context_len": 4096,
+        "advanced": {"kv_strategy": kv_mode.value},
+    }
+
+
+async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple[list[Run], Timer]:
     """The workload with one KV strategy (the entry's option), in a fresh Home Assistant."""
     model = EmulatedModel(
         rules=model_rules(), name="qwen2.5-1.5b-emulated", prefill_tps=PREFILL_TPS, decode_tps=DECODE_TPS
     ).write(workdir / "qwen2.5-1.5b.rkllm")
-    config_dir = workdir / f"config-{kv_mode}"
+    config_dir = workdir / f"config-{mode}-{kv_mode}"
     config_dir.mkdir()
     recorder = Recorder()
+    timer = Timer(recorder)
+    server = None
+    if mode == MODE_SERVER:
+        server = ServerProcess(
+            library,
+            "qwen2.5",
+            model,
+            context_length=4096,
+            kv_mode=kv_mode,
+            prompt_cache_dir=workdir / "server",
+        )
+        await server.start(300)
     try:
         async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
@@ -219,12 +315,8 @@ async def run(kv_mode: KVMode, library: Path, workdir: Path) -> list[Run]:
             entry = MockConfigEntry(
                 domain=DOMAIN,
                 title="qwen",
-                data={
-                    "library_path": str(library),
-                    "model_path": str(model),
-                    "max_context_len": 4096,
-                    "advanced": {"kv_strategy": kv_mode.value},
-                },
+                minor_version=2,
+                data=entry_data(mode, kv_mode, library, model, server),
                 subentries_data=[
                     {
                         "data": {**default_conversation_options(), "max_history": 10},
@@ -237,13 +329,15 @@ async def run(kv_mode: KVMode, library: Path, workdir: Path) -> list[Run]:
             entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(entry.entry_id)
             await hass.async_block_till_done()
-            recorder.attach(entry.runtime_data.engine)
-            await workload(hass, entry, recorder)
+            attach(entry, recorder, timer)
+            await workload(hass, entry, recorder, timer)
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_stop(force=True)
     finally:
         engine_module.plan = ORIGINAL_PLAN
-    return recorder.runs
+        if server is not None:
+            await server.stop()
+    return recorder.runs, timer
 
 
 def pct(values: list[float], q: float) -> float:
@@ -307,17 +401,46 @@ def report(summary: dict[str, Any]) -> None:
         )
 
 
+def wall_clock(timer: Timer) -> dict[str, Any]:
+    """Wall-clock time to first token at the agent: warm requests, and the first after the restart."""
+    warm = [ms for _kind, ms in timer.ttft_ms[1:-1]]
+    return {
+        "replies": len(timer.ttft_ms),
+        "cold_ttft_ms": round(timer.ttft_ms[0][1], 1),
+        "warm_ttft_ms_p50": round(pct(warm, 0.5), 1),
+        "warm_ttft_ms_p95": round(pct(warm, 0.95), 1),
+        "after_restart_ttft_ms": round(timer.ttft_ms[-1][1], 1),
+        "added_ms_p50": round(pct(timer.added_ms[1:-1], 0.5), 2),
+        "added_ms_p95": round(pct(timer.added_ms[1:-1], 0.95), 2),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--abi", default="1.3", choices=["1.2", "1.3"])
+    parser.add_argument("--mode", default=MODE_IN_PROCESS, choices=MODES, help="where the model runs")
     args = parser.parse_args()
     os.environ["RKLLM_EMU_TIME_SCALE"] = str(TIME_SCALE)
     os.environ["RKLLM_EMU_STORAGE_MBPS"] = str(STORAGE_MBPS)
     library = build_cached(args.abi)
+    strategies = list(KVMode) if args.mode == MODE_IN_PROCESS else [KVMode.CONSERVATIVE]
     with tempfile.TemporaryDirectory() as tmp:
-        by_mode = {mode: await run(mode, library, Path(tmp)) for mode in KVMode}
-    summary = summarise(by_mode)
-    report(summary)
+        results = {kv: await run(args.mode, kv, library, Path(tmp)) for kv in strategies}
+    summary: dict[str, Any] = {}
+    if args.mode == MODE_IN_PROCESS:
+        summary = summarise({kv: runs for kv, (runs, _) in results.items()})
+        report(summary)
+    wall = {kv.value: wall_clock(timer) for kv, (_, timer) in results.items()}
+    summary |= {"mode": args.mode, "time_scale": TIME_SCALE, "wall_clock": wall}
+    for kv, figures in wall.items():
+        print(
+            f"\n{args.mode}, {kv}: wall-clock time to first token at the agent "
+            f"({figures['replies']} spoken replies, simulated times at {TIME_SCALE}x): "
+            f"cold {figures['cold_ttft_ms']} ms; warm p50 "
+            f"{figures['warm_ttft_ms_p50']} ms, p95 {figures['warm_ttft_ms_p95']} ms; "
+            f"first after restart {figures['after_restart_ttft_ms']} ms; added to the runtime's own prefill "
+            f"time: p50 {figures['added_ms_p50']} ms, p95 {figures['added_ms_p95']} ms"
+        )
     print(json.dumps(summary))
 
 

@@ -159,6 +159,10 @@ async def add_model(session: aiohttp.ClientSession, base: str, token: str, libra
     async with session.post(flows, json={"handler": "rkllm"}, headers=headers) as response:
         response.raise_for_status()
         flow = await response.json()
+    # The first step asks where the model runs: in Home Assistant's own process.
+    where = {"next_step_id": "in_process"}
+    async with session.post(f"{flows}/{flow['flow_id']}", json=where, headers=headers) as response:
+        flow = await response.json()
     data = {
         "library_path": library,
         "model_path": model,

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL, EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant
-from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
 from rkllm_runtime import LibraryError, ModelRejectedError, RKLLMError
-from rkllm_runtime.chat import ChatEngine, PromptCacheStore
+from rkllm_runtime.chat import PromptCacheStore
+from rkllm_runtime.client import AuthenticationError, RemoteEngine, UnknownModelError
 
-from .const import CONF_LIBRARY_PATH, DOMAIN, MAX_WAITING_REQUESTS, PROMPT_CACHE_MAX_BYTES
-from .loader import error_key, kv_mode, load_runtime
+from .const import (
+    CONF_LIBRARY_PATH,
+    CONF_MODE,
+    DOMAIN,
+    MAX_WAITING_REQUESTS,
+    MODE_CHILD,
+    MODE_IN_PROCESS,
+    MODE_SERVER,
+    PROMPT_CACHE_MAX_BYTES,
+)
+from .engine import LocalEngine, ModelEngine
+from .loader import error_key, kv_mode, load_runtime, prompt_cache_dir, server_process
 from .models import RKLLMConfigEntry, RKLLMData
 from .runtime_log import async_route_runtime_log
 from .services import async_setup_services
+from .supervision import ChildSupervisor, ServerWatch
 
 PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR)
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -31,7 +42,29 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:
-    """Load the model onto the NPU."""
+    """Load the model in this process, start its own process, or connect to its server."""
+    child = None
+    engine: ModelEngine
+    if entry.data[CONF_MODE] == MODE_SERVER:
+        engine = await _async_connect(hass, entry)
+    elif entry.data[CONF_MODE] == MODE_CHILD:
+        child = await _async_start_child(hass, entry)
+        engine = child.engine
+    else:
+        engine = await _async_load(hass, entry)
+    entry.runtime_data = RKLLMData(engine, child)
+
+    async def _close_on_stop(_: Event) -> None:
+        await _async_close(entry.runtime_data)
+
+    entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _close_on_stop))
+    entry.async_on_unload(entry.add_update_listener(_async_update_listener))
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngine:
+    """Load the runtime into this process."""
     issue_id = f"runtime_unusable_{entry.entry_id}"
     async_route_runtime_log(hass)
     try:
@@ -65,22 +98,56 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
         ) from err
     ir.async_delete_issue(hass, DOMAIN, issue_id)
     _async_warn_about_release(hass, entry, runtime.library.release, runtime.library.warning)
-
-    caches = PromptCacheStore(
-        Path(hass.config.path(".storage", DOMAIN, "prompt_cache")), PROMPT_CACHE_MAX_BYTES
+    return LocalEngine(
+        runtime,
+        max_waiting=MAX_WAITING_REQUESTS,
+        kv_mode=kv_mode(entry.data),
+        prompt_caches=PromptCacheStore(prompt_cache_dir(hass), PROMPT_CACHE_MAX_BYTES),
     )
-    engine = ChatEngine(
-        runtime, max_waiting=MAX_WAITING_REQUESTS, kv_mode=kv_mode(entry.data), prompt_caches=caches
+
+
+async def _async_start_child(hass: HomeAssistant, entry: RKLLMConfigEntry) -> ChildSupervisor:
+    """Start the model's own rkllm-server process and connect to it."""
+    process = server_process(entry.data, prompt_cache_dir(hass))
+    engine = RemoteEngine(async_get_clientsession(hass), "", process.model, None)
+    child = ChildSupervisor(hass, entry, engine, process)
+    try:
+        await child.async_start()
+    except RKLLMError as err:
+        await child.async_stop()
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="child_failed",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    child.async_watch()
+    return child
+
+
+async def _async_connect(hass: HomeAssistant, entry: RKLLMConfigEntry) -> RemoteEngine:
+    """Connect to the model's rkllm-server."""
+    url = entry.data[CONF_URL]
+    engine = RemoteEngine(
+        async_get_clientsession(hass), url, entry.data[CONF_MODEL], entry.data.get(CONF_API_KEY) or None
     )
-    entry.runtime_data = RKLLMData(engine)
-
-    async def _close_on_stop(_: Event) -> None:
-        await engine.aclose()
-
-    entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _close_on_stop))
-    entry.async_on_unload(entry.add_update_listener(_async_update_listener))
-    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
-    return True
+    try:
+        await engine.refresh()
+    except AuthenticationError as err:
+        raise ConfigEntryAuthFailed(translation_domain=DOMAIN, translation_key="invalid_auth") from err
+    except UnknownModelError as err:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="unknown_model",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    except RKLLMError as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="server_unavailable",
+            translation_placeholders={"url": url, "error": str(err)},
+        ) from err
+    ServerWatch(hass, entry, engine).async_start()
+    return engine
 
 
 def _async_warn_about_release(
@@ -103,10 +170,27 @@ def _async_warn_about_release(
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:
-    """Abort any generation, then free the NPU."""
+    """Abort any generation, then free the NPU (or stop the model's process)."""
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         return False
-    await entry.runtime_data.engine.aclose()
+    await _async_close(entry.runtime_data)
+    return True
+
+
+async def _async_close(data: RKLLMData) -> None:
+    await data.engine.aclose()
+    if data.child is not None:
+        await data.child.async_stop()
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:
+    """Entries from before the choice of where the model runs ran it in this process."""
+    if entry.version > 1:
+        return False
+    if entry.minor_version < 2:
+        hass.config_entries.async_update_entry(
+            entry, data={CONF_MODE: MODE_IN_PROCESS, **entry.data}, minor_version=2
+        )
     return True
 
 

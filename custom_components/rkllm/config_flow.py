@@ -1,4 +1,4 @@
-"""Config flow: pick the runtime library and a model, load it once to prove it works."""
+"""Config flow: where the model runs; its library and file (loaded once to check them) or its server."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from homeassistant.config_entries import (
     ConfigSubentryFlow,
     SubentryFlowResult,
 )
-from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
+from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_MODEL, CONF_NAME, CONF_PROMPT, CONF_URL
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.data_entry_flow import AbortFlow, section
 from homeassistant.helpers import llm
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
     BooleanSelector,
     NumberSelector,
@@ -33,12 +34,17 @@ from homeassistant.helpers.selector import (
     SelectSelectorMode,
     TemplateSelector,
     TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
 )
+from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 
 from rkllm_runtime import RKLLMError, find_library
 from rkllm_runtime.chat import KVMode
+from rkllm_runtime.client import AuthenticationError, RemoteEngine, server_models
 
 from .const import (
+    CHILD_START_TIMEOUT_S,
     CONF_ADVANCED,
     CONF_BASE_DOMAIN_ID,
     CONF_EMBED_FLASH,
@@ -47,6 +53,7 @@ from .const import (
     CONF_MAX_CONTEXT_LEN,
     CONF_MAX_HISTORY,
     CONF_MAX_NEW_TOKENS,
+    CONF_MODE,
     CONF_MODEL_PATH,
     CONF_N_KEEP,
     CONF_PLATFORM,
@@ -70,11 +77,15 @@ from .const import (
     DEFAULT_TOP_P,
     DOMAIN,
     LOGGER,
+    MODE_CHILD,
+    MODE_IN_PROCESS,
+    MODE_SERVER,
+    MODES,
     PLATFORM_CPU_MASKS,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
-from .loader import check_files, error_key, load_runtime
+from .loader import check_files, error_key, load_runtime, prompt_cache_dir, server_process
 from .runtime_log import async_route_runtime_log
 
 DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
@@ -126,6 +137,16 @@ def model_schema() -> vol.Schema:
 _INT_OPTIONS = {CONF_MAX_NEW_TOKENS, CONF_TOP_K, CONF_MAX_HISTORY}
 
 
+def server_schema() -> vol.Schema:
+    """The form of a server: its address and key."""
+    return vol.Schema(
+        {
+            vol.Required(CONF_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
+            vol.Optional(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+        }
+    )
+
+
 def _normalise(user_input: dict[str, Any]) -> dict[str, Any]:
     """Entry data from the form: numbers as ints, paths stripped."""
     advanced = dict(user_input.get(CONF_ADVANCED, {}))
@@ -143,7 +164,7 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
     """Add a model on the NPU."""
 
     VERSION = 1
-    MINOR_VERSION = 1
+    MINOR_VERSION = 2
 
     def __init__(self) -> None:
         """Start with an empty form."""
@@ -151,15 +172,28 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         self._errors: dict[str, str] = {}
         self._error_detail = ""
         self._load_task: asyncio.Task[None] | None = None
+        self._models: list[str] = []
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Ask for the library and the model."""
-        return await self._async_step_form("user", user_input)
+        """Ask where the model runs."""
+        return self.async_show_menu(step_id="user", menu_options=list(MODES))
+
+    async def async_step_in_process(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """In Home Assistant's own process: ask for the library and the model."""
+        self._data[CONF_MODE] = MODE_IN_PROCESS
+        return await self._async_step_form(MODE_IN_PROCESS, user_input)
+
+    async def async_step_child(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """In a process of its own on this machine: ask for the library and the model."""
+        self._data[CONF_MODE] = MODE_CHILD
+        return await self._async_step_form(MODE_CHILD, user_input)
 
     async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Change the library, the model or its parameters."""
+        """Change the library, the model or its parameters; or the server's address and key."""
         if not self._data and user_input is None:
             self._data = dict(self._get_reconfigure_entry().data)
+        if self._data[CONF_MODE] == MODE_SERVER:
+            return await self.async_step_server(user_input)
         return await self._async_step_form("reconfigure", user_input)
 
     async def _async_step_form(self, step_id: str, user_input: dict[str, Any] | None) -> ConfigFlowResult:
@@ -168,7 +202,7 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         except vol.Invalid:
             submitted = None  # not this form's fields (a client re-posting to a finished step): show the form
         if submitted is not None:
-            self._data = _normalise(submitted)
+            self._data = {CONF_MODE: self._data[CONF_MODE], **_normalise(submitted)}
             await self.async_set_unique_id(str(Path(self._data[CONF_MODEL_PATH])))
             if self.source == SOURCE_RECONFIGURE:
                 self._abort_if_unique_id_configured_elsewhere()
@@ -182,7 +216,9 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         return self._async_show_model_form(step_id, await self._async_suggested())
 
     async def _async_suggested(self) -> dict[str, Any]:
-        return self._data or {CONF_LIBRARY_PATH: await self._async_default_library()}
+        if CONF_MODEL_PATH in self._data:
+            return self._data
+        return {CONF_LIBRARY_PATH: await self._async_default_library()}
 
     def _async_show_model_form(
         self, step_id: str, suggested: dict[str, Any] | None = None
@@ -215,12 +251,15 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         self._load_task = None
         if self._errors:
             return self.async_show_progress_done(
-                next_step_id="reconfigure" if self.source == SOURCE_RECONFIGURE else "user"
+                next_step_id="reconfigure" if self.source == SOURCE_RECONFIGURE else self._data[CONF_MODE]
             )
         return self.async_show_progress_done(next_step_id="finish")
 
     async def _async_try_load(self) -> None:
-        await self._async_failed(lambda data: load_runtime(data).close())
+        if self._data[CONF_MODE] == MODE_CHILD:
+            await self._async_try_child()
+        else:
+            await self._async_failed(lambda data: load_runtime(data).close())
 
     async def _async_failed(self, check: Callable[[dict[str, Any]], None]) -> bool:
         """Run a blocking check of the entry data; record its error for the form."""
@@ -234,9 +273,117 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
             self._error_detail = str(err)
         return bool(self._errors)
 
+    async def _async_try_child(self) -> None:
+        """Start the model's process once, and ask it whether the model loaded."""
+        self._errors, self._error_detail = {}, ""
+        process = server_process(self._data, prompt_cache_dir(self.hass))
+        try:
+            await process.start(CHILD_START_TIMEOUT_S)
+            engine = RemoteEngine(
+                async_get_clientsession(self.hass), process.url, process.model, process.api_key
+            )
+            await engine.refresh()
+        except RKLLMError as err:
+            LOGGER.warning("The process for %s could not load it: %s", self._data[CONF_MODEL_PATH], err)
+            self._errors, self._error_detail = {"base": "child_failed"}, str(err)
+        finally:
+            await process.stop()
+
+    async def async_step_zeroconf(self, discovery_info: ZeroconfServiceInfo) -> ConfigFlowResult:
+        """An rkllm-server announced itself: offer its models."""
+        properties = discovery_info.properties
+        scheme = "https" if properties.get("tls") == "1" else "http"
+        url = f"{scheme}://{discovery_info.host}:{discovery_info.port}"
+        name = discovery_info.name.removesuffix(f".{discovery_info.type}")
+        await self.async_set_unique_id(name)
+        self._abort_if_unique_id_configured()
+        self._async_abort_entries_match({CONF_URL: url})
+        self._data = {CONF_MODE: MODE_SERVER, CONF_URL: url}
+        self.context["title_placeholders"] = {"name": name, "models": properties.get("models", "")}
+        return await self.async_step_server()
+
+    async def async_step_server(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """On another machine: the address of its rkllm-server and its API key."""
+        self._data[CONF_MODE] = MODE_SERVER
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            url, key = user_input[CONF_URL].strip().rstrip("/"), user_input.get(CONF_API_KEY, "").strip()
+            errors = await self._async_read_models(url, key)
+            if not errors:
+                self._data.update({CONF_URL: url, CONF_API_KEY: key})
+                return await self.async_step_server_model()
+        suggested: dict[str, Any] = {
+            key: self._data[key] for key in (CONF_URL, CONF_API_KEY) if key in self._data
+        }
+        return self.async_show_form(
+            step_id="reconfigure" if self.source == SOURCE_RECONFIGURE else "server",
+            data_schema=self.add_suggested_values_to_schema(server_schema(), user_input or suggested),
+            errors=errors,
+            description_placeholders={"error": self._error_detail},
+        )
+
+    async def _async_read_models(self, url: str, key: str) -> dict[str, str]:
+        """Read the server's models; the form's errors."""
+        self._error_detail = ""
+        try:
+            self._models = await server_models(async_get_clientsession(self.hass), url, key or None)
+        except AuthenticationError:
+            return {"base": "invalid_auth"}
+        except RKLLMError as err:
+            self._error_detail = str(err)
+            return {"base": "cannot_connect"}
+        return {} if self._models else {"base": "no_models"}
+
+    async def async_step_server_model(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Choose one of the server's models."""
+        if user_input is None and len(self._models) > 1:
+            current = self._data.get(CONF_MODEL)
+            return self.async_show_form(
+                step_id="server_model",
+                data_schema=vol.Schema(
+                    {
+                        vol.Required(
+                            CONF_MODEL, default=current if current in self._models else self._models[0]
+                        ): SelectSelector(SelectSelectorConfig(options=self._models))
+                    }
+                ),
+            )
+        self._data[CONF_MODEL] = user_input[CONF_MODEL] if user_input else self._models[0]
+        await self.async_set_unique_id(f"{self._data[CONF_URL]}/{self._data[CONF_MODEL]}")
+        if self.source == SOURCE_RECONFIGURE:
+            self._abort_if_unique_id_configured_elsewhere()
+        else:
+            self._abort_if_unique_id_configured()
+        return await self.async_step_finish()
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """The server refused the key."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the server's key again."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            key = user_input.get(CONF_API_KEY, "").strip()
+            errors = await self._async_read_models(entry.data[CONF_URL], key)
+            if not errors:
+                return self.async_update_reload_and_abort(entry, data_updates={CONF_API_KEY: key})
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=vol.Schema(
+                {vol.Required(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))}
+            ),
+            errors=errors,
+            description_placeholders={"url": entry.data[CONF_URL], "error": self._error_detail},
+        )
+
     async def async_step_finish(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Create or update the entry."""
-        title = Path(self._data[CONF_MODEL_PATH]).stem
+        if self._data[CONF_MODE] == MODE_SERVER:
+            title = f"{self._data[CONF_MODEL]} ({self._data[CONF_URL].split('://')[-1]})"
+        else:
+            title = Path(self._data[CONF_MODEL_PATH]).stem
         if self.source == SOURCE_RECONFIGURE:
             return self.async_update_reload_and_abort(
                 self._get_reconfigure_entry(), unique_id=self.unique_id, title=title, data=self._data

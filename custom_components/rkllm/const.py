@@ -6,7 +6,12 @@ from typing import Final
 DOMAIN: Final = "rkllm"
 LOGGER = logging.getLogger(__package__)
 
-# Parent entry: the runtime library and one model on the NPU.
+# Parent entry: where the model runs, then its library and file, or its server.
+CONF_MODE: Final = "mode"
+MODE_IN_PROCESS: Final = "in_process"
+MODE_CHILD: Final = "child"
+MODE_SERVER: Final = "server"
+MODES: Final = (MODE_IN_PROCESS, MODE_CHILD, MODE_SERVER)
 CONF_LIBRARY_PATH: Final = "library_path"
 CONF_MODEL_PATH: Final = "model_path"
 CONF_MAX_CONTEXT_LEN: Final = "max_context_len"
@@ -53,3 +58,11 @@ MAX_WAITING_REQUESTS: Final = 2
 MAX_TOOL_ITERATIONS: Final = 10
 # Total size of the prompt-cache files under the configuration directory.
 PROMPT_CACHE_MAX_BYTES: Final = 1024 * 2**20
+
+# Child process: how long it may take to load the model, and restarts after a crash.
+CHILD_START_TIMEOUT_S: Final = 300.0
+RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 15.0, 60.0)
+CRASHES_FOR_ISSUE: Final = 3
+CRASH_WINDOW_S: Final = 600.0
+# A server (or the child) is asked for its status this often; after losing it, with the backoff above.
+STATUS_INTERVAL_S: Final = 30.0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import probatio
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity import Entity
@@ -46,19 +47,20 @@ from .const import (
     LOGGER,
     MAX_TOOL_ITERATIONS,
 )
+from .engine import ModelEngine
 from .errors import user_facing_errors
 from .models import RKLLMConfigEntry
 
 
 def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
     """The device of a model entry (its sensors live there)."""
-    runtime = entry.runtime_data.engine.runtime
+    engine = entry.runtime_data.engine
     return dr.DeviceInfo(
         identifiers={(DOMAIN, entry.entry_id)},
         name=entry.title,
         manufacturer="Rockchip",
-        model=runtime.model_path.name,
-        sw_version=f"RKLLM runtime {runtime.library.release}",
+        model=engine.model_file,
+        sw_version=f"RKLLM runtime {engine.release}",
         entry_type=dr.DeviceEntryType.SERVICE,
     )
 
@@ -125,6 +127,20 @@ async def deltas(
                 pass
 
 
+def follow_availability(entity: Entity, engine: ModelEngine) -> Callable[[], None]:
+    """Write the entity's state whenever the engine comes or goes; returns a remover."""
+    was = engine.available
+
+    @callback
+    def _changed() -> None:
+        nonlocal was
+        if engine.available != was:
+            was = engine.available
+            entity.async_write_ha_state()
+
+    return engine.add_listener(_changed)
+
+
 class RKLLMBaseLLMEntity(Entity):
     """An LLM entity of a subentry, generating with the model of its parent entry."""
 
@@ -136,14 +152,23 @@ class RKLLMBaseLLMEntity(Entity):
         self.entry = entry
         self.subentry = subentry
         self._attr_unique_id = subentry.subentry_id
-        runtime = entry.runtime_data.engine.runtime
         self._attr_device_info = dr.DeviceInfo(
             identifiers={(DOMAIN, subentry.subentry_id)},
             name=subentry.title,
             manufacturer="Rockchip",
-            model=runtime.model_path.name,
+            model=entry.runtime_data.engine.model_file,
             entry_type=dr.DeviceEntryType.SERVICE,
         )
+
+    @property
+    def available(self) -> bool:
+        """Whether the model can answer now (its process or server may be away)."""
+        return self.entry.runtime_data.engine.available
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the engine's availability."""
+        await super().async_added_to_hass()
+        self.async_on_remove(follow_availability(self, self.entry.runtime_data.engine))
 
     async def _async_handle_chat_log(
         self,

@@ -15,6 +15,7 @@ from rkllm_runtime import (
     InvalidTextError,
     RKLLMError,
 )
+from rkllm_runtime.client import AuthenticationError, ServerUnavailableError
 
 from .const import DOMAIN
 
@@ -26,6 +27,14 @@ def user_facing_errors() -> Iterator[None]:
         yield
     except BusyError as err:
         raise HomeAssistantError(translation_domain=DOMAIN, translation_key="busy") from err
+    except ServerUnavailableError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="engine_unavailable",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    except AuthenticationError as err:
+        raise HomeAssistantError(translation_domain=DOMAIN, translation_key="invalid_auth") from err
     except ClosedError as err:
         raise HomeAssistantError(translation_domain=DOMAIN, translation_key="model_unloaded") from err
     except AbortedError as err:

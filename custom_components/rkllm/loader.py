@@ -1,10 +1,12 @@
-"""Loading a model entry's runtime from its configuration (blocking: runs in the executor)."""
+"""An entry's runtime from its configuration: loaded here (blocking: in the executor) or in a child."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from homeassistant.core import HomeAssistant
 
 from rkllm_runtime import (
     InsufficientMemoryError,
@@ -23,6 +25,7 @@ from rkllm_runtime import (
 )
 from rkllm_runtime.chat import KVMode
 from rkllm_runtime.runtime import check_model_file
+from rkllm_runtime.server.child import ServerProcess
 
 from .const import (
     CONF_ADVANCED,
@@ -38,6 +41,8 @@ from .const import (
     DEFAULT_KV_STRATEGY,
     DEFAULT_MAX_CONTEXT_LEN,
     DEFAULT_PLATFORM,
+    DOMAIN,
+    LOGGER,
     PLATFORM_CPU_MASKS,
 )
 
@@ -85,6 +90,26 @@ def check_files(data: Mapping[str, Any]) -> None:
 
 def _release(data: Mapping[str, Any]) -> str | None:
     return data.get(CONF_ADVANCED, {}).get(CONF_RUNTIME_RELEASE) or None
+
+
+def prompt_cache_dir(hass: HomeAssistant) -> Path:
+    """Where prompt-cache files persist, whichever process on this machine runs the model."""
+    return Path(hass.config.path(".storage", DOMAIN, "prompt_cache"))
+
+
+def server_process(data: Mapping[str, Any], cache_dir: Path) -> ServerProcess:
+    """The rkllm-server child that runs an entry's model (not started)."""
+    model_path = Path(data[CONF_MODEL_PATH])
+    return ServerProcess(
+        Path(data[CONF_LIBRARY_PATH]),
+        model_path.stem,
+        model_path,
+        context_length=model_params(data).max_context_len,
+        kv_mode=kv_mode(data),
+        prompt_cache_dir=cache_dir,
+        release=_release(data),
+        on_log=lambda line: LOGGER.debug("rkllm-server: %s", line),
+    )
 
 
 def load_runtime(data: Mapping[str, Any]) -> RKLLMRuntime:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from homeassistant.config_entries import ConfigEntry
 
-from rkllm_runtime.chat import ChatEngine
+from .engine import ModelEngine
+
+if TYPE_CHECKING:
+    from .supervision import ChildSupervisor
 
 
 @dataclass(slots=True)
 class RKLLMData:
-    """What a loaded entry keeps: the engine that owns the model's handle."""
+    """What a loaded entry keeps: the engine its entities talk to, wherever the model runs."""
 
-    engine: ChatEngine
+    engine: ModelEngine
+    child: ChildSupervisor | None = None
+    """The model's own process, in that mode."""
 
 
 type RKLLMConfigEntry = ConfigEntry[RKLLMData]

@@ -19,10 +19,11 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
-from rkllm_runtime.chat import ChatEngine, EngineState
-from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
+from rkllm_runtime.chat import EngineState
+from rkllm_runtime.client import NPUReading
 
 from .const import LOGGER
+from .engine import ModelEngine
 from .entity import model_device_info
 from .models import RKLLMConfigEntry, RKLLMData
 
@@ -43,7 +44,7 @@ def model_state(data: RKLLMData) -> str:
     return {EngineState.PREFILLING: "loading", EngineState.GENERATING: "generating"}.get(state, "ready")
 
 
-def _last(engine: ChatEngine, value: Callable[..., float | int]) -> StateType:
+def _last(engine: ModelEngine, value: Callable[..., float | int]) -> StateType:
     last = engine.stats.last
     return None if last is None else value(last)
 
@@ -158,11 +159,11 @@ async def async_setup_entry(
     async_add_entities(RKLLMModelSensor(entry, description) for description in SENSORS)
     async_add_entities(
         [
-            NPUSensor(entry, "npu_load", npu_load_percent, PERCENTAGE, None),
+            NPUSensor(entry, "npu_load", lambda npu: npu.load, PERCENTAGE, None),
             NPUSensor(
                 entry,
                 "npu_temperature",
-                npu_temperature_celsius,
+                lambda npu: npu.temperature,
                 UnitOfTemperature.CELSIUS,
                 SensorDeviceClass.TEMPERATURE,
             ),
@@ -189,8 +190,8 @@ class RKLLMModelSensor(RestoreSensor):
 
     @property
     def available(self) -> bool:
-        """Whether the model is still loaded."""
-        return not self._data.engine.closed
+        """Whether the model's engine is loaded and reachable."""
+        return self._data.engine.available
 
     @property
     def native_value(self) -> StateType | date | datetime | Decimal:
@@ -213,7 +214,7 @@ class RKLLMModelSensor(RestoreSensor):
 
 
 class NPUSensor(SensorEntity):
-    """NPU load or temperature read from /sys (unavailable without the vendor driver)."""
+    """NPU load or temperature of the board running the model (unavailable without the vendor driver)."""
 
     _attr_has_entity_name = True
     _attr_state_class = SensorStateClass.MEASUREMENT
@@ -222,12 +223,13 @@ class NPUSensor(SensorEntity):
         self,
         entry: RKLLMConfigEntry,
         key: str,
-        read: Callable[[], float | None],
+        read: Callable[[NPUReading], float | None],
         unit: str,
         device_class: SensorDeviceClass | None,
     ) -> None:
         """Initialise a polled board sensor."""
         self._read = read
+        self._engine = entry.runtime_data.engine
         self._attr_translation_key = key
         self._attr_unique_id = f"{entry.entry_id}_{key}"
         self._attr_native_unit_of_measurement = unit
@@ -237,9 +239,9 @@ class NPUSensor(SensorEntity):
         self._unavailable_logged = False
 
     async def async_update(self) -> None:
-        """Read the value in the executor; log once when it goes away and once when it is back."""
-        value = await self.hass.async_add_executor_job(self._read)
-        self._attr_available = value is not None
+        """Read the value (/sys, or the server's last status); log once when it goes and once when back."""
+        value = self._read(await self._engine.read_npu())
+        self._attr_available = value is not None and self._engine.available
         self._attr_native_value = value
         if value is None and not self._unavailable_logged:
             LOGGER.info("%s cannot be read (the board does not expose it): unavailable", self._label)

@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import ollama_api, openai_api
+from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
+
+from . import native_api, ollama_api, openai_api
 from .config import ServerConfig
 from .errors import ApiError
 from .exchange import SERVER, Server, dumps, error_body
@@ -93,7 +95,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """GET /rkllm/status: each model's engine state and counters (for a remote engine's sensors)."""
+    """GET /rkllm/status: each model's engine state and counters, and the NPU's (for a remote engine)."""
     models = {}
     for model in request.app[SERVER].registry.models.values():
         engine = model.engine
@@ -103,6 +105,7 @@ async def status(request: web.Request) -> web.Response:
             entry |= {
                 "engine_state": engine.state,
                 "waiting": engine.waiting,
+                "kv_mode": engine.kv_mode,
                 "runtime_release": engine.runtime.library.release,
                 "model_file": model.path.name,
                 "requests": stats.requests,
@@ -114,14 +117,19 @@ async def status(request: web.Request) -> web.Response:
                 "last_error": stats.last_error,
             }
         models[model.name] = entry
-    return web.json_response({"models": models})
+    npu = await asyncio.get_running_loop().run_in_executor(None, _npu)
+    return web.json_response({"models": models, "npu": npu})
+
+
+def _npu() -> dict[str, float | None]:
+    return {"load": npu_load_percent(), "temperature": npu_temperature_celsius()}
 
 
 def create_app(config: ServerConfig, registry: ModelRegistry) -> web.Application:
     """The application for these models."""
     app = web.Application(middlewares=[errors, api_key], client_max_size=config.max_request_bytes)
     app[SERVER] = Server(config, registry, ServerMetrics(), time.time())
-    app.add_routes([*ollama_api.routes(), *openai_api.routes()])
+    app.add_routes([*ollama_api.routes(), *openai_api.routes(), *native_api.routes()])
     app.add_routes(
         [web.get("/health", health), web.get("/metrics", metrics), web.get("/rkllm/status", status)]
     )

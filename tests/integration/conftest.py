@@ -9,8 +9,10 @@ from typing import Any
 from unittest.mock import PropertyMock, patch
 
 import pytest
+import pytest_socket
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity import Entity
 from homeassistant.setup import async_setup_component
@@ -21,15 +23,26 @@ from custom_components.rkllm.const import (
     CONF_ADVANCED,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
+    CONF_MODE,
     CONF_MODEL_PATH,
     DOMAIN,
+    MODE_IN_PROCESS,
+    MODE_SERVER,
+    MODES,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
 from rkllm_runtime.emulator import Rule
 from tests.conftest import ModelFactory, call
+from tests.server.conftest import RunningServer, launch
 
 LIGHT = "light.kitchen_light"
+SERVER_MODEL = "qwen2.5:1.5b"
+SERVER_KEY = "a-key-for-the-tests"
+
+# Tests of behaviour every mode shares run in each: the model in Home Assistant, in its own
+# process (an rkllm-server child the integration starts), and on an rkllm-server.
+IN_EVERY_MODE = pytest.mark.parametrize("mode", MODES, indirect=True)
 
 
 # What the emulated model answers in these tests. A rule matches anywhere in the input, which
@@ -49,6 +62,7 @@ RULES = (
     Rule(match="not valid", reply='{"items": ["milk", "bread"]}'),
     Rule(match="shopping list", reply='{"items": ["milk", "bread"]'),
     Rule(match="fail", reply="I was about to", error_after=3),
+    Rule(match="crash now", crash=True),
     Rule(reply="Hello! How can I help?"),
 )
 
@@ -78,9 +92,42 @@ def model_path(make_model: ModelFactory) -> Path:
 
 
 @pytest.fixture
-def entry_data(request: pytest.FixtureRequest, emulator_library: Path, model_path: Path) -> dict[str, Any]:
+def mode(request: pytest.FixtureRequest) -> str:
+    """Where the model runs (in Home Assistant unless a test is parametrized over the modes)."""
+    mode: str = getattr(request, "param", MODE_IN_PROCESS)
+    if mode != MODE_IN_PROCESS:
+        # Home Assistant talks to rkllm-server over loopback; nothing else is reachable.
+        pytest_socket.enable_socket()
+        pytest_socket.socket_allow_hosts(["127.0.0.1"], allow_unix_socket=True)
+    return mode
+
+
+@pytest.fixture
+def rkllm_server(emulator_library: Path, model_path: Path, tmp_path: Path) -> Iterator[RunningServer]:
+    """An rkllm-server process with the test model, behind an API key."""
+    server = launch(
+        emulator_library,
+        {SERVER_MODEL: model_path},
+        ["--prompt-cache-dir", str(tmp_path / "server_caches")],
+        tmp_path / "rkllm-server.log",
+        env={"RKLLM_SERVER_API_KEY": SERVER_KEY},
+        api_key=SERVER_KEY,
+    )
+    yield server
+    server.stop()
+    server.close()
+
+
+@pytest.fixture
+def entry_data(
+    request: pytest.FixtureRequest, mode: str, emulator_library: Path, model_path: Path
+) -> dict[str, Any]:
     """The model entry; indirect parameters are its advanced settings."""
+    if mode == MODE_SERVER:
+        server: RunningServer = request.getfixturevalue("rkllm_server")
+        return {CONF_MODE: mode, CONF_URL: server.url, CONF_API_KEY: SERVER_KEY, CONF_MODEL: SERVER_MODEL}
     return {
+        CONF_MODE: mode,
         CONF_LIBRARY_PATH: str(emulator_library),
         CONF_MODEL_PATH: str(model_path),
         CONF_MAX_CONTEXT_LEN: 4096,
@@ -101,7 +148,8 @@ def config_entry(
         domain=DOMAIN,
         title="qwen",
         data=entry_data,
-        unique_id=entry_data[CONF_MODEL_PATH],
+        minor_version=2,
+        unique_id=entry_data.get(CONF_MODEL_PATH) or f"{entry_data[CONF_URL]}/{entry_data[CONF_MODEL]}",
         subentries_data=[
             {
                 "data": conversation_options,

@@ -10,9 +10,12 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from tests.integration.conftest import IN_EVERY_MODE
+
 TASK = "ai_task.rkllm_ai_task"
 
 
+@IN_EVERY_MODE
 async def test_generate_text(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     result = await ai_task.async_generate_data(
         hass, task_name="greet", entity_id=TASK, instructions="Say hello"
@@ -20,6 +23,7 @@ async def test_generate_text(hass: HomeAssistant, init_integration: MockConfigEn
     assert result.data == "Hello! How can I help?"
 
 
+@IN_EVERY_MODE
 async def test_structured_output_is_validated_and_retried(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
@@ -31,6 +35,7 @@ async def test_structured_output_is_validated_and_retried(
     assert result.data == {"items": ["milk", "bread"]}
 
 
+@IN_EVERY_MODE
 async def test_structured_output_that_never_validates(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:

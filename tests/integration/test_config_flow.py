@@ -7,22 +7,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from homeassistant.config_entries import SOURCE_USER
+from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
 from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import llm
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.config_flow import advanced_schema, model_schema, subentry_schema
+from custom_components.rkllm.config_flow import advanced_schema, model_schema, server_schema, subentry_schema
 from custom_components.rkllm.const import (
     CONF_ADVANCED,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
+    CONF_MODE,
     CONF_MODEL_PATH,
     CONF_PLATFORM,
     CONF_RUNTIME_RELEASE,
     DOMAIN,
+    MODE_CHILD,
+    MODE_IN_PROCESS,
+    MODE_SERVER,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
@@ -55,10 +59,21 @@ async def through_loading(hass: HomeAssistant, result: Any) -> dict[str, Any]:
     return dict(result)
 
 
-async def submit(hass: HomeAssistant, user_input: dict[str, Any]) -> dict[str, Any]:
-    """Run the user step through the loading progress to its outcome."""
+async def choose(hass: HomeAssistant, mode: str) -> dict[str, Any]:
+    """Start a flow and answer where the model runs."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == [MODE_IN_PROCESS, MODE_CHILD, MODE_SERVER]
+    return dict(await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": mode}))
+
+
+async def submit(
+    hass: HomeAssistant, user_input: dict[str, Any], mode: str = MODE_IN_PROCESS
+) -> dict[str, Any]:
+    """Choose a mode, then run its form through the loading progress to its outcome."""
+    result = await choose(hass, mode)
     assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == mode
     return await through_loading(
         hass, await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
     )
@@ -86,7 +101,7 @@ async def test_form_is_prefilled_with_a_found_library(
     monkeypatch.setattr(
         "custom_components.rkllm.config_flow.find_library", lambda: Path("/usr/local/lib/librkllmrt.so")
     )
-    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await choose(hass, MODE_IN_PROCESS)
     schema = result["data_schema"].schema
     library_key = next(key for key in schema if key == CONF_LIBRARY_PATH)
     assert library_key.description["suggested_value"] == "/usr/local/lib/librkllmrt.so"
@@ -283,7 +298,7 @@ async def test_wrong_library_answers_on_the_form_without_a_progress_screen(
     hass: HomeAssistant, model_path: Path, tmp_path: Path
 ) -> None:
     """A failure that comes before the frontend follows the progress screen would leave it hanging."""
-    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await choose(hass, MODE_IN_PROCESS)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], form_input(tmp_path / "nowhere" / "librkllmrt.so", model_path)
     )
@@ -302,14 +317,14 @@ def corrupt(tmp_path: Path) -> Path:
 async def test_empty_post_after_loading_shows_the_form_again(
     hass: HomeAssistant, emulator_library: Path, corrupt: Path
 ) -> None:
-    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await choose(hass, MODE_IN_PROCESS)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], form_input(emulator_library, corrupt)
     )
     await hass.async_block_till_done()  # the load failed and Home Assistant moved the flow on
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "user"
+    assert result["step_id"] == MODE_IN_PROCESS
     assert result["errors"] == {"base": "model_rejected"}
 
 
@@ -335,9 +350,67 @@ def test_every_form_field_has_a_label_and_a_description(hass: HomeAssistant) -> 
         assert set(step.get("data", {})) == set(step.get("data_description", {})), name
         for section in step.get("sections", {}).values():
             assert set(section["data"]) == set(section["data_description"]), name
-    user = forms["user"]
-    assert set(model_schema().schema) == {*user["data"], "advanced"}
+    assert forms["user"]["menu_options"].keys() == {MODE_IN_PROCESS, MODE_CHILD, MODE_SERVER}
+    for mode in (MODE_IN_PROCESS, MODE_CHILD):
+        assert set(model_schema().schema) == {*forms[mode]["data"], "advanced"}
+    assert set(server_schema().schema) == set(forms[MODE_SERVER]["data"])
     for kind in (SUBENTRY_CONVERSATION, SUBENTRY_AI_TASK):
         assert set(subentry_schema(hass, kind, True, {}).schema) == set(forms[f"{kind}.set_options"]["data"])
         assert set(advanced_schema(kind, {}).schema) == set(forms[f"{kind}.advanced"]["data"])
     assert STRINGS["config_subentries"][SUBENTRY_AI_TASK]["initiate_flow"]["user"] == "Add AI task"
+
+
+@pytest.mark.parametrize("mode", [MODE_CHILD], indirect=True)
+async def test_child_process_mode_is_checked_by_starting_it(
+    hass: HomeAssistant,
+    mode: str,
+    emulator_library: Path,
+    model_path: Path,
+    *,
+    make_model: ModelFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RKLLM_EMU_NPU_MEMORY_MB", "100")  # the child inherits it: the model does not fit
+    result = await submit(hass, form_input(emulator_library, make_model(npu_memory_mb=500)), MODE_CHILD)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == MODE_CHILD
+    assert result["errors"] == {"base": "child_failed"}
+    assert result["description_placeholders"]["error"]  # what the process said
+    monkeypatch.delenv("RKLLM_EMU_NPU_MEMORY_MB")
+    result = await through_loading(
+        hass,
+        await hass.config_entries.flow.async_configure(
+            result["flow_id"], form_input(emulator_library, model_path)
+        ),
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_MODE] == MODE_CHILD
+    await hass.async_block_till_done()
+    entry = result["result"]
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data.child is not None
+    assert entry.runtime_data.child.process.running
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_entries_from_before_the_modes_run_in_home_assistant(
+    hass: HomeAssistant, emulator_library: Path, model_path: Path
+) -> None:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="qwen",
+        version=1,
+        minor_version=1,
+        data={
+            CONF_LIBRARY_PATH: str(emulator_library),
+            CONF_MODEL_PATH: str(model_path),
+            CONF_MAX_CONTEXT_LEN: 2048,
+            CONF_ADVANCED: {},
+        },
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.minor_version == 2
+    assert entry.data[CONF_MODE] == MODE_IN_PROCESS
+    assert await hass.config_entries.async_unload(entry.entry_id)

@@ -15,7 +15,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.const import CONF_KV_STRATEGY
 from custom_components.rkllm.runtime_log import ROUTER
-from tests.integration.conftest import until
+from tests.integration.conftest import IN_EVERY_MODE, until
 
 AGENT = "conversation.rkllm_conversation"
 
@@ -30,12 +30,14 @@ def chat_log_of(hass: HomeAssistant, conversation_id: str) -> list[conversation.
     return list(hass.data[chat_log_module.DATA_CHAT_LOGS][conversation_id].content)
 
 
+@IN_EVERY_MODE
 async def test_plain_answer(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     result = await converse(hass, "hello there")
     assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
     assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"
 
 
+@IN_EVERY_MODE
 async def test_turn_on_a_light_through_a_tool_call(
     hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
 ) -> None:
@@ -51,6 +53,7 @@ async def test_turn_on_a_light_through_a_tool_call(
     assert not results[0].result.error
 
 
+@IN_EVERY_MODE
 async def test_malformed_call_gets_an_error_result_then_a_retry_works(
     hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
 ) -> None:
@@ -71,6 +74,7 @@ async def test_malformed_call_gets_an_error_result_then_a_retry_works(
 
 
 @pytest.mark.parametrize("conversation_options", [{"think": True, "llm_hass_api": []}], indirect=False)
+@IN_EVERY_MODE
 async def test_thinking_is_never_spoken(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     result = await converse(hass, "what is the weather like")
     assert result.response.speech["plain"]["speech"] == "It is sunny."
@@ -101,6 +105,7 @@ async def test_follow_up_keeps_the_conversation(
     assert low < engine.stats.last.perf.prefill_tokens < high
 
 
+@IN_EVERY_MODE
 async def test_generation_error_is_reported(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     result = await converse(hass, "please fail now")
     assert result.response.response_type is intent.IntentResponseType.ERROR

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from homeassistant.components import conversation
@@ -10,6 +11,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.rkllm.diagnostics import async_get_config_entry_diagnostics
+from tests.integration.conftest import IN_EVERY_MODE
 
 
 def stable(value: Any, paths: dict[str, str]) -> Any:
@@ -27,8 +29,13 @@ def stable(value: Any, paths: dict[str, str]) -> Any:
     return value
 
 
+@IN_EVERY_MODE
 async def test_diagnostics(
-    hass: HomeAssistant, init_integration: MockConfigEntry, snapshot: SnapshotAssertion
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    emulator_library: Path,
+    model_path: Path,
+    snapshot: SnapshotAssertion,
 ) -> None:
     await conversation.async_converse(
         hass, "hello", None, Context(), agent_id="conversation.rkllm_conversation"
@@ -36,8 +43,6 @@ async def test_diagnostics(
     diagnostics = await async_get_config_entry_diagnostics(hass, init_integration)
     conversation_data = next(s for s in diagnostics["subentries"] if s["type"] == "conversation")["data"]
     assert conversation_data["prompt"] == "**REDACTED**"
-    paths = {
-        init_integration.data["library_path"]: "<library>",
-        str(init_integration.runtime_data.engine.runtime.model_path.parent): "<tmp>",
-    }
+    assert diagnostics["entry"]["data"].get("api_key", "**REDACTED**") == "**REDACTED**"
+    paths = {str(emulator_library): "<library>", str(model_path.parent): "<tmp>"}
     assert stable(diagnostics, paths) == snapshot

@@ -16,13 +16,15 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.rkllm.const import CONF_LIBRARY_PATH, CONF_MODEL_PATH, DOMAIN
 from rkllm_runtime.chat import EngineState
 from rkllm_runtime.emulator import build_cached
-from tests.integration.conftest import until
+from tests.integration.conftest import IN_EVERY_MODE, until
 from tests.runtime.test_loading import fake_elf
 
 
+@IN_EVERY_MODE
 async def test_setup_and_unload_free_the_npu(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     engine = init_integration.runtime_data.engine
     assert engine.state is EngineState.READY
+    assert engine.available
     assert (
         any(thread.name.startswith("rkllm") for thread in threading.enumerate()) or engine.stats.requests == 0
     )

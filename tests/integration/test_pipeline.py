@@ -13,6 +13,8 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
+from tests.integration.conftest import IN_EVERY_MODE
+
 AGENT = "conversation.rkllm_conversation"
 
 
@@ -41,6 +43,7 @@ async def run_text(
             return events
 
 
+@IN_EVERY_MODE
 async def test_pipeline_streams_the_agent_reply(
     hass: HomeAssistant, init_integration: MockConfigEntry, hass_ws_client: WebSocketGenerator
 ) -> None:
@@ -57,6 +60,7 @@ async def test_pipeline_streams_the_agent_reply(
     assert speech.startswith("Once upon a time there was a light.")
 
 
+@IN_EVERY_MODE
 async def test_pipeline_controls_the_home(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,

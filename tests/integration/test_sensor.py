@@ -16,6 +16,8 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
+from tests.integration.conftest import IN_EVERY_MODE
+
 
 def state(hass: HomeAssistant, key: str) -> str:
     entity_id = er.async_get(hass).async_get_entity_id("sensor", "rkllm", f"{hass.data['entry_id']}_{key}")
@@ -33,6 +35,7 @@ def entry_id(
     return init_integration.entry_id
 
 
+@IN_EVERY_MODE
 async def test_sensors_update_after_a_request(hass: HomeAssistant, entry_id: str) -> None:
     assert state(hass, "model_state") == "ready"
     assert state(hass, "decode_speed") == "unknown"
@@ -57,6 +60,7 @@ async def test_sensors_update_after_a_request(hass: HomeAssistant, entry_id: str
     assert int(state(hass, "prefilled_tokens")) < 20
 
 
+@IN_EVERY_MODE
 async def test_model_state_after_an_error(hass: HomeAssistant, entry_id: str) -> None:
     await conversation.async_converse(
         hass, "fail please", None, Context(), agent_id="conversation.rkllm_conversation"

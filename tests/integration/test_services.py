@@ -10,6 +10,7 @@ from homeassistant.exceptions import ServiceValidationError, Unauthorized
 from pytest_homeassistant_custom_component.common import MockConfigEntry, MockUser
 
 from custom_components.rkllm.const import DOMAIN
+from tests.integration.conftest import IN_EVERY_MODE
 
 
 async def generate(
@@ -23,6 +24,7 @@ async def generate(
     return response
 
 
+@IN_EVERY_MODE
 async def test_generate_returns_text_and_figures(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
@@ -42,6 +44,7 @@ async def test_generate_returns_text_and_figures(
     assert response["tokens_per_second"] > 0
 
 
+@IN_EVERY_MODE
 async def test_generate_with_thinking(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     response = await hass.services.async_call(
         DOMAIN,
@@ -75,6 +78,7 @@ async def test_bad_input_is_a_validation_error(
         )
 
 
+@IN_EVERY_MODE
 async def test_unloaded_model(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
     await hass.config_entries.async_unload(init_integration.entry_id)
     with pytest.raises(ServiceValidationError, match="is not loaded"):

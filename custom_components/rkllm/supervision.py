@@ -1,0 +1,171 @@
+"""Keeping a remote engine usable: a server watched and reconnected, a child process restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+
+from rkllm_runtime import RKLLMError
+from rkllm_runtime.client import AuthenticationError, RemoteEngine
+from rkllm_runtime.server.child import ServerProcess
+
+from .const import (
+    CHILD_START_TIMEOUT_S,
+    CRASH_WINDOW_S,
+    CRASHES_FOR_ISSUE,
+    DOMAIN,
+    LOGGER,
+    RESTART_BACKOFF_S,
+    STATUS_INTERVAL_S,
+)
+from .models import RKLLMConfigEntry
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (0-based)."""
+    return RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
+
+
+class ServerWatch:
+    """Reads the server's status now and then: unavailable when it goes, back when it returns.
+
+    A refused key starts the reauthentication flow.
+    """
+
+    def __init__(self, hass: HomeAssistant, entry: RKLLMConfigEntry, engine: RemoteEngine) -> None:
+        self._hass = hass
+        self._entry = entry
+        self._engine = engine
+        self._lost = asyncio.Event()
+
+    @callback
+    def async_start(self) -> None:
+        """Watch until the entry unloads."""
+        self._entry.async_on_unload(self._engine.add_listener(self._on_change))
+        self._entry.async_create_background_task(self._hass, self._watch(), f"{DOMAIN} server watch")
+
+    @callback
+    def _on_change(self) -> None:
+        if not self._engine.available:
+            self._lost.set()  # lost mid-answer: start reconnecting now
+
+    async def _watch(self) -> None:
+        failures = 0
+        while True:
+            interval = STATUS_INTERVAL_S if self._engine.available else backoff(failures)
+            try:
+                async with asyncio.timeout(interval):
+                    await self._lost.wait()
+            except TimeoutError:
+                pass
+            self._lost.clear()
+            was_available = self._engine.available
+            try:
+                await self._engine.refresh()
+            except AuthenticationError as err:
+                LOGGER.warning("%s refused the API key: %s", self._engine.url, err)
+                self._engine.set_available(False)
+                self._entry.async_start_reauth(self._hass)
+                return
+            except RKLLMError as err:
+                if was_available or failures == 0:
+                    LOGGER.warning("%s is unavailable, reconnecting: %s", self._engine.url, err)
+                self._engine.set_available(False)
+                failures += 1
+            else:
+                if failures:
+                    LOGGER.info("%s is back", self._engine.url)
+                failures = 0
+
+
+class ChildSupervisor:
+    """Runs the entry's rkllm-server child: started with it, restarted after a crash, stopped with it."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: RKLLMConfigEntry,
+        engine: RemoteEngine,
+        process: ServerProcess,
+    ) -> None:
+        self._hass = hass
+        self._entry = entry
+        self.engine = engine
+        self.process = process
+        self.crashes: deque[float] = deque()
+        self._stopping = False
+
+    async def async_start(self) -> None:
+        """Start the child and connect the engine; raises :class:`RKLLMError`."""
+        await self._start_process()
+        await self.engine.refresh()
+
+    async def _start_process(self) -> None:
+        await self.process.start(CHILD_START_TIMEOUT_S)
+        LOGGER.debug("rkllm-server child %s is listening on %s", self.process.pid, self.process.url)
+        self.engine.connect_to(self.process.url, self.process.api_key)
+
+    @callback
+    def async_watch(self) -> None:
+        """Restart the child whenever it dies, until the entry unloads."""
+        self._entry.async_create_background_task(self._hass, self._watch(), f"{DOMAIN} child watch")
+
+    async def _watch(self) -> None:
+        while True:
+            status = await self.process.wait()
+            if self._stopping:
+                return
+            self.engine.set_available(False)
+            LOGGER.error(
+                "The model's process exited with status %s; restarting it. Its last lines:\n%s",
+                status,
+                self.process.last_log(),
+            )
+            self._count_crash()
+            await self._restart()
+
+    def _count_crash(self) -> None:
+        now = time.monotonic()
+        self.crashes.append(now)
+        while self.crashes and self.crashes[0] < now - CRASH_WINDOW_S:
+            self.crashes.popleft()
+        if len(self.crashes) >= CRASHES_FOR_ISSUE:
+            ir.async_create_issue(
+                self._hass,
+                DOMAIN,
+                f"runtime_crashing_{self._entry.entry_id}",
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key="runtime_crashing",
+                translation_placeholders={
+                    "title": self._entry.title,
+                    "count": str(len(self.crashes)),
+                    "minutes": str(int(CRASH_WINDOW_S // 60)),
+                    "log": self.process.last_log() or "-",
+                },
+            )
+
+    async def _restart(self) -> None:
+        """Start again, with a growing pause while starting fails."""
+        for attempt in itertools.count():
+            await asyncio.sleep(backoff(attempt))
+            try:
+                await self._start_process()
+                await self.engine.refresh()
+            except RKLLMError as err:
+                if attempt == 0:
+                    LOGGER.warning("The model's process did not come back yet: %s", err)
+                await self.process.stop()
+                continue
+            LOGGER.info("The model's process is back (pid %s)", self.process.pid)
+            return
+
+    async def async_stop(self) -> None:
+        """Stop the child (killed if it does not exit in time)."""
+        self._stopping = True
+        await self.process.stop()

@@ -1,0 +1,122 @@
+"""The model in its own process: a runtime crash ends one answer, never Home Assistant."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from homeassistant.components import conversation
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, STATE_UNAVAILABLE
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import intent
+from homeassistant.helpers import issue_registry as ir
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.rkllm.const import DOMAIN, MODE_CHILD
+from tests.integration.conftest import until
+
+AGENT = "conversation.rkllm_conversation"
+pytestmark = pytest.mark.parametrize("mode", [MODE_CHILD], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def quick_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("custom_components.rkllm.supervision.RESTART_BACKOFF_S", (0.2,))
+
+
+async def converse(hass: HomeAssistant, text: str) -> conversation.ConversationResult:
+    return await conversation.async_converse(hass, text, None, Context(), agent_id=AGENT)
+
+
+async def crash(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Crash the runtime mid-answer; wait until the process is back."""
+    child = entry.runtime_data.child
+    assert child is not None
+    pid = child.process.pid
+    result = await converse(hass, "please crash now")
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert "The model is not available right now" in result.response.speech["plain"]["speech"]
+    await until(lambda: entry.runtime_data.engine.available and child.process.pid != pid)
+
+
+async def test_a_crash_is_survived_and_the_next_answer_is_warm(
+    hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = init_integration.runtime_data.engine
+    await converse(hass, "hello there")
+    cold = engine.stats.last
+    assert cold is not None
+    await crash(hass, init_integration)
+    assert caplog.text.count("The model's process exited") == 1  # logged once
+    assert hass.states.get(AGENT).state != STATE_UNAVAILABLE
+    again = await converse(hass, "good evening")
+    assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
+    warm = engine.stats.last
+    assert warm is not None
+    assert warm.cache_hit  # the new process read the Assist prompt from its prompt-cache file
+    assert warm.perf.prefill_tokens < 20
+    assert warm.cached_tokens > cold.prompt_tokens - 20
+    assert not ir.async_get(hass).async_get_issue(DOMAIN, f"runtime_crashing_{init_integration.entry_id}")
+
+
+async def test_entities_are_unavailable_while_the_process_is_away(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("custom_components.rkllm.supervision.RESTART_BACKOFF_S", (3600.0,))
+    child = init_integration.runtime_data.child
+    assert child is not None
+    result = await converse(hass, "please crash now")
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    await until(lambda: not child.process.running)
+    await hass.async_block_till_done()
+    assert hass.states.get(AGENT).state == STATE_UNAVAILABLE
+    assert hass.states.get("sensor.qwen_model_state").state == STATE_UNAVAILABLE
+    assert hass.states.get("ai_task.rkllm_ai_task").state == STATE_UNAVAILABLE
+
+
+async def test_three_crashes_in_ten_minutes_raise_a_repair_issue(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    issue_id = f"runtime_crashing_{init_integration.entry_id}"
+    for _ in range(2):
+        await crash(hass, init_integration)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+    await crash(hass, init_integration)
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["count"] == "3"
+    assert "rkllm" in issue.translation_placeholders["log"]  # the runtime's own last lines
+    again = await converse(hass, "hello there")
+    assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+async def test_unload_ends_the_process(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    child = init_integration.runtime_data.child
+    assert child is not None
+    assert child.process.running
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    assert child.process.returncode == 0  # SIGTERM: it saved its prompt cache and exited
+
+
+async def test_home_assistant_stopping_ends_the_process(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    child = init_integration.runtime_data.child
+    assert child is not None
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STOP)
+    await hass.async_block_till_done()
+    assert child.process.returncode == 0
+
+
+async def test_a_process_that_does_not_stop_is_killed(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rkllm_runtime.server.child.STOP_TIMEOUT_S", 0.5)
+    child = init_integration.runtime_data.child
+    assert child is not None
+    assert child.process.pid is not None
+    os.kill(child.process.pid, signal.SIGSTOP)  # it cannot answer SIGTERM
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    assert child.process.returncode == -signal.SIGKILL
