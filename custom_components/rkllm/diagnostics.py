@@ -18,7 +18,12 @@ TO_REDACT = {CONF_PROMPT, "text", CONF_API_KEY, CONF_URL}
 async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: RKLLMConfigEntry) -> dict[str, Any]:
     """Return diagnostics of a model entry."""
     engine = entry.runtime_data.engine
-    stats = async_redact_data(asdict(engine.stats), TO_REDACT)
+    details = engine.diagnostics()
+    details["engine"] = {
+        **details.get("engine", {}),
+        "available": engine.available,
+        "stats": async_redact_data(asdict(engine.stats), TO_REDACT),
+    }
     return {
         "entry": {"data": async_redact_data(dict(entry.data), TO_REDACT), "title": entry.title},
         "subentries": [
@@ -29,7 +34,5 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: RKLLMCo
             }
             for subentry in entry.subentries.values()
         ],
-        **engine.diagnostics(),
-        "stats": stats,
-        "available": engine.available,
+        **details,
     }

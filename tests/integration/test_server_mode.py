@@ -69,7 +69,7 @@ async def test_a_lost_server_is_unavailable_until_it_returns(
     assert "The model is not available right now" in result.response.speech["plain"]["speech"]
     await hass.async_block_till_done()
     assert hass.states.get(AGENT).state == STATE_UNAVAILABLE
-    assert hass.states.get("sensor.qwen_kv_cache_tokens").state == STATE_UNAVAILABLE
+    assert hass.states.get("sensor.qwen_model_state").state == STATE_UNAVAILABLE
     assert rkllm_server.process.wait(30) != 0
     port = urlparse(rkllm_server.url).port
     returned = await hass.async_add_executor_job(
