@@ -253,6 +253,9 @@ class RemoteEngine:
             raise ServerUnavailableError(
                 f"lost {self.url} while answering: {err or type(err).__name__}"
             ) from err
+        except AuthenticationError:
+            self.set_available(False)  # whoever watches the server re-reads it and asks for a new key
+            raise
         except ValueError as err:  # not JSON, or not an event
             raise RunError(f"the server sent something unreadable: {err}") from err
         except RunError as err:

@@ -120,7 +120,8 @@ async def test_a_key_changed_on_the_running_server_starts_reauthentication(
     result = await converse(hass, "hello there")
     assert result.response.response_type is intent.IntentResponseType.ERROR
     assert "did not accept the API key" in result.response.speech["plain"]["speech"]
-    engine.set_available(False)  # what a failed status read does; the watch reads again now
+    assert not engine.available
+    # The watch reads the status again at once, not at its next poll 30 s later.
     await until(lambda: bool(hass.config_entries.flow.async_progress_by_handler(DOMAIN)))
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert flows[0]["context"]["source"] == "reauth"
