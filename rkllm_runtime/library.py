@@ -118,8 +118,8 @@ class Library:
         return function in self.functions
 
 
-def load_library(path: str | Path, release: str | None = None) -> Library:
-    """Check and load the runtime library.
+def check_library(path: str | Path, release: str | None = None) -> Release:
+    """The release of a runtime library, from its file alone (nothing is loaded into this process).
 
     ``release`` names the release of a library that embeds no version banner; for a
     library that does, it must agree with the banner (a wrong ABI crashes in ``rkllm_run``).
@@ -134,7 +134,13 @@ def load_library(path: str | Path, release: str | None = None) -> Library:
             embedded=embedded,
             configured=release,
         )
-    info = release_info(embedded or release)
+    return release_info(embedded or release)
+
+
+def load_library(path: str | Path, release: str | None = None) -> Library:
+    """Check and load the runtime library (``release`` as for :func:`check_library`)."""
+    path = Path(path)
+    info = check_library(path, release)
     assert info.abi is not None
     if info.warning:
         _LOGGER.warning("RKLLM runtime %s: %s", info.version, info.warning)

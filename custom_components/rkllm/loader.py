@@ -24,6 +24,7 @@ from rkllm_runtime import (
     load_library,
 )
 from rkllm_runtime.chat import KVMode
+from rkllm_runtime.library import check_library
 from rkllm_runtime.runtime import check_model_file
 from rkllm_runtime.server.child import ServerProcess
 
@@ -34,6 +35,7 @@ from .const import (
     CONF_KV_STRATEGY,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
+    CONF_MODE,
     CONF_MODEL_PATH,
     CONF_N_KEEP,
     CONF_PLATFORM,
@@ -43,6 +45,7 @@ from .const import (
     DEFAULT_PLATFORM,
     DOMAIN,
     LOGGER,
+    MODE_IN_PROCESS,
     PLATFORM_CPU_MASKS,
 )
 
@@ -83,8 +86,15 @@ def kv_mode(data: Mapping[str, Any]) -> KVMode:
 
 
 def check_files(data: Mapping[str, Any]) -> None:
-    """The quick checks before loading: the library is usable, the model exists and fits in memory."""
-    load_library(data[CONF_LIBRARY_PATH], _release(data))
+    """The quick checks before loading: the library is usable, the model exists and fits in memory.
+
+    For a model run in its own process the library is only read here, never loaded: a faulty
+    one must not take Home Assistant down.
+    """
+    if data[CONF_MODE] == MODE_IN_PROCESS:
+        load_library(data[CONF_LIBRARY_PATH], _release(data))
+    else:
+        check_library(data[CONF_LIBRARY_PATH], _release(data))
     check_model_file(Path(data[CONF_MODEL_PATH]))
 
 

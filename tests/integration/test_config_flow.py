@@ -30,6 +30,7 @@ from custom_components.rkllm.const import (
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
+from rkllm_runtime import Library
 from rkllm_runtime.emulator import build_cached
 from tests.conftest import ModelFactory
 from tests.runtime.test_loading import fake_elf
@@ -122,10 +123,11 @@ def library_case(kind: str, tmp_path: Path) -> Path:
     ("kind", "error"),
     [("missing", "library_not_found"), ("aarch64", "wrong_architecture"), ("old", "unsupported_version")],
 )
+@pytest.mark.parametrize("flow_mode", [MODE_IN_PROCESS, MODE_CHILD])
 async def test_library_errors(
-    hass: HomeAssistant, model_path: Path, tmp_path: Path, kind: str, error: str
+    hass: HomeAssistant, model_path: Path, tmp_path: Path, kind: str, error: str, *, flow_mode: str
 ) -> None:
-    result = await submit(hass, form_input(library_case(kind, tmp_path), model_path))
+    result = await submit(hass, form_input(library_case(kind, tmp_path), model_path), flow_mode)
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {"base": error}
     assert result["description_placeholders"]["error"]
@@ -390,6 +392,28 @@ async def test_child_process_mode_is_checked_by_starting_it(
     assert entry.state is ConfigEntryState.LOADED
     assert entry.runtime_data.child is not None
     assert entry.runtime_data.child.process.running
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.parametrize("mode", [MODE_CHILD], indirect=True)
+async def test_child_process_mode_never_loads_the_library_into_home_assistant(
+    hass: HomeAssistant, mode: str, emulator_library: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[Path] = []
+
+    def refuse(path: str | Path, release: str | None = None) -> Library:
+        loaded.append(Path(path))
+        raise AssertionError("the library was loaded into Home Assistant's process")
+
+    for module in ("custom_components.rkllm.loader", "rkllm_runtime.runtime"):
+        monkeypatch.setattr(f"{module}.load_library", refuse)
+    result = await submit(hass, form_input(emulator_library, model_path), MODE_CHILD)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    entry = result["result"]
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data.engine.release != "unknown"  # the child loaded the library
+    assert loaded == []
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
