@@ -54,6 +54,7 @@ from custom_components.rkllm.const import (
     MODES,
     SUBENTRY_CONVERSATION,
 )
+from rkllm_runtime import ModelParams
 from rkllm_runtime.chat import (
     ChatEngine,
     ChatEvent,
@@ -303,7 +304,7 @@ async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple
             library,
             "qwen2.5",
             model,
-            context_length=4096,
+            params=ModelParams(max_context_len=4096),
             kv_mode=kv_mode,
             prompt_cache_dir=workdir / "server",
         )

@@ -114,7 +114,7 @@ def server_process(data: Mapping[str, Any], cache_dir: Path) -> ServerProcess:
         Path(data[CONF_LIBRARY_PATH]),
         model_path.stem,
         model_path,
-        context_length=model_params(data).max_context_len,
+        params=model_params(data),
         kv_mode=kv_mode(data),
         prompt_cache_dir=cache_dir,
         release=_release(data),

@@ -7,6 +7,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 
 from aiohttp import web
 
@@ -107,6 +108,7 @@ async def status(request: web.Request) -> web.Response:
                 "waiting": engine.waiting,
                 "kv_mode": engine.kv_mode,
                 "runtime_release": engine.runtime.library.release,
+                "params": asdict(engine.runtime.params),
                 "model_file": model.path.name,
                 "requests": stats.requests,
                 "cache_hits": stats.cache_hits,

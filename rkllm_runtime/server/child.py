@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rkllm_runtime.chat import KVMode
 from rkllm_runtime.errors import RKLLMError
+from rkllm_runtime.types import ModelParams
 
 from .cli import READY_LINE
 
@@ -37,7 +38,7 @@ class ServerProcess:
         model: str,
         model_path: Path,
         *,
-        context_length: int,
+        params: ModelParams,
         kv_mode: KVMode,
         prompt_cache_dir: Path | None = None,
         release: str | None = None,
@@ -52,10 +53,18 @@ class ServerProcess:
             "--library", str(library),
             "--model", f"{model}={model_path}",
             "--host", "127.0.0.1", "--port", "0",
-            "--context-length", str(context_length),
+            "--context-length", str(params.max_context_len),
             "--kv-strategy", kv_mode.value,
             "--zeroconf", "off",
         ]  # fmt: skip
+        if params.n_keep is not None:
+            self._args += ["--n-keep", str(params.n_keep)]
+        if params.enabled_cpus_mask is not None:
+            self._args += ["--enabled-cpus-mask", hex(params.enabled_cpus_mask)]
+        if params.embed_flash:
+            self._args.append("--embed-flash")
+        if params.base_domain_id is not None:
+            self._args += ["--base-domain-id", str(params.base_domain_id)]
         if prompt_cache_dir is not None:
             self._args += ["--prompt-cache-dir", str(prompt_cache_dir)]
         if release:

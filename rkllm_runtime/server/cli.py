@@ -38,6 +38,14 @@ STOP_WITHIN_S = 3.5
 READY_LINE = "rkllm-server ready"
 
 
+def _mask(text: str) -> int:
+    """A CPU mask, in decimal or 0x hex."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU mask such as 0xF0") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rkllm-server",
@@ -68,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
         help="announce _rkllm._tcp (auto: when not bound to loopback)",
     )  # fmt: skip
     parser.add_argument("--release", help="runtime release, for a library that does not embed one")
+    parser.add_argument(
+        "--n-keep", type=int, help="tokens kept when the context is full (default: the runtime's)"
+    )
+    parser.add_argument(
+        "--enabled-cpus-mask", type=_mask, metavar="MASK",
+        help="CPU cores the runtime may use, e.g. 0xF0: an RK3588's big cores (default: the runtime's)",
+    )  # fmt: skip
+    parser.add_argument("--embed-flash", action="store_true", help="keep the embedding table in flash")
+    parser.add_argument(
+        "--base-domain-id", type=int, default=0, help="NPU memory domain of the first model (default: 0)"
+    )
     return parser
 
 
@@ -96,8 +115,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         )
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
-    for name in ("max_request_bytes", "max_tokens", "max_waiting", "context_length"):
-        if getattr(args, name) < (0 if name == "max_waiting" else 1):
+    for name in ("max_request_bytes", "max_tokens", "max_waiting", "context_length", "base_domain_id"):
+        if getattr(args, name) < (0 if name in ("max_waiting", "base_domain_id") else 1):
             parser.error(f"--{name.replace('_', '-')} is too small")
     return ServerConfig(
         library=args.library,
@@ -115,6 +134,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         prompt_cache_dir=args.prompt_cache_dir,
         zeroconf=args.zeroconf == "on" or (args.zeroconf == "auto" and not is_loopback(args.host)),
         release=args.release,
+        n_keep=args.n_keep,
+        enabled_cpus_mask=args.enabled_cpus_mask,
+        embed_flash=args.embed_flash,
+        base_domain_id=args.base_domain_id,
     )
 
 

@@ -43,6 +43,14 @@ class ServerConfig:
     """Announce ``_rkllm._tcp`` on the network."""
     release: str | None = None
     """Runtime release, for libraries that do not embed one."""
+    n_keep: int | None = None
+    """Tokens kept when the context is full (None: the runtime's default)."""
+    enabled_cpus_mask: int | None = None
+    """CPU cores the runtime's threads may use (None: the runtime's default)."""
+    embed_flash: bool = False
+    """Keep the embedding table in flash instead of memory."""
+    base_domain_id: int = 0
+    """NPU memory domain of the first model; each further model takes the next one."""
 
     @property
     def loopback(self) -> bool:

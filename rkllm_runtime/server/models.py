@@ -78,7 +78,13 @@ class ModelRegistry:
         """Load every model, one after the other (each gets its own NPU memory domain)."""
         loop = asyncio.get_running_loop()
         for domain, model in enumerate(self.models.values()):
-            params = ModelParams(max_context_len=self._config.context_length, base_domain_id=domain)
+            params = ModelParams(
+                max_context_len=self._config.context_length,
+                n_keep=self._config.n_keep,
+                enabled_cpus_mask=self._config.enabled_cpus_mask,
+                embed_flash=self._config.embed_flash,
+                base_domain_id=self._config.base_domain_id + domain,
+            )
             try:
                 runtime = await loop.run_in_executor(None, self._open, model.path, params)
             except RKLLMError as err:

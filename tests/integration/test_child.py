@@ -13,7 +13,15 @@ from homeassistant.helpers import intent
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.const import DOMAIN, MODE_CHILD
+from custom_components.rkllm.const import (
+    CONF_BASE_DOMAIN_ID,
+    CONF_EMBED_FLASH,
+    CONF_N_KEEP,
+    CONF_PLATFORM,
+    DOMAIN,
+    MODE_CHILD,
+)
+from rkllm_runtime.client import RemoteEngine
 from tests.integration.conftest import until
 
 AGENT = "conversation.rkllm_conversation"
@@ -120,3 +128,23 @@ async def test_a_process_that_does_not_stop_is_killed(
     os.kill(child.process.pid, signal.SIGSTOP)  # it cannot answer SIGTERM
     assert await hass.config_entries.async_unload(init_integration.entry_id)
     assert child.process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize(
+    "entry_data",
+    [{CONF_PLATFORM: "all_cores", CONF_N_KEEP: 64, CONF_EMBED_FLASH: True, CONF_BASE_DOMAIN_ID: 2}],
+    indirect=True,
+)
+async def test_the_advanced_settings_reach_the_childs_runtime(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    engine = init_integration.runtime_data.engine
+    assert isinstance(engine, RemoteEngine)
+    params = engine.status["params"]
+    assert params["max_context_len"] == 4096
+    assert params["enabled_cpus_mask"] == 0xFF
+    assert params["n_keep"] == 64
+    assert params["embed_flash"] is True
+    assert params["base_domain_id"] == 2
+    result = await converse(hass, "hello there")
+    assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"

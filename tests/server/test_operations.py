@@ -48,6 +48,21 @@ def test_binding_beyond_loopback_needs_a_key(library: Path, model_file: Path) ->
     assert "set an API key" in done.stderr
 
 
+def test_load_parameters_reach_each_models_runtime(start_server: StartServer, model_file: Path) -> None:
+    server = start_server(
+        "--context-length", "2048", "--n-keep", "64", "--enabled-cpus-mask", "0xF0",
+        "--embed-flash", "--base-domain-id", "2",
+        models={MODEL: model_file, "second": model_file},
+    )  # fmt: skip
+    models = httpx.get(f"{server.url}/rkllm/status").json()["models"]
+    assert [models[name]["params"]["base_domain_id"] for name in (MODEL, "second")] == [2, 3]
+    for status in models.values():
+        assert status["state"] == "ready"
+        params = status["params"]
+        assert (params["max_context_len"], params["n_keep"]) == (2048, 64)
+        assert (params["enabled_cpus_mask"], params["embed_flash"]) == (0xF0, True)
+
+
 def test_request_size_limit(start_server: StartServer) -> None:
     server = start_server("--max-request-bytes", "4096")
     big = [{"role": "user", "content": "x" * 10_000}]
