@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from rkllm_runtime import (
     Prompt,
     RKLLMRuntime,
     RunOptions,
+    RunResult,
     Sampling,
 )
 from tests.conftest import RealModel
@@ -74,8 +76,11 @@ def test_kv_cache_semantics_match_the_scripted_engine(runtime: RKLLMRuntime) -> 
     assert fresh.perf.prefill_tokens < system_and_turn
 
 
-def test_prompt_cache_file(runtime: RKLLMRuntime, real_model: RealModel, tmp_path: Path) -> None:
-    cache = tmp_path / "system.cache"
+@contextmanager
+def restarted_with_prompt_cache(
+    runtime: RKLLMRuntime, real_model: RealModel, cache: Path
+) -> Iterator[tuple[RunResult, RKLLMRuntime]]:
+    """Save a prompt cache on ``runtime``, then open a second handle that has loaded it."""
     runtime.clear_kv_cache(keep_system_prompt=False)
     cold = runtime.run(Prompt("Hello!"), RunOptions(save_prompt_cache=str(cache)))
     with RKLLMRuntime.open(
@@ -83,6 +88,11 @@ def test_prompt_cache_file(runtime: RKLLMRuntime, real_model: RealModel, tmp_pat
     ) as restarted:
         restarted.set_function_tools(SYSTEM, "[]")
         restarted.load_prompt_cache(cache)
+        yield cold, restarted
+
+
+def test_prompt_cache_file(runtime: RKLLMRuntime, real_model: RealModel, tmp_path: Path) -> None:
+    with restarted_with_prompt_cache(runtime, real_model, tmp_path / "system.cache") as (cold, restarted):
         warm = restarted.run(Prompt("Good morning!"))
     assert warm.perf.prefill_tokens < cold.perf.prefill_tokens / 2
 
@@ -90,14 +100,7 @@ def test_prompt_cache_file(runtime: RKLLMRuntime, real_model: RealModel, tmp_pat
 def test_prompt_cache_serves_only_keep_history_0_runs_and_a_new_system_prompt_keeps_the_cache(
     runtime: RKLLMRuntime, real_model: RealModel, tmp_path: Path
 ) -> None:
-    cache = tmp_path / "system.cache"
-    runtime.clear_kv_cache(keep_system_prompt=False)
-    cold = runtime.run(Prompt("Hello!"), RunOptions(save_prompt_cache=str(cache)))
-    with RKLLMRuntime.open(
-        real_model.library, real_model.model, ModelParams(max_context_len=2048)
-    ) as restarted:
-        restarted.set_function_tools(SYSTEM, "[]")
-        restarted.load_prompt_cache(cache)
+    with restarted_with_prompt_cache(runtime, real_model, tmp_path / "system.cache") as (cold, restarted):
         kept = restarted.run(Prompt("Hello!"), RunOptions(keep_history=True))
         assert kept.perf.prefill_tokens == cold.perf.prefill_tokens  # a kept conversation ignores it
         in_kv = restarted.kv_cache_size()
