@@ -1,8 +1,8 @@
-"""A model on an rkllm-server, used as a :class:`~rkllm_runtime.chat.ChatEngine` is.
+"""A model on an rkllm-server, a :class:`~rkllm_runtime.contract.ModelEngine` as the local one is.
 
-Speaks the server's own stream (``POST /rkllm/chat``), so events, tool calls and the
-final :class:`~rkllm_runtime.chat.ChatResult` (cached tokens, cache hit, runtime
-figures) arrive as the server's engine produced them. Needs the ``server`` extra (aiohttp).
+Speaks the server's own API (``POST /rkllm/chat``, ``GET /rkllm/status``), so events, tool
+calls, the final :class:`~rkllm_runtime.chat.ChatResult`, the counters and each error's kind
+arrive as the server's engine produced them. Needs the ``server`` extra (aiohttp).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,39 +23,36 @@ from rkllm_runtime.chat import (
     EngineStats,
     Finished,
 )
-from rkllm_runtime.chat.wire import event_from_dict, request_to_dict
-from rkllm_runtime.errors import BusyError, ClosedError, RKLLMError, RunError
+from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict, stats_from_dict
+from rkllm_runtime.contract import ErrorKind, error_kind
+from rkllm_runtime.errors import (
+    AuthenticationError,
+    BusyError,
+    ClosedError,
+    RKLLMError,
+    RunError,
+    ServerStoppedError,
+    ServerUnavailableError,
+    UnknownModelError,
+)
+from rkllm_runtime.system import NPUReading
+
+__all__ = [
+    "AuthenticationError",
+    "RemoteEngine",
+    "ServerStoppedError",
+    "ServerUnavailableError",
+    "UnknownModelError",
+    "auth_headers",
+    "server_models",
+]
 
 CONNECT_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 10.0
 
 
-class RemoteError(RKLLMError):
-    """The server refused a request."""
-
-
-class ServerUnavailableError(RemoteError):
-    """The server cannot be reached, went away mid-answer, or has no engine for the model now."""
-
-
-class AuthenticationError(RemoteError):
-    """The server did not accept the API key."""
-
-
-class UnknownModelError(RemoteError):
-    """The server does not serve this model."""
-
-
-@dataclass(frozen=True, slots=True)
-class NPUReading:
-    """The NPU's load and temperature (None where the board does not expose them)."""
-
-    load: float | None = None
-    temperature: float | None = None
-
-
 def error_for(status: int, message: str) -> RKLLMError:
-    """The error a response status stands for."""
+    """The error a response status stands for (a response without an error kind)."""
     if status == 401:
         return AuthenticationError(message)
     if status == 404:
@@ -68,13 +64,19 @@ def error_for(status: int, message: str) -> RKLLMError:
     return RunError(message)
 
 
-async def _message(response: aiohttp.ClientResponse) -> str:
+def error_from(status: int, error: object) -> RKLLMError:
+    """The error an error body stands for: by its kind when it has one, else by its status."""
+    if isinstance(error, dict):
+        return error_from_dict(error) or error_for(status, str(error.get("message")))
+    return error_for(status, str(error))
+
+
+async def _error(response: aiohttp.ClientResponse) -> RKLLMError:
     try:
         body = await response.json(content_type=None)
-        error = body["error"]
-        return str(error["message"] if isinstance(error, dict) else error)
+        return error_from(response.status, body["error"])
     except ValueError, KeyError, TypeError, aiohttp.ClientError:
-        return f"HTTP {response.status} {response.reason}"
+        return error_for(response.status, f"HTTP {response.status} {response.reason}")
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
@@ -95,7 +97,7 @@ async def server_models(session: aiohttp.ClientSession, url: str, api_key: str |
             timeout=aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S),
         ) as response:
             if response.status != 200:
-                raise error_for(response.status, await _message(response))
+                raise await _error(response)
             body = await response.json()
         return [str(model["name"]) for model in body["models"]]
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as err:
@@ -187,7 +189,7 @@ class RemoteEngine:
                 timeout=aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S),
             ) as response:
                 if response.status != 200:
-                    raise error_for(response.status, await _message(response))
+                    raise await _error(response)
                 body = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as err:
             raise ServerUnavailableError(
@@ -203,16 +205,7 @@ class RemoteEngine:
             )
         self.status = status
         self.npu = NPUReading(**body.get("npu") or {})
-        last = status.get("last")
-        self.stats = EngineStats(
-            requests=status.get("requests", 0),
-            cache_hits=status.get("cache_hits", 0),
-            cache_misses=status.get("cache_misses", 0),
-            malformed_calls=status.get("malformed_calls", 0),
-            kv_tokens=status.get("kv_tokens", 0),
-            last=ChatResult.from_dict(last) if last else None,
-            last_error=status.get("last_error"),
-        )
+        self.stats = stats_from_dict(status)
         self.set_available(True)
         self._changed()
 
@@ -224,7 +217,7 @@ class RemoteEngine:
         if self.closed:
             raise ClosedError("the model was unloaded")
         if not self.available:
-            raise ServerUnavailableError(f"{self.url} is not available")
+            await self.refresh()  # marked away: ask now whether it is back
         body = {"model": self.model, "request": request_to_dict(request)}
         self._set_state(EngineState.PREFILLING)
         finished = False
@@ -236,11 +229,10 @@ class RemoteEngine:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
             ) as response:
                 if response.status != 200:
-                    raise error_for(response.status, await _message(response))
+                    raise await _error(response)
                 async for data in _records(response):
                     if "error" in data:
-                        error = data["error"]
-                        raise error_for(int(error.get("status", 500)), str(error.get("message")))
+                        raise error_from(int(data["error"].get("status", 500)), data["error"])
                     event = event_from_dict(data)
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
@@ -253,13 +245,14 @@ class RemoteEngine:
             raise ServerUnavailableError(
                 f"lost {self.url} while answering: {err or type(err).__name__}"
             ) from err
-        except AuthenticationError:
-            self.set_available(False)  # whoever watches the server re-reads it and asks for a new key
+        except AuthenticationError, ServerUnavailableError:
+            self.set_available(False)  # whoever watches the server re-reads it (and asks for a new key)
             raise
         except ValueError as err:  # not JSON, or not an event
             raise RunError(f"the server sent something unreadable: {err}") from err
         except RunError as err:
-            self.stats.last_error = str(err)
+            if error_kind(err) is ErrorKind.RUN:  # the model's fault, as the server's engine records it
+                self.stats.last_error = str(err)
             await self._refresh_quietly()
             raise
         finally:

@@ -86,3 +86,23 @@ class ClosedError(RKLLMError):
 
 class BusyError(RKLLMError):
     """Too many requests are already waiting for the model."""
+
+
+class RemoteError(RKLLMError):
+    """An rkllm-server refused a request."""
+
+
+class ServerUnavailableError(RemoteError):
+    """The server cannot be reached, went away mid-answer, or has no engine for the model now."""
+
+
+class ServerStoppedError(ServerUnavailableError):
+    """The server was stopped while it answered."""
+
+
+class AuthenticationError(RemoteError):
+    """The server did not accept the API key."""
+
+
+class UnknownModelError(RemoteError):
+    """The server does not serve this model."""

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 PROC_MEMINFO = Path("/proc/meminfo")
 # The vendor rknpu driver reports "NPU load:  Core0: 12%, Core1:  0%, Core2:  0%,".
 NPU_LOAD_PATHS = (Path("/sys/kernel/debug/rknpu/load"), Path("/proc/rknpu/load"))
 THERMAL_ZONES = Path("/sys/class/thermal")
+
+
+@dataclass(frozen=True, slots=True)
+class NPUReading:
+    """The NPU's load and temperature (None where the board does not expose them)."""
+
+    load: float | None = None
+    temperature: float | None = None
 
 
 def available_memory_mb(meminfo: Path = PROC_MEMINFO) -> float | None:

@@ -1,58 +1,16 @@
-"""What entities talk to: one engine interface, answered in this process or by an rkllm-server."""
+"""What entities talk to: the engine contract, answered in this process or by an rkllm-server."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any
 
-from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatStream, EngineState, EngineStats
-from rkllm_runtime.client import NPUReading
-from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
+from rkllm_runtime.chat import ChatEngine
+from rkllm_runtime.contract import ModelEngine
+from rkllm_runtime.system import NPUReading, npu_load_percent, npu_temperature_celsius
 
-
-class ModelEngine(Protocol):
-    """A model answering chat requests, wherever it runs."""
-
-    @property
-    def stats(self) -> EngineStats:
-        """Counters and the last result."""
-
-    @property
-    def state(self) -> EngineState:
-        """What the engine is doing."""
-
-    @property
-    def available(self) -> bool:
-        """Whether requests can be answered now."""
-
-    @property
-    def closed(self) -> bool:
-        """Whether the engine was closed (the entry unloaded)."""
-
-    @property
-    def model_file(self) -> str:
-        """The model's file name."""
-
-    @property
-    def release(self) -> str:
-        """The runtime release that runs it."""
-
-    def chat(self, request: ChatRequest) -> ChatStream:
-        """Answer a request: its events, :class:`~rkllm_runtime.chat.Finished` last."""
-
-    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` on every change of state, availability or stats; returns a remover."""
-
-    async def read_npu(self) -> NPUReading:
-        """The NPU's load and temperature."""
-
-    def diagnostics(self) -> dict[str, Any]:
-        """What a bug report needs."""
-
-    async def aclose(self) -> None:
-        """Stop answering and free what the engine holds."""
+__all__ = ["LocalEngine", "ModelEngine"]
 
 
 class LocalEngine(ChatEngine):

@@ -20,7 +20,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from rkllm_runtime.chat import EngineState
-from rkllm_runtime.client import NPUReading
+from rkllm_runtime.system import NPUReading
 
 from .const import LOGGER
 from .engine import ModelEngine

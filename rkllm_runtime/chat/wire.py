@@ -1,7 +1,9 @@
-"""Chat requests and events as JSON, for rkllm-server's native stream (``POST /rkllm/chat``).
+"""Chat requests, events, errors and statistics as JSON, for rkllm-server's native API.
 
 Lossless both ways, unlike the Ollama and OpenAI shapes: the conversation id, the
-history limit, the malformed-call retries and the full :class:`ChatResult` survive.
+history limit, the malformed-call retries, the full :class:`ChatResult`, an error's
+kind with its figures, and the engine's counters survive (``POST /rkllm/chat``,
+``GET /rkllm/status``).
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, get_args
 
+from rkllm_runtime.contract import ERRORS, ErrorKind, error_kind
+from rkllm_runtime.errors import ContextOverflowError, RKLLMError
 from rkllm_runtime.types import Sampling
 
+from .engine import EngineStats
 from .events import (
     ChatEvent,
     ChatResult,
@@ -81,6 +86,47 @@ def event_to_dict(event: ChatEvent) -> dict[str, Any]:
             return {"malformed_tool_call": {"raw": raw, "error": error}}
         case Finished(result):
             return {"finished": result.as_dict()}
+
+
+def stats_to_dict(stats: EngineStats) -> dict[str, Any]:
+    """An engine's counters and last result as plain data."""
+    data = asdict(stats)
+    data["last"] = stats.last.as_dict() if stats.last is not None else None
+    return data
+
+
+def stats_from_dict(data: dict[str, Any]) -> EngineStats:
+    """The inverse of :func:`stats_to_dict` (missing counters are 0)."""
+    last = data.get("last")
+    return EngineStats(
+        requests=int(data.get("requests", 0)),
+        cache_hits=int(data.get("cache_hits", 0)),
+        cache_misses=int(data.get("cache_misses", 0)),
+        malformed_calls=int(data.get("malformed_calls", 0)),
+        kv_tokens=int(data.get("kv_tokens", 0)),
+        last=ChatResult.from_dict(last) if last else None,
+        last_error=data.get("last_error"),
+    )
+
+
+def error_to_dict(err: RKLLMError, status: int, kind: ErrorKind | None = None) -> dict[str, Any]:
+    """An engine error with its kind (by default: its class's) and its HTTP status."""
+    data: dict[str, Any] = {"kind": kind or error_kind(err), "status": status, "message": str(err)}
+    if isinstance(err, ContextOverflowError):
+        data |= {"tokens": err.tokens, "limit": err.limit}
+    return data
+
+
+def error_from_dict(data: dict[str, Any]) -> RKLLMError | None:
+    """The error :func:`error_to_dict` wrote, of the class its kind names; None without a known kind."""
+    try:
+        cls = ERRORS[ErrorKind(str(data.get("kind")))]
+    except ValueError:
+        return None
+    message = str(data.get("message", ""))
+    if issubclass(cls, ContextOverflowError):
+        return cls(message, tokens=int(data.get("tokens", 0)), limit=int(data.get("limit", 0)))
+    return cls(message)
 
 
 def event_from_dict(data: dict[str, Any]) -> ChatEvent:

@@ -11,12 +11,13 @@ from dataclasses import asdict
 
 from aiohttp import web
 
+from rkllm_runtime.chat.wire import stats_to_dict
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from . import native_api, ollama_api, openai_api
 from .config import ServerConfig
 from .errors import ApiError
-from .exchange import SERVER, Server, dumps, error_body
+from .exchange import MODEL, SERVER, Server, dumps, error_body
 from .metrics import ServerMetrics, render
 from .models import ModelRegistry, ModelState
 
@@ -60,8 +61,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         _LOGGER.exception("Error answering %s %s", request.method, request.path)
         response = _error(ApiError(500, "internal server error"), request)
-    model = request.get("model")
-    if isinstance(model, str) and model in server.registry.models:
+    model = request.get(MODEL)
+    if model is not None and model in server.registry.models:
         api = "openai" if _is_openai(request) else "ollama"
         server.metrics.responses[(model, api, response.status)] += 1
     return response
@@ -102,21 +103,13 @@ async def status(request: web.Request) -> web.Response:
         engine = model.engine
         entry: dict[str, object] = {"state": model.state, "error": model.error}
         if engine is not None:
-            stats = engine.stats
-            entry |= {
+            entry |= stats_to_dict(engine.stats) | {
                 "engine_state": engine.state,
                 "waiting": engine.waiting,
                 "kv_mode": engine.kv_mode,
                 "runtime_release": engine.runtime.library.release,
                 "params": asdict(engine.runtime.params),
                 "model_file": model.path.name,
-                "requests": stats.requests,
-                "cache_hits": stats.cache_hits,
-                "cache_misses": stats.cache_misses,
-                "malformed_calls": stats.malformed_calls,
-                "kv_tokens": stats.kv_tokens,
-                "last": stats.last.as_dict() if stats.last is not None else None,
-                "last_error": stats.last_error,
             }
         models[model.name] = entry
     npu = await asyncio.get_running_loop().run_in_executor(None, _npu)

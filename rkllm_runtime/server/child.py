@@ -17,8 +17,8 @@ from rkllm_runtime.chat import KVMode
 from rkllm_runtime.errors import RKLLMError
 from rkllm_runtime.types import ModelParams
 
-from .cli import READY_LINE
-
+READY_LINE = "rkllm-server ready"
+"""What the server prints once its models are loaded (or failed to load)."""
 LISTENING = re.compile(r"rkllm-server listening on (\S+)")
 LOG_LINES = 20
 STOP_TIMEOUT_S = 6.0

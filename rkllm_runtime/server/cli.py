@@ -19,6 +19,7 @@ from rkllm_runtime.chat import KVMode
 
 from .announce import Announcer, service_info
 from .app import create_app
+from .child import READY_LINE
 from .config import (
     DEFAULT_CONTEXT,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -35,7 +36,6 @@ _LOGGER = logging.getLogger("rkllm_runtime.server")
 
 # From SIGTERM to the engines closed; the web server then gets at most 1 s: out within 5 s.
 STOP_WITHIN_S = 3.5
-READY_LINE = "rkllm-server ready"
 
 
 def _mask(text: str) -> int:

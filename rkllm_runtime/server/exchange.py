@@ -31,6 +31,8 @@ class Server:
 
 
 SERVER = web.AppKey("server", Server)
+MODEL = web.RequestKey("model", str)
+"""The model a request named, for the response metrics."""
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

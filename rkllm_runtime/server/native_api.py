@@ -1,8 +1,9 @@
-"""The server's own stream, ``POST /rkllm/chat``: chat requests and events as the engine has them.
+"""The server's own API, ``POST /rkllm/chat``: chat requests, events and errors as the engine has them.
 
 Body: ``{"model": NAME, "request": <ChatRequest as JSON>}``. Answer: NDJSON, one event per
-line (see :mod:`rkllm_runtime.chat.wire`); an error after the first event is a last line
-``{"error": {"status": …, "message": …}}``.
+line (see :mod:`rkllm_runtime.chat.wire`). An engine error is ``{"error": {"kind": …,
+"status": …, "message": …}}``: the body of an error response, or the last line once events
+were sent, so that a client raises the very error the engine raised.
 """
 
 from __future__ import annotations
@@ -11,20 +12,30 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from rkllm_runtime.chat.wire import WireError, event_to_dict, request_from_dict
-from rkllm_runtime.errors import RKLLMError
+from rkllm_runtime.chat.wire import WireError, error_to_dict, event_to_dict, request_from_dict
+from rkllm_runtime.contract import ErrorKind
+from rkllm_runtime.errors import AbortedError, ClosedError, RKLLMError
 
 from .convert import max_tokens
-from .errors import bad_request, from_runtime
-from .exchange import SERVER, Chat, dumps, read_json
+from .errors import ApiError, bad_request, from_runtime
+from .exchange import MODEL, SERVER, Chat, dumps, read_json
+from .models import ModelState, ServedModel
 from .ollama_api import NDJSON
+
+
+def _error(err: RKLLMError, model: ServedModel) -> tuple[ApiError, bytes]:
+    """The response of an engine error and its JSON line (a run ended by a stopping server says so)."""
+    failure = from_runtime(err)
+    stopping = model.state is ModelState.CLOSED and isinstance(err, AbortedError | ClosedError)
+    kind = ErrorKind.SERVER_STOPPED if stopping else None
+    return failure, dumps({"error": error_to_dict(err, failure.status, kind)})
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     """POST /rkllm/chat."""
     server, body = request.app[SERVER], await read_json(request)
     model = server.registry.get(body.get("model"))
-    request["model"] = model.name
+    request[MODEL] = model.name
     try:
         chat_request = request_from_dict(body.get("request"))
     except WireError as err:
@@ -32,18 +43,30 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if not chat_request.messages:
         raise bad_request("the request has no messages")
     limit = max_tokens(chat_request.max_new_tokens or None, server.config.max_tokens)
-    async with Chat(server, model, replace(chat_request, max_new_tokens=limit)) as chat_:
-        response = web.StreamResponse(headers={"Content-Type": NDJSON})
-        await response.prepare(request)
-        try:
-            async for event in chat_.events():
-                await response.write(dumps(event_to_dict(event)) + b"\n")
-        except RKLLMError as err:
-            failure = from_runtime(err)
-            error = {"status": failure.status, "message": failure.message}
-            await response.write(dumps({"error": error}) + b"\n")
-        await response.write_eof()
-        return response
+    try:
+        async with Chat(server, model, replace(chat_request, max_new_tokens=limit)) as chat_:
+            return await _stream(request, chat_, model)
+    except ApiError as err:
+        if not isinstance(err.__cause__, RKLLMError):
+            raise
+        failure, line = _error(err.__cause__, model)
+        headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after else None
+        return web.Response(
+            body=line, status=failure.status, content_type="application/json", headers=headers
+        )
+
+
+async def _stream(request: web.Request, chat_: Chat, model: ServedModel) -> web.StreamResponse:
+    """The events as NDJSON; an error after the first one is the last line."""
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    try:
+        async for event in chat_.events():
+            await response.write(dumps(event_to_dict(event)) + b"\n")
+    except RKLLMError as err:
+        await response.write(_error(err, model)[1] + b"\n")
+    await response.write_eof()
+    return response
 
 
 def routes() -> list[web.RouteDef]:

@@ -26,7 +26,7 @@ from rkllm_runtime.errors import RKLLMError
 
 from .convert import flag, max_tokens, parse_messages, parse_tools, sampling_of
 from .errors import bad_request, from_runtime
-from .exchange import SERVER, Chat, Server, collect, dumps, error_body, iso_now, read_json
+from .exchange import MODEL, SERVER, Chat, Server, collect, dumps, error_body, iso_now, read_json
 from .models import ModelState, ServedModel
 
 NDJSON = "application/x-ndjson"
@@ -140,7 +140,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     """POST /api/chat."""
     server, body = request.app[SERVER], await read_json(request)
     model = server.registry.get(body.get("model"))
-    request["model"] = model.name
+    request[MODEL] = model.name
     if body.get("messages") in (None, []):
         return _loaded(model, body, "message")
     system, messages = parse_messages(body.get("messages"))
@@ -152,7 +152,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     """POST /api/generate (no history: ``context`` is not supported)."""
     server, body = request.app[SERVER], await read_json(request)
     model = server.registry.get(body.get("model"))
-    request["model"] = model.name
+    request[MODEL] = model.name
     prompt = body.get("prompt")
     if not prompt:
         return _loaded(model, body, "response")

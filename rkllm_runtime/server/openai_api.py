@@ -21,7 +21,7 @@ from rkllm_runtime.errors import RKLLMError
 
 from .convert import max_tokens, parse_messages, parse_tools, sampling_of
 from .errors import bad_request, from_runtime
-from .exchange import SERVER, Chat, collect, dumps, error_body, read_json
+from .exchange import MODEL, SERVER, Chat, collect, dumps, error_body, read_json
 
 
 def _request(body: dict[str, Any], limit: int) -> ChatRequest:
@@ -124,7 +124,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions."""
     server, body = request.app[SERVER], await read_json(request)
     model = server.registry.get(body.get("model"))
-    request["model"] = model.name
+    request[MODEL] = model.name
     chat = Chat(server, model, _request(body, server.config.max_tokens))
     completion = _Completion(chat)
     options = body.get("stream_options") or {}

@@ -148,7 +148,14 @@ def launch(
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "RKLLM_LOG_LEVEL": "1", **(env or {})},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "RKLLM_LOG_LEVEL": "1",
+                # A request or app item stored under a string key fails the request (500).
+                "PYTHONWARNINGS": "error::aiohttp.web_exceptions.NotAppKeyWarning",
+                **(env or {}),
+            },
         )
     assert process.stdout is not None
     url = None

@@ -14,7 +14,8 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
-from rkllm_runtime.chat.wire import event_from_dict, request_to_dict
+from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict
+from rkllm_runtime.errors import ContextOverflowError, InvalidTextError
 from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer
 
 LIGHTS = [ToolSpec(tool["function"]["name"], tool["function"]["parameters"]) for tool in TOOLS]
@@ -60,4 +61,21 @@ def test_errors_have_their_status(server: RunningServer) -> None:
     status, records = chat(server, ChatRequest(SYSTEM, [Message("user", "please fail")]))
     assert status == 200  # failed after the first token: the last record says so
     assert records[-1]["error"]["status"] == 500
-    assert "the model failed" in records[-1]["error"]["message"]
+    assert records[-1]["error"]["kind"] == "run"
+    assert records[-1]["error"]["message"].startswith("the RKLLM runtime reported an error")
+
+
+def test_the_requests_own_faults_arrive_by_kind(server: RunningServer) -> None:
+    """A client raises the very error the engine raised: the same message in every mode."""
+    status, records = chat(server, ChatRequest(SYSTEM, [Message("user", "lamp " * 100_000)]))
+    assert status == 400
+    error = error_from_dict(records[0]["error"])
+    assert isinstance(error, ContextOverflowError)
+    assert error.limit == 4096
+    assert error.tokens > 4096
+    status, records = chat(server, ChatRequest(SYSTEM, [Message("user", "hello\0 there")]))
+    assert status == 400
+    assert isinstance(error_from_dict(records[0]["error"]), InvalidTextError)
+    assert "NUL character at position 5" in records[0]["error"]["message"]
+    status, _ = chat(server, ChatRequest(SYSTEM, [Message("user", "hello there")]))
+    assert status == 200  # the store of a string-keyed request item fails the server's tests
