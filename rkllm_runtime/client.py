@@ -23,6 +23,7 @@ from rkllm_runtime.chat import (
     EngineStats,
     Finished,
 )
+from rkllm_runtime.chat.engine import check_texts
 from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict, stats_from_dict
 from rkllm_runtime.contract import ErrorKind, error_kind
 from rkllm_runtime.errors import (
@@ -216,6 +217,7 @@ class RemoteEngine:
     async def _chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent]:
         if self.closed:
             raise ClosedError("the model was unloaded")
+        check_texts(request)  # as the engine would, and JSON could not carry them either
         if not self.available:
             await self.refresh()  # marked away: ask now whether it is back
         body = {"model": self.model, "request": request_to_dict(request)}

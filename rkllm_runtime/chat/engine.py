@@ -352,10 +352,15 @@ class ChatEngine:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
 
+def check_texts(request: ChatRequest) -> None:
+    """Refuse text a C string cannot carry: raises :class:`~rkllm_runtime.errors.InvalidTextError`."""
+    for text in (request.system_prompt, *(message.content for message in request.messages)):
+        encode_text(text)
+
+
 def _check_request(request: ChatRequest, limit: int) -> None:
     """Refuse, before queueing, text C cannot carry and a new part that can certainly not fit."""
-    for message in request.messages:
-        encode_text(message.content)
+    check_texts(request)
     texts = [
         request.system_prompt,
         render_tools(request.tools),

@@ -18,13 +18,20 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
+from rkllm_runtime.chat import EngineStats
 from rkllm_runtime.chat.wire import (
     WireError,
+    error_from_dict,
+    error_to_dict,
     event_from_dict,
     event_to_dict,
     request_from_dict,
     request_to_dict,
+    stats_from_dict,
+    stats_to_dict,
 )
+from rkllm_runtime.contract import ERRORS, ErrorKind
+from rkllm_runtime.errors import ContextOverflowError, RKLLMError
 from rkllm_runtime.types import PerfStats, Sampling
 
 CALL = ToolCall("HassTurnOn", {"name": "Kitchen light"}, id="call_1")
@@ -76,3 +83,29 @@ def test_what_is_not_a_request_is_named(data: object) -> None:
 def test_an_unknown_event_is_named() -> None:
     with pytest.raises(WireError, match="not a chat event"):
         event_from_dict({"surprise": 1})
+
+
+@pytest.mark.parametrize("kind", list(ErrorKind))
+def test_every_error_kind_survives(kind: ErrorKind) -> None:
+    cls = ERRORS[kind]
+    err = cls("too long", tokens=9000, limit=4096) if cls is ContextOverflowError else cls("it went wrong")
+    data = json.loads(json.dumps(error_to_dict(err, 400)))
+    assert data["kind"] == kind
+    again = error_from_dict(data)
+    assert type(again) is cls
+    assert str(again) == str(err)
+    if isinstance(again, ContextOverflowError):
+        assert (again.tokens, again.limit) == (9000, 4096)
+
+
+def test_an_error_without_a_known_kind_is_left_to_its_status() -> None:
+    assert error_from_dict({"status": 500, "message": "?"}) is None
+    assert error_from_dict({"kind": "meteor", "message": "?"}) is None
+    assert error_to_dict(RKLLMError("odd"), 500)["kind"] == ErrorKind.RUN
+
+
+def test_stats_survive() -> None:
+    result = ChatResult("hi", (CALL,), PerfStats(1.0, 2, 3.0, 4, 5.0), 10, 8, True, 12)
+    stats = EngineStats(3, 2, 1, 1, 12, result, "the runtime failed")
+    assert stats_from_dict(json.loads(json.dumps(stats_to_dict(stats)))) == stats
+    assert stats_from_dict({}) == EngineStats()

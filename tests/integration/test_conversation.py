@@ -212,6 +212,7 @@ async def test_unwritable_storage_answers_without_prompt_cache_files(
     assert await hass.config_entries.async_unload(config_entry.entry_id)
 
 
+@IN_EVERY_MODE
 @pytest.mark.parametrize("text", ["turn on the lamp \udc80", "turn on\0 the lamp"])
 async def test_text_a_c_string_cannot_carry_gets_a_translated_answer(
     hass: HomeAssistant, init_integration: MockConfigEntry, text: str

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -133,3 +135,16 @@ async def test_unload_during_generation(
     assert not [
         t.name for t in threading.enumerate() if t.name.startswith("rkllm") and t.name != "rkllm-stderr"
     ]
+
+
+def test_the_integration_does_not_import_the_http_server() -> None:
+    """In Home Assistant's process only the child process's starter is needed, not rkllm-server."""
+    code = (
+        "import sys\n"
+        "from custom_components.rkllm import ai_task, config_flow, conversation, diagnostics, sensor\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('rkllm_runtime.server'))))\n"
+    )
+    modules = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    assert modules == ["rkllm_runtime.server", "rkllm_runtime.server.child"]

@@ -12,6 +12,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, MockUs
 from custom_components.rkllm.const import DOMAIN
 from tests.integration.conftest import IN_EVERY_MODE
 
+MODEL_STATE = "sensor.qwen_model_state"
+
 
 async def generate(
     hass: HomeAssistant, data: dict[str, Any], context: Context | None = None
@@ -112,6 +114,7 @@ async def test_generate_is_for_administrators(
     assert response["text"] == "Hello! How can I help?"
 
 
+@IN_EVERY_MODE
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [
@@ -126,10 +129,13 @@ async def test_text_a_c_string_cannot_carry_is_refused(
         await generate(hass, {"config_entry_id": init_integration.entry_id, "prompt": prompt})
     engine = init_integration.runtime_data.engine
     assert engine.stats.last_error is None  # not the model's fault: its state stays "ready"
+    await hass.async_block_till_done()
+    assert hass.states.get(MODEL_STATE).state == "ready"
     response = await generate(hass, {"config_entry_id": init_integration.entry_id, "prompt": "say hello"})
     assert response["text"] == "Hello! How can I help?"
 
 
+@IN_EVERY_MODE
 async def test_prompt_longer_than_the_context_says_how_much_fits(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
@@ -141,5 +147,8 @@ async def test_prompt_longer_than_the_context_says_how_much_fits(
     assert placeholders["limit"] == "4096"
     assert int(placeholders["tokens"]) > 4096
     assert "the context holds 4096 tokens" in str(raised.value)
-    assert not init_integration.runtime_data.engine.runtime.is_running
-    assert init_integration.runtime_data.engine.stats.requests == 0  # refused before running
+    engine = init_integration.runtime_data.engine
+    assert engine.stats.requests == 0  # refused before running
+    assert engine.stats.last_error is None
+    await hass.async_block_till_done()
+    assert hass.states.get(MODEL_STATE).state == "ready"

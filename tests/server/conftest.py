@@ -152,8 +152,8 @@ def launch(
                 **os.environ,
                 "PYTHONUNBUFFERED": "1",
                 "RKLLM_LOG_LEVEL": "1",
-                # A request or app item stored under a string key fails the request (500).
-                "PYTHONWARNINGS": "error::aiohttp.web_exceptions.NotAppKeyWarning",
+                # An app or request item stored under a string key (NotAppKeyWarning) fails with a 500.
+                "PYTHONWARNINGS": "error:It is recommended to use web.",
                 **(env or {}),
             },
         )
