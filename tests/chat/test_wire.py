@@ -9,6 +9,7 @@ import pytest
 from rkllm_runtime.chat import (
     ChatRequest,
     ChatResult,
+    EngineStats,
     Finished,
     MalformedToolCall,
     Message,
@@ -18,7 +19,6 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
-from rkllm_runtime.chat import EngineStats
 from rkllm_runtime.chat.wire import (
     WireError,
     error_from_dict,
