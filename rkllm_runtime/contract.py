@@ -27,9 +27,6 @@ from .errors import (
 )
 from .system import NPUReading
 
-MAX_WAITING = 2
-"""Requests that wait for a model while it answers another, in every mode; more are told it is busy."""
-
 
 class ModelEngine(Protocol):
     """A model answering chat requests, wherever it runs."""

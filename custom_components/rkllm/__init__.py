@@ -18,14 +18,20 @@ from .const import (
     CONF_LIBRARY_PATH,
     CONF_MODE,
     DOMAIN,
-    MAX_WAITING_REQUESTS,
     MODE_CHILD,
     MODE_IN_PROCESS,
     MODE_SERVER,
     PROMPT_CACHE_MAX_BYTES,
 )
 from .engine import LocalEngine, ModelEngine
-from .loader import error_key, kv_mode, load_runtime, prompt_cache_dir, server_process
+from .issues import (
+    RUNTIME_CRASHING,
+    RUNTIME_RELEASE_WARNING,
+    RUNTIME_UNUSABLE,
+    async_create_entry_issue,
+    async_delete_entry_issue,
+)
+from .loader import child_pid_file, error_key, kv_mode, load_runtime, prompt_cache_dir, server_process
 from .models import RKLLMConfigEntry, RKLLMData
 from .runtime_log import async_route_runtime_log
 from .services import async_setup_services
@@ -65,17 +71,15 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
 
 async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngine:
     """Load the runtime into this process."""
-    issue_id = f"runtime_unusable_{entry.entry_id}"
     async_route_runtime_log(hass)
     try:
         runtime = await hass.async_add_executor_job(load_runtime, entry.data)
     except LibraryError as err:
         key = error_key(err)
-        ir.async_create_issue(
+        async_create_entry_issue(
             hass,
-            DOMAIN,
-            issue_id,
-            is_fixable=False,
+            entry,
+            RUNTIME_UNUSABLE,
             severity=ir.IssueSeverity.ERROR,
             translation_key=key,
             translation_placeholders={"path": entry.data[CONF_LIBRARY_PATH], "error": str(err)},
@@ -96,11 +100,10 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
             translation_key=error_key(err),
             translation_placeholders={"error": str(err)},
         ) from err
-    ir.async_delete_issue(hass, DOMAIN, issue_id)
+    async_delete_entry_issue(hass, entry, RUNTIME_UNUSABLE)
     _async_warn_about_release(hass, entry, runtime.library.release, runtime.library.warning)
     return LocalEngine(
         runtime,
-        max_waiting=MAX_WAITING_REQUESTS,
         kv_mode=kv_mode(entry.data),
         prompt_caches=PromptCacheStore(prompt_cache_dir(hass), PROMPT_CACHE_MAX_BYTES),
     )
@@ -108,7 +111,7 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
 
 async def _async_start_child(hass: HomeAssistant, entry: RKLLMConfigEntry) -> ChildSupervisor:
     """Start the model's own rkllm-server process and connect to it."""
-    process = server_process(entry.data, prompt_cache_dir(hass))
+    process = server_process(entry.data, prompt_cache_dir(hass), child_pid_file(hass, entry.entry_id))
     engine = RemoteEngine(async_get_clientsession(hass), "", process.model, None)
     child = ChildSupervisor(hass, entry, engine, process)
     try:
@@ -154,15 +157,13 @@ def _async_warn_about_release(
     hass: HomeAssistant, entry: RKLLMConfigEntry, release: str, warning: str | None
 ) -> None:
     """Raise (or clear) a warning about a known fault of the loaded runtime release."""
-    issue_id = f"runtime_release_warning_{entry.entry_id}"
     if warning is None:
-        ir.async_delete_issue(hass, DOMAIN, issue_id)
+        async_delete_entry_issue(hass, entry, RUNTIME_RELEASE_WARNING)
         return
-    ir.async_create_issue(
+    async_create_entry_issue(
         hass,
-        DOMAIN,
-        issue_id,
-        is_fixable=False,
+        entry,
+        RUNTIME_RELEASE_WARNING,
         severity=ir.IssueSeverity.WARNING,
         translation_key="runtime_release_warning",
         translation_placeholders={"release": release, "warning": warning},
@@ -170,11 +171,20 @@ def _async_warn_about_release(
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:
-    """Abort any generation, then free the NPU (or stop the model's process)."""
+    """Abort any generation, then free the NPU (or stop the model's process).
+
+    Never returns False (Home Assistant 2026.11 turns that into an untranslated error).
+    """
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
-        return False
+        raise ConfigEntryError(translation_domain=DOMAIN, translation_key="unload_failed")
     await _async_close(entry.runtime_data)
     return True
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> None:
+    """Clear the entry's repair issues (Home Assistant 2026.11 does it for those that carry the entry)."""
+    for issue in (RUNTIME_UNUSABLE, RUNTIME_RELEASE_WARNING, RUNTIME_CRASHING):
+        async_delete_entry_issue(hass, entry, issue)
 
 
 async def _async_close(data: RKLLMData) -> None:
@@ -184,9 +194,10 @@ async def _async_close(data: RKLLMData) -> None:
 
 
 async def async_migrate_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:
-    """Entries from before the choice of where the model runs ran it in this process."""
-    if entry.version > 1:
-        return False
+    """Entries from before the choice of where the model runs ran it in this process.
+
+    Never returns False: Home Assistant itself refuses entries of a later major version.
+    """
     if entry.minor_version < 2:
         hass.config_entries.async_update_entry(
             entry, data={CONF_MODE: MODE_IN_PROCESS, **entry.data}, minor_version=2

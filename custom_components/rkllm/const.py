@@ -52,8 +52,6 @@ DEFAULT_AI_TASK_NAME: Final = "RKLLM AI task"
 # NPU platform -> the big CPU cores that feed it (CPU4-CPU7 on both SoCs).
 PLATFORM_CPU_MASKS: Final = {"rk3588": 0xF0, "rk3576": 0xF0, "all_cores": 0xFF}
 
-# Requests queued behind the running one before new ones are told the model is busy.
-MAX_WAITING_REQUESTS: Final = 2
 # Rounds of tool calls in one conversation turn.
 MAX_TOOL_ITERATIONS: Final = 10
 # Total size of the prompt-cache files under the configuration directory.
@@ -64,5 +62,7 @@ CHILD_START_TIMEOUT_S: Final = 300.0
 RESTART_BACKOFF_S: Final = (1.0, 2.0, 5.0, 15.0, 60.0)
 CRASHES_FOR_ISSUE: Final = 3
 CRASH_WINDOW_S: Final = 600.0
+# A restarted child that runs this long without crashing clears the crash repair.
+HEALTHY_AFTER_S: Final = 60.0
 # A server (or the child) is asked for its status this often; after losing it, with the backoff above.
 STATUS_INTERVAL_S: Final = 30.0

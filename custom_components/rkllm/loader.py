@@ -107,8 +107,13 @@ def prompt_cache_dir(hass: HomeAssistant) -> Path:
     return Path(hass.config.path(".storage", DOMAIN, "prompt_cache"))
 
 
-def server_process(data: Mapping[str, Any], cache_dir: Path) -> ServerProcess:
-    """The rkllm-server child that runs an entry's model (not started)."""
+def child_pid_file(hass: HomeAssistant, entry_id: str) -> Path:
+    """Where the process id of an entry's child is kept, for a restarted Home Assistant to find it."""
+    return Path(hass.config.path(".storage", DOMAIN, f"child_{entry_id}.pid"))
+
+
+def server_process(data: Mapping[str, Any], cache_dir: Path, pid_file: Path | None = None) -> ServerProcess:
+    """The rkllm-server child that runs an entry's model (not started; its pid kept in ``pid_file``)."""
     model_path = Path(data[CONF_MODEL_PATH])
     return ServerProcess(
         Path(data[CONF_LIBRARY_PATH]),
@@ -119,6 +124,7 @@ def server_process(data: Mapping[str, Any], cache_dir: Path) -> ServerProcess:
         prompt_cache_dir=cache_dir,
         release=_release(data),
         on_log=lambda line: LOGGER.debug("rkllm-server: %s", line),
+        pid_file=pid_file,
     )
 
 

@@ -7,8 +7,9 @@ import itertools
 import time
 from collections import deque
 
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.event import async_call_later
 
 from rkllm_runtime import RKLLMError
 from rkllm_runtime.client import AuthenticationError, RemoteEngine
@@ -19,10 +20,12 @@ from .const import (
     CRASH_WINDOW_S,
     CRASHES_FOR_ISSUE,
     DOMAIN,
+    HEALTHY_AFTER_S,
     LOGGER,
     RESTART_BACKOFF_S,
     STATUS_INTERVAL_S,
 )
+from .issues import RUNTIME_CRASHING, async_create_entry_issue, async_delete_entry_issue
 from .models import RKLLMConfigEntry
 
 
@@ -99,11 +102,30 @@ class ChildSupervisor:
         self.process = process
         self.crashes: deque[float] = deque()
         self._stopping = False
+        self._cancel_all_clear: CALLBACK_TYPE | None = None
 
     async def async_start(self) -> None:
         """Start the child and connect the engine; raises :class:`RKLLMError`."""
         await self._start_process()
         await self.engine.refresh()
+        self._healthy()
+
+    @callback
+    def _healthy(self) -> None:
+        """The child answers: once it has run a while without crashing, the crash repair goes."""
+        self._stop_all_clear()
+        self._cancel_all_clear = async_call_later(self._hass, HEALTHY_AFTER_S, self._all_clear)
+
+    @callback
+    def _all_clear(self, _now: object) -> None:
+        self._cancel_all_clear = None
+        async_delete_entry_issue(self._hass, self._entry, RUNTIME_CRASHING)
+
+    @callback
+    def _stop_all_clear(self) -> None:
+        if self._cancel_all_clear is not None:
+            self._cancel_all_clear()
+            self._cancel_all_clear = None
 
     async def _start_process(self) -> None:
         await self.process.start(CHILD_START_TIMEOUT_S)
@@ -120,6 +142,7 @@ class ChildSupervisor:
             status = await self.process.wait()
             if self._stopping:
                 return
+            self._stop_all_clear()
             self.engine.set_available(False)
             LOGGER.error(
                 "The model's process exited with status %s; restarting it. Its last lines:\n%s",
@@ -135,13 +158,12 @@ class ChildSupervisor:
         while self.crashes and self.crashes[0] < now - CRASH_WINDOW_S:
             self.crashes.popleft()
         if len(self.crashes) >= CRASHES_FOR_ISSUE:
-            ir.async_create_issue(
+            async_create_entry_issue(
                 self._hass,
-                DOMAIN,
-                f"runtime_crashing_{self._entry.entry_id}",
-                is_fixable=False,
+                self._entry,
+                RUNTIME_CRASHING,
                 severity=ir.IssueSeverity.ERROR,
-                translation_key="runtime_crashing",
+                translation_key=RUNTIME_CRASHING,
                 translation_placeholders={
                     "title": self._entry.title,
                     "count": str(len(self.crashes)),
@@ -163,9 +185,11 @@ class ChildSupervisor:
                 await self.process.stop()
                 continue
             LOGGER.info("The model's process is back (pid %s)", self.process.pid)
+            self._healthy()
             return
 
     async def async_stop(self) -> None:
         """Stop the child (killed if it does not exit in time)."""
         self._stopping = True
+        self._stop_all_clear()
         await self.process.stop()

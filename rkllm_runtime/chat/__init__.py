@@ -4,7 +4,7 @@ Everything that knows the model's text format lives here: tool-schema rendering,
 tool-call parsing and repair, the thinking split, and the retry of malformed calls.
 """
 
-from .engine import ChatEngine, ChatStream, EngineState, EngineStats
+from .engine import MAX_WAITING, ChatEngine, ChatStream, EngineState, EngineStats
 from .events import (
     ChatEvent,
     ChatResult,
@@ -19,6 +19,7 @@ from .plan import KVCacheState, KVMode, KVReset
 from .prompt_cache import PromptCacheKey, PromptCacheStore
 
 __all__ = [
+    "MAX_WAITING",
     "ChatEngine",
     "ChatEvent",
     "ChatRequest",

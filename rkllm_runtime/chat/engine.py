@@ -40,6 +40,8 @@ _LOGGER = logging.getLogger(__name__)
 # needs at least n / MAX_BYTES_PER_TOKEN tokens, a bound that refuses only what can never fit.
 MAX_BYTES_PER_TOKEN = 32
 _WHITESPACE = re.compile(r"\s+")
+MAX_WAITING = 2
+"""Requests that wait for a model while it answers another (in every mode); more are told it is busy."""
 
 
 class EngineState(StrEnum):
@@ -106,7 +108,7 @@ class ChatEngine:
         self,
         runtime: RKLLMRuntime,
         *,
-        max_waiting: int = 2,
+        max_waiting: int = MAX_WAITING,
         kv_mode: KVMode = KVMode.CONSERVATIVE,
         prompt_caches: PromptCacheStore | None = None,
     ) -> None:

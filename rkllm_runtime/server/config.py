@@ -6,12 +6,12 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from rkllm_runtime.chat import KVMode
+from rkllm_runtime.chat import MAX_WAITING, KVMode
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20
 DEFAULT_MAX_TOKENS = 2048
-DEFAULT_MAX_WAITING = 4
+DEFAULT_MAX_WAITING = MAX_WAITING
 DEFAULT_CONTEXT = 4096
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from homeassistant.components import conversation
@@ -11,7 +13,8 @@ from homeassistant.const import EVENT_HOMEASSISTANT_STOP, STATE_UNAVAILABLE
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import intent
 from homeassistant.helpers import issue_registry as ir
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.rkllm.const import (
     CONF_BASE_DOMAIN_ID,
@@ -19,10 +22,13 @@ from custom_components.rkllm.const import (
     CONF_N_KEEP,
     CONF_PLATFORM,
     DOMAIN,
+    HEALTHY_AFTER_S,
     MODE_CHILD,
 )
+from custom_components.rkllm.loader import child_pid_file
 from rkllm_runtime.client import RemoteEngine
 from tests.integration.conftest import until
+from tests.server.conftest import launch
 
 AGENT = "conversation.rkllm_conversation"
 pytestmark = pytest.mark.parametrize("mode", [MODE_CHILD], indirect=True)
@@ -44,7 +50,10 @@ async def crash(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     pid = child.process.pid
     result = await converse(hass, "please crash now")
     assert result.response.response_type is intent.IntentResponseType.ERROR
-    assert "The model is not available right now" in result.response.speech["plain"]["speech"]
+    speech = result.response.speech["plain"]["speech"]
+    assert "The model is not available right now" in speech
+    assert "http" not in speech  # said in words: the connection's details go to the log
+    assert "Error" not in speech
     await until(lambda: entry.runtime_data.engine.available and child.process.pid != pid)
 
 
@@ -98,6 +107,47 @@ async def test_three_crashes_in_ten_minutes_raise_a_repair_issue(
     assert "rkllm" in issue.translation_placeholders["log"]  # the runtime's own last lines
     again = await converse(hass, "hello there")
     assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+async def test_the_crash_repair_goes_once_the_process_is_healthy_also_after_a_reload(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    issue_id = f"runtime_crashing_{init_integration.entry_id}"
+    for _ in range(3):
+        await crash(hass, init_integration)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    assert await hass.config_entries.async_reload(init_integration.entry_id)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None  # not healthy for long yet
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=HEALTHY_AFTER_S + 1))
+    await hass.async_block_till_done()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_a_child_left_behind_is_stopped_before_a_new_one_starts(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    emulator_library: Path,
+    model_path: Path,
+    tmp_path: Path,
+) -> None:
+    """Home Assistant was killed and its child survived (not on Linux, or the pid file of an old run)."""
+    leftover = await hass.async_add_executor_job(
+        lambda: launch(emulator_library, {model_path.stem: model_path}, [], tmp_path / "leftover.log")
+    )
+    try:
+        pid_file = child_pid_file(hass, config_entry.entry_id)
+        await hass.async_add_executor_job(
+            lambda: (pid_file.parent.mkdir(parents=True), pid_file.write_text(f"{leftover.process.pid}\n"))
+        )
+        assert await hass.config_entries.async_setup(config_entry.entry_id)
+        assert await hass.async_add_executor_job(leftover.process.wait, 10) == 0  # SIGTERM: a clean exit
+        child = config_entry.runtime_data.child
+        assert child is not None
+        assert await hass.async_add_executor_job(pid_file.read_text) == f"{child.process.pid}\n"
+        assert await hass.config_entries.async_unload(config_entry.entry_id)
+        assert not await hass.async_add_executor_job(pid_file.exists)
+    finally:
+        leftover.close()
 
 
 async def test_unload_ends_the_process(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 from typing import Any
+
+import httpx
 
 from rkllm_runtime.chat import (
     ChatRequest,
@@ -15,8 +18,8 @@ from rkllm_runtime.chat import (
     ToolSpec,
 )
 from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict
-from rkllm_runtime.errors import ContextOverflowError, InvalidTextError
-from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer
+from rkllm_runtime.errors import ContextOverflowError, InvalidTextError, ServerStoppedError
+from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer, StartServer
 
 LIGHTS = [ToolSpec(tool["function"]["name"], tool["function"]["parameters"]) for tool in TOOLS]
 
@@ -79,3 +82,15 @@ def test_the_requests_own_faults_arrive_by_kind(server: RunningServer) -> None:
     assert "NUL character at position 5" in records[0]["error"]["message"]
     status, _ = chat(server, ChatRequest(SYSTEM, [Message("user", "hello there")]))
     assert status == 200  # the store of a string-keyed request item fails the server's tests
+
+
+def test_a_server_stopped_mid_answer_says_so(start_server: StartServer) -> None:
+    server = start_server(env={"RKLLM_EMU_DECODE_TPS": "40"})
+    body = {"model": MODEL, "request": request_to_dict(ChatRequest("", [Message("user", "tell me a story")]))}
+    with httpx.stream("POST", f"{server.url}/rkllm/chat", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        assert json.loads(next(lines)) == {"text": "Once"}
+        server.process.send_signal(signal.SIGTERM)
+        records = [json.loads(line) for line in lines if line]
+    assert isinstance(error_from_dict(records[-1]["error"]), ServerStoppedError)
+    assert server.process.wait(10) == 0

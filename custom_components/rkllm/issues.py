@@ -1,0 +1,36 @@
+"""Repair issues of a model entry, tied to the entry where Home Assistant supports it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+
+from .const import DOMAIN
+from .models import RKLLMConfigEntry
+
+RUNTIME_UNUSABLE = "runtime_unusable"
+RUNTIME_RELEASE_WARNING = "runtime_release_warning"
+RUNTIME_CRASHING = "runtime_crashing"
+
+
+@callback
+def async_create_entry_issue(
+    hass: HomeAssistant, entry: RKLLMConfigEntry, issue_id: str, **details: Any
+) -> None:
+    """Raise an issue of the entry (``issue_id`` is suffixed with the entry id).
+
+    From Home Assistant 2026.11 the issue carries the entry, which clears it when the
+    entry is removed; before, the entry's unload and setup clear it.
+    """
+    if "config_entry_id" in inspect.signature(ir.async_create_issue).parameters:
+        details["config_entry_id"] = entry.entry_id
+    ir.async_create_issue(hass, DOMAIN, f"{issue_id}_{entry.entry_id}", is_fixable=False, **details)
+
+
+@callback
+def async_delete_entry_issue(hass: HomeAssistant, entry: RKLLMConfigEntry, issue_id: str) -> None:
+    """Clear an issue :func:`async_create_entry_issue` raised."""
+    ir.async_delete_issue(hass, DOMAIN, f"{issue_id}_{entry.entry_id}")
