@@ -14,7 +14,10 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.const import CONF_KV_STRATEGY
+from custom_components.rkllm.engine import ModelEngine
 from custom_components.rkllm.runtime_log import ROUTER
+from rkllm_runtime.chat import MAX_WAITING, EngineState
+from rkllm_runtime.client import RemoteEngine
 from tests.integration.conftest import IN_EVERY_MODE, until
 
 AGENT = "conversation.rkllm_conversation"
@@ -138,24 +141,39 @@ async def test_cancelled_request_aborts_and_the_next_works(
     assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"
 
 
-async def test_requests_beyond_the_queue_are_told_busy(
-    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def slow_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decode at 400 tokens/s, in every process started from now on."""
     monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "400")
+
+
+async def queued(engine: ModelEngine) -> int:
+    """Requests waiting for the model (a remote engine asks its server)."""
+    if isinstance(engine, RemoteEngine):
+        await engine.refresh()
+    return engine.waiting
+
+
+@IN_EVERY_MODE
+async def test_requests_beyond_the_queue_are_told_busy(
+    hass: HomeAssistant, slow_decode: None, init_integration: MockConfigEntry
+) -> None:
+    """The same queue in every mode: MAX_WAITING requests wait, the next is told the model is busy."""
     engine = init_integration.runtime_data.engine
     running = hass.async_create_task(converse(hass, "tell me a story"))
-    await until(lambda: engine.runtime.is_running)
-    queued = [hass.async_create_task(converse(hass, "hello there")) for _ in range(engine.max_waiting)]
-    await until(lambda: engine.waiting == engine.max_waiting)
+    await until(lambda: engine.state is EngineState.GENERATING)
+    waiting = [hass.async_create_task(converse(hass, "hello there")) for _ in range(MAX_WAITING)]
+    async with asyncio.timeout(10):
+        while await queued(engine) < MAX_WAITING:  # noqa: ASYNC110 - the count lives in another process
+            await asyncio.sleep(0.01)
     busy = await converse(hass, "hello there")
     assert busy.response.response_type is intent.IntentResponseType.ERROR
     assert (
         busy.response.speech["plain"]["speech"]
         == "The model is busy with other requests. Try again in a moment"
     )
-    monkeypatch.delenv("RKLLM_EMU_DECODE_TPS")
     assert (await running).response.speech["plain"]["speech"].startswith("Once upon a time")
-    for task in queued:  # served in order once the first finished
+    for task in waiting:  # served in order once the first finished
         assert (await task).response.speech["plain"]["speech"] == "Hello! How can I help?"
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from homeassistant.components import conversation
@@ -148,3 +149,46 @@ def test_the_integration_does_not_import_the_http_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout.split()
     assert modules == ["rkllm_runtime.server", "rkllm_runtime.server.child"]
+
+
+async def test_repairs_carry_the_entry_where_home_assistant_supports_it(
+    hass: HomeAssistant, config_entry: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2026.11 takes the entry (and clears its issues with it); 2026.10 does not know the parameter."""
+    issue_id = f"runtime_release_warning_{config_entry.entry_id}"
+    hass.config_entries.async_update_entry(
+        config_entry, data={**config_entry.data, CONF_LIBRARY_PATH: str(build_cached("1.3", "1.3.0"))}
+    )
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    linked: list[str | None] = []
+    release = ir.async_create_issue
+
+    def newer_release(
+        hass: HomeAssistant, domain: str, issue_id: str, *, config_entry_id: str | None = None, **kwargs: Any
+    ) -> None:
+        linked.append(config_entry_id)
+        release(hass, domain, issue_id, **kwargs)
+
+    monkeypatch.setattr(ir, "async_create_issue", newer_release)
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    assert linked == [config_entry.entry_id]
+    await hass.config_entries.async_remove(config_entry.entry_id)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_an_unload_that_fails_keeps_the_model_and_says_why(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never False from unload: 2026.11 would turn it into an error that names no reason."""
+
+    async def refuse(entry: MockConfigEntry, platforms: object) -> bool:
+        return False
+
+    monkeypatch.setattr(hass.config_entries, "async_unload_platforms", refuse)
+    engine = init_integration.runtime_data.engine
+    assert not await hass.config_entries.async_unload(init_integration.entry_id)
+    assert init_integration.state is ConfigEntryState.FAILED_UNLOAD
+    assert "could not be removed" in (init_integration.reason or "")
+    assert not engine.closed
+    await engine.aclose()

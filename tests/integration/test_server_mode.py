@@ -92,6 +92,40 @@ async def test_a_lost_server_is_unavailable_until_it_returns(
         returned.close()
 
 
+async def test_a_request_while_the_server_is_away_asks_it_at_once(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    rkllm_server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    emulator_library: Path,
+    model_path: Path,
+    tmp_path: Path,
+) -> None:
+    """The server is back before the next status check: the next request finds it."""
+    monkeypatch.setattr("custom_components.rkllm.supervision.RESTART_BACKOFF_S", (3600.0,))
+    engine = init_integration.runtime_data.engine
+    await converse(hass, "please crash now")
+    assert rkllm_server.process.wait(30) != 0
+    await until(lambda: not engine.available)
+    returned = await hass.async_add_executor_job(
+        lambda: launch(
+            emulator_library,
+            {SERVER_MODEL: model_path},
+            ["--port", str(urlparse(rkllm_server.url).port)],
+            tmp_path / "returned.log",
+            env={"RKLLM_SERVER_API_KEY": SERVER_KEY},
+        )
+    )
+    try:
+        again = await converse(hass, "hello there")
+        assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
+        assert engine.available
+    finally:
+        returned.stop()
+        returned.close()
+
+
 async def test_a_refused_key_starts_reauthentication(
     hass: HomeAssistant, config_entry: MockConfigEntry, entry_data: dict[str, Any]
 ) -> None:
