@@ -19,6 +19,7 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.const import CONF_MODE, DOMAIN, MODE_SERVER
+from rkllm_runtime.chat import EngineState
 from tests.integration.conftest import SERVER_KEY, SERVER_MODEL, until
 from tests.server.conftest import RunningServer, launch
 
@@ -124,6 +125,26 @@ async def test_a_request_while_the_server_is_away_asks_it_at_once(
     finally:
         returned.stop()
         returned.close()
+
+
+@pytest.fixture
+def slow_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server, started after this, decodes at 200 tokens/s."""
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+
+
+async def test_a_server_stopped_mid_answer_is_said_so(
+    hass: HomeAssistant, slow_server: None, init_integration: MockConfigEntry, rkllm_server: RunningServer
+) -> None:
+    engine = init_integration.runtime_data.engine
+    story = hass.async_create_task(converse(hass, "tell me a story"))
+    await until(lambda: engine.state is EngineState.GENERATING)
+    assert await hass.async_add_executor_job(rkllm_server.stop) == 0  # SIGTERM, as systemd stops it
+    result = await story
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert result.response.speech["plain"]["speech"] == (
+        "The model's server was stopped while it answered. Try again once it is back"
+    )
 
 
 async def test_a_refused_key_starts_reauthentication(
