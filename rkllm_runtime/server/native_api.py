@@ -46,7 +46,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     try:
         async with Chat(server, model, replace(chat_request, max_new_tokens=limit)) as chat_:
             return await _stream(request, chat_, model)
-    except ApiError as err:
+    except ApiError as err:  # before the first event: from the engine's error, or the server's own
         if not isinstance(err.__cause__, RKLLMError):
             raise
         failure, line = _error(err.__cause__, model)
