@@ -53,14 +53,13 @@ def exit_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _is_alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie has ended: only its parent has not reaped it yet)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def stop_leftover(pid_file: Path, model_arg: str, within_s: float = STOP_TIMEOUT_S) -> int | None:
@@ -74,11 +73,11 @@ def stop_leftover(pid_file: Path, model_arg: str, within_s: float = STOP_TIMEOUT
         return None  # the pid was reused by another program
     _LOGGER.warning("Stopping rkllm-server %s, left behind by an earlier run of this program", pid)
     deadline = time.monotonic() + within_s
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or another user's
         os.kill(pid, signal.SIGTERM)
-        while _is_alive(pid) and time.monotonic() < deadline:
+        while is_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _is_alive(pid):
+        if is_alive(pid):
             os.kill(pid, signal.SIGKILL)
     return pid
 

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from rkllm_runtime.server.child import is_alive
+
 
 def test_the_child_dies_with_its_parent(library: Path, model_file: Path) -> None:
     """A killed parent (as Home Assistant killed by the OOM killer) leaves no child behind."""
@@ -32,23 +34,15 @@ def test_the_child_dies_with_its_parent(library: Path, model_file: Path) -> None
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
-        assert is_running(child)
+        assert is_alive(child)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 10
-        while is_running(child) and time.monotonic() < deadline:
+        while is_alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not is_running(child)
+        assert not is_alive(child)
     finally:
         parent.kill()
         parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
-
-
-def is_running(pid: int) -> bool:
-    """Whether a process exists and is not a zombie waiting for its new parent to reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
