@@ -144,14 +144,10 @@ def trim_turns(history: Sequence[Message], max_turns: int) -> Sequence[Message]:
 TYPICAL_BYTES_PER_TOKEN = 4
 
 
-def text_bytes(text: str) -> int:
-    """Bytes of ``text`` as UTF-8 with its whitespace runs collapsed."""
-    return len(" ".join(text.split()).encode(errors="replace"))
-
-
 def estimated_tokens(*texts: str) -> int:
     """A typical token count of ``texts`` (neither bound: see :data:`TYPICAL_BYTES_PER_TOKEN`)."""
-    return sum(text_bytes(text) for text in texts) // TYPICAL_BYTES_PER_TOKEN
+    collapsed = sum(len(" ".join(text.split()).encode(errors="replace")) for text in texts)
+    return collapsed // TYPICAL_BYTES_PER_TOKEN
 
 
 def fit_history(history: Sequence[Message], budget: int) -> Sequence[Message]:
