@@ -28,7 +28,7 @@ REQUIREMENTS = Path(__file__).parent / "newest" / "requirements.txt"
 AGENT = "conversation.rkllm_conversation"
 REPLY = "Hello from the newest release."
 TOO_LONG = "word " * 40_000  # 200,000 characters: more than a 4,096-token context can ever hold
-WHERE = {"in_process": "in its process", "child": "in a separate process"}
+WHERE = {"in_process": "in Home Assistant's process", "child": "in a separate process"}
 RULES = [
     Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
     Rule(role="tool", match="success", reply="The kitchen light is on."),
