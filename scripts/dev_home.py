@@ -148,7 +148,9 @@ async def drop_failed_entries(session: aiohttp.ClientSession, base: str, token: 
                 pass
 
 
-async def add_model(session: aiohttp.ClientSession, base: str, token: str, library: str, model: str) -> None:
+async def add_model(
+    session: aiohttp.ClientSession, base: str, token: str, library: str, model: str, *, mode: str
+) -> None:
     """Add the RKLLM entry through the config flow, as the UI does.
 
     The flow shows a progress step while the model loads, then moves on by itself; like the UI,
@@ -159,8 +161,8 @@ async def add_model(session: aiohttp.ClientSession, base: str, token: str, libra
     async with session.post(flows, json={"handler": "rkllm"}, headers=headers) as response:
         response.raise_for_status()
         flow = await response.json()
-    # The first step asks where the model runs: in Home Assistant's own process.
-    where = {"next_step_id": "in_process"}
+    # The first step asks where the model runs: in Home Assistant's own process, or a child's.
+    where = {"next_step_id": mode}
     async with session.post(f"{flows}/{flow['flow_id']}", json=where, headers=headers) as response:
         flow = await response.json()
     data = {
@@ -244,7 +246,7 @@ async def set_up_assist(ws: Websocket) -> str:
     return token
 
 
-async def provision(base: str, config: Path, library: str, model: str) -> None:
+async def provision(base: str, config: Path, library: str, model: str, mode: str) -> None:
     """Onboard, add the model and set up Assist, once."""
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/api/onboarding") as response:
@@ -252,7 +254,7 @@ async def provision(base: str, config: Path, library: str, model: str) -> None:
         if all(step["done"] for step in steps):
             return
         token = await onboard(session, base)
-        await add_model(session, base, token, library, model)
+        await add_model(session, base, token, library, model, mode=mode)
         await drop_failed_entries(session, base, token)
         ws = await Websocket.connect(session, base, token)
         long_lived = await set_up_assist(ws)
@@ -271,7 +273,9 @@ def real_model() -> tuple[str, str]:
         raise SystemExit(f"dev_home: {err}") from None
 
 
-async def run(config: Path, port: int, library: str, model: str, install_requirements: bool) -> int:
+async def run(
+    config: Path, port: int, library: str, model: str, install_requirements: bool, *, mode: str
+) -> int:
     """Start Home Assistant, provision it on first start, and wait for it to stop."""
     write_config(config, port, copy=install_requirements)
     base = f"http://127.0.0.1:{port}"
@@ -284,7 +288,7 @@ async def run(config: Path, port: int, library: str, model: str, install_require
         loop.add_signal_handler(sig, process.send_signal, sig)
     async with aiohttp.ClientSession() as session:
         await wait_until_up(session, base, process)
-    await provision(base, config, library, model)
+    await provision(base, config, library, model, mode)
     print(
         f"\nHome Assistant is ready at {base}\n"
         f"  login: {DEMO_USER['username']} / {DEMO_USER['password']}\n"
@@ -335,6 +339,12 @@ def main() -> None:
         action="store_true",
         help="copy the integration and let Home Assistant install its requirement, as for a user",
     )
+    run_parser.add_argument(
+        "--mode",
+        choices=["in_process", "child"],
+        default="in_process",
+        help="run the model in Home Assistant's process or in a separate one (first start only)",
+    )
     chat_parser = commands.add_parser("chat")
     chat_parser.add_argument("text")
     args = parser.parse_args()
@@ -342,7 +352,11 @@ def main() -> None:
         if (args.library is None) != (args.model is None):
             parser.error("give both --library and --model, or neither")
         library, model = (args.library, args.model) if args.library else real_model()
-        raise SystemExit(asyncio.run(run(args.config, args.port, library, model, args.install_requirements)))
+        raise SystemExit(
+            asyncio.run(
+                run(args.config, args.port, library, model, args.install_requirements, mode=args.mode)
+            )
+        )
     asyncio.run(chat(args.config, args.port, args.text))
 
 

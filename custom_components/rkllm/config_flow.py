@@ -416,6 +416,12 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         return {SUBENTRY_CONVERSATION: RKLLMSubentryFlow, SUBENTRY_AI_TASK: RKLLMSubentryFlow}
 
 
+# The admin-only "Home Assistant" LLM API of Home Assistant 2026.11 (llm.LLM_API_HOME_ASSISTANT):
+# it refuses requests without an admin user, and its tools need a larger context than the default.
+ADMIN_LLM_API = "homeassistant"
+ADMIN_LLM_API_MIN_CONTEXT = 8192
+
+
 def default_conversation_options() -> dict[str, Any]:
     """Options of the conversation agent created with a model (recommended settings)."""
     return {
@@ -516,7 +522,22 @@ class RKLLMSubentryFlow(ConfigSubentryFlow):
             )
         self.options.pop(CONF_LLM_HASS_API, None)  # an emptied selection is left out of the input
         self.options |= user_input
-        if user_input[CONF_RECOMMENDED]:
+        if ADMIN_LLM_API in self.options.get(CONF_LLM_HASS_API, []) and self._small_context:
+            return await self.async_step_admin_api()
+        return await self._async_step_next()
+
+    async def async_step_admin_api(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Warn that the admin-only Home Assistant API fails without an admin and needs a large context."""
+        if user_input is None:
+            return self.async_show_form(
+                step_id="admin_api",
+                data_schema=vol.Schema({}),
+                description_placeholders={"min_context": str(ADMIN_LLM_API_MIN_CONTEXT)},
+            )
+        return await self._async_step_next()
+
+    async def _async_step_next(self) -> SubentryFlowResult:
+        if self.options[CONF_RECOMMENDED]:
             for key in _advanced_options(self._subentry_type):
                 self.options.pop(key, None)
             return self._async_save()
@@ -532,6 +553,12 @@ class RKLLMSubentryFlow(ConfigSubentryFlow):
             key: int(value) if key in _INT_OPTIONS else value for key, value in user_input.items()
         }
         return self._async_save()
+
+    @property
+    def _small_context(self) -> bool:
+        """The model's context may leave no room next to the admin tools (a server's is unknown)."""
+        context = self._get_entry().data.get(CONF_MAX_CONTEXT_LEN)
+        return context is None or int(context) < ADMIN_LLM_API_MIN_CONTEXT
 
     @property
     def _is_new(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import probatio
@@ -65,10 +65,39 @@ def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
     )
 
 
+# Home Assistant 2026.11 keeps a turn that raised in the chat log, closed by an assistant
+# message with this prefix; earlier releases drop the turn. The feature check keeps a model's
+# own "Error: ..." reply on those releases.
+FAILED_TURN_PREFIX = "Error: "
+KEEPS_FAILED_TURNS = hasattr(conversation.ChatLog, "async_add_error")
+
+
+def _failed(turn: list[conversation.Content]) -> bool:
+    last = turn[-1]
+    return (
+        KEEPS_FAILED_TURNS
+        and isinstance(last, conversation.AssistantContent)
+        and not last.tool_calls
+        and (last.content or "").startswith(FAILED_TURN_PREFIX)
+    )
+
+
+def answered_turns(content: Iterable[conversation.Content]) -> list[conversation.Content]:
+    """The chat log without the turns that failed: the user's message and what followed it."""
+    kept: list[conversation.Content] = []
+    turn: list[conversation.Content] = []
+    for item in content:
+        if isinstance(item, conversation.UserContent) and turn:
+            kept += [] if _failed(turn) else turn
+            turn = []
+        turn.append(item)
+    return kept + ([] if turn and _failed(turn) else turn)
+
+
 def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
-    """The chat log's turns as engine messages (the system prompt is sent separately)."""
+    """The chat log's answered turns as engine messages (the system prompt is sent separately)."""
     messages: list[Message] = []
-    for content in chat_log.content:
+    for content in answered_turns(chat_log.content):
         match content:
             case conversation.UserContent():
                 messages.append(Message("user", content.content))

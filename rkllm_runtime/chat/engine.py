@@ -23,14 +23,21 @@ from types import TracebackType
 from typing import Self
 
 from rkllm_runtime.aio import AsyncStream
-from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, ContextOverflowError, RKLLMError
+from rkllm_runtime.errors import (
+    AbortedError,
+    BusyError,
+    ClosedError,
+    ContextOverflowError,
+    RKLLMError,
+    RunError,
+)
 from rkllm_runtime.runtime import RKLLMRuntime, encode_text
 from rkllm_runtime.types import PerfStats, RunOptions
 
 from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
 from .messages import ChatRequest, Message, ToolCall, fingerprint, render_tools, split_new
 from .parser import StreamParser
-from .plan import KVCacheState, KVMode, KVReset, Plan, plan
+from .plan import KVCacheState, KVMode, KVReset, Plan, overflow_suspected, plan
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
 from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
 
@@ -177,8 +184,15 @@ class ChatEngine:
                 )
                 self._set_state(EngineState.PREFILLING)
                 said = _Round(step, await self._in_executor(self._prepare, request, step))
-                async for event in self._run(request, said):
-                    yield event
+                try:
+                    async for event in self._run(request, said):
+                        yield event
+                except RunError as err:
+                    # The runtime says an input is too long only by failing while it reads it.
+                    overflow = overflow_suspected(step, request, self.runtime.params.max_context_len)
+                    if overflow is None or isinstance(err, AbortedError) or said.text or said.calls:
+                        raise
+                    raise overflow from err
                 rounds.append(said)
                 # Only a round that called nothing is retried: calls it made are being run.
                 malformed = said.malformed if request.tools and not said.calls else None

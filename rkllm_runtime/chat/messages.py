@@ -139,6 +139,26 @@ def trim_turns(history: Sequence[Message], max_turns: int) -> Sequence[Message]:
     return history[starts[-max_turns] :]
 
 
+# A typical token is a few bytes of text (once whitespace runs are collapsed): the estimate that
+# decides how much history is sent along, since the runtime has no tokenizer call.
+TYPICAL_BYTES_PER_TOKEN = 4
+
+
+def estimated_tokens(*texts: str) -> int:
+    """A typical token count of ``texts`` (neither bound: see :data:`TYPICAL_BYTES_PER_TOKEN`)."""
+    collapsed = sum(len(" ".join(text.split()).encode(errors="replace")) for text in texts)
+    return collapsed // TYPICAL_BYTES_PER_TOKEN
+
+
+def fit_history(history: Sequence[Message], budget: int) -> Sequence[Message]:
+    """The latest turns of the history whose estimated tokens stay within ``budget``."""
+    sizes = [estimated_tokens(_history_text(message)) for message in history]
+    for start in (0, *user_turn_starts(history)):
+        if sum(sizes[start:]) <= budget:
+            return history[start:]
+    return []
+
+
 def drop_oldest_half(history: Sequence[Message]) -> Sequence[Message]:
     """The later half of the history's turns (nothing when only one turn remains)."""
     starts = user_turn_starts(history)

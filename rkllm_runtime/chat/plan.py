@@ -18,13 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rkllm_runtime.errors import ContextOverflowError
 from rkllm_runtime.types import Prompt, RunOptions
 
 from .messages import (
     ChatRequest,
     Message,
     drop_oldest_half,
+    estimated_tokens,
     fingerprint,
+    fit_history,
     rebuild_input,
     render_tools,
     split_new,
@@ -139,6 +142,9 @@ def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_cont
         history = list(trim_turns(split.history[history_start:], request.max_history_turns))
         if same_conversation and over_budget:
             history = list(drop_oldest_half(history))
+        # Oldest turns first, the history goes until what is sent fits (a failed turn's text too).
+        fixed = estimated_tokens(request.system_prompt, tools, *(m.content for m in split.new))
+        history = list(fit_history(history, int(CONTEXT_BUDGET * max_context_len) - fixed))
         history_start = len(split.history) - len(history)
         if options.keep_history and reset is KVReset.NONE:
             reset = KVReset.KEEP_SYSTEM  # another conversation is in the cache: back to the system prompt
@@ -162,4 +168,21 @@ def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_cont
             history_start=history_start,
             in_kv=options.keep_history,
         ),
+    )
+
+
+def overflow_suspected(step: Plan, request: ChatRequest, max_context_len: int) -> ContextOverflowError | None:
+    """The error to report for a run that failed before its first token, when its input may not fit.
+
+    The runtime reports an input longer than the context only as a failed run. A token is at
+    least one byte, so an input of fewer bytes than the context fits and its failure is another.
+    """
+    texts = (request.system_prompt, step.tools, step.input.text)
+    if sum(len(text.encode(errors="replace")) for text in texts) <= max_context_len:
+        return None
+    tokens = max(estimated_tokens(*texts), max_context_len + 1)
+    return ContextOverflowError(
+        f"the input needs about {tokens} tokens but the context holds {max_context_len}",
+        tokens=tokens,
+        limit=max_context_len,
     )

@@ -75,14 +75,25 @@ def _xml_value(value: str) -> Any:
 
 
 def resolve_name(name: str, known: Iterable[str]) -> str:
-    """Map a name a small model mangled back to a tool's: ``HassTurnOn`` -> ``intent__HassTurnOn``."""
+    """Map a name a small model mangled back to a tool's, ignoring case and namespaces.
+
+    Home Assistant namespaces tool names with ``__`` (``intent__HassTurnOn``); with several
+    LLM APIs, 2026.10 adds the API's (``assist__intent__HassTurnOn``) and 2026.11 only where
+    two clash. A name with the same last part matches; of several, the one sharing the most
+    namespace parts (``HassTurnOn`` -> ``intent__HassTurnOn``, ``homeassistant__GetDateTime``
+    -> ``homeassistant__llm__GetDateTime``). A tie is left alone.
+    """
     names = list(known)
     if name in names:
         return name
-    folded = name.casefold()
-    matches = [known_name for known_name in names if known_name.casefold() == folded]
-    if not matches:
-        matches = [n for n in names if n.casefold().rsplit("__", 1)[-1] == folded.rsplit("__", 1)[-1]]
+    parts = name.casefold().split("__")
+    shared = {
+        known_name: len(set(parts) & set(known_parts))
+        for known_name in names
+        if (known_parts := known_name.casefold().split("__"))[-1] == parts[-1]
+    }
+    best = max(shared.values(), default=0)
+    matches = [known_name for known_name, count in shared.items() if count == best]
     return matches[0] if len(matches) == 1 else name
 
 

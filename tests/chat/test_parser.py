@@ -140,6 +140,32 @@ def test_ambiguous_suffix_is_left_alone() -> None:
     assert resolve_name("Turn", ["a__Turn", "b__Turn"]) == "Turn"
 
 
+# Assist and the admin-only "Home Assistant" API together: each prefixes its tools only where
+# the two clash (Home Assistant 2026.11); 2026.10 prefixed all with the API's id.
+MERGED = [
+    "intent__HassTurnOn",
+    "assist__llm__GetDateTime",
+    "homeassistant__llm__GetDateTime",
+    "config__ListAreas",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("HassTurnOn", "intent__HassTurnOn"),
+        ("assist__intent__HassTurnOn", "intent__HassTurnOn"),  # the 2026.10 name of the same tool
+        ("ListAreas", "config__ListAreas"),
+        ("homeassistant__GetDateTime", "homeassistant__llm__GetDateTime"),
+        ("ASSIST__llm__getdatetime", "assist__llm__GetDateTime"),
+        ("GetDateTime", "GetDateTime"),  # either API's: left for the model to be told
+        ("llm__GetDateTime", "llm__GetDateTime"),
+    ],
+)
+def test_unprefixed_and_clashing_names_of_several_apis(name: str, expected: str) -> None:
+    assert resolve_name(name, MERGED) == expected
+
+
 def test_repair_arguments() -> None:
     assert repair_arguments({"a": None, "b": "", "c": '{"x": 1}', "d": "[oops", "e": 0}) == {
         "c": {"x": 1},

@@ -9,7 +9,7 @@ import pytest
 from rkllm_runtime import Role
 from rkllm_runtime.chat import ChatRequest, KVCacheState, KVMode, KVReset, Message, ToolCall, ToolSpec
 from rkllm_runtime.chat.messages import fingerprint, render_tools, system_key
-from rkllm_runtime.chat.plan import CONTEXT_BUDGET, plan
+from rkllm_runtime.chat.plan import CONTEXT_BUDGET, overflow_suspected, plan
 
 SYSTEM = "You are a voice assistant."
 TOOLS = (ToolSpec("HassTurnOn", {"type": "object"}, "Turns on"),)
@@ -117,3 +117,33 @@ def test_budget_threshold() -> None:
     assert plan(within, request, kv_mode=KVMode.REUSE, max_context_len=1000).reset is KVReset.NONE
     beyond = holding(HI, REPLY, kv_tokens=int(CONTEXT_BUDGET * 1000) + 1)
     assert plan(beyond, request, kv_mode=KVMode.REUSE, max_context_len=1000).reset is KVReset.KEEP_SYSTEM
+
+
+def test_history_too_long_to_send_goes_oldest_turns_first() -> None:
+    """A turn that never fitted (kept by the client with its error) is not sent again."""
+    huge = Message("user", "word " * 40_000)
+    failed = Message("assistant", "Error: the input needs at least 6250 tokens")
+    messages = (HI, REPLY, huge, failed, MORE, REPLY, Message("user", "last"))
+    request = ChatRequest(SYSTEM, messages, TOOLS, conversation_id="a")
+    step = plan(KVCacheState(), request, kv_mode=CONSERVATIVE, max_context_len=4096)
+    assert step.input.text == EARLIER + "User: and more\nAssistant: Hello!\n\nlast"
+    assert step.conversation.history_start == 4
+
+
+def test_history_that_fits_is_sent_whole() -> None:
+    messages = (HI, REPLY, Message("user", "word " * 1_000), REPLY, MORE)
+    request = ChatRequest(SYSTEM, messages, TOOLS, conversation_id="a")
+    step = plan(KVCacheState(), request, kv_mode=CONSERVATIVE, max_context_len=4096)
+    assert step.input.text.startswith(EARLIER + "User: hi\n")
+    assert step.conversation.history_start == 0
+
+
+@pytest.mark.parametrize(("length", "suspected"), [(3_000, False), (5_000, True)])
+def test_a_silent_failure_of_an_input_that_may_not_fit_is_an_overflow(length: int, suspected: bool) -> None:
+    """A token is at least one byte: an input shorter than the context in bytes certainly fits."""
+    request = ChatRequest("", (Message("user", "x" * length),))
+    step = plan(KVCacheState(), request, kv_mode=CONSERVATIVE, max_context_len=4096)
+    overflow = overflow_suspected(step, request, 4096)
+    assert (overflow is not None) == suspected
+    if overflow is not None:
+        assert (overflow.tokens, overflow.limit) == (4097, 4096)

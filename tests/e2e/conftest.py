@@ -102,3 +102,25 @@ def dev_home(tmp_path_factory: pytest.TempPathFactory, real_model: RealModel) ->
     config = tmp_path_factory.mktemp("dev") / "config"
     with running_dev_home(sys.executable, config, real_model.library, real_model.model) as home:
         yield home
+
+
+def uv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run uv offline in the repository; fail with its output."""
+    process = subprocess.run(
+        [os.environ.get("UV", "uv"), *args, "--offline"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert process.returncode == 0, f"uv {' '.join(args)}:\n{process.stderr}"
+    return process
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel and sdist of ``uv build``."""
+    out = tmp_path_factory.mktemp("dist")
+    uv("build", "--out-dir", str(out))
+    return out

@@ -20,34 +20,12 @@ from pathlib import Path
 import pytest
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
-from tests.e2e.conftest import REPO, DevHome, running_dev_home
+from tests.e2e.conftest import REPO, DevHome, running_dev_home, uv
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 AGENT = "conversation.rkllm_conversation"
 REPLY = "Hello from an installed integration."
 BUILD_OUTPUTS = (".so", ".o", ".pyc", ".gguf", ".rkllm")
-
-
-def uv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run uv offline in the repository; fail with its output."""
-    process = subprocess.run(
-        [os.environ.get("UV", "uv"), *args, "--offline"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert process.returncode == 0, f"uv {' '.join(args)}:\n{process.stderr}"
-    return process
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel and sdist of ``uv build``."""
-    out = tmp_path_factory.mktemp("dist")
-    uv("build", "--out-dir", str(out))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,13 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import llm
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.config_flow import advanced_schema, model_schema, server_schema, subentry_schema
+from custom_components.rkllm.config_flow import (
+    ADMIN_LLM_API,
+    advanced_schema,
+    model_schema,
+    server_schema,
+    subentry_schema,
+)
 from custom_components.rkllm.const import (
     CONF_ADVANCED,
     CONF_LIBRARY_PATH,
@@ -438,3 +444,30 @@ async def test_entries_from_before_the_modes_run_in_home_assistant(
     assert entry.minor_version == 2
     assert entry.data[CONF_MODE] == MODE_IN_PROCESS
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+class AdminAPI(llm.API):
+    """Home Assistant 2026.11's admin-only "Home Assistant" API, where the release lacks it."""
+
+    async def async_get_api_instance(self, llm_context: llm.LLMContext) -> llm.APIInstance:
+        return llm.APIInstance(self, "", llm_context, [])
+
+
+async def test_the_admin_only_api_with_a_small_context_is_warned_about(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    if ADMIN_LLM_API not in {api.id for api in llm.async_get_apis(hass)}:
+        llm.async_register_api(hass, AdminAPI(hass=hass, id=ADMIN_LLM_API, name="Home Assistant"))
+    result = await hass.config_entries.subentries.async_init(
+        (init_integration.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
+    )
+    apis = ["assist", ADMIN_LLM_API]
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_NAME: "Admin agent", CONF_LLM_HASS_API: apis, "recommended": True}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "admin_api"  # the model entry's context holds 4,096 tokens
+    assert result["description_placeholders"] == {"min_context": "8192"}
+    result = await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_LLM_HASS_API] == apis

@@ -9,12 +9,14 @@ import pytest
 from homeassistant.components import conversation
 from homeassistant.components.conversation import chat_log as chat_log_module
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import intent
+from homeassistant.helpers import intent, llm
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.rkllm import entity as entity_module
 from custom_components.rkllm.const import CONF_KV_STRATEGY
 from custom_components.rkllm.engine import ModelEngine
+from custom_components.rkllm.entity import chat_messages
 from custom_components.rkllm.runtime_log import ROUTER
 from rkllm_runtime.chat import MAX_WAITING, EngineState
 from rkllm_runtime.client import RemoteEngine
@@ -115,6 +117,70 @@ async def test_generation_error_is_reported(hass: HomeAssistant, init_integratio
     assert "The model failed while answering" in result.response.speech["plain"]["speech"]
     again = await converse(hass, "hello there")
     assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+TOO_LONG = "word " * 40_000  # 200,000 characters: more than a 4,096-token context can ever hold
+
+
+@IN_EVERY_MODE
+async def test_a_too_long_turn_never_poisons_the_conversation(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """The too-long turn gets the clear answer; the turns after it are answered.
+
+    Home Assistant 2026.11 keeps the failed turn in the chat log, closed by an "Error: ..." reply
+    (2026.10 drops it): the log is given that turn here, as 2026.11 records it.
+    """
+    first = await converse(hass, "hello there")
+    # In a task of its own, as a request is: 2026.10 leaves a failed turn's chat log as the
+    # current one of the context that ran it.
+    refused = await hass.async_create_task(converse(hass, TOO_LONG, first.conversation_id))
+    assert refused.response.response_type is intent.IntentResponseType.ERROR
+    speech = refused.response.speech["plain"]["speech"]
+    assert "the context holds 4096" in speech
+    log = hass.data[chat_log_module.DATA_CHAT_LOGS][first.conversation_id]
+    log.content += [
+        conversation.UserContent(TOO_LONG),
+        conversation.AssistantContent(agent_id=AGENT, content=f"Error: {speech}"),
+    ]
+    for text in ("hello again", "and hello once more"):
+        answer = await converse(hass, text, first.conversation_id)
+        assert answer.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+@IN_EVERY_MODE
+async def test_an_input_the_runtime_cannot_hold_is_too_long_not_a_failure(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Short enough to pass the check before queueing, too long for the runtime's context."""
+    refused = await hass.async_create_task(converse(hass, "word " * 20_000))
+    assert refused.response.speech["plain"]["speech"].startswith("The request is too long for the model")
+    assert (await converse(hass, "hello there")).response.speech["plain"][
+        "speech"
+    ] == "Hello! How can I help?"
+
+
+async def test_failed_turns_are_left_out_where_home_assistant_keeps_them(
+    hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 2026.11 the failed turn, its tool calls and results and the error reply are not sent."""
+    monkeypatch.setattr(entity_module, "KEEPS_FAILED_TURNS", True)
+    call = llm.ToolInput(tool_name="HassTurnOn", tool_args={}, id="call_1")
+    log = conversation.ChatLog(hass, "id")
+    log.content += [
+        conversation.UserContent("hi"),
+        conversation.AssistantContent(agent_id=AGENT, content="Hello!"),
+        conversation.UserContent("turn it on"),
+        conversation.AssistantContent(agent_id=AGENT, content=None, tool_calls=[call]),
+        conversation.ToolResultContent(AGENT, "call_1", "HassTurnOn", llm.ToolResult({"error": "x"}, True)),
+        conversation.AssistantContent(agent_id=AGENT, content="Error: The model failed while answering"),
+        conversation.UserContent("hello again"),
+    ]
+    assert [(m.role, m.content) for m in chat_messages(log)] == [
+        ("user", "hi"), ("assistant", "Hello!"), ("user", "hello again"),
+    ]  # fmt: skip
+    monkeypatch.setattr(entity_module, "KEEPS_FAILED_TURNS", False)  # 2026.10: a reply of the model's own
+    assert len(chat_messages(log)) == 7
 
 
 async def story_running(
