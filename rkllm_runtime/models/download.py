@@ -63,6 +63,8 @@ class DownloadedModel:
     revision: str | None = None
     """The hub commit it was downloaded at."""
     downloaded_at: float = 0.0
+    name: str | None = None
+    """The name it is served under (an Ollama name such as ``qwen3:1.7b``)."""
 
 
 def read_records(models_dir: Path) -> dict[str, dict[str, Any]]:
@@ -135,6 +137,7 @@ def download_model(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     disk_free: Callable[[Path], int] = free_bytes,
+    name: str | None = None,
 ) -> DownloadedModel:
     """Download ``repo``/``file`` into ``models_dir`` (or find it there), checked; or raise DownloadError."""
     if not _REPO.fullmatch(repo) or not file or file.startswith("/") or ".." in file.split("/"):
@@ -163,6 +166,9 @@ def download_model(
         and known.get("repo") == repo
         and announced in (None, known["sha256"])
     ):
+        if name is not None and known.get("name") != name:
+            _record(models_dir, model := _downloaded(models_dir, known | {"name": name}))
+            return model
         return _downloaded(models_dir, known)
     needed = meta.size or 0
     free = disk_free(models_dir)
@@ -196,7 +202,7 @@ def download_model(
             expected=announced,
             found=found,
         )
-    model = DownloadedModel(path, repo, file, found, path.stat().st_size, meta.commit_hash, time.time())
+    model = DownloadedModel(path, repo, file, found, path.stat().st_size, meta.commit_hash, time.time(), name)
     _record(models_dir, model)
     return model
 
