@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
+from rkllm_runtime.emulator import EmulatedModel, Rule
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def model_bytes(*, padding_mb: int = 0, **fields: object) -> bytes:
+    """An emulator model file, padded with comment lines to a size that takes several progress steps."""
+    text = EmulatedModel(rules=[Rule(reply="Hello from the hub.")], **fields).text()  # type: ignore[arg-type]
+    return (text + ("#" + "x" * 1023 + "\n") * 1024 * padding_mb).encode()
 
 
 @dataclass

@@ -7,17 +7,12 @@ from collections.abc import Iterator
 import pytest
 import pytest_socket
 
-from rkllm_runtime.emulator import EmulatedModel, Rule
-from tests.hub_server import Hub, running_hub
+from tests.hub_server import Hub, model_bytes, running_hub
+
+__all__ = ["FILE", "REPO", "model_bytes"]
 
 REPO = "someone/Qwen2.5-1.5B-Instruct-rk3588-1.2.3"
 FILE = "qwen2.5-1.5b-rk3588-w8a8.rkllm"
-
-
-def model_bytes(*, padding_mb: int = 0, **fields: object) -> bytes:
-    """An emulator model file, padded with comment lines to a size that takes several progress steps."""
-    text = EmulatedModel(rules=[Rule(reply="Hello from the hub.")], **fields).text()  # type: ignore[arg-type]
-    return (text + ("#" + "x" * 1023 + "\n") * 1024 * padding_mb).encode()
 
 
 @pytest.fixture(autouse=True)
