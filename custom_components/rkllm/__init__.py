@@ -13,6 +13,7 @@ from homeassistant.helpers.typing import ConfigType
 from rkllm_runtime import LibraryError, ModelRejectedError, RKLLMError
 from rkllm_runtime.chat import PromptCacheStore
 from rkllm_runtime.client import AuthenticationError, RemoteEngine, UnknownModelError
+from rkllm_runtime.errors import ModelCrashedError, ModelIncompatibleError
 
 from .const import (
     CONF_LIBRARY_PATH,
@@ -25,7 +26,7 @@ from .const import (
     PROMPT_CACHE_MAX_BYTES,
 )
 from .engine import LocalEngine, ModelEngine
-from .loader import error_key, kv_mode, load_runtime, prompt_cache_dir, server_process
+from .loader import check_dir, error_key, kv_mode, load_runtime, prompt_cache_dir, server_process
 from .models import RKLLMConfigEntry, RKLLMData
 from .runtime_log import async_route_runtime_log
 from .services import async_setup_services
@@ -68,7 +69,7 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
     issue_id = f"runtime_unusable_{entry.entry_id}"
     async_route_runtime_log(hass)
     try:
-        runtime = await hass.async_add_executor_job(load_runtime, entry.data)
+        runtime = await hass.async_add_executor_job(load_runtime, entry.data, check_dir(hass))
     except LibraryError as err:
         key = error_key(err)
         ir.async_create_issue(
@@ -82,6 +83,12 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
         )
         raise ConfigEntryError(
             translation_domain=DOMAIN, translation_key=key, translation_placeholders={"error": str(err)}
+        ) from err
+    except (ModelIncompatibleError, ModelCrashedError) as err:  # the file itself cannot run here
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key=error_key(err),
+            translation_placeholders={"error": str(err)},
         ) from err
     except ModelRejectedError as err:
         # The NPU may still be held by another process, or the file may be replaced: retry later.

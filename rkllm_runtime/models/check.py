@@ -50,8 +50,9 @@ def check_model(
 ) -> ModelHeader | None:
     """Load ``model`` once in a child process; its header, or raise the :class:`ModelError` it earns.
 
-    ``verdicts`` is a folder where a passed check is remembered (keyed by the file's size and
-    time, the library's release and the chip), so only a file's first load pays for the child.
+    ``max_context_len`` is the context it will be loaded with. ``verdicts`` is a folder where a
+    passed check is remembered (keyed by the file's size and time, the library's release, the chip
+    and the context), so only a file's first load pays for the child.
     """
     check_model_file(model)
     runtime_release = check_library(library, release).version
@@ -63,6 +64,7 @@ def check_model(
         "mtime_ns": stat.st_mtime_ns,
         "release": runtime_release,
         "chip": chip,
+        "context": max_context_len,
     }
     record = None
     if verdicts is not None:

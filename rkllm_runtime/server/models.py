@@ -176,15 +176,15 @@ class ModelRegistry:
     async def acquire(self, model: ServedModel, keep_alive: float | bool | None = False) -> ChatEngine:
         """The model's engine, loaded if need be, marked in use until :meth:`release`.
 
-        ``keep_alive``: seconds to stay loaded once idle, None for ever, False to keep the model's.
+        ``keep_alive``: seconds to stay loaded once idle, None for ever, False: the server's default
+        (as Ollama: each request sets it).
         """
         async with model.lock:
             if model.state is ModelState.UNLOADED or (model.state is ModelState.FAILED and model.downloaded):
                 await self._load(model, make_room=True)
             engine = model.ready_engine()
             model.in_use += 1
-        if keep_alive is not False:
-            model.keep_alive = keep_alive
+        model.keep_alive = self._config.keep_alive if keep_alive is False else keep_alive
         if model.expiry is not None:
             model.expiry.cancel()
             model.expiry = None
@@ -266,7 +266,12 @@ class ModelRegistry:
             base_domain_id=config.base_domain_id + domain,
         )
         check_model(
-            config.library, model.path, chip=config.chip, release=config.release, verdicts=config.check_dir
+            config.library,
+            model.path,
+            chip=config.chip,
+            release=config.release,
+            max_context_len=config.context_length,
+            verdicts=config.check_dir,
         )
         return RKLLMRuntime.open(config.library, model.path, params, release=config.release)
 
