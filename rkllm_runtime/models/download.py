@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -145,6 +146,9 @@ def download_model(
     if not file.endswith(".rkllm"):
         raise DownloadError(f"{file} is not an RKLLM model file (*.rkllm)")
     cancel = cancel or threading.Event()
+    endpoint = (
+        endpoint or os.environ.get("HF_ENDPOINT") or None
+    )  # read now, not when the hub's client was imported
     offline = constants.HF_HUB_OFFLINE if offline is None else offline
     known = read_records(models_dir).get(file)
     path = models_dir / file
