@@ -73,7 +73,7 @@ async def _message(response: aiohttp.ClientResponse) -> str:
         body = await response.json(content_type=None)
         error = body["error"]
         return str(error["message"] if isinstance(error, dict) else error)
-    except ValueError, KeyError, TypeError, aiohttp.ClientError:
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
         return f"HTTP {response.status} {response.reason}"
 
 

@@ -32,6 +32,7 @@ void log_version(const char *platform) {
 /* Same major and minor release: what the vendor runtime needs to load a file safely (rknn-llm #509). */
 static int same_series(const char *a, const char *b) {
     const char *a_dot = strchr(a, '.'), *b_dot = strchr(b, '.');
+    if (strcmp(a, b) == 0) return 1;
     if (!a_dot || !b_dot) return 0;
     size_t a_len = strcspn(a_dot + 1, "."), b_len = strcspn(b_dot + 1, ".");
     return a_dot - a == b_dot - b && strncmp(a, b, (size_t)(a_dot - a)) == 0 && a_len == b_len &&

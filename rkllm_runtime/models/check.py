@@ -73,7 +73,7 @@ def check_model(
             kept = json.loads(record.read_text())
             if kept.get("key") == key:
                 return ModelHeader(**kept["header"]) if kept.get("header") else None
-        except OSError, ValueError, TypeError:
+        except (OSError, ValueError, TypeError):
             pass
     header = _load_in_child(
         library, model, release, max_context_len, chip=chip, runtime_release=runtime_release
@@ -114,7 +114,7 @@ def _load_in_child(
     try:
         reply = json.loads(done.stdout.strip().splitlines()[-1])
         kind, message = _CHILD_ERRORS.get(reply["error"], errors.ModelRejectedError), reply["message"]
-    except ValueError, LookupError, TypeError:
+    except (ValueError, LookupError, TypeError):
         kind, message = errors.ModelRejectedError, f"the model check failed: {' | '.join(log[-3:])}"
     if kind is errors.UnsupportedVersionError:
         raise errors.UnsupportedVersionError(message, found=runtime_release)

@@ -72,7 +72,7 @@ def read_records(models_dir: Path) -> dict[str, dict[str, Any]]:
     """The downloads recorded in ``models_dir``, by file name."""
     try:
         records = json.loads((models_dir / RECORDS).read_text())
-    except OSError, ValueError:
+    except (OSError, ValueError):
         return {}
     return records if isinstance(records, dict) else {}
 

@@ -55,7 +55,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         message = "the request is too large" if err.status == 413 else err.reason
         response = _error(ApiError(err.status, message), request)
-    except asyncio.CancelledError, ConnectionResetError:
+    except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         _LOGGER.exception("Error answering %s %s", request.method, request.path)
