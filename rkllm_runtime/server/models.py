@@ -97,6 +97,7 @@ class ModelRegistry:
             self.runtime_release = None  # each load fails, saying why
         """The runtime's release, against which pulled files are checked."""
         self._pulls: dict[str, asyncio.Lock] = {}
+        self._unloading: set[asyncio.Task[None]] = set()  # referenced until done
         self.models = {name: ServedModel(name, path) for name, path in config.models.items()}
         for model in self.models.values():
             model.keep_alive = config.keep_alive
@@ -196,10 +197,12 @@ class ModelRegistry:
         model.last_used = time.time()
         if model.in_use or model.keep_alive is None or model.state is not ModelState.READY:
             return
-        loop = asyncio.get_running_loop()
-        model.expiry = loop.call_later(
-            max(0.0, model.keep_alive), lambda: loop.create_task(self.unload(model))
-        )
+        model.expiry = asyncio.get_running_loop().call_later(max(0.0, model.keep_alive), self._expire, model)
+
+    def _expire(self, model: ServedModel) -> None:
+        task = asyncio.get_running_loop().create_task(self.unload(model))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
 
     async def unload(self, model: ServedModel) -> None:
         """Free a model's handle (its prompt caches are kept); it loads again on its next use."""
