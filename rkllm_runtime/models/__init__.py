@@ -1,4 +1,7 @@
-"""Getting a model: the catalog of known-good files, the board they must fit, downloads and load checks."""
+"""Getting a model: the catalog of known-good files, the board they must fit, and load checks.
+
+Downloads are in :mod:`rkllm_runtime.models.download` (``huggingface_hub``: the ``server`` extra).
+"""
 
 from .board import Board, chip_of, detect_board, free_bytes
 from .catalog import CatalogEntry, Choice, choices, load_catalog, lookup, parse_hf_name, reasons
