@@ -31,7 +31,7 @@ from .config import (
 )
 from .models import ModelRegistry
 from .ollama_api import package_version
-from .pull import pull_command
+from .pull import catalog_command, pull_command
 
 _LOGGER = logging.getLogger("rkllm_runtime.server")
 
@@ -216,10 +216,12 @@ async def serve(config: ServerConfig) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The console script: ``rkllm-server [options]``, or ``rkllm-server pull NAME [FILE]``."""
+    """The console script: ``rkllm-server [options]``, ``… pull NAME [FILE]`` or ``… catalog``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["pull"]:
         sys.exit(pull_command(argv[1:]))
+    if argv[:1] == ["catalog"]:
+        sys.exit(catalog_command(argv[1:]))
     config = parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("RKLLM_SERVER_LOG_LEVEL", "INFO"),

@@ -15,13 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from rkllm_runtime.errors import InsufficientDiskError, ModelError, RKLLMError
-from rkllm_runtime.models import Board
+from rkllm_runtime.models import Board, detect_board
 from rkllm_runtime.models.download import DownloadedModel, Progress, download_model, forget
 
 from .convert import flag
 from .errors import ApiError, bad_request
 from .exchange import SERVER, Server, dumps, error_body, read_json
-from .pull import check_or_delete, resolve
+from .pull import check_or_delete, describe, ranked, resolve
 
 NDJSON = "application/x-ndjson"
 
@@ -143,6 +143,22 @@ def _remove(folder: Path, path: Path) -> None:
     forget(folder, path.relative_to(folder).as_posix())
 
 
+async def catalog(request: web.Request) -> web.Response:
+    """GET /rkllm/catalog: the models to pull, what fits this board and runtime first, with the reasons."""
+    server = request.app[SERVER]
+    folder = server.config.models_dir
+    board = await asyncio.get_running_loop().run_in_executor(None, detect_board, folder)
+    release = server.registry.runtime_release
+    choices = await asyncio.get_running_loop().run_in_executor(None, ranked, board, release, folder)
+    return web.json_response(
+        {"chip": board.chip, "runtime_release": release, "models": [describe(choice) for choice in choices]}
+    )
+
+
 def routes() -> list[web.RouteDef]:
     """The model-management routes."""
-    return [web.post("/api/pull", pull), web.delete("/api/delete", delete)]
+    return [
+        web.post("/api/pull", pull),
+        web.delete("/api/delete", delete),
+        web.get("/rkllm/catalog", catalog),
+    ]

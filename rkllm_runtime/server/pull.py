@@ -10,8 +10,17 @@ from pathlib import Path
 
 from rkllm_runtime.errors import RKLLMError
 from rkllm_runtime.library import check_library
-from rkllm_runtime.models import Board, check_model, detect_board, load_catalog, lookup, parse_hf_name
-from rkllm_runtime.models.download import DownloadedModel, Progress, download_model, forget
+from rkllm_runtime.models import (
+    Board,
+    Choice,
+    check_model,
+    choices,
+    detect_board,
+    load_catalog,
+    lookup,
+    parse_hf_name,
+)
+from rkllm_runtime.models.download import DownloadedModel, Progress, download_model, forget, read_records
 
 from .errors import ApiError
 from .models import ollama_name
@@ -36,6 +45,57 @@ def resolve(name: str, file: str | None, board: Board, release: str | None) -> t
             "named hf.co/OWNER/REPO/FILE.rkllm",
         )
     return entry.repo, entry.file, ollama_name(name)
+
+
+def ranked(board: Board, release: str | None, folder: Path | None) -> list[Choice]:
+    """The catalog for this board and runtime, what fits first (blocking: reads the models folder)."""
+    downloaded = set(read_records(folder)) if folder is not None else set()
+    return choices(load_catalog(), board, release, downloaded)
+
+
+def describe(choice: Choice) -> dict[str, object]:
+    """A catalog entry as ``GET /rkllm/catalog`` shows it."""
+    entry = choice.entry
+    return {
+        "name": entry.ollama[0] if entry.ollama else entry.hf_name,
+        "names": [*entry.ollama, entry.hf_name],
+        "title": entry.title,
+        "label": entry.label,
+        "size_mb": round(entry.size_mb),
+        "size_exact": entry.size_bytes is not None,
+        "chip": entry.chip,
+        "toolkit": entry.toolkit,
+        "context": entry.context,
+        "memory_mb": entry.memory_mb,
+        "decode_tps": entry.decode_tps,
+        "good_at": list(entry.good_at),
+        "fits": choice.fits,
+        "reasons": list(choice.reasons),
+        "sources": list(entry.sources),
+    }
+
+
+def catalog_command(argv: Sequence[str]) -> int:
+    """``rkllm-server catalog``: the models to pull, what fits this board first, and why the rest does not."""
+    parser = argparse.ArgumentParser(prog="rkllm-server catalog", description=catalog_command.__doc__)
+    parser.add_argument(
+        "--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help=f"(default: {DEFAULT_MODELS_DIR})"
+    )
+    parser.add_argument("--library", type=Path, help="librkllmrt.so: judge the files by its release")
+    parser.add_argument("--release", help="runtime release, for a library that does not embed one")
+    args = parser.parse_args(argv)
+    try:
+        release = check_library(args.library, args.release).version if args.library else args.release
+    except RKLLMError as err:
+        print(f"rkllm-server catalog: {err}", file=sys.stderr)
+        return 1
+    board = detect_board(args.models_dir)
+    print(f"board: {board.chip or 'not a Rockchip board'}; runtime: {release or 'not given (--library)'}")
+    for choice in ranked(board, release, args.models_dir):
+        name = choice.entry.ollama[0] if choice.entry.ollama else choice.entry.hf_name
+        verdict = "fits" if choice.fits else "does not fit: " + "; ".join(choice.reasons)
+        print(f"{name:<14} {choice.entry.label}\n{'':<14} {verdict}")
+    return 0
 
 
 def check_or_delete(library: Path, model: DownloadedModel, *, board: Board, release: str | None) -> None:

@@ -192,3 +192,28 @@ def test_pull_from_the_command_line_downloads_and_checks(hub: Hub, tmp_path: Pat
     assert refused.returncode == 1
     assert "needs runtime 1.1.x; this runtime is 1.2.3" in refused.stderr
     assert not (tmp_path / "old.rkllm").exists()
+
+
+def test_the_catalog_lists_what_fits_first_with_the_reasons(
+    start_server: StartServer, tmp_path: Path, library_1_2: Path
+) -> None:
+    server = start_server("--models-dir", str(tmp_path), library=library_1_2, models={})
+    catalog = server.http("GET", "/rkllm/catalog").json()
+    assert catalog["runtime_release"] == "1.2.3"
+    fits = [model["fits"] for model in catalog["models"]]
+    assert fits == sorted(fits, reverse=True)
+    old = next(model for model in catalog["models"] if model["name"] == "qwen2.5:0.5b")
+    assert old["reasons"] == ["needs runtime 1.1.x (converted with toolkit 1.1.4); this runtime is 1.2.3"]
+    assert "hf.co/Azurastar2903/Qwen2.5-1.5B-Instruct-rk3588-1.2.1/" + CATALOG_FILE in next(
+        model["names"] for model in catalog["models"] if model["name"] == "qwen2.5:1.5b"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-m", "rkllm_runtime.server", "catalog", "--library", str(library_1_2),
+         "--models-dir", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert printed[0].endswith("runtime: 1.2.3")
+    assert (
+        printed[-1].strip()
+        == "does not fit: needs runtime 1.1.x (converted with toolkit 1.1.4); this runtime is 1.2.3"
+    )
