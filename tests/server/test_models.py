@@ -118,10 +118,10 @@ def test_a_server_without_a_models_folder_says_so(start_server: StartServer) -> 
     assert refused.value.status_code == 400
 
 
-def copy_models(folder: Path, *names: str) -> None:
+def copy_models(folder: Path, *names: str, npu_memory_mb: int = 0) -> None:
     folder.mkdir(exist_ok=True)
     for name in names:
-        (folder / f"{name}.rkllm").write_bytes(model_bytes(name=name))
+        (folder / f"{name}.rkllm").write_bytes(model_bytes(name=name, npu_memory_mb=npu_memory_mb))
 
 
 def test_keep_alive_zero_unloads_and_the_next_request_loads_again(
@@ -147,6 +147,21 @@ def test_max_loaded_unloads_the_least_recently_used_model(start_server: StartSer
         client.chat(name, messages=HI)
     assert sorted(m.model for m in client.ps().models) == ["alpha:latest", "gamma:latest"]
     assert re.findall(r"Model (\S+) was unloaded", server.log()) == ["beta:latest"]
+
+
+def test_a_full_npu_unloads_the_least_recently_used_idle_model(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    copy_models(tmp_path / "models", "alpha", "beta", npu_memory_mb=600)
+    server = start_server(
+        "--models-dir", str(tmp_path / "models"), models={}, env={"RKLLM_EMU_NPU_MEMORY_MB": "1000"}
+    )
+    client = server.ollama()
+    client.chat("alpha", messages=HI)
+    assert client.chat("beta", messages=HI).message.content == "Hello from the hub."
+    assert [m.model for m in client.ps().models] == ["beta:latest"]
+    assert "failed to allocate 600 MB of NPU memory" in server.log()
+    assert re.findall(r"Model (\S+) was unloaded", server.log()) == ["alpha:latest"]
 
 
 def test_an_idle_model_is_unloaded_after_its_keep_alive(start_server: StartServer, tmp_path: Path) -> None:
