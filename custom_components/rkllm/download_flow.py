@@ -63,6 +63,10 @@ def _survey(library: str, folder: Path) -> tuple[list[Choice], str | None]:
     return choices(load_catalog(), detect_board(folder), release, downloaded), release
 
 
+def _size_text(size: float) -> str:
+    return f"{size / 2**30:.2f} GB" if size >= 2**30 else f"{size / 2**20:.0f} MB"
+
+
 def _option(choice: Choice) -> SelectOptionDict:
     label = choice.entry.label
     if not choice.fits:
@@ -150,7 +154,7 @@ class ModelDownloadFlow(ConfigFlow):
         await self.async_set_unique_id(str(path))
         self._abort_if_unique_id_configured()
         self._target = f"{repo}/{file}"
-        self._size = f"{entry.size_mb / 1024:.1f} GB" if entry is not None else "?"
+        self._size = _size_text(entry.size_mb * 2**20) if entry is not None else "?"
         self._cancel = threading.Event()
         download = partial(
             download_model,
@@ -167,7 +171,14 @@ class ModelDownloadFlow(ConfigFlow):
     def _on_progress(self, progress: Progress) -> None:
         """From the download's thread: the share done, to the progress screen."""
         if progress.fraction is not None:
-            self.hass.loop.call_soon_threadsafe(self.async_update_progress, progress.fraction)
+            self.hass.loop.call_soon_threadsafe(self._async_progressed, progress)
+
+    def _async_progressed(self, progress: Progress) -> None:
+        assert progress.fraction is not None
+        self.async_update_progress(progress.fraction)
+        if progress.total and self._size != (size := _size_text(progress.total)):
+            self._size = size  # the hub's own figure: the screen is read again
+            self.async_notify_flow_changed()
 
     async def _async_download(self, download: partial[Any]) -> None:
         try:

@@ -38,8 +38,9 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
 
 @pytest.fixture
 async def client(hass: HomeAssistant, hass_client: Any) -> Any:
-    """A client of Home Assistant's REST API (the integration is set up first: the router then freezes)."""
-    assert await async_setup_component(hass, DOMAIN, {})
+    """A client of Home Assistant's REST API (what an entry sets up comes first: the router then freezes)."""
+    for component in (DOMAIN, "ai_task"):
+        assert await async_setup_component(hass, component, {})
     assert await async_setup_component(hass, "config", {})
     return await hass_client()
 
@@ -160,7 +161,13 @@ async def test_closing_the_dialog_cancels_the_download(hass: HomeAssistant, clie
         {"library_path": str(build_cached("1.2")), "catalog_model": CATALOG_ID, "max_context_len": 2048},
     )
     assert flow["type"] == "progress"
-    await asyncio.sleep(0.3)  # the transfer is under way
+    assert flow["description_placeholders"]["size"] == "1.66 GB"  # the catalog's figure, approximate
+    for _ in range(100):  # once the transfer is under way, the hub's figure replaces it
+        await asyncio.sleep(0.05)
+        response = await client.get(f"{FLOWS}/{flow['flow_id']}")
+        if (size := (await response.json())["description_placeholders"]["size"]) != "1.66 GB":
+            break
+    assert size == "40 MB"
 
     response = await client.delete(f"{FLOWS}/{flow['flow_id']}")
     assert response.status == HTTPStatus.OK
