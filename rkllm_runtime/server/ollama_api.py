@@ -205,7 +205,7 @@ async def tags(request: web.Request) -> web.Response:
 
 
 async def running(request: web.Request) -> web.Response:
-    """GET /api/ps: the loaded models (they stay loaded)."""
+    """GET /api/ps: the loaded models, and when each is unloaded if it stays idle."""
     server = request.app[SERVER]
     models = [
         {**_entry(m), "expires_at": _expiry(m), "size_vram": m.size,
