@@ -76,7 +76,7 @@ async def _error(response: aiohttp.ClientResponse) -> RKLLMError:
     try:
         body = await response.json(content_type=None)
         return error_from(response.status, body["error"])
-    except ValueError, KeyError, TypeError, aiohttp.ClientError:
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
         return error_for(response.status, f"HTTP {response.status} {response.reason}")
 
 
@@ -247,7 +247,7 @@ class RemoteEngine:
             raise ServerUnavailableError(
                 f"lost {self.url} while answering: {err or type(err).__name__}"
             ) from err
-        except AuthenticationError, ServerUnavailableError:
+        except (AuthenticationError, ServerUnavailableError):
             self.set_available(False)  # whoever watches the server re-reads it (and asks for a new key)
             raise
         except ValueError as err:  # not JSON, or not an event

@@ -59,6 +59,45 @@ class InsufficientMemoryError(ModelError):
     """Not enough free memory to load the model."""
 
 
+class ModelIncompatibleError(ModelError):
+    """The model file's header says it needs another chip or runtime release than this board's."""
+
+    def __init__(self, message: str, *, needs: str) -> None:
+        super().__init__(message)
+        self.needs = needs
+        """What the file needs, e.g. ``runtime 1.1.x`` or ``an RK3576``."""
+
+
+class ModelCrashedError(ModelError):
+    """The runtime crashed while loading the model (checked in a process of its own)."""
+
+
+class DownloadError(RKLLMError):
+    """A model could not be downloaded."""
+
+
+class DownloadCancelledError(DownloadError):
+    """The download was cancelled."""
+
+
+class ChecksumMismatchError(DownloadError):
+    """The downloaded file's SHA-256 is not the one the hub announced."""
+
+    def __init__(self, message: str, *, expected: str, found: str) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+
+class InsufficientDiskError(DownloadError):
+    """Not enough free disk space for the model."""
+
+    def __init__(self, message: str, *, needed: int, free: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.free = free
+
+
 class RunError(RKLLMError):
     """A run failed (``rkllm_run`` returned -1 or the callback reported ERROR)."""
 

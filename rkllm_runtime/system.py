@@ -54,6 +54,6 @@ def npu_temperature_celsius() -> float | None:
             if "npu" not in (zone / "type").read_text().lower():
                 continue
             return int((zone / "temp").read_text().strip()) / 1000
-        except OSError, ValueError:
+        except (OSError, ValueError):
             continue
     return None

@@ -13,11 +13,16 @@ REPO = Path(__file__).resolve().parent.parent
 INTEGRATION = REPO / "custom_components" / "rkllm"
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 MANIFEST = json.loads((INTEGRATION / "manifest.json").read_text())
+LOCK = tomllib.loads((REPO / "uv.lock").read_text())
 
 
 def test_the_manifest_requires_this_version_of_the_binding() -> None:
     assert MANIFEST["version"] == PROJECT["version"]
-    assert MANIFEST["requirements"] == [f"{PROJECT['name']}=={PROJECT['version']}"]
+    binding, *others = MANIFEST["requirements"]
+    assert binding == f"{PROJECT['name']}=={PROJECT['version']}"
+    # The others (huggingface-hub, for downloads) at the versions the lock pins.
+    locked = {package["name"]: package["version"] for package in LOCK["package"]}
+    assert others == ["huggingface-hub==" + locked["huggingface-hub"]]
 
 
 def test_the_changelog_describes_this_version() -> None:

@@ -13,6 +13,7 @@ from homeassistant.helpers.typing import ConfigType
 from rkllm_runtime import LibraryError, ModelRejectedError, RKLLMError
 from rkllm_runtime.chat import PromptCacheStore
 from rkllm_runtime.client import AuthenticationError, RemoteEngine, UnknownModelError
+from rkllm_runtime.errors import ModelCrashedError, ModelIncompatibleError
 
 from .const import (
     CONF_LIBRARY_PATH,
@@ -31,7 +32,15 @@ from .issues import (
     async_create_entry_issue,
     async_delete_entry_issue,
 )
-from .loader import child_pid_file, error_key, kv_mode, load_runtime, prompt_cache_dir, server_process
+from .loader import (
+    check_dir,
+    child_pid_file,
+    error_key,
+    kv_mode,
+    load_runtime,
+    prompt_cache_dir,
+    server_process,
+)
 from .models import RKLLMConfigEntry, RKLLMData
 from .runtime_log import async_route_runtime_log
 from .services import async_setup_services
@@ -73,7 +82,7 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
     """Load the runtime into this process."""
     async_route_runtime_log(hass)
     try:
-        runtime = await hass.async_add_executor_job(load_runtime, entry.data)
+        runtime = await hass.async_add_executor_job(load_runtime, entry.data, check_dir(hass))
     except LibraryError as err:
         key = error_key(err)
         async_create_entry_issue(
@@ -86,6 +95,12 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
         )
         raise ConfigEntryError(
             translation_domain=DOMAIN, translation_key=key, translation_placeholders={"error": str(err)}
+        ) from err
+    except (ModelIncompatibleError, ModelCrashedError) as err:  # the file itself cannot run here
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key=error_key(err),
+            translation_placeholders={"error": str(err)},
         ) from err
     except ModelRejectedError as err:
         # The NPU may still be held by another process, or the file may be replaced: retry later.

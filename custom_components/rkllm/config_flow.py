@@ -13,7 +13,6 @@ from homeassistant.config_entries import (
     SOURCE_USER,
     ConfigEntry,
     ConfigEntryState,
-    ConfigFlow,
     ConfigFlowResult,
     ConfigSubentryFlow,
     SubentryFlowResult,
@@ -85,7 +84,8 @@ from .const import (
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
-from .loader import check_files, error_key, load_runtime, prompt_cache_dir, server_process
+from .download_flow import ModelDownloadFlow
+from .loader import check_dir, check_files, check_in_child, error_key, prompt_cache_dir, server_process
 from .runtime_log import async_route_runtime_log
 
 DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
@@ -160,7 +160,7 @@ def _normalise(user_input: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
+class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
     """Add a model on the NPU."""
 
     VERSION = 1
@@ -171,6 +171,7 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         self._data: dict[str, Any] = {}
         self._errors: dict[str, str] = {}
         self._error_detail = ""
+        self._form_step = ""  # where a failed check returns
         self._load_task: asyncio.Task[None] | None = None
         self._models: list[str] = []
 
@@ -179,14 +180,22 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_show_menu(step_id="user", menu_options=list(MODES))
 
     async def async_step_in_process(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """In Home Assistant's own process: ask for the library and the model."""
+        """In Home Assistant's own process: use a model file, or download one."""
         self._data[CONF_MODE] = MODE_IN_PROCESS
-        return await self._async_step_form(MODE_IN_PROCESS, user_input)
+        return self.async_show_menu(step_id=MODE_IN_PROCESS, menu_options=["in_process_file", "download"])
 
     async def async_step_child(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """In a process of its own on this machine: ask for the library and the model."""
+        """In a process of its own on this machine: use a model file, or download one."""
         self._data[CONF_MODE] = MODE_CHILD
-        return await self._async_step_form(MODE_CHILD, user_input)
+        return self.async_show_menu(step_id=MODE_CHILD, menu_options=["child_file", "download"])
+
+    async def async_step_in_process_file(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the library and the model file."""
+        return await self._async_step_form("in_process_file", user_input)
+
+    async def async_step_child_file(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the library and the model file."""
+        return await self._async_step_form("child_file", user_input)
 
     async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Change the library, the model or its parameters; or the server's address and key."""
@@ -197,6 +206,7 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
         return await self._async_step_form("reconfigure", user_input)
 
     async def _async_step_form(self, step_id: str, user_input: dict[str, Any] | None) -> ConfigFlowResult:
+        self._form_step = step_id
         try:
             submitted = model_schema()(user_input) if user_input else None
         except vol.Invalid:
@@ -250,16 +260,15 @@ class RKLLMConfigFlow(ConfigFlow, domain=DOMAIN):
             )
         self._load_task = None
         if self._errors:
-            return self.async_show_progress_done(
-                next_step_id="reconfigure" if self.source == SOURCE_RECONFIGURE else self._data[CONF_MODE]
-            )
+            return self.async_show_progress_done(next_step_id=self._form_step)
         return self.async_show_progress_done(next_step_id="finish")
 
     async def _async_try_load(self) -> None:
         if self._data[CONF_MODE] == MODE_CHILD:
             await self._async_try_child()
         else:
-            await self._async_failed(lambda data: load_runtime(data).close())
+            verdicts = check_dir(self.hass)
+            await self._async_failed(lambda data: check_in_child(data, verdicts))
 
     async def _async_failed(self, check: Callable[[dict[str, Any]], None]) -> bool:
         """Run a blocking check of the entry data; record its error for the form."""

@@ -24,7 +24,16 @@ from rkllm_runtime import (
     load_library,
 )
 from rkllm_runtime.chat import KVMode
+from rkllm_runtime.errors import (
+    ChecksumMismatchError,
+    DownloadCancelledError,
+    DownloadError,
+    InsufficientDiskError,
+    ModelCrashedError,
+    ModelIncompatibleError,
+)
 from rkllm_runtime.library import check_library
+from rkllm_runtime.models import check_model, detect_board
 from rkllm_runtime.runtime import check_model_file
 from rkllm_runtime.server.child import ServerProcess
 
@@ -59,7 +68,13 @@ ERROR_KEYS: tuple[tuple[type[RKLLMError], str], ...] = (
     (LibraryError, "library_not_found"),
     (ModelNotFoundError, "model_not_found"),
     (InsufficientMemoryError, "insufficient_memory"),
+    (ModelIncompatibleError, "model_incompatible"),
+    (ModelCrashedError, "model_crashed"),
     (ModelRejectedError, "model_rejected"),
+    (ChecksumMismatchError, "checksum_mismatch"),
+    (InsufficientDiskError, "insufficient_disk"),
+    (DownloadCancelledError, "download_cancelled"),
+    (DownloadError, "download_failed"),
 )
 
 
@@ -102,6 +117,32 @@ def _release(data: Mapping[str, Any]) -> str | None:
     return data.get(CONF_ADVANCED, {}).get(CONF_RUNTIME_RELEASE) or None
 
 
+def models_dir(hass: HomeAssistant) -> Path:
+    """Where downloaded models are kept: the configuration directory's ``models`` folder."""
+    return Path(hass.config.path("models"))
+
+
+def check_dir(hass: HomeAssistant) -> Path:
+    """Where the verdicts of model checks are kept, so that only a file's first load is checked."""
+    return Path(hass.config.path(".storage", DOMAIN, "checked"))
+
+
+def check_in_child(data: Mapping[str, Any], verdicts: Path | None) -> None:
+    """Load the entry's model once in a process of its own and compare its header with the board.
+
+    A file for another chip or runtime release, which can crash the runtime, is refused here
+    before Home Assistant's own process loads it (blocking).
+    """
+    check_model(
+        Path(data[CONF_LIBRARY_PATH]),
+        Path(data[CONF_MODEL_PATH]),
+        chip=detect_board().chip,
+        release=_release(data),
+        max_context_len=int(data.get(CONF_MAX_CONTEXT_LEN, DEFAULT_MAX_CONTEXT_LEN)),
+        verdicts=verdicts,
+    )
+
+
 def prompt_cache_dir(hass: HomeAssistant) -> Path:
     """Where prompt-cache files persist, whichever process on this machine runs the model."""
     return Path(hass.config.path(".storage", DOMAIN, "prompt_cache"))
@@ -128,8 +169,9 @@ def server_process(data: Mapping[str, Any], cache_dir: Path, pid_file: Path | No
     )
 
 
-def load_runtime(data: Mapping[str, Any]) -> RKLLMRuntime:
-    """Check the library, then load the model; raises an :class:`RKLLMError`."""
+def load_runtime(data: Mapping[str, Any], verdicts: Path | None = None) -> RKLLMRuntime:
+    """Check the library, check the model in a child process, then load it; raises an :class:`RKLLMError`."""
+    check_in_child(data, verdicts)
     return RKLLMRuntime.open(
         data[CONF_LIBRARY_PATH], data[CONF_MODEL_PATH], model_params(data), release=_release(data)
     )

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from rkllm_runtime.aio import AsyncStream
 from rkllm_runtime.errors import (
@@ -42,6 +42,7 @@ from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
 from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
 
 _LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Once whitespace runs are collapsed, a token is hardly ever longer than this: a text of n bytes
 # needs at least n / MAX_BYTES_PER_TOKEN tokens, a bound that refuses only what can never fit.
@@ -237,7 +238,7 @@ class ChatEngine:
             for event in parser.finish():
                 yield _noted(event, said)
             finished = True
-        except AbortedError, asyncio.CancelledError:
+        except (AbortedError, asyncio.CancelledError):
             finished = True  # the runtime ends an aborted run normally, file included
             raise
         finally:
@@ -262,7 +263,7 @@ class ChatEngine:
         )
         self.stats.kv_tokens = kv_tokens if kv_tokens is not None else context
 
-    async def _in_executor[T](self, function: Callable[..., T], *args: object) -> T:
+    async def _in_executor(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _prepare(self, request: ChatRequest, step: Plan) -> _Prepared:

@@ -16,13 +16,37 @@
 __attribute__((used)) static const char version_banner[] =
     "RKLLM SDK (version: " RKLLM_EMU_VERSION " | target: Linux | build: emulator)";
 
-void log_version(const char *platform) {
+void runtime_release(char *out, size_t size) {
     /* The release is read back from the banner so that no "version: X.Y.Z" literal exists elsewhere. */
-    char release[32];
     const char *start = version_banner + strlen("RKLLM SDK (version: ");
-    snprintf(release, sizeof release, "%.*s", (int)strcspn(start, " "), start);
+    snprintf(out, size, "%.*s", (int)strcspn(start, " "), start);
+}
+
+void log_version(const char *platform) {
+    char release[32];
+    runtime_release(release, sizeof release);
     fprintf(stderr, "I rkllm: rkllm-runtime version: %s, rknpu driver version: %s, platform: %s\n", release,
             "emulated", platform);
+}
+
+/* Same major and minor release: what the vendor runtime needs to load a file safely (rknn-llm #509). */
+static int same_series(const char *a, const char *b) {
+    const char *a_dot = strchr(a, '.'), *b_dot = strchr(b, '.');
+    if (strcmp(a, b) == 0) return 1;
+    if (!a_dot || !b_dot) return 0;
+    size_t a_len = strcspn(a_dot + 1, "."), b_len = strcspn(b_dot + 1, ".");
+    return a_dot - a == b_dot - b && strncmp(a, b, (size_t)(a_dot - a)) == 0 && a_len == b_len &&
+           strncmp(a_dot + 1, b_dot + 1, a_len) == 0;
+}
+
+int log_model_header(const char *toolkit, int max_context, int npu_cores, const char *platform, const char *dtype) {
+    char release[32];
+    runtime_release(release, sizeof release);
+    if (!toolkit) toolkit = release;
+    logmsg('I', "rkllm-toolkit version: %s, max_context_limit: %d, npu_core_num: %d, target_platform: %s, "
+                "model_dtype: %s", toolkit, max_context, npu_cores, platform ? platform : "RK3588",
+           dtype ? dtype : "W8A8");
+    return same_series(toolkit, release) ? 0 : -1;
 }
 
 

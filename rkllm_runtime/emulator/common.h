@@ -57,6 +57,11 @@ size_t common_prefix(const ivec *a, const ivec *b);
 int log_level(void);
 /* The vendor's init line: "I rkllm: rkllm-runtime version: X, rknpu driver version: Y, platform: Z". */
 void log_version(const char *platform);
+void runtime_release(char *out, size_t size); /* this library's release, e.g. "1.2.3" */
+/* The vendor's model-header line at init: "I rkllm: rkllm-toolkit version: X, max_context_limit: N,
+   npu_core_num: N, target_platform: P, model_dtype: D" (NULL toolkit: this runtime's release).
+   Returns -1 when the toolkit's release series is not the runtime's. */
+int log_model_header(const char *toolkit, int max_context, int npu_cores, const char *platform, const char *dtype);
 void logmsg(char level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 double env_double(const char *name, double fallback);

@@ -73,6 +73,11 @@ class EmulatedModel:
     system: str = ""
     chat_template: bool = True
     init_fail: bool = False
+    toolkit_version: str | None = None
+    """The rkllm-toolkit release the file was converted with (None: the runtime's own)."""
+    target_platform: str = "RK3588"
+    npu_core_num: int = 3
+    model_dtype: str = "W8A8"
 
     def text(self) -> str:
         """The model file's content."""
@@ -85,7 +90,12 @@ class EmulatedModel:
             f"decode_tps {self.decode_tps}",
             f"kv_bytes_per_token {self.kv_bytes_per_token}",
             f"npu_memory_mb {self.npu_memory_mb}",
+            f"target_platform {self.target_platform}",
+            f"npu_core_num {self.npu_core_num}",
+            f"model_dtype {self.model_dtype}",
         ]
+        if self.toolkit_version:
+            lines.append(f"toolkit_version {self.toolkit_version}")
         if self.system:
             lines.append(f"system {escape(self.system)}")
         if not self.chat_template:

@@ -92,6 +92,8 @@ typedef struct {
     int init_fail;
     int has_template;
     int embed_size;
+    char *toolkit, *platform, *dtype; /* the model header (NULL: defaults) */
+    int npu_cores;
     char *system;
     uint64_t id;
     rule_t *rules;
@@ -123,7 +125,7 @@ static void model_free(model_t *m) {
         rule_t *r = &m->rules[i];
         free(r->role), free(r->match), free(r->think), free(r->reply);
     }
-    free(m->rules), free(m->name), free(m->system);
+    free(m->rules), free(m->name), free(m->system), free(m->toolkit), free(m->platform), free(m->dtype);
     memset(m, 0, sizeof *m);
 }
 
@@ -135,7 +137,7 @@ static int model_load(model_t *m, const char *path) {
     }
     memset(m, 0, sizeof *m);
     m->max_context = 4096, m->has_template = 1, m->embed_size = 64, m->id = FNV_SEED;
-    m->prefill_double_at = 810, m->kv_bytes_per_token = 28672;
+    m->prefill_double_at = 810, m->kv_bytes_per_token = 28672, m->npu_cores = 3;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -179,6 +181,10 @@ static int model_load(model_t *m, const char *path) {
         else if (!cur && strcmp(line, "template") == 0) m->has_template = strcmp(val, "none") != 0;
         else if (!cur && strcmp(line, "embed_size") == 0) m->embed_size = atoi(val) > 0 ? atoi(val) : 64;
         else if (!cur && strcmp(line, "system") == 0) m->system = strdup(val);
+        else if (!cur && strcmp(line, "toolkit_version") == 0) m->toolkit = strdup(val);
+        else if (!cur && strcmp(line, "target_platform") == 0) m->platform = strdup(val);
+        else if (!cur && strcmp(line, "model_dtype") == 0) m->dtype = strdup(val);
+        else if (!cur && strcmp(line, "npu_core_num") == 0) m->npu_cores = atoi(val);
         else {
             logmsg('E', "model file line %d: unknown key '%s'", lineno, line);
             ok = 0;
@@ -263,6 +269,12 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
         return -1;
     }
     int fail = 0;
+    if (log_model_header(h->model.toolkit, h->model.max_context, h->model.npu_cores, h->model.platform,
+                         h->model.dtype) != 0) {
+        /* As the vendor runtime does with a file of another release series (rknn-llm #509). */
+        logmsg('E', "model file of another rkllm-toolkit release: crashing as the vendor runtime does");
+        raise(SIGSEGV);
+    }
     if (h->model.init_fail) {
         logmsg('E', "failed to initialise the model (init_fail)");
         fail = 1;

@@ -14,7 +14,7 @@ from aiohttp import web
 from rkllm_runtime.chat.wire import stats_to_dict
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
-from . import native_api, ollama_api, openai_api
+from . import model_api, native_api, ollama_api, openai_api
 from .config import ServerConfig
 from .errors import ApiError
 from .exchange import MODEL, SERVER, Server, dumps, error_body
@@ -56,7 +56,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         message = "the request is too large" if err.status == 413 else err.reason
         response = _error(ApiError(err.status, message), request)
-    except asyncio.CancelledError, ConnectionResetError:
+    except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         _LOGGER.exception("Error answering %s %s", request.method, request.path)
@@ -81,9 +81,9 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    """GET /health: 200 when every model is ready, 503 otherwise (no details without a key)."""
-    states = {model.state for model in request.app[SERVER].registry.models.values()}
-    if states == {ModelState.READY}:
+    """GET /health: 200 when every loaded model is ready, 503 otherwise (no details without a key)."""
+    states = {model.state for model in request.app[SERVER].registry.models.values()} - {ModelState.UNLOADED}
+    if states <= {ModelState.READY}:
         return web.json_response({"status": "ok"})
     status = "loading" if ModelState.LOADING in states else "unavailable"
     return web.json_response({"status": status}, status=503)
@@ -124,7 +124,7 @@ def create_app(config: ServerConfig, registry: ModelRegistry) -> web.Application
     """The application for these models."""
     app = web.Application(middlewares=[errors, api_key], client_max_size=config.max_request_bytes)
     app[SERVER] = Server(config, registry, ServerMetrics(), time.time())
-    app.add_routes([*ollama_api.routes(), *openai_api.routes(), *native_api.routes()])
+    app.add_routes([*ollama_api.routes(), *openai_api.routes(), *native_api.routes(), *model_api.routes()])
     app.add_routes(
         [web.get("/health", health), web.get("/metrics", metrics), web.get("/rkllm/status", status)]
     )

@@ -67,7 +67,7 @@ def stop_leftover(pid_file: Path, model_arg: str, within_s: float = STOP_TIMEOUT
     try:
         pid = int(pid_file.read_text().strip())
         args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError, ValueError:
+    except (OSError, ValueError):
         return None
     if "rkllm_runtime.server" not in args or model_arg not in args:
         return None  # the pid was reused by another program

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from rkllm_runtime.chat import KVMode
+from rkllm_runtime.models import detect_board
 
 from .announce import Announcer, service_info
 from .app import create_app
@@ -31,6 +32,7 @@ from .config import (
 )
 from .models import ModelRegistry
 from .ollama_api import package_version
+from .pull import catalog_command, pull_command
 
 _LOGGER = logging.getLogger("rkllm_runtime.server")
 
@@ -53,8 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--library", type=Path, required=True, help="path of librkllmrt.so")
     parser.add_argument(
-        "--model", action="append", required=True, metavar="NAME=PATH", help="a model to serve (repeatable)"
+        "--model", action="append", default=[], metavar="NAME=PATH", help="a model to serve (repeatable)"
     )
+    parser.add_argument(
+        "--models-dir", type=Path,
+        help="serve this folder's .rkllm files, loaded on first use; /api/pull downloads into it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-loaded", type=int, help="most models loaded at once (default: as memory allows)"
+    )
+    parser.add_argument(
+        "--keep-alive", type=float, default=-1, metavar="SECONDS",
+        help="how long an idle model stays loaded unless a request says (default: -1, for ever)",
+    )  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"(default: {DEFAULT_PORT}; 0: any)")
     parser.add_argument("--api-key-file", type=Path, help="file holding the API key clients must send")
@@ -94,6 +107,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
     """The configuration, or exit with a message saying what is wrong."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if not args.model and args.models_dir is None:
+        parser.error("give --model NAME=PATH, or --models-dir")
+    if args.max_loaded is not None and args.max_loaded < 1:
+        parser.error("--max-loaded is too small")
     models: dict[str, Path] = {}
     for item in args.model:
         name, sep, path = item.partition("=")
@@ -138,7 +155,19 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         enabled_cpus_mask=args.enabled_cpus_mask,
         embed_flash=args.embed_flash,
         base_domain_id=args.base_domain_id,
+        models_dir=args.models_dir,
+        max_loaded=args.max_loaded,
+        keep_alive=None if args.keep_alive < 0 else args.keep_alive,
+        chip=detect_board().chip,
+        check_dir=_check_dir(args.models_dir, args.prompt_cache_dir),
     )
+
+
+def _check_dir(models_dir: Path | None, prompt_cache_dir: Path | None) -> Path | None:
+    """Where the verdicts of model checks are kept: beside the models, or the prompt caches."""
+    if models_dir is not None:
+        return models_dir / ".checked"
+    return prompt_cache_dir / "checked" if prompt_cache_dir is not None else None
 
 
 def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -187,7 +216,12 @@ async def serve(config: ServerConfig) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The console script."""
+    """The console script: ``rkllm-server [options]``, ``… pull NAME [FILE]`` or ``… catalog``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pull"]:
+        sys.exit(pull_command(argv[1:]))
+    if argv[:1] == ["catalog"]:
+        sys.exit(catalog_command(argv[1:]))
     config = parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("RKLLM_SERVER_LOG_LEVEL", "INFO"),

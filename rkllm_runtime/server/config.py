@@ -51,6 +51,16 @@ class ServerConfig:
     """Keep the embedding table in flash instead of memory."""
     base_domain_id: int = 0
     """NPU memory domain of the first model; each further model takes the next one."""
+    models_dir: Path | None = None
+    """Where pulled models are kept; its ``*.rkllm`` files are served, loaded on first use."""
+    max_loaded: int | None = None
+    """Most models loaded at once (None: as many as the NPU's memory holds)."""
+    keep_alive: float | None = None
+    """Seconds an idle model stays loaded unless a request says otherwise (None: for ever)."""
+    chip: str | None = None
+    """The board's chip (``RK3588``...), against which model files are checked; None: not checked."""
+    check_dir: Path | None = None
+    """Where the verdicts of model checks are kept (None: each start checks again)."""
 
     @property
     def loopback(self) -> bool:

@@ -51,17 +51,32 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 class Chat:
     """One chat of a request: errors before the first event become the response's status."""
 
-    def __init__(self, server: Server, model: ServedModel, request: ChatRequest) -> None:
+    def __init__(
+        self,
+        server: Server,
+        model: ServedModel,
+        request: ChatRequest,
+        keep_alive: float | bool | None = False,
+    ) -> None:
         self.model = model.name
         self.request = request
         self.started = time.monotonic()
         self._server = server
-        self._engine: ChatEngine = model.ready_engine()
+        self._served = model
+        self._keep_alive = keep_alive
         self._stream: ChatStream | None = None
         self._first: ChatEvent | None = None
 
     async def __aenter__(self) -> Chat:
-        self._stream = self._engine.chat(self.request)
+        engine = await self._server.registry.acquire(self._served, self._keep_alive)  # loaded on first use
+        try:
+            return await self._start(engine)
+        except BaseException:
+            self._server.registry.release(self._served)
+            raise
+
+    async def _start(self, engine: ChatEngine) -> Chat:
+        self._stream = engine.chat(self.request)
         try:
             self._first = await anext(self._stream)
         except RKLLMError as err:
@@ -74,7 +89,10 @@ class Chat:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._stream is not None
-        await self._stream.aclose()  # a client gone mid-stream aborts the run here
+        try:
+            await self._stream.aclose()  # a client gone mid-stream aborts the run here
+        finally:
+            self._server.registry.release(self._served)
 
     async def events(self) -> AsyncIterator[ChatEvent]:
         """Every event, :class:`Finished` last (counted in the metrics)."""

@@ -72,10 +72,13 @@ ENGINE_FIGURES: tuple[tuple[str, str, str, Callable[[ChatEngine], float]], ...] 
 )  # fmt: skip
 
 
+def _escape(value: object) -> str:
+    """A label value as Prometheus' text format quotes it."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _labels(**labels: object) -> str:
-    text = ",".join(
-        f'{key}="{str(value).replace("\\", "\\\\").replace('"', '\\"')}"' for key, value in labels.items()
-    )
+    text = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
     return "{" + text + "}" if text else ""
 
 

@@ -41,13 +41,21 @@ def package_version() -> str:
         return "0"
 
 
-def keep_alive(value: object) -> None:
-    """Validate ``keep_alive`` (models stay loaded: unloading would lose the warm KV cache)."""
-    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return
-    if isinstance(value, str) and _DURATION.match(value.strip()):
-        return
-    raise bad_request('"keep_alive" must be a duration such as "5m", a number of seconds, or -1')
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def keep_alive(value: object) -> float | bool | None:
+    """``keep_alive`` in seconds: how long an idle model stays loaded (None: for ever; False: not given)."""
+    seconds: float | None = None
+    if value is None:
+        return False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    else:
+        raise bad_request('"keep_alive" must be a duration such as "5m", a number of seconds, or -1')
+    return None if seconds < 0 else seconds
 
 
 def _tool_call(call: ToolCall) -> dict[str, Any]:
@@ -58,7 +66,6 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise bad_request('"options" must be an object')
-    keep_alive(body.get("keep_alive"))
     return ChatRequest(
         system_prompt=system,
         messages=messages,
@@ -126,10 +133,10 @@ def _record(chat: Chat, events: list[ChatEvent], *, generate: bool) -> dict[str,
     return record
 
 
-def _loaded(model: ServedModel, body: dict[str, Any], field: str) -> web.Response:
-    """Ollama's answer to a request without input: load the model (it always is)."""
-    keep_alive(body.get("keep_alive"))
-    model.ready_engine()
+async def _loaded(server: Server, model: ServedModel, body: dict[str, Any], field: str) -> web.Response:
+    """Ollama's answer to a request without input: load the model (``keep_alive`` 0: unload it)."""
+    await server.registry.acquire(model, keep_alive(body.get("keep_alive")))
+    server.registry.release(model)
     empty: dict[str, Any] | str = {"role": "assistant", "content": ""} if field == "message" else ""
     return web.json_response(
         {"model": model.name, "created_at": iso_now(), field: empty, "done": True, "done_reason": "load"}
@@ -142,9 +149,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     model = server.registry.get(body.get("model"))
     request[MODEL] = model.name
     if body.get("messages") in (None, []):
-        return _loaded(model, body, "message")
+        return await _loaded(server, model, body, "message")
     system, messages = parse_messages(body.get("messages"))
-    chat_ = Chat(server, model, _request(body, server, messages, system))
+    chat_ = Chat(server, model, _request(body, server, messages, system), keep_alive(body.get("keep_alive")))
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=False)
 
 
@@ -155,13 +162,18 @@ async def generate(request: web.Request) -> web.StreamResponse:
     request[MODEL] = model.name
     prompt = body.get("prompt")
     if not prompt:
-        return _loaded(model, body, "response")
+        return await _loaded(server, model, body, "response")
     if not isinstance(prompt, str):
         raise bad_request('"prompt" must be a string')
     if body.get("raw") or body.get("context") or body.get("images"):
         raise bad_request('"raw", "context" and "images" are not supported')
     system = body.get("system") or ""
-    chat_ = Chat(server, model, _request(body, server, [Message("user", prompt)], str(system)))
+    chat_ = Chat(
+        server,
+        model,
+        _request(body, server, [Message("user", prompt)], str(system)),
+        keep_alive(body.get("keep_alive")),
+    )
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=True)
 
 
@@ -193,15 +205,23 @@ async def tags(request: web.Request) -> web.Response:
 
 
 async def running(request: web.Request) -> web.Response:
-    """GET /api/ps: the loaded models (they stay loaded)."""
+    """GET /api/ps: the loaded models, and when each is unloaded if it stays idle."""
     server = request.app[SERVER]
     models = [
-        {**_entry(m), "expires_at": "2999-12-31T23:59:59Z", "size_vram": m.size,
+        {**_entry(m), "expires_at": _expiry(m), "size_vram": m.size,
          "context_length": server.config.context_length}
         for m in server.registry.models.values()
         if m.state is ModelState.READY
     ]  # fmt: skip
     return web.json_response({"models": models})
+
+
+def _expiry(model: ServedModel) -> str:
+    """When an idle model will be unloaded, as Ollama says it (far away: never)."""
+    at = model.expires_at
+    if at is None:
+        return "2999-12-31T23:59:59Z"
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
 async def show(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tarfile
 import tomllib
 import zipfile
@@ -33,7 +34,7 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtual environment with the pinned Home Assistant and without this project."""
     venv = tmp_path_factory.mktemp("install") / "venv"
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"UV_PROJECT_ENVIRONMENT": str(venv)}
-    uv("sync", "--locked", "--only-group", "hass", env=env)
+    uv("sync", "--locked", "--only-group", "hass", "--python", sys.executable, env=env)  # HA needs 3.14.2
     absent = subprocess.run(
         [venv / "bin" / "python", "-c", "import rkllm_runtime"], cwd=venv, capture_output=True, check=False
     )

@@ -67,11 +67,17 @@ async def through_loading(hass: HomeAssistant, result: Any) -> dict[str, Any]:
 
 
 async def choose(hass: HomeAssistant, mode: str) -> dict[str, Any]:
-    """Start a flow and answer where the model runs."""
+    """Start a flow, answer where the model runs and, on this machine, that a model file is used."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     assert result["type"] is FlowResultType.MENU
     assert result["menu_options"] == [MODE_IN_PROCESS, MODE_CHILD, MODE_SERVER]
-    return dict(await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": mode}))
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": mode})
+    if mode == MODE_SERVER:
+        return dict(result)
+    assert result["menu_options"] == [f"{mode}_file", "download"]
+    return dict(
+        await hass.config_entries.flow.async_configure(result["flow_id"], {"next_step_id": f"{mode}_file"})
+    )
 
 
 async def submit(
@@ -80,7 +86,7 @@ async def submit(
     """Choose a mode, then run its form through the loading progress to its outcome."""
     result = await choose(hass, mode)
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == mode
+    assert result["step_id"] == f"{mode}_file"
     return await through_loading(
         hass, await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
     )
@@ -332,7 +338,7 @@ async def test_empty_post_after_loading_shows_the_form_again(
     await hass.async_block_till_done()  # the load failed and Home Assistant moved the flow on
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == MODE_IN_PROCESS
+    assert result["step_id"] == "in_process_file"
     assert result["errors"] == {"base": "model_rejected"}
 
 
@@ -360,7 +366,8 @@ def test_every_form_field_has_a_label_and_a_description(hass: HomeAssistant) -> 
             assert set(section["data"]) == set(section["data_description"]), name
     assert forms["user"]["menu_options"].keys() == {MODE_IN_PROCESS, MODE_CHILD, MODE_SERVER}
     for mode in (MODE_IN_PROCESS, MODE_CHILD):
-        assert set(model_schema().schema) == {*forms[mode]["data"], "advanced"}
+        assert forms[mode]["menu_options"].keys() == {f"{mode}_file", "download"}
+        assert set(model_schema().schema) == {*forms[f"{mode}_file"]["data"], "advanced"}
     assert set(server_schema().schema) == set(forms[MODE_SERVER]["data"])
     for kind in (SUBENTRY_CONVERSATION, SUBENTRY_AI_TASK):
         assert set(subentry_schema(hass, kind, True, {}).schema) == set(forms[f"{kind}.set_options"]["data"])
@@ -381,7 +388,7 @@ async def test_child_process_mode_is_checked_by_starting_it(
     monkeypatch.setenv("RKLLM_EMU_NPU_MEMORY_MB", "100")  # the child inherits it: the model does not fit
     result = await submit(hass, form_input(emulator_library, make_model(npu_memory_mb=500)), MODE_CHILD)
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == MODE_CHILD
+    assert result["step_id"] == "child_file"
     assert result["errors"] == {"base": "child_failed"}
     assert result["description_placeholders"]["error"]  # what the process said
     monkeypatch.delenv("RKLLM_EMU_NPU_MEMORY_MB")

@@ -180,9 +180,11 @@ def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[St
         env: dict[str, str] | None = None,
         models: dict[str, Path] | None = None,
         api_key: str | None = None,
+        library: Path = library,
     ) -> RunningServer:
         log = tmp_path / f"server{len(servers)}.log"
-        server = launch(library, models or {MODEL: model_file}, list(args), log, env=env, api_key=api_key)
+        chosen = {MODEL: model_file} if models is None else models
+        server = launch(library, chosen, list(args), log, env=env, api_key=api_key)
         servers.append(server)
         return server
 

@@ -1,0 +1,55 @@
+"""A model's first load in a child process: the header it logs is compared with the board and runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rkllm_runtime.emulator import EmulatedModel, build_cached
+from rkllm_runtime.errors import ModelIncompatibleError, ModelRejectedError
+from rkllm_runtime.models import ModelHeader, check_model, parse_header
+
+
+def test_the_vendor_header_line_is_parsed() -> None:
+    lines = [
+        "I rkllm: rkllm-runtime version: 1.2.3, rknpu driver version: 0.9.8, platform: RK3576",
+        "I rkllm: rkllm-toolkit version: 1.2.3, max_context_limit: 4096, npu_core_num: 2, "
+        "target_platform: RK3576, model_dtype: W4A16",
+    ]
+    assert parse_header(lines) == ModelHeader("1.2.3", 4096, 2, "RK3576", "W4A16")
+    assert parse_header(lines[:1]) is None
+
+
+def test_a_matching_file_passes_and_is_checked_only_once(tmp_path: Path) -> None:
+    library = build_cached("1.3")
+    model = EmulatedModel(toolkit_version="1.3.0", max_context=8192).write(tmp_path / "m.rkllm")
+    header = check_model(library, model, chip="RK3588", verdicts=tmp_path / "verdicts")
+    assert header == ModelHeader("1.3.0", 8192, 3, "RK3588", "W8A8")
+    assert len(list((tmp_path / "verdicts").iterdir())) == 1
+    model.chmod(0)  # a second check would have to read it: the kept verdict answers instead
+    try:
+        assert check_model(library, model, chip="RK3588", verdicts=tmp_path / "verdicts") == header
+    finally:
+        model.chmod(0o644)
+
+
+def test_a_file_of_another_release_is_refused_naming_the_runtime_it_needs(tmp_path: Path) -> None:
+    # The emulator crashes on it, as the vendor runtime does: only the child dies.
+    model = EmulatedModel(toolkit_version="1.1.4").write(tmp_path / "old.rkllm")
+    with pytest.raises(ModelIncompatibleError, match=r"needs runtime 1\.1\.x") as caught:
+        check_model(build_cached("1.2"), model, chip=None)
+    assert caught.value.needs == "runtime 1.1.x"
+
+
+def test_a_file_for_another_chip_is_refused_naming_the_chip(tmp_path: Path) -> None:
+    model = EmulatedModel(target_platform="RK3576", npu_core_num=2).write(tmp_path / "rk3576.rkllm")
+    with pytest.raises(ModelIncompatibleError, match="converted for an RK3576, and this board is an RK3588"):
+        check_model(build_cached("1.2"), model, chip="RK3588", verdicts=tmp_path)
+    assert list(tmp_path.glob("*.json")) == []
+
+
+def test_a_file_the_runtime_rejects_is_reported_with_its_error(tmp_path: Path) -> None:
+    model = EmulatedModel(init_fail=True).write(tmp_path / "bad.rkllm")
+    with pytest.raises(ModelRejectedError, match="rejected"):
+        check_model(build_cached("1.2"), model, chip=None)
