@@ -476,5 +476,6 @@ async def test_the_admin_only_api_with_a_small_context_is_warned_about(
     assert result["step_id"] == "admin_api"  # the model entry's context holds 4,096 tokens
     assert result["description_placeholders"] == {"min_context": "8192"}
     result = await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    await hass.async_block_till_done()  # the new subentry reloads the model entry
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_LLM_HASS_API] == apis
