@@ -16,21 +16,23 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Sampling:
-    """Sampling parameters.
+    """Sampling parameters; a field left at ``None`` keeps the runtime's own value.
 
-    On ABI 1.3 they can change per run; on ABI 1.2 they are fixed when the model
-    is loaded and a run's ``sampling`` is ignored.
+    The runtime's values are those of ``rkllm_createDefaultParam()`` (top-k 40, top-p 0.9,
+    temperature 0.8 ...) with the model's load-time ``sampling`` applied. On ABI 1.3 they can
+    change per run; on ABI 1.2 they are fixed when the model is loaded and a run's ``sampling``
+    is ignored.
     """
 
-    top_k: int = 1
-    top_p: float = 0.9
-    temperature: float = 0.8
-    repeat_penalty: float = 1.1
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float | None = None
+    repeat_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
