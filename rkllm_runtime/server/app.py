@@ -16,8 +16,8 @@ from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 from . import native_api, ollama_api, openai_api
 from .config import ServerConfig
 from .errors import ApiError
-from .exchange import SERVER, Server, dumps, error_body
-from .metrics import ServerMetrics, render
+from .exchange import ARRIVED, SERVER, Server, dumps, error_body
+from .metrics import CONTENT_TYPE, ServerMetrics, render
 from .models import ModelRegistry, ModelState
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def _error(err: ApiError, request: web.Request) -> web.Response:
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error as JSON in the API's shape, with its status; responses counted by status."""
     server = request.app[SERVER]
+    request[ARRIVED] = time.monotonic()
     try:
         response = await handler(request)
     except ApiError as err:
@@ -74,7 +75,9 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     if key and request.path not in OPEN_PATHS:
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        # Header bytes that are not UTF-8 arrive as surrogates: they never match, they never fail.
+        sent = token.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent, key.encode()):
             raise ApiError(401, "a valid API key is required (Authorization: Bearer <key>)")
     return await handler(request)
 
@@ -92,7 +95,7 @@ async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text."""
     server = request.app[SERVER]
     text = await asyncio.get_running_loop().run_in_executor(None, render, server.registry, server.metrics)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Version": "0.0.4"})
+    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def status(request: web.Request) -> web.Response:

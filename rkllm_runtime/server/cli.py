@@ -27,9 +27,9 @@ from .config import (
     DEFAULT_PORT,
     ServerConfig,
     is_loopback,
+    package_version,
 )
 from .models import ModelRegistry
-from .ollama_api import package_version
 
 _LOGGER = logging.getLogger("rkllm_runtime.server")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from rkllm_runtime.chat import KVMode
@@ -66,3 +67,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def package_version() -> str:
+    """This package's version."""
+    try:
+        return version("rkllm-runtime")
+    except PackageNotFoundError:
+        return "0"

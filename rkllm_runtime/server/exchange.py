@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from rkllm_runtime.chat import ChatEngine, ChatEvent, ChatRequest, ChatStream, Finished
+from rkllm_runtime.chat import (
+    ChatEngine,
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    ChatStream,
+    Finished,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+)
+from rkllm_runtime.chat.structured import InvalidReplyError, answer
 from rkllm_runtime.errors import RKLLMError
 
 from .config import ServerConfig
@@ -31,6 +42,8 @@ class Server:
 
 
 SERVER = web.AppKey("server", Server)
+ARRIVED = "arrived"
+"""Request key: when the request's headers were read (``time.monotonic()``)."""
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -41,24 +54,50 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise
     except ValueError as err:
         raise bad_request(f"the body is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise bad_request("the body's JSON is nested too deeply") from err
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     return body
 
 
 class Chat:
-    """One chat of a request: errors before the first event become the response's status."""
+    """One chat of a request: errors before the first event become the response's status.
 
-    def __init__(self, server: Server, model: ServedModel, request: ChatRequest) -> None:
+    With a ``schema``, the reply is JSON that follows it (see :mod:`rkllm_runtime.chat.structured`):
+    the answer is complete before the first event, which holds the whole JSON text.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        model: ServedModel,
+        request: ChatRequest,
+        arrived: float | None = None,
+        schema: Mapping[str, Any] | None = None,
+    ) -> None:
         self.model = model.name
         self.request = request
-        self.started = time.monotonic()
+        self.started = time.monotonic() if arrived is None else arrived
+        self.schema = schema
         self._server = server
         self._engine: ChatEngine = model.ready_engine()
         self._stream: ChatStream | None = None
         self._first: ChatEvent | None = None
+        self._answered: list[ChatEvent] = []
+        self.first_token_s: float | None = None
+        """From the request's arrival (queue and prompt-cache load included) to its first token."""
 
     async def __aenter__(self) -> Chat:
+        if self.schema is not None:
+            result, data = await self._structured(self.schema)
+            if data is not None:
+                text = json.dumps(data, ensure_ascii=False)
+                result = replace(result, text=text)
+                self._answered = [TextDelta(text), Finished(result)]
+            else:  # tool calls: the client runs them first
+                self._answered = [*(ToolCallDelta(call) for call in result.tool_calls), Finished(result)]
+            return self
         self._stream = self._engine.chat(self.request)
         try:
             self._first = await anext(self._stream)
@@ -71,22 +110,49 @@ class Chat:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._stream is not None
-        await self._stream.aclose()  # a client gone mid-stream aborts the run here
+        if self._stream is not None:
+            await self._stream.aclose()  # a client gone mid-stream aborts the run here
+
+    async def _structured(self, schema: Mapping[str, Any]) -> tuple[ChatResult, Any]:
+        try:
+            return await answer(self._ask, self.request, schema)
+        except RKLLMError as err:
+            raise from_runtime(err) from err
+        except InvalidReplyError as err:
+            raise ApiError(422, f"the model did not answer with JSON that follows the schema: {err}") from err
+
+    async def _ask(self, request: ChatRequest) -> ChatResult:
+        async with self._engine.chat(request) as stream:
+            async for _ in stream:
+                pass
+        assert stream.result is not None
+        return stream.result
 
     async def events(self) -> AsyncIterator[ChatEvent]:
         """Every event, :class:`Finished` last (counted in the metrics)."""
+        if self._answered:
+            for event in self._answered:
+                self._count(event)
+                yield event
+            return
         assert self._stream is not None
         assert self._first is not None
         event = self._first
         while True:
-            if isinstance(event, Finished):
-                self._server.metrics.finished(self.model, event.result)
+            self._count(event)
             yield event
             try:
                 event = await anext(self._stream)
             except StopAsyncIteration:
                 return
+
+    def _count(self, event: ChatEvent) -> None:
+        metrics = self._server.metrics
+        if self.first_token_s is None and isinstance(event, TextDelta | ThinkingDelta | ToolCallDelta):
+            self.first_token_s = time.monotonic() - self.started
+        if isinstance(event, Finished):
+            waited = self.first_token_s if self.first_token_s is not None else time.monotonic() - self.started
+            metrics.finished(self.model, event.result, waited)
 
 
 async def collect(chat: Chat) -> list[ChatEvent]:
@@ -110,12 +176,7 @@ def iso_now() -> str:
 def error_body(err: ApiError, openai: bool) -> dict[str, Any]:
     """An error in the API's shape."""
     if openai:
-        kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
-        return {
-            "error": {
-                "message": err.message,
-                "type": kind.get(err.status, "server_error"),
-                "code": err.status,
-            }
-        }
+        kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+        default = "invalid_request_error" if err.status < 500 else "server_error"
+        return {"error": {"message": err.message, "type": kind.get(err.status, default), "code": err.status}}
     return {"error": err.message}
