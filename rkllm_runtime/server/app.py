@@ -15,6 +15,7 @@ from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from . import native_api, ollama_api, openai_api
 from .config import ServerConfig
+from .connections import ConnectionGuard, connection_cap
 from .errors import ApiError
 from .exchange import ARRIVED, SERVER, Server, dumps, error_body
 from .metrics import CONTENT_TYPE, ServerMetrics, render
@@ -47,7 +48,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error as JSON in the API's shape, with its status; responses counted by status."""
     server = request.app[SERVER]
     request[ARRIVED] = time.monotonic()
+    server.connections.started(request)
     try:
+        if (request.content_length or 0) > server.config.max_request_bytes:
+            raise web.HTTPRequestEntityTooLarge(server.config.max_request_bytes, request.content_length or 0)
         response = await handler(request)
     except ApiError as err:
         response = _error(err, request)
@@ -61,6 +65,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         _LOGGER.exception("Error answering %s %s", request.method, request.path)
         response = _error(ApiError(500, "internal server error"), request)
+    finally:
+        server.connections.finished(request)
     model = request.get("model")
     if isinstance(model, str) and model in server.registry.models:
         api = "openai" if _is_openai(request) else "ollama"
@@ -79,6 +85,7 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         sent = token.strip().encode("utf-8", "surrogateescape")
         if scheme.lower() != "bearer" or not hmac.compare_digest(sent, key.encode()):
             raise ApiError(401, "a valid API key is required (Authorization: Bearer <key>)")
+        request.app[SERVER].connections.authenticated(request)
     return await handler(request)
 
 
@@ -133,7 +140,8 @@ def _npu() -> dict[str, float | None]:
 def create_app(config: ServerConfig, registry: ModelRegistry) -> web.Application:
     """The application for these models."""
     app = web.Application(middlewares=[errors, api_key], client_max_size=config.max_request_bytes)
-    app[SERVER] = Server(config, registry, ServerMetrics(), time.time())
+    guard = ConnectionGuard(connection_cap(config.max_connections))
+    app[SERVER] = Server(config, registry, ServerMetrics(), time.time(), guard)
     app.add_routes([*ollama_api.routes(), *openai_api.routes(), *native_api.routes()])
     app.add_routes(
         [web.get("/health", health), web.get("/metrics", metrics), web.get("/rkllm/status", status)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -26,6 +27,7 @@ from rkllm_runtime.chat.structured import InvalidReplyError, answer
 from rkllm_runtime.errors import RKLLMError
 
 from .config import ServerConfig
+from .connections import ConnectionGuard
 from .errors import ApiError, bad_request, from_runtime
 from .metrics import ServerMetrics
 from .models import ModelRegistry, ServedModel
@@ -39,6 +41,7 @@ class Server:
     registry: ModelRegistry
     metrics: ServerMetrics
     started: float
+    connections: ConnectionGuard
 
 
 SERVER = web.AppKey("server", Server)
@@ -47,11 +50,15 @@ ARRIVED = "arrived"
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object (413 beyond the size limit, 400 when it is not JSON)."""
+    """The body as a JSON object (413 beyond the size limit, 408 when slow, 400 when it is not JSON)."""
+    limit = request.app[SERVER].config.body_timeout_s
     try:
-        body = await request.json()
+        async with asyncio.timeout(limit):
+            body = await request.json()
     except web.HTTPRequestEntityTooLarge:
         raise
+    except TimeoutError as err:
+        raise ApiError(408, f"the request body did not arrive within {limit:g} s") from err
     except ValueError as err:
         raise bad_request(f"the body is not valid JSON: {err}") from err
     except RecursionError as err:
