@@ -21,6 +21,8 @@ _LOGGER = logging.getLogger(__name__)
 # Descriptors kept for what is not a connection: the model and library files, the NPU's
 # device, prompt-cache files, the log, the runtime's own.
 RESERVED_DESCRIPTORS = 64
+# asyncio accepts up to the backlog's number of connections at once, before any is counted.
+BACKLOG = 64
 MIN_CONNECTIONS = 8
 
 
@@ -29,7 +31,7 @@ def connection_cap(requested: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return requested
-    return max(MIN_CONNECTIONS, min(requested, soft - RESERVED_DESCRIPTORS))
+    return max(MIN_CONNECTIONS, min(requested, soft - RESERVED_DESCRIPTORS - BACKLOG))
 
 
 @dataclass(eq=False, slots=True)
@@ -63,13 +65,14 @@ class ConnectionGuard:
     def opened(self, inner: asyncio.BaseProtocol, transport: asyncio.Transport) -> None:
         """A connection was accepted: keep it, making room, or close it when all are busy."""
         if len(self._open) >= self.cap:
-            idle = [c for c in self._open.values() if not c.requests]
+            idle = [inner for inner, c in self._open.items() if not c.requests]
             if not idle:
                 _LOGGER.debug("%d connections are all busy: closing a new one", len(self._open))
                 transport.abort()
                 return
-            victim = min(idle, key=lambda c: (c.authenticated, c.opened))
-            victim.transport.abort()
+            victim = min(idle, key=lambda inner: (self._open[inner].authenticated, self._open[inner].opened))
+            # Its connection_lost comes later: it stops counting now.
+            self._open.pop(victim).transport.abort()
             self.shed += 1
         self._open[inner] = _Connection(transport)
 
@@ -133,7 +136,7 @@ class GuardedSite(web.BaseSite):
         guard: ConnectionGuard,
         ssl_context: SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context)
+        super().__init__(runner, ssl_context=ssl_context, backlog=BACKLOG)
         self._host = host
         self._port = port
         self._guard = guard

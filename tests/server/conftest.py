@@ -137,14 +137,19 @@ def launch(
     *,
     env: dict[str, str] | None = None,
     api_key: str | None = None,
+    nofile: int | None = None,
 ) -> RunningServer:
-    """Start the server on a free loopback port and wait until its models are loaded."""
+    """Start the server on a free loopback port and wait until its models are loaded.
+
+    ``nofile``: the process's descriptor limit, as ``LimitNOFILE`` sets it.
+    """
     command = [sys.executable, "-m", "rkllm_runtime.server", "--library", str(library), "--port", "0"]
     for name, path in models.items():
         command += ["--model", f"{name}={path}"]
     with log.open("w") as stderr:  # the child keeps its own copy
+        limit = [] if nofile is None else ["prlimit", f"--nofile={nofile}", "--"]
         process = subprocess.Popen(
-            [*command, *args],
+            [*limit, *command, *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -165,7 +170,7 @@ def launch(
 
 @pytest.fixture
 def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[StartServer]:
-    """``start_server(*args, env=..., models=..., api_key=...)``: a server stopped after the test."""
+    """``start_server(*args, env=..., models=..., api_key=..., nofile=...)``: stopped after the test."""
     servers: list[RunningServer] = []
 
     def start(
@@ -173,9 +178,12 @@ def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[St
         env: dict[str, str] | None = None,
         models: dict[str, Path] | None = None,
         api_key: str | None = None,
+        nofile: int | None = None,
     ) -> RunningServer:
         log = tmp_path / f"server{len(servers)}.log"
-        server = launch(library, models or {MODEL: model_file}, list(args), log, env=env, api_key=api_key)
+        server = launch(
+            library, models or {MODEL: model_file}, list(args), log, env=env, api_key=api_key, nofile=nofile
+        )
         servers.append(server)
         return server
 
