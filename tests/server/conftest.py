@@ -47,6 +47,11 @@ RULES = (
     ),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Garden light")),
     Rule(role="tool", reply="Done, the light is on."),
+    # Structured output: the retry (it quotes "not valid") mends a cut-off answer; a count never comes.
+    Rule(match="not valid", reply='{"items": ["milk", "bread"]}'),
+    Rule(match="shopping list", reply='{"items": ["milk", "bread"]'),
+    Rule(match="forecast", reply='```json\n{"city": "Paris", "temperature": 21}\n```'),
+    Rule(match="how many lamps", reply="There are three lamps."),
     Rule(match="weather", think="The user asks about the weather.", reply="It is sunny."),
     Rule(match="story", reply="Once upon a time " + "there was a light. " * 100),
     Rule(match="crash now", crash=True),
