@@ -101,7 +101,9 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text."""
     server = request.app[SERVER]
-    text = await asyncio.get_running_loop().run_in_executor(None, render, server.registry, server.metrics)
+    text = await asyncio.get_running_loop().run_in_executor(
+        None, render, server.registry, server.metrics, server.connections
+    )
     return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -21,8 +21,9 @@ _LOGGER = logging.getLogger(__name__)
 # Descriptors kept for what is not a connection: the model and library files, the NPU's
 # device, prompt-cache files, the log, the runtime's own.
 RESERVED_DESCRIPTORS = 64
-# asyncio accepts up to the backlog's number of connections at once, before any is counted.
-BACKLOG = 64
+# asyncio accepts up to the backlog's number of connections at once, before any is counted,
+# and each may shed one whose descriptor is only closed on the loop's next turn.
+BACKLOG = 32
 MIN_CONNECTIONS = 8
 
 
@@ -31,7 +32,7 @@ def connection_cap(requested: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return requested
-    return max(MIN_CONNECTIONS, min(requested, soft - RESERVED_DESCRIPTORS - BACKLOG))
+    return max(MIN_CONNECTIONS, min(requested, soft - RESERVED_DESCRIPTORS - 2 * BACKLOG))
 
 
 @dataclass(eq=False, slots=True)

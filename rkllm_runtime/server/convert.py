@@ -109,7 +109,7 @@ def parse_tools(items: object) -> list[ToolSpec]:
 _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
-    "top_k": (0, 2**31 - 1),
+    "top_k": (0, 2**31 - 1),  # a C int
     "repeat_penalty": (0.0, 2.0),
     "frequency_penalty": (-2.0, 2.0),
     "presence_penalty": (-2.0, 2.0),
@@ -129,11 +129,13 @@ def sampling_of(values: Mapping[str, object]) -> Sampling | None:
             continue
         low, high = _RANGES[key]
         integer = key in _INTEGERS
-        if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-            raise bad_request(f'"{key}" must be {"an integer" if integer else "a number"}')
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad_request(f'"{key}" must be a number')
         if not (math.isfinite(value) and low <= value <= high):
-            raise bad_request(f'"{key}" must be between {low:g} and {high:g}')
-        chosen[key] = value if integer else float(value)
+            raise bad_request(f'"{key}" must be between {low:g} and {high}')
+        if integer and value != int(value):
+            raise bad_request(f'"{key}" must be an integer')
+        chosen[key] = int(value) if integer else float(value)
     return Sampling(**chosen) if chosen else None
 
 

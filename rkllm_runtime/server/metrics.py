@@ -13,6 +13,7 @@ from rkllm_runtime.chat import ChatEngine, ChatResult
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from .config import package_version
+from .connections import ConnectionGuard
 from .models import ModelRegistry, ModelState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -101,7 +102,7 @@ def _number(value: float) -> str:
     return {math.inf: "+Inf", -math.inf: "-Inf"}.get(value, "NaN" if math.isnan(value) else repr(value))
 
 
-def render(registry: ModelRegistry, metrics: ServerMetrics) -> str:
+def render(registry: ModelRegistry, metrics: ServerMetrics, connections: ConnectionGuard) -> str:
     """The exposition text (reads /sys: call from a worker thread)."""
     out = _Writer()
     models = list(registry.models.values())
@@ -144,6 +145,12 @@ def render(registry: ModelRegistry, metrics: ServerMetrics) -> str:
         out.family(name, kind, help_text)
         for model_name, engine in engines:
             out.sample(name, read(engine), model=model_name)
+    out.family("rkllm_open_connections", "gauge", f"Open HTTP connections (at most {connections.cap}).")
+    out.sample("rkllm_open_connections", connections.count)
+    out.family(
+        "rkllm_shed_connections_total", "counter", "Idle connections closed to make room for new ones."
+    )
+    out.sample("rkllm_shed_connections_total", connections.shed)
     for name, value, help_text in (
         ("rkllm_npu_load_percent", npu_load_percent(), "Mean load of the NPU cores."),
         ("rkllm_npu_temperature_celsius", npu_temperature_celsius(), "NPU temperature."),

@@ -67,27 +67,26 @@ def _trickle(sock: socket.socket, data: bytes) -> int:
     return len(data)
 
 
-def test_a_declared_body_over_the_limit_is_refused_unread(keyed: RunningServer) -> None:
+def _post_one_byte(server: RunningServer, path: str, declared: int) -> bytes:
+    """A POST that declares ``declared`` bytes of body and sends one; what came back until the close."""
     head = (
-        "POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {KEY}\r\nContent-Length: {500 * 2**20}\r\n\r\n{{"
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Length: {declared}\r\n\r\n{{"
     )
-    with _connect(keyed) as sock:
+    with _connect(server) as sock:
         sock.sendall(head.encode())
-        reply = _closed_by_server(sock)
+        return _closed_by_server(sock)
+
+
+def test_a_declared_body_over_the_limit_is_refused_unread(keyed: RunningServer) -> None:
+    reply = _post_one_byte(keyed, "/api/chat", declared=500 * 2**20)
     status, _, rest = reply.partition(b"\r\n")
     assert status == b"HTTP/1.1 413 Content Too Large"
     assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {"error": "the request is too large"}
 
 
 def test_a_body_that_does_not_arrive_is_408(keyed: RunningServer) -> None:
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\n{{"
-    )
-    with _connect(keyed) as sock:
-        sock.sendall(head.encode())
-        reply = _closed_by_server(sock)
+    reply = _post_one_byte(keyed, "/v1/chat/completions", declared=100)
     assert reply.startswith(b"HTTP/1.1 408 ")
     error = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
     assert (error["type"], error["message"]) == (
@@ -142,6 +141,9 @@ def test_at_the_cap_unauthenticated_connections_are_shed_first(
         assert _get_models(client).startswith(b"HTTP/1.1 200 ")  # the same connection still answers
         assert _closed_by_server(strangers[0]) == b""
         assert _get_models(strangers[-1]).startswith(b"HTTP/1.1 200 ")
+        metrics = server.http("GET", "/metrics").text  # one more connection, one more shed
+    assert "\nrkllm_open_connections 20\n" in metrics
+    assert "\nrkllm_shed_connections_total 22\n" in metrics  # 41 connections, then this one, for 20 places
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rkllm_runtime.chat import ChatResult
 from rkllm_runtime.server.config import ServerConfig, package_version
+from rkllm_runtime.server.connections import ConnectionGuard
 from rkllm_runtime.server.metrics import ServerMetrics, render
 from rkllm_runtime.server.models import ModelRegistry
 from rkllm_runtime.types import PerfStats
@@ -33,10 +34,14 @@ def test_counters_past_a_million_are_exact(tmp_path: Path) -> None:
     metrics = ServerMetrics()
     perf = PerfStats(prefill_tokens=7, generate_tokens=1_234_567)
     metrics.finished(MODEL, ChatResult("", (), perf, 7, 0, False, 0), 0.25)
-    text = render(registry, metrics)
+    guard = ConnectionGuard(cap=8)
+    guard.shed = 2_000_001
+    text = render(registry, metrics, guard)
     assert f'rkllm_generated_tokens_total{{model="{MODEL}"}} 1234567\n' in text
     parsed = samples(text)
     assert parsed[("rkllm_generated_tokens_total", frozenset({("model", MODEL)}))] == 1_234_567
+    assert parsed[("rkllm_shed_connections_total", frozenset())] == 2_000_001
+    assert parsed[("rkllm_open_connections", frozenset())] == 0
     build = frozenset({("version", package_version()), ("python", platform.python_version())})
     assert parsed[("rkllm_build_info", build)] == 1
 

@@ -108,6 +108,7 @@ def test_options_without_effect_are_accepted(server: RunningServer) -> None:
         (f'"top_k": {2**40}', '"top_k" must be between 0 and 2147483647'),
         ('"top_k": 1.5', '"top_k" must be an integer'),
         ('"temperature": "hot"', '"temperature" must be a number'),
+        ('"mirostat": true', '"mirostat" must be a number'),
         ('"logprobs": true', '"logprobs" is not supported'),
         ('"top_logprobs": 3', '"top_logprobs" is not supported'),
         ('"logit_bias": {"1": 5}', '"logit_bias" is not supported'),
