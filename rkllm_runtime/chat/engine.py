@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -218,11 +218,11 @@ class ChatEngine:
                 async for chunk in run:
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
-                    for event in _until_stop(parser.feed(chunk), stop):
+                    for event in stop.events(parser.feed(chunk)):
                         yield _noted(event, said)
                     if stop.stopped:
                         break
-            for event in _until_stop([*parser.finish(), TextDelta(stop.flush())], stop):
+            for event in stop.events([*parser.finish(), TextDelta(stop.flush())]):
                 yield _noted(event, said)
             finished = True
         except AbortedError, asyncio.CancelledError:
@@ -376,18 +376,6 @@ def _check_request(request: ChatRequest, limit: int) -> None:
             tokens=tokens,
             limit=limit,
         )
-
-
-def _until_stop(events: Sequence[ChatEvent], stop: StopFilter) -> list[ChatEvent]:
-    """The events before the first stop string (text cut where it starts)."""
-    passed: list[ChatEvent] = []
-    for event in events:
-        if isinstance(event, TextDelta):
-            if text := stop.feed(event.text):
-                passed.append(TextDelta(text))
-        elif not stop.stopped:
-            passed.append(event)
-    return passed
 
 
 def _noted(event: ChatEvent, said: _Round) -> ChatEvent:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .events import ChatEvent, TextDelta
+
 
 class StopFilter:
     """Passes text on until a stop string appears; holds back what may be the start of one."""
@@ -35,3 +37,14 @@ class StopFilter:
         """What was held back, at the end of the reply."""
         held, self._held = self._held, ""
         return held
+
+    def events(self, events: Sequence[ChatEvent]) -> list[ChatEvent]:
+        """The events before the first stop string (text cut where it starts)."""
+        passed: list[ChatEvent] = []
+        for event in events:
+            if isinstance(event, TextDelta):
+                if text := self.feed(event.text):
+                    passed.append(TextDelta(text))
+            elif not self.stopped:
+                passed.append(event)
+        return passed

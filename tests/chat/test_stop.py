@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rkllm_runtime.chat import TextDelta, ThinkingDelta, ToolCall, ToolCallDelta
 from rkllm_runtime.chat.stop import StopFilter
 
 
@@ -25,3 +26,10 @@ def test_stop_filter(stops: tuple[str, ...], chunks: list[str], passed: str, sto
         text += stop.flush()
     assert (text, stop.stopped) == (passed, stopped)
     assert stop.feed("more") == ("" if stopped else "more")
+
+
+def test_events_after_the_stop_are_dropped() -> None:
+    call = ToolCall("HassTurnOn", {})
+    events = [ThinkingDelta("hmm"), TextDelta("one STOP two"), ToolCallDelta(call)]
+    assert StopFilter(["STOP"]).events(events) == [ThinkingDelta("hmm"), TextDelta("one ")]
+    assert StopFilter([]).events(events) == events
