@@ -133,6 +133,7 @@ class Chat:
             async for _ in stream:
                 pass
         assert stream.result is not None
+        self._server.metrics.finished(self.model, stream.result)
         return stream.result
 
     async def events(self) -> AsyncIterator[ChatEvent]:
@@ -158,8 +159,10 @@ class Chat:
         if self.first_token_s is None and isinstance(event, TextDelta | ThinkingDelta | ToolCallDelta):
             self.first_token_s = time.monotonic() - self.started
         if isinstance(event, Finished):
+            if self.schema is None:  # a structured answer counted each of its runs already
+                metrics.finished(self.model, event.result)
             waited = self.first_token_s if self.first_token_s is not None else time.monotonic() - self.started
-            metrics.finished(self.model, event.result, waited)
+            metrics.answered(self.model, waited)
 
 
 async def collect(chat: Chat) -> list[ChatEvent]:

@@ -46,12 +46,15 @@ class ServerMetrics:
     cached: Counter[str] = field(default_factory=Counter)
     ttft: dict[str, _Histogram] = field(default_factory=dict)
 
-    def finished(self, model: str, result: ChatResult, first_token_s: float) -> None:
-        """Count a finished chat that waited ``first_token_s`` from its arrival to its first token."""
+    def finished(self, model: str, result: ChatResult) -> None:
+        """Count the tokens of a finished run."""
         self.generated[model] += result.perf.generate_tokens
         self.prefilled[model] += result.perf.prefill_tokens
         self.prompt[model] += result.prompt_tokens
         self.cached[model] += result.cached_tokens
+
+    def answered(self, model: str, first_token_s: float) -> None:
+        """Count a request that waited ``first_token_s`` from its arrival to its first token."""
         self.ttft.setdefault(model, _Histogram()).observe(first_token_s)
 
 

@@ -33,7 +33,8 @@ def test_counters_past_a_million_are_exact(tmp_path: Path) -> None:
     registry = ModelRegistry(ServerConfig(library=tmp_path / "lib.so", models={MODEL: tmp_path / "m.rkllm"}))
     metrics = ServerMetrics()
     perf = PerfStats(prefill_tokens=7, generate_tokens=1_234_567)
-    metrics.finished(MODEL, ChatResult("", (), perf, 7, 0, False, 0), 0.25)
+    metrics.finished(MODEL, ChatResult("", (), perf, 7, 0, False, 0))
+    metrics.answered(MODEL, 0.25)
     guard = ConnectionGuard(cap=8)
     guard.shed = 2_000_001
     text = render(registry, metrics, guard)

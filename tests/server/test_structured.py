@@ -40,6 +40,8 @@ def test_openai_parse_with_a_pydantic_model_after_one_retry(server: RunningServe
     assert json.loads(message.content or "") == {"items": ["milk", "bread"]}
     assert completion.choices[0].finish_reason == "stop"
     assert len(generated_counts(server.log())) - runs == 2  # the cut-off answer, then the retry
+    generated = f'rkllm_generated_tokens_total{{model="{MODEL}"}} {sum(generated_counts(server.log()))}\n'
+    assert generated in server.http("GET", "/metrics").text  # both runs counted
 
 
 def test_openai_json_object_strips_a_code_fence(server: RunningServer) -> None:
