@@ -69,14 +69,14 @@ def strip_fence(text: str) -> str:
 
 def parse_reply(text: str, schema: Mapping[str, Any]) -> Any:
     """The reply's JSON value, or :class:`InvalidReplyError` saying why it does not do."""
+    validator = validators.validator_for(schema)(schema, format_checker=FormatChecker())
     try:
         data = json.loads(strip_fence(text))
+        error = exceptions.best_match(validator.iter_errors(data))
     except ValueError as err:
         raise InvalidReplyError(f"not JSON: {err}") from err
     except RecursionError as err:
         raise InvalidReplyError("the JSON is nested too deeply") from err
-    validator = validators.validator_for(schema)(schema, format_checker=FormatChecker())
-    error = exceptions.best_match(validator.iter_errors(data))
     if error is not None:
         where = "".join(f"[{part!r}]" for part in error.absolute_path)
         raise InvalidReplyError(f"{where or 'the value'}: {error.message}")

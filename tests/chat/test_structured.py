@@ -48,6 +48,12 @@ def test_invalid_replies_say_why(text: str, error: str) -> None:
         parse_reply(text, SCHEMA)
 
 
+def test_a_reply_nested_deeper_than_a_recursive_schema_can_check() -> None:
+    schema = {"type": "array", "items": {"$ref": "#"}}
+    with pytest.raises(InvalidReplyError, match="nested too deeply"):
+        parse_reply("[" * 5000 + "]" * 5000, schema)
+
+
 @pytest.mark.parametrize("schema", [[], {"type": "nonsense"}, {"minimum": "one"}])
 def test_invalid_schemas(schema: object) -> None:
     with pytest.raises(InvalidSchemaError):
