@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
@@ -25,6 +26,24 @@ _LOGGER = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/", "/health"})
+
+
+class OneLineForBadHttp(logging.Filter):
+    """aiohttp's log of a request it could not parse: no traceback, and shown only when debugging.
+
+    The access log already has its line (``"UNKNOWN / HTTP/1.0" 400``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "Malformed HTTP request from %s (answered 400): %s"
+            record.args = (peer, " ".join(error.message.split()))
+            record.exc_info = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("aiohttp.server").isEnabledFor(logging.DEBUG)
+        return True
 
 
 def _is_openai(request: web.Request) -> bool:

@@ -18,7 +18,7 @@ from aiohttp import web
 from rkllm_runtime.chat import KVMode
 
 from .announce import Announcer, service_info
-from .app import create_app
+from .app import OneLineForBadHttp, create_app
 from .config import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_CONTEXT,
@@ -231,4 +231,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=os.environ.get("RKLLM_SERVER_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("aiohttp.server").addFilter(OneLineForBadHttp())
     asyncio.run(serve(config))

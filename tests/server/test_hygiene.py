@@ -174,3 +174,22 @@ def test_malformed_requests_are_4xx_in_the_apis_shape_without_a_traceback(
     error = response.json()["error"]
     assert message in (error["message"] if path.startswith("/v1/") else error)
     assert "Traceback" not in keyed.log()
+
+
+BAD_HTTP = [
+    b"GARBAGE\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nBad\xffHeader: 1\r\n\r\n",
+    b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET /\x00 HTTP/1.1\r\n\r\n",
+]
+
+
+def test_requests_http_cannot_parse_get_400_and_one_log_line_each(keyed: RunningServer) -> None:
+    for raw in BAD_HTTP:
+        with _connect(keyed) as sock:
+            sock.sendall(raw)
+            assert _closed_by_server(sock).startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    keyed.stop()
+    log = [line for line in keyed.log().splitlines() if not line.startswith("I rkllm")]
+    assert sum('"UNKNOWN / HTTP/1.0" 400' in line for line in log) == len(BAD_HTTP)
+    assert not [line for line in log if "aiohttp.server" in line or "Traceback" in line]
