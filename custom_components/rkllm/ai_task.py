@@ -9,7 +9,7 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from rkllm_runtime.chat import structured
+from rkllm_runtime.chat import retry, structured
 
 from .const import DOMAIN, LOGGER, SUBENTRY_AI_TASK
 from .entity import RKLLMBaseLLMEntity
@@ -48,9 +48,9 @@ class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
         schema = probatio.to_openapi(task.structure, custom_serializer=llm.selector_serializer)
         suffix = structured.instruction(schema)
         error: structured.InvalidReplyError | None = None
-        for _ in range(structured.ATTEMPTS):
+        for _ in range(retry.ATTEMPTS):
             if error is not None:
-                chat_log.async_add_user_content(conversation.UserContent(structured.retry_message(error)))
+                chat_log.async_add_user_content(conversation.UserContent(error.correction()))
             await self._async_handle_chat_log(chat_log, system_suffix=suffix)
             text = _last_text(chat_log)
             try:

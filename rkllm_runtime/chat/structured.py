@@ -14,12 +14,11 @@ from typing import Any
 from jsonschema import FormatChecker, SchemaError, exceptions, validators
 
 from .events import ChatResult
-from .messages import ChatRequest, Message
+from .messages import ChatRequest
+from .retry import UnfitReplyError, ask_fit
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 """The schema of "any JSON object" (Ollama's ``"json"``, OpenAI's ``json_object``)."""
-ATTEMPTS = 2
-"""The first answer, then one retry told what was wrong."""
 
 INSTRUCTION = (
     "\n\nAnswer with a single JSON value and nothing else: no explanation, no code fence. "
@@ -32,8 +31,12 @@ class InvalidSchemaError(ValueError):
     """The schema itself is not a valid JSON Schema."""
 
 
-class InvalidReplyError(ValueError):
+class InvalidReplyError(UnfitReplyError):
     """The reply is not JSON, or does not follow the schema."""
+
+    def correction(self) -> str:
+        """The user turn that asks again, saying what was wrong."""
+        return RETRY.format(error=self)
 
 
 def check_schema(schema: object) -> dict[str, Any]:
@@ -52,11 +55,6 @@ def check_schema(schema: object) -> dict[str, Any]:
 def instruction(schema: Mapping[str, Any]) -> str:
     """What the system prompt gains so that the model answers in JSON."""
     return INSTRUCTION.format(schema=json.dumps(schema, ensure_ascii=False))
-
-
-def retry_message(error: InvalidReplyError) -> str:
-    """The user turn that asks again, saying what was wrong."""
-    return RETRY.format(error=error)
 
 
 def strip_fence(text: str) -> str:
@@ -91,17 +89,9 @@ async def answer(
     A reply that calls tools is returned as it is, with ``None`` for the data: the caller
     runs them first. Raises the last :class:`InvalidReplyError` when no answer does.
     """
+
+    def check(result: ChatResult) -> Any:
+        return None if result.tool_calls else parse_reply(result.text, schema)
+
     asked = replace(request, system_prompt=request.system_prompt + instruction(schema))
-    attempt = 1
-    while True:
-        result = await ask(asked)
-        if result.tool_calls:
-            return result, None
-        try:
-            return result, parse_reply(result.text, schema)
-        except InvalidReplyError as err:
-            if attempt == ATTEMPTS:
-                raise
-            attempt += 1
-            retry = [Message("assistant", result.text), Message("user", retry_message(err))]
-            asked = replace(asked, messages=[*asked.messages, *retry])
+    return await ask_fit(ask, asked, check)

@@ -186,20 +186,16 @@ def flag(value: object, name: str) -> bool:
     raise bad_request(f'"{name}" must be true or false')
 
 
-TOOL_CHOICE_REQUIRED = "\n\nAnswer this message by calling one of the tools."
-TOOL_CHOICE_NAMED = "\n\nAnswer this message by calling the tool {name}."
-
-
-def choose_tools(tools: list[ToolSpec], choice: object) -> tuple[list[ToolSpec], str]:
-    """OpenAI's ``tool_choice``: the tools the model gets, and what the system prompt gains."""
+def choose_tools(tools: list[ToolSpec], choice: object) -> tuple[list[ToolSpec], tuple[str, ...]]:
+    """OpenAI's ``tool_choice``: the tools the model gets, and those it must call one of (none: free)."""
     if choice is None or choice == "auto":
-        return tools, ""
+        return tools, ()
     if choice == "none":
-        return [], ""
+        return [], ()
     if choice == "required":
         if not tools:
             raise bad_request('"tool_choice": "required" needs "tools"')
-        return tools, TOOL_CHOICE_REQUIRED
+        return tools, tuple(tool.name for tool in tools)
     function = choice.get("function") if isinstance(choice, Mapping) else None
     name = function.get("name") if isinstance(function, Mapping) else None
     if not isinstance(name, str):
@@ -207,4 +203,4 @@ def choose_tools(tools: list[ToolSpec], choice: object) -> tuple[list[ToolSpec],
     named = [tool for tool in tools if tool.name == name]
     if not named:
         raise bad_request(f'"tool_choice" names the tool {name!r}, which is not in "tools"')
-    return named, TOOL_CHOICE_NAMED.format(name=name)
+    return named, (name,)

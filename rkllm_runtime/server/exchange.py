@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
 )
 from rkllm_runtime.chat.structured import InvalidReplyError, answer
+from rkllm_runtime.chat.tool_choice import MissingCallError, answer_with_call
 from rkllm_runtime.errors import RKLLMError
 
 from .config import ServerConfig
@@ -71,8 +72,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 class Chat:
     """One chat of a request: errors before the first event become the response's status.
 
-    With a ``schema``, the reply is JSON that follows it (see :mod:`rkllm_runtime.chat.structured`):
-    the answer is complete before the first event, which holds the whole JSON text.
+    With a ``schema``, the reply is JSON that follows it (see :mod:`rkllm_runtime.chat.structured`);
+    with ``must_call``, it calls one of these tools (see :mod:`rkllm_runtime.chat.tool_choice`),
+    which then wins over the schema. Such a reply is checked whole before its first event.
     """
 
     def __init__(
@@ -80,13 +82,16 @@ class Chat:
         server: Server,
         model: ServedModel,
         request: ChatRequest,
+        *,
         arrived: float | None = None,
         schema: Mapping[str, Any] | None = None,
+        must_call: Sequence[str] = (),
     ) -> None:
         self.model = model.name
         self.request = request
         self.started = time.monotonic() if arrived is None else arrived
         self.schema = schema
+        self.must_call = tuple(must_call)
         self._server = server
         self._engine: ChatEngine = model.ready_engine()
         self._stream: ChatStream | None = None
@@ -95,15 +100,14 @@ class Chat:
         self.first_token_s: float | None = None
         """From the request's arrival (queue and prompt-cache load included) to its first token."""
 
+    @property
+    def checked(self) -> bool:
+        """The reply is checked whole before it is passed on (each of its runs counted)."""
+        return self.schema is not None or bool(self.must_call)
+
     async def __aenter__(self) -> Chat:
-        if self.schema is not None:
-            result, data = await self._structured(self.schema)
-            if data is not None:
-                text = json.dumps(data, ensure_ascii=False)
-                result = replace(result, text=text)
-                self._answered = [TextDelta(text), Finished(result)]
-            else:  # tool calls: the client runs them first
-                self._answered = [*(ToolCallDelta(call) for call in result.tool_calls), Finished(result)]
+        if self.checked:
+            self._answered = await self._checked_reply()
             return self
         self._stream = self._engine.chat(self.request)
         try:
@@ -120,13 +124,24 @@ class Chat:
         if self._stream is not None:
             await self._stream.aclose()  # a client gone mid-stream aborts the run here
 
-    async def _structured(self, schema: Mapping[str, Any]) -> tuple[ChatResult, Any]:
+    async def _checked_reply(self) -> list[ChatEvent]:
         try:
-            return await answer(self._ask, self.request, schema)
+            if self.must_call:
+                result = await answer_with_call(self._ask, self.request, self.must_call)
+                said: list[ChatEvent] = [TextDelta(result.text)] if result.text else []
+                return [*said, *(ToolCallDelta(call) for call in result.tool_calls), Finished(result)]
+            assert self.schema is not None
+            result, data = await answer(self._ask, self.request, self.schema)
         except RKLLMError as err:
             raise from_runtime(err) from err
+        except MissingCallError as err:
+            raise ApiError(422, f"the model did not call the tool it had to: {err}") from err
         except InvalidReplyError as err:
             raise ApiError(422, f"the model did not answer with JSON that follows the schema: {err}") from err
+        if data is None:  # tool calls: the client runs them first
+            return [*(ToolCallDelta(call) for call in result.tool_calls), Finished(result)]
+        text = json.dumps(data, ensure_ascii=False)
+        return [TextDelta(text), Finished(replace(result, text=text))]
 
     async def _ask(self, request: ChatRequest) -> ChatResult:
         async with self._engine.chat(request) as stream:
@@ -159,7 +174,7 @@ class Chat:
         if self.first_token_s is None and isinstance(event, TextDelta | ThinkingDelta | ToolCallDelta):
             self.first_token_s = time.monotonic() - self.started
         if isinstance(event, Finished):
-            if self.schema is None:  # a structured answer counted each of its runs already
+            if not self.checked:  # a checked reply counted each of its runs already
                 metrics.finished(self.model, event.result)
             waited = self.first_token_s if self.first_token_s is not None else time.monotonic() - self.started
             metrics.answered(self.model, waited)

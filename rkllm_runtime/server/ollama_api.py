@@ -92,7 +92,7 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
 def _chat(
     request: web.Request, server: Server, model: ServedModel, asked: ChatRequest, body: dict[str, Any]
 ) -> Chat:
-    return Chat(server, model, asked, request[ARRIVED], _schema(body.get("format")))
+    return Chat(server, model, asked, arrived=request[ARRIVED], schema=_schema(body.get("format")))
 
 
 def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:

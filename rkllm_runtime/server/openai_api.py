@@ -71,17 +71,18 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return bool(options.get("include_usage"))
 
 
-def _request(body: dict[str, Any], limit: int) -> ChatRequest:
+def _request(body: dict[str, Any], limit: int) -> tuple[ChatRequest, tuple[str, ...]]:
+    """The chat request, and the tools the reply must call one of (``tool_choice``)."""
     if body.get("n", 1) != 1:
         raise bad_request('only "n": 1 is supported')
     refuse(body, REFUSED)
     if body.get("modalities") not in (None, ["text"]):
         raise bad_request('"modalities": only ["text"] is supported')
     system, messages = parse_messages(body.get("messages"))
-    tools, instruction = choose_tools(parse_tools(body.get("tools")), body.get("tool_choice"))
+    tools, must_call = choose_tools(parse_tools(body.get("tools")), body.get("tool_choice"))
     effort = body.get("reasoning_effort")
-    return ChatRequest(
-        system_prompt=system + instruction,
+    asked = ChatRequest(
+        system_prompt=system,
         messages=messages,
         tools=tools,
         enable_thinking=effort is not None and effort not in ("none", "minimal"),
@@ -89,6 +90,7 @@ def _request(body: dict[str, Any], limit: int) -> ChatRequest:
         sampling=sampling_of(body),
         stop=stop_strings(body.get("stop"), "stop"),
     )
+    return asked, must_call
 
 
 def _usage(result: ChatResult) -> dict[str, Any]:
@@ -178,7 +180,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     request["model"] = model.name
     schema = _response_schema(body.get("response_format"))
     include_usage = _include_usage(body)
-    chat = Chat(server, model, _request(body, server.config.max_tokens), request[ARRIVED], schema)
+    asked, must_call = _request(body, server.config.max_tokens)
+    chat = Chat(server, model, asked, arrived=request[ARRIVED], schema=schema, must_call=must_call)
     completion = _Completion(chat)
     async with chat:
         if not body.get("stream"):

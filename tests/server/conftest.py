@@ -19,6 +19,7 @@ import pytest
 import pytest_socket
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+from rkllm_runtime.server.convert import EMPTY_SCHEMA
 from tests.conftest import call
 
 MODEL = "qwen2.5:1.5b"
@@ -33,11 +34,17 @@ TOOLS = [
         },
     }
 ]
+TURN_OFF = {
+    "type": "function",
+    "function": {"name": "HassTurnOff", "description": "Turns off a device", "parameters": EMPTY_SCHEMA},
+}
 
 
 # A rule matches anywhere in the input, which quotes the earlier turns when a conversation is re-sent
 # (the default, conservative strategy).
 RULES = (
+    # tool_choice: the retry that names HassTurnOn gets the call.
+    Rule(role="user", match="did not call the tool hassturnon", reply=call("HassTurnOn", name="Lamp")),
     Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
     Rule(
         role="user",

@@ -11,7 +11,7 @@ import ollama
 import openai
 import pytest
 
-from tests.server.conftest import MODEL, TOOLS, RunningServer, generated_counts, launch
+from tests.server.conftest import MODEL, TOOLS, TURN_OFF, RunningServer, generated_counts, launch
 
 FULL_STORY_TOKENS = 500  # "there was a light." is 5 tokens, 100 times
 STORY = [{"role": "user", "content": "tell me a story"}]
@@ -74,6 +74,50 @@ def test_tool_choice_required_or_named_calls_the_tool(server: RunningServer, too
         "HassTurnOn",
         {"name": "Kitchen light"},
     )  # type: ignore[union-attr]
+
+
+def test_tool_choice_named_asks_again_when_the_reply_has_no_call(server: RunningServer) -> None:
+    before = len(generated_counts(server.log()))
+    completion = server.openai().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "how many lamps are there?"}],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "HassTurnOn"}},
+    )
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert (call.function.name, json.loads(call.function.arguments)) == ("HassTurnOn", {"name": "Lamp"})  # type: ignore[union-attr]
+    assert completion.choices[0].message.content is None  # the prose of the first answer is not passed on
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert len(generated_counts(server.log())) - before == 2
+
+
+def test_tool_choice_required_without_a_call_is_422(server: RunningServer) -> None:
+    before = len(generated_counts(server.log()))
+    with pytest.raises(openai.UnprocessableEntityError, match="did not call one of the tools") as caught:
+        server.openai().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "how many lamps are there?"}],
+            tools=[*TOOLS, TURN_OFF],  # type: ignore[list-item]
+            tool_choice="required",
+        )
+    assert caught.value.status_code == 422
+    assert len(generated_counts(server.log())) - before == 2  # the answer and its one retry
+
+
+def test_tool_choice_named_refuses_a_call_of_another_tool_before_streaming(server: RunningServer) -> None:
+    body = {
+        "model": MODEL,
+        "messages": KITCHEN,  # the model calls HassTurnOn, twice
+        "tools": [*TOOLS, TURN_OFF],
+        "tool_choice": {"type": "function", "function": {"name": "HassTurnOff"}},
+        "stream": True,
+    }
+    response = server.http("POST", "/v1/chat/completions", json=body)
+    assert response.status_code == 422
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", 422)
+    assert "did not call the tool HassTurnOff" in error["message"]
 
 
 def test_options_without_effect_are_accepted(server: RunningServer) -> None:
