@@ -18,10 +18,9 @@ class Role(StrEnum):
 class Sampling:
     """Sampling parameters; a field left at ``None`` keeps the runtime's own value.
 
-    The runtime's values are those of ``rkllm_createDefaultParam()`` (top-k 40, top-p 0.9,
-    temperature 0.8 ...) with the model's load-time ``sampling`` applied. On ABI 1.3 they can
-    change per run; on ABI 1.2 they are fixed when the model is loaded and a run's ``sampling``
-    is ignored.
+    The runtime's values are those of ``rkllm_createDefaultParam()`` (:data:`RUNTIME_SAMPLING`)
+    with the model's load-time ``sampling`` applied. On ABI 1.3 they can change per run; on
+    ABI 1.2 they are fixed when the model is loaded and a run's ``sampling`` is ignored.
     """
 
     top_k: int | None = None
@@ -33,6 +32,23 @@ class Sampling:
     mirostat: int | None = None
     mirostat_tau: float | None = None
     mirostat_eta: float | None = None
+
+
+RUNTIME_SAMPLING = Sampling(
+    top_k=40,
+    top_p=0.9,
+    temperature=0.8,
+    repeat_penalty=1.1,
+    frequency_penalty=0.0,
+    presence_penalty=0.0,
+    mirostat=0,
+    mirostat_tau=5.0,
+    mirostat_eta=0.1,
+)
+"""The values of the vendor's ``rkllm_createDefaultParam()``: what a field left out gets.
+
+To show and document; the binding never sends them (a field left out is not set at all).
+"""
 
 
 @dataclass(frozen=True, slots=True)
