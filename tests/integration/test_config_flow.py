@@ -234,15 +234,20 @@ async def test_conversation_subentry_with_recommended_settings(
     assert hass.states.get("conversation.kitchen_agent") is not None
 
 
+async def advanced_form(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
+    """The second page of a new conversation agent without the recommended settings."""
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
+    )
+    return await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_NAME: "Tuned agent", "recommended": False}
+    )
+
+
 async def test_conversation_subentry_with_own_settings(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
-    result = await hass.config_entries.subentries.async_init(
-        (init_integration.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
-    )
-    result = await hass.config_entries.subentries.async_configure(
-        result["flow_id"], {CONF_NAME: "Tuned agent", "recommended": False}
-    )
+    result = await advanced_form(hass, init_integration)
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "advanced"
     result = await hass.config_entries.subentries.async_configure(
@@ -282,12 +287,7 @@ def suggested(form: dict[str, Any]) -> dict[str, Any]:
 async def test_sampling_shows_the_runtimes_values_and_stores_only_changed_ones(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
-    result = await hass.config_entries.subentries.async_init(
-        (init_integration.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
-    )
-    result = await hass.config_entries.subentries.async_configure(
-        result["flow_id"], {CONF_NAME: "Tuned agent", "recommended": False}
-    )
+    result = await advanced_form(hass, init_integration)
     assert suggested(result) == {
         "max_new_tokens": 256,
         "max_history": 10,
