@@ -135,7 +135,7 @@ class Chat:
         except RKLLMError as err:
             raise from_runtime(err) from err
         except MissingCallError as err:
-            raise ApiError(422, f"the model did not call the tool it had to: {err}") from err
+            raise ApiError(422, f'"tool_choice": {err}, even when asked again') from err
         except InvalidReplyError as err:
             raise ApiError(422, f"the model did not answer with JSON that follows the schema: {err}") from err
         if data is None:  # tool calls: the client runs them first
