@@ -84,6 +84,8 @@ class RKLLMRuntime:
         self._handle = LLMHandle()
         check_model_file(self.model_path)
         c_param = self._build_param()
+        # A run's sampling starts from these: a field it leaves out keeps the runtime's value.
+        self._sampling = {name: getattr(c_param, name) for name in Sampling.__dataclass_fields__}
         # The callback objects must live as long as the handle.
         self._c_callback = LLMResultCallback(self._on_result)
         init_callback: Any = self._c_callback
@@ -277,7 +279,7 @@ class RKLLMRuntime:
         if self.library.abi_version == "1.3":
             c_infer.max_new_tokens = max(options.max_new_tokens, 0)
             if options.sampling is not None:
-                sampling = self._abi.RKLLMSamplingParam()
+                sampling = self._abi.RKLLMSamplingParam(**self._sampling)
                 _apply_sampling(sampling, options.sampling)
                 keep_alive.append(sampling)
                 c_infer.sampling_params = ctypes.pointer(sampling)
@@ -449,4 +451,5 @@ def param_values(struct: Any) -> dict[str, object]:
 
 def _apply_sampling(target: Any, sampling: Sampling) -> None:
     for name in Sampling.__dataclass_fields__:
-        setattr(target, name, getattr(sampling, name))
+        if (value := getattr(sampling, name)) is not None:
+            setattr(target, name, value)

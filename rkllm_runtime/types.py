@@ -16,21 +16,39 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Sampling:
-    """Sampling parameters.
+    """Sampling parameters; a field left at ``None`` keeps the runtime's own value.
 
-    On ABI 1.3 they can change per run; on ABI 1.2 they are fixed when the model
-    is loaded and a run's ``sampling`` is ignored.
+    The runtime's values are those of ``rkllm_createDefaultParam()`` (:data:`RUNTIME_SAMPLING`)
+    with the model's load-time ``sampling`` applied. On ABI 1.3 they can change per run; on
+    ABI 1.2 they are fixed when the model is loaded and a run's ``sampling`` is ignored.
     """
 
-    top_k: int = 1
-    top_p: float = 0.9
-    temperature: float = 0.8
-    repeat_penalty: float = 1.1
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float | None = None
+    repeat_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+
+
+RUNTIME_SAMPLING = Sampling(
+    top_k=40,
+    top_p=0.9,
+    temperature=0.8,
+    repeat_penalty=1.1,
+    frequency_penalty=0.0,
+    presence_penalty=0.0,
+    mirostat=0,
+    mirostat_tau=5.0,
+    mirostat_eta=0.1,
+)
+"""The values of the vendor's ``rkllm_createDefaultParam()``: what a field left out gets.
+
+To show and document; the binding never sends them (a field left out is not set at all).
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import probatio
 from homeassistant.components import ai_task, conversation
 from homeassistant.core import HomeAssistant
@@ -11,18 +9,14 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from rkllm_runtime.chat import retry, structured
+
 from .const import DOMAIN, LOGGER, SUBENTRY_AI_TASK
 from .entity import RKLLMBaseLLMEntity
 from .models import RKLLMConfigEntry
 
 # The engine queues requests itself.
 PARALLEL_UPDATES = 0
-
-STRUCTURE_PROMPT = (
-    "\n\nAnswer with a single JSON object and nothing else: no explanation, no code fence. "
-    "It must follow this JSON schema:\n{schema}"
-)
-RETRY_PROMPT = "That answer was not valid ({error}). Reply again with only the JSON object."
 
 
 async def async_setup_entry(
@@ -52,24 +46,24 @@ class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
             )
 
         schema = probatio.to_openapi(task.structure, custom_serializer=llm.selector_serializer)
-        suffix = STRUCTURE_PROMPT.format(schema=json.dumps(schema))
-        error = ""
-        for attempt in range(2):
-            if attempt:
-                chat_log.async_add_user_content(conversation.UserContent(RETRY_PROMPT.format(error=error)))
+        suffix = structured.instruction(schema)
+        error: structured.InvalidReplyError | None = None
+        for _ in range(retry.ATTEMPTS):
+            if error is not None:
+                chat_log.async_add_user_content(conversation.UserContent(error.correction()))
             await self._async_handle_chat_log(chat_log, system_suffix=suffix)
             text = _last_text(chat_log)
             try:
-                data = task.structure(json.loads(_strip_fence(text)))
-            except (ValueError, probatio.Invalid) as err:
-                error = str(err)
-                LOGGER.debug("Structured answer %r rejected: %s", text, error)
+                data = structured.parse_reply(text, schema)
+            except structured.InvalidReplyError as err:
+                error = err
+                LOGGER.debug("Structured answer %r rejected: %s", text, err)
                 continue
             return ai_task.GenDataTaskResult(conversation_id=chat_log.conversation_id, data=data)
         raise HomeAssistantError(
             translation_domain=DOMAIN,
             translation_key="invalid_structured_output",
-            translation_placeholders={"error": error},
+            translation_placeholders={"error": str(error)},
         )
 
 
@@ -78,10 +72,3 @@ def _last_text(chat_log: conversation.ChatLog) -> str:
     if not isinstance(content, conversation.AssistantContent):
         raise HomeAssistantError(translation_domain=DOMAIN, translation_key="no_answer")
     return content.content or ""
-
-
-def _strip_fence(text: str) -> str:
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.strip("`").removeprefix("json").strip()
-    return text

@@ -41,6 +41,7 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from rkllm_runtime import RKLLMError, find_library
 from rkllm_runtime.chat import KVMode
 from rkllm_runtime.client import AuthenticationError, RemoteEngine, server_models
+from rkllm_runtime.types import RUNTIME_SAMPLING
 
 from .const import (
     CHILD_START_TIMEOUT_S,
@@ -70,10 +71,6 @@ from .const import (
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_PLATFORM,
-    DEFAULT_REPEAT_PENALTY,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
     DOMAIN,
     LOGGER,
     MODE_CHILD,
@@ -81,6 +78,7 @@ from .const import (
     MODE_SERVER,
     MODES,
     PLATFORM_CPU_MASKS,
+    SAMPLING_OPTIONS,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
@@ -447,16 +445,20 @@ def default_ai_task_options() -> dict[str, Any]:
 
 
 def _advanced_options(subentry_type: str) -> dict[str, tuple[Any, NumberSelector]]:
-    """The settings behind "Recommended settings": key -> (default, selector)."""
+    """The settings behind "Recommended settings": key -> (default, selector).
+
+    The default of a sampling setting is the runtime's own value, which applies when it is not set.
+    """
+    runtime = RUNTIME_SAMPLING
     options = {
         CONF_MAX_NEW_TOKENS: (DEFAULT_MAX_NEW_TOKENS, _box(1, 16384)),
-        CONF_TEMPERATURE: (DEFAULT_TEMPERATURE, _box(0, 2, 0.05)),
+        CONF_TEMPERATURE: (runtime.temperature, _box(0, 2, 0.05)),
     }
     if subentry_type == SUBENTRY_CONVERSATION:
         options |= {
-            CONF_TOP_K: (DEFAULT_TOP_K, _box(1, 200)),
-            CONF_TOP_P: (DEFAULT_TOP_P, _box(0, 1, 0.05)),
-            CONF_REPEAT_PENALTY: (DEFAULT_REPEAT_PENALTY, _box(0.5, 2, 0.05)),
+            CONF_TOP_K: (runtime.top_k, _box(1, 200)),
+            CONF_TOP_P: (runtime.top_p, _box(0, 1, 0.05)),
+            CONF_REPEAT_PENALTY: (runtime.repeat_penalty, _box(0.5, 2, 0.05)),
             CONF_MAX_HISTORY: (DEFAULT_MAX_HISTORY, _box(0, 100)),
         }
     return options
@@ -492,13 +494,18 @@ def subentry_schema(
 
 
 def advanced_schema(subentry_type: str, options: Mapping[str, Any]) -> vol.Schema:
-    """The second form: sampling and history, pre-filled with ``options`` or the defaults."""
-    return vol.Schema(
-        {
-            vol.Required(key, default=options.get(key, default)): selector
-            for key, (default, selector) in _advanced_options(subentry_type).items()
-        }
-    )
+    """The second form: sampling and history, pre-filled with ``options`` or the defaults.
+
+    A sampling setting may be emptied: the runtime's own value applies.
+    """
+    schema: dict[Any, Any] = {}
+    for key, (default, selector) in _advanced_options(subentry_type).items():
+        value = options.get(key, default)
+        if key in SAMPLING_OPTIONS:
+            schema[vol.Optional(key, description={"suggested_value": value})] = selector
+        else:
+            schema[vol.Required(key, default=value)] = selector
+    return vol.Schema(schema)
 
 
 class RKLLMSubentryFlow(ConfigSubentryFlow):
@@ -561,6 +568,10 @@ class RKLLMSubentryFlow(ConfigSubentryFlow):
         self.options |= {
             key: int(value) if key in _INT_OPTIONS else value for key, value in user_input.items()
         }
+        for key, (default, _) in _advanced_options(self._subentry_type).items():
+            # Emptied or left at the runtime's value: not stored, so the runtime's own value applies.
+            if key in SAMPLING_OPTIONS and user_input.get(key, default) == default:
+                self.options.pop(key, None)
         return self._async_save()
 
     @property

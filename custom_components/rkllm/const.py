@@ -29,6 +29,8 @@ CONF_TEMPERATURE: Final = "temperature"
 CONF_TOP_K: Final = "top_k"
 CONF_TOP_P: Final = "top_p"
 CONF_REPEAT_PENALTY: Final = "repeat_penalty"
+# Subentry options named as the fields of rkllm_runtime.Sampling; one left out keeps the runtime's value.
+SAMPLING_OPTIONS: Final = (CONF_TEMPERATURE, CONF_TOP_K, CONF_TOP_P, CONF_REPEAT_PENALTY)
 CONF_THINK: Final = "think"
 CONF_MAX_HISTORY: Final = "max_history"
 CONF_RECOMMENDED: Final = "recommended"
@@ -38,10 +40,6 @@ SUBENTRY_AI_TASK: Final = "ai_task_data"
 
 DEFAULT_MAX_CONTEXT_LEN: Final = 4096
 DEFAULT_MAX_NEW_TOKENS: Final = 256
-DEFAULT_TEMPERATURE: Final = 0.7
-DEFAULT_TOP_K: Final = 20
-DEFAULT_TOP_P: Final = 0.8
-DEFAULT_REPEAT_PENALTY: Final = 1.05
 DEFAULT_MAX_HISTORY: Final = 10
 DEFAULT_PLATFORM: Final = "rk3588"
 # keep_history=0 runs only, as the vendor's own examples: see the README's "KV cache" section.

@@ -28,24 +28,18 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
+from rkllm_runtime.types import RUNTIME_SAMPLING
 
 from .const import (
     CONF_MAX_HISTORY,
     CONF_MAX_NEW_TOKENS,
-    CONF_REPEAT_PENALTY,
-    CONF_TEMPERATURE,
     CONF_THINK,
-    CONF_TOP_K,
-    CONF_TOP_P,
     DEFAULT_MAX_HISTORY,
     DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_REPEAT_PENALTY,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
     DOMAIN,
     LOGGER,
     MAX_TOOL_ITERATIONS,
+    SAMPLING_OPTIONS,
 )
 from .engine import ModelEngine
 from .errors import user_facing_errors
@@ -126,13 +120,10 @@ def tool_specs(api: llm.APIInstance) -> list[ToolSpec]:
 
 
 def sampling_of(options: dict[str, Any]) -> Sampling:
-    """Sampling settings of a subentry."""
-    return Sampling(
-        top_k=int(options.get(CONF_TOP_K, DEFAULT_TOP_K)),
-        top_p=float(options.get(CONF_TOP_P, DEFAULT_TOP_P)),
-        temperature=float(options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
-        repeat_penalty=float(options.get(CONF_REPEAT_PENALTY, DEFAULT_REPEAT_PENALTY)),
-    )
+    """Sampling settings of a subentry; one it does not set keeps the runtime's own value."""
+    chosen = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
+    # An int or a float, as the runtime's value (number selectors give floats).
+    return Sampling(**{key: type(getattr(RUNTIME_SAMPLING, key))(value) for key, value in chosen.items()})
 
 
 async def deltas(

@@ -39,6 +39,7 @@ from .messages import ChatRequest, Message, ToolCall, fingerprint, render_tools,
 from .parser import StreamParser
 from .plan import KVCacheState, KVMode, KVReset, Plan, overflow_suspected, plan
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
+from .stop import StopFilter
 from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
 
 _LOGGER = logging.getLogger(__name__)
@@ -226,16 +227,19 @@ class ChatEngine:
         before = KVCacheState(system_key=step.system_key) if step.set_system else self.kv_cache
         self.kv_cache = before.without_conversation()  # until the run has succeeded
         parser = StreamParser([tool.name for tool in request.tools])
+        stop = StopFilter(request.stop)
         run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
         try:
-            async with run:
+            async with run:  # leaving early (a stop string) aborts the run
                 async for chunk in run:
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
-                    for event in parser.feed(chunk):
+                    for event in stop.events(parser.feed(chunk)):
                         yield _noted(event, said)
-            for event in parser.finish():
+                    if stop.stopped:
+                        break
+            for event in stop.events([*parser.finish(), TextDelta(stop.flush())]):
                 yield _noted(event, said)
             finished = True
         except (AbortedError, asyncio.CancelledError):
@@ -243,7 +247,11 @@ class ChatEngine:
             raise
         finally:
             kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
-        assert run.result is not None
+        if run.result is None:  # stopped at a stop string: the runtime reports no figures
+            said.perf = PerfStats(generate_tokens=len(said.text))
+            said.prompt_tokens = max((kv_tokens or 0) - len(said.text), 0)
+            self.stats.kv_tokens = kv_tokens or 0
+            return
         said.perf = perf = run.result.perf
         if prepared.options.keep_history:
             held = before.kv_tokens if step.reset is KVReset.NONE and before.in_kv else 0

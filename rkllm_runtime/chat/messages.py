@@ -77,6 +77,8 @@ class ChatRequest:
     """User turns of history kept when a conversation is rebuilt (0: every turn that fits)."""
     malformed_call_retries: int = 1
     """Times a malformed tool call is answered with an error so the model can try again."""
+    stop: Sequence[str] = ()
+    """The reply ends where one of these strings starts (the run is aborted there)."""
 
 
 def render_tools(tools: Sequence[ToolSpec]) -> str:

@@ -10,21 +10,41 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from rkllm_runtime.chat.wire import stats_to_dict
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from . import model_api, native_api, ollama_api, openai_api
 from .config import ServerConfig
+from .connections import ConnectionGuard, connection_cap
 from .errors import ApiError
-from .exchange import MODEL, SERVER, Server, dumps, error_body
-from .metrics import ServerMetrics, render
+from .exchange import ARRIVED, MODEL, SERVER, Server, dumps, error_body
+from .metrics import CONTENT_TYPE, ServerMetrics, render
 from .models import ModelRegistry, ModelState
 
 _LOGGER = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/", "/health"})
+
+
+class OneLineForBadHttp(logging.Filter):
+    """aiohttp's log of a request it could not parse: no traceback, and shown only when debugging.
+
+    The access log already has its line (``"UNKNOWN / HTTP/1.0" 400``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "Malformed HTTP request from %s (answered 400): %s"
+            record.args = (peer, " ".join(error.message.split()))
+            record.exc_info = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("aiohttp.server").isEnabledFor(logging.DEBUG)
+        return True
 
 
 def _is_openai(request: web.Request) -> bool:
@@ -47,7 +67,11 @@ def _error(err: ApiError, request: web.Request) -> web.Response:
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error as JSON in the API's shape, with its status; responses counted by status."""
     server = request.app[SERVER]
+    request[ARRIVED] = time.monotonic()
+    server.connections.started(request)
     try:
+        if (request.content_length or 0) > server.config.max_request_bytes:
+            raise web.HTTPRequestEntityTooLarge(server.config.max_request_bytes, request.content_length or 0)
         response = await handler(request)
     except ApiError as err:
         response = _error(err, request)
@@ -61,6 +85,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         _LOGGER.exception("Error answering %s %s", request.method, request.path)
         response = _error(ApiError(500, "internal server error"), request)
+    finally:
+        server.connections.finished(request)
     model = request.get(MODEL)
     if model is not None and model in server.registry.models:
         api = "openai" if _is_openai(request) else "ollama"
@@ -75,8 +101,11 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     if key and request.path not in OPEN_PATHS:
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        # Header bytes that are not UTF-8 arrive as surrogates: they never match, they never fail.
+        sent = token.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent, key.encode()):
             raise ApiError(401, "a valid API key is required (Authorization: Bearer <key>)")
+        request.app[SERVER].connections.authenticated(request)
     return await handler(request)
 
 
@@ -92,8 +121,10 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text."""
     server = request.app[SERVER]
-    text = await asyncio.get_running_loop().run_in_executor(None, render, server.registry, server.metrics)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Version": "0.0.4"})
+    text = await asyncio.get_running_loop().run_in_executor(
+        None, render, server.registry, server.metrics, server.connections
+    )
+    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -123,7 +154,8 @@ def _npu() -> dict[str, float | None]:
 def create_app(config: ServerConfig, registry: ModelRegistry) -> web.Application:
     """The application for these models."""
     app = web.Application(middlewares=[errors, api_key], client_max_size=config.max_request_bytes)
-    app[SERVER] = Server(config, registry, ServerMetrics(), time.time())
+    guard = ConnectionGuard(connection_cap(config.max_connections))
+    app[SERVER] = Server(config, registry, ServerMetrics(), time.time(), guard)
     app.add_routes([*ollama_api.routes(), *openai_api.routes(), *native_api.routes(), *model_api.routes()])
     app.add_routes(
         [web.get("/health", health), web.get("/metrics", metrics), web.get("/rkllm/status", status)]

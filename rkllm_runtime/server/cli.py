@@ -19,25 +19,30 @@ from rkllm_runtime.chat import KVMode
 from rkllm_runtime.models import detect_board
 
 from .announce import Announcer, service_info
-from .app import create_app
+from .app import OneLineForBadHttp, create_app
 from .child import READY_LINE
 from .config import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_CONTEXT,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_TOKENS,
     DEFAULT_MAX_WAITING,
     DEFAULT_PORT,
     ServerConfig,
     is_loopback,
+    package_version,
 )
+from .connections import GuardedSite
+from .exchange import SERVER
 from .models import ModelRegistry
-from .ollama_api import package_version
 from .pull import catalog_command, pull_command
 
 _LOGGER = logging.getLogger("rkllm_runtime.server")
 
 # From SIGTERM to the engines closed; the web server then gets at most 1 s: out within 5 s.
-STOP_WITHIN_S = 3.5
+STOP_WITHIN_S = 3.0
 
 
 def _mask(text: str) -> int:
@@ -74,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM), with --tls-key")
     parser.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    parser.add_argument(
+        "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+        help=f"open connections at most, idle ones shed first (default: {DEFAULT_MAX_CONNECTIONS}, "
+        "lowered to fit the descriptor limit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, metavar="SECONDS",
+        help="time to send a request's head; also how long an idle connection stays open "
+        f"(default: {DEFAULT_HEADER_TIMEOUT_S:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="SECONDS",
+        help=f"time to send a request's body (default: {DEFAULT_BODY_TIMEOUT_S:g})",
+    )  # fmt: skip
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="most tokens per reply")
     parser.add_argument(
         "--max-waiting", type=int, default=DEFAULT_MAX_WAITING, help="queued requests per model"
@@ -132,7 +151,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         )
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
-    for name in ("max_request_bytes", "max_tokens", "max_waiting", "context_length", "base_domain_id"):
+    numbers = ("max_request_bytes", "max_connections", "header_timeout", "body_timeout")
+    for name in (*numbers, "max_tokens", "max_waiting", "context_length", "base_domain_id"):
         if getattr(args, name) < (0 if name in ("max_waiting", "base_domain_id") else 1):
             parser.error(f"--{name.replace('_', '-')} is too small")
     return ServerConfig(
@@ -144,6 +164,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         max_request_bytes=args.max_request_bytes,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         max_tokens=args.max_tokens,
         max_waiting=args.max_waiting,
         context_length=args.context_length,
@@ -178,12 +201,21 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(config: ServerConfig) -> bool:
-    """Run until SIGTERM or SIGINT; whether everything stopped in time."""
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then stop within 5 s whatever the runtime is doing."""
     registry = ModelRegistry(config)
-    runner = web.AppRunner(create_app(config, registry), handler_cancellation=True, shutdown_timeout=1.0)
+    app = create_app(config, registry)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
+        # Also the time a new connection has to send its first request head.
+        keepalive_timeout=config.header_timeout_s,
+        lingering_time=1.0,  # an unread body (refused request) is drained this long at most
+    )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=_ssl_context(config))
+    guard = app[SERVER].connections
+    site = GuardedSite(runner, config.host, config.port, guard, _ssl_context(config))
     await site.start()
     scheme = "https" if config.tls_cert else "http"
     for host, port in (address[:2] for address in runner.addresses):
@@ -211,8 +243,14 @@ async def serve(config: ServerConfig) -> bool:
         except TimeoutError:
             _LOGGER.warning("A run did not stop in time (the runtime cannot abort a prefill); exiting anyway")
             clean = False
+    if not clean:
+        # A runtime thread is still inside the library (a prefill or a load): nothing may wait for
+        # it, not even the interpreter's exit. Prompt-cache files are only renamed into place
+        # after a finished run, so the ones on disk stay whole.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     await runner.cleanup()
-    return clean
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -227,8 +265,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=os.environ.get("RKLLM_SERVER_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not asyncio.run(serve(config)):
-        # A runtime thread is still inside the library: do not wait for it at exit.
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(0)
+    logging.getLogger("aiohttp.server").addFilter(OneLineForBadHttp())
+    asyncio.run(serve(config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from rkllm_runtime.chat import MAX_WAITING, KVMode
@@ -13,6 +14,9 @@ DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20
 DEFAULT_MAX_TOKENS = 2048
 DEFAULT_MAX_WAITING = MAX_WAITING
 DEFAULT_CONTEXT = 4096
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,12 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Open connections at most (lowered to fit the descriptor limit); idle ones are shed first."""
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    """A connection that has not sent a whole request head within this time is closed."""
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    """A request body that has not arrived within this time gets a 408."""
     max_tokens: int = DEFAULT_MAX_TOKENS
     """Most tokens one reply may have; also the default."""
     max_waiting: int = DEFAULT_MAX_WAITING
@@ -76,3 +86,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def package_version() -> str:
+    """This package's version."""
+    try:
+        return version("rkllm-runtime")
+    except PackageNotFoundError:
+        return "0"

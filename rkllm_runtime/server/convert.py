@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
 from rkllm_runtime.chat import Message, ToolCall, ToolSpec
 from rkllm_runtime.chat.messages import new_call_id
+from rkllm_runtime.chat.structured import InvalidSchemaError, check_schema
 from rkllm_runtime.types import Sampling
 
 from .errors import bad_request
 
 _SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+MAX_STOP_STRINGS = 4
 
 
 def _text(content: object, where: str) -> str:
@@ -102,15 +105,65 @@ def parse_tools(items: object) -> list[ToolSpec]:
     return tools
 
 
+# The ranges OpenAI enforces (top_k and the mirostat fields: what the runtime can take).
+_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "top_k": (0, 2**31 - 1),  # a C int
+    "repeat_penalty": (0.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "presence_penalty": (-2.0, 2.0),
+    "mirostat": (0, 2),
+    "mirostat_tau": (0.0, 100.0),
+    "mirostat_eta": (0.0, 1.0),
+}
+_INTEGERS = {"top_k", "mirostat"}
+
+
 def sampling_of(values: Mapping[str, object]) -> Sampling | None:
-    """Sampling from request options (None when the request sets none: the model's own apply)."""
-    chosen = {key: values[key] for key in _SAMPLING_FIELDS if values.get(key) is not None}
-    if not chosen:
-        return None
+    """Sampling from request options; a field left out keeps the runtime's value (None: all do)."""
+    chosen: dict[str, Any] = {}
+    for key in _SAMPLING_FIELDS:
+        value = values.get(key)
+        if value is None:
+            continue
+        low, high = _RANGES[key]
+        integer = key in _INTEGERS
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad_request(f'"{key}" must be a number')
+        if not (math.isfinite(value) and low <= value <= high):
+            raise bad_request(f'"{key}" must be between {low:g} and {high}')
+        if integer and value != int(value):
+            raise bad_request(f'"{key}" must be an integer')
+        chosen[key] = int(value) if integer else float(value)
+    return Sampling(**chosen) if chosen else None
+
+
+def stop_strings(value: object, field: str) -> tuple[str, ...]:
+    """Stop strings: one, or a list of them (OpenAI allows at most 4)."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
+        raise bad_request(f'"{field}" must be a non-empty string or a list of them')
+    if len(items) > MAX_STOP_STRINGS:
+        raise bad_request(f'"{field}" holds at most {MAX_STOP_STRINGS} strings')
+    return tuple(items)
+
+
+def refuse(values: Mapping[str, object], fields: Iterable[str], where: str = "") -> None:
+    """400 naming the first of ``fields`` that is set: this server cannot honour it."""
+    for name in fields:
+        if values.get(name) not in (None, False, [], {}):
+            raise bad_request(f'"{where}{name}" is not supported by this server')
+
+
+def output_schema(value: object, field: str) -> dict[str, Any]:
+    """A JSON schema for structured output (400 when it is not one)."""
     try:
-        return Sampling(**{key: type(getattr(Sampling(), key))(value) for key, value in chosen.items()})
-    except (TypeError, ValueError) as err:
-        raise bad_request(f"invalid sampling option: {err}") from err
+        return check_schema(value)
+    except InvalidSchemaError as err:
+        raise bad_request(f'"{field}": {err}') from err
 
 
 def max_tokens(requested: object, limit: int) -> int:
@@ -131,3 +184,23 @@ def flag(value: object, name: str) -> bool:
     if isinstance(value, str) and value in ("low", "medium", "high"):
         return True
     raise bad_request(f'"{name}" must be true or false')
+
+
+def choose_tools(tools: list[ToolSpec], choice: object) -> tuple[list[ToolSpec], tuple[str, ...]]:
+    """OpenAI's ``tool_choice``: the tools the model gets, and those it must call one of (none: free)."""
+    if choice is None or choice == "auto":
+        return tools, ()
+    if choice == "none":
+        return [], ()
+    if choice == "required":
+        if not tools:
+            raise bad_request('"tool_choice": "required" needs "tools"')
+        return tools, tuple(tool.name for tool in tools)
+    function = choice.get("function") if isinstance(choice, Mapping) else None
+    name = function.get("name") if isinstance(function, Mapping) else None
+    if not isinstance(name, str):
+        raise bad_request('"tool_choice" must be "none", "auto", "required" or {"type": "function", ...}')
+    named = [tool for tool in tools if tool.name == name]
+    if not named:
+        raise bad_request(f'"tool_choice" names the tool {name!r}, which is not in "tools"')
+    return named, (name,)

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from rkllm_runtime.chat import ChatEngine, ChatEvent, ChatRequest, ChatStream, Finished
+from rkllm_runtime.chat import (
+    ChatEngine,
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    ChatStream,
+    Finished,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+)
+from rkllm_runtime.chat.structured import InvalidReplyError, answer
+from rkllm_runtime.chat.tool_choice import MissingCallError, answer_with_call
 from rkllm_runtime.errors import RKLLMError
 
 from .config import ServerConfig
+from .connections import ConnectionGuard
 from .errors import ApiError, bad_request, from_runtime
 from .metrics import ServerMetrics
 from .models import ModelRegistry, ServedModel
@@ -28,44 +42,72 @@ class Server:
     registry: ModelRegistry
     metrics: ServerMetrics
     started: float
+    connections: ConnectionGuard
 
 
 SERVER = web.AppKey("server", Server)
 MODEL = web.RequestKey("model", str)
 """The model a request named, for the response metrics."""
+ARRIVED = web.RequestKey("arrived", float)
+"""Request key: when the request's headers were read (``time.monotonic()``)."""
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object (413 beyond the size limit, 400 when it is not JSON)."""
+    """The body as a JSON object (413 beyond the size limit, 408 when slow, 400 when it is not JSON)."""
+    limit = request.app[SERVER].config.body_timeout_s
     try:
-        body = await request.json()
+        async with asyncio.timeout(limit):
+            body = await request.json()
     except web.HTTPRequestEntityTooLarge:
         raise
+    except TimeoutError as err:
+        raise ApiError(408, f"the request body did not arrive within {limit:g} s") from err
     except ValueError as err:
         raise bad_request(f"the body is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise bad_request("the body's JSON is nested too deeply") from err
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     return body
 
 
 class Chat:
-    """One chat of a request: errors before the first event become the response's status."""
+    """One chat of a request: errors before the first event become the response's status.
+
+    With a ``schema``, the reply is JSON that follows it (see :mod:`rkllm_runtime.chat.structured`);
+    with ``must_call``, it calls one of these tools (see :mod:`rkllm_runtime.chat.tool_choice`),
+    which then wins over the schema. Such a reply is checked whole before its first event.
+    """
 
     def __init__(
         self,
         server: Server,
         model: ServedModel,
         request: ChatRequest,
+        *,
         keep_alive: float | bool | None = False,
+        arrived: float | None = None,
+        schema: Mapping[str, Any] | None = None,
+        must_call: Sequence[str] = (),
     ) -> None:
         self.model = model.name
         self.request = request
-        self.started = time.monotonic()
+        self.started = time.monotonic() if arrived is None else arrived
+        self.schema = schema
+        self.must_call = tuple(must_call)
         self._server = server
         self._served = model
         self._keep_alive = keep_alive
         self._stream: ChatStream | None = None
         self._first: ChatEvent | None = None
+        self._answered: list[ChatEvent] = []
+        self.first_token_s: float | None = None
+        """From the request's arrival (queue and prompt-cache load included) to its first token."""
+
+    @property
+    def checked(self) -> bool:
+        """The reply is checked whole before it is passed on (each of its runs counted)."""
+        return self.schema is not None or bool(self.must_call)
 
     async def __aenter__(self) -> Chat:
         engine = await self._server.registry.acquire(self._served, self._keep_alive)  # loaded on first use
@@ -76,6 +118,10 @@ class Chat:
             raise
 
     async def _start(self, engine: ChatEngine) -> Chat:
+        self._engine: ChatEngine = engine
+        if self.checked:
+            self._answered = await self._checked_reply()
+            return self
         self._stream = engine.chat(self.request)
         try:
             self._first = await anext(self._stream)
@@ -88,25 +134,66 @@ class Chat:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._stream is not None
         try:
-            await self._stream.aclose()  # a client gone mid-stream aborts the run here
+            if self._stream is not None:
+                await self._stream.aclose()  # a client gone mid-stream aborts the run here
         finally:
             self._server.registry.release(self._served)
 
+    async def _checked_reply(self) -> list[ChatEvent]:
+        try:
+            if self.must_call:
+                result = await answer_with_call(self._ask, self.request, self.must_call)
+                said: list[ChatEvent] = [TextDelta(result.text)] if result.text else []
+                return [*said, *(ToolCallDelta(call) for call in result.tool_calls), Finished(result)]
+            assert self.schema is not None
+            result, data = await answer(self._ask, self.request, self.schema)
+        except RKLLMError as err:
+            raise from_runtime(err) from err
+        except MissingCallError as err:
+            raise ApiError(422, f'"tool_choice": {err}, even when asked again') from err
+        except InvalidReplyError as err:
+            raise ApiError(422, f"the model did not answer with JSON that follows the schema: {err}") from err
+        if data is None:  # tool calls: the client runs them first
+            return [*(ToolCallDelta(call) for call in result.tool_calls), Finished(result)]
+        text = json.dumps(data, ensure_ascii=False)
+        return [TextDelta(text), Finished(replace(result, text=text))]
+
+    async def _ask(self, request: ChatRequest) -> ChatResult:
+        async with self._engine.chat(request) as stream:
+            async for _ in stream:
+                pass
+        assert stream.result is not None
+        self._server.metrics.finished(self.model, stream.result)
+        return stream.result
+
     async def events(self) -> AsyncIterator[ChatEvent]:
         """Every event, :class:`Finished` last (counted in the metrics)."""
+        if self._answered:
+            for event in self._answered:
+                self._count(event)
+                yield event
+            return
         assert self._stream is not None
         assert self._first is not None
         event = self._first
         while True:
-            if isinstance(event, Finished):
-                self._server.metrics.finished(self.model, event.result)
+            self._count(event)
             yield event
             try:
                 event = await anext(self._stream)
             except StopAsyncIteration:
                 return
+
+    def _count(self, event: ChatEvent) -> None:
+        metrics = self._server.metrics
+        if self.first_token_s is None and isinstance(event, TextDelta | ThinkingDelta | ToolCallDelta):
+            self.first_token_s = time.monotonic() - self.started
+        if isinstance(event, Finished):
+            if not self.checked:  # a checked reply counted each of its runs already
+                metrics.finished(self.model, event.result)
+            waited = self.first_token_s if self.first_token_s is not None else time.monotonic() - self.started
+            metrics.answered(self.model, waited)
 
 
 async def collect(chat: Chat) -> list[ChatEvent]:
@@ -130,12 +217,7 @@ def iso_now() -> str:
 def error_body(err: ApiError, openai: bool) -> dict[str, Any]:
     """An error in the API's shape."""
     if openai:
-        kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
-        return {
-            "error": {
-                "message": err.message,
-                "type": kind.get(err.status, "server_error"),
-                "code": err.status,
-            }
-        }
+        kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+        default = "invalid_request_error" if err.status < 500 else "server_error"
+        return {"error": {"message": err.message, "type": kind.get(err.status, default), "code": err.status}}
     return {"error": err.message}

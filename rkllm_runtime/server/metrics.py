@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import math
+import platform
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,8 +12,11 @@ from dataclasses import dataclass, field
 from rkllm_runtime.chat import ChatEngine, ChatResult
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
+from .config import package_version
+from .connections import ConnectionGuard
 from .models import ModelRegistry, ModelState
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -42,12 +47,15 @@ class ServerMetrics:
     ttft: dict[str, _Histogram] = field(default_factory=dict)
 
     def finished(self, model: str, result: ChatResult) -> None:
-        """Count a finished chat."""
+        """Count the tokens of a finished run."""
         self.generated[model] += result.perf.generate_tokens
         self.prefilled[model] += result.perf.prefill_tokens
         self.prompt[model] += result.prompt_tokens
         self.cached[model] += result.cached_tokens
-        self.ttft.setdefault(model, _Histogram()).observe(result.perf.prefill_time_ms / 1000)
+
+    def answered(self, model: str, first_token_s: float) -> None:
+        """Count a request that waited ``first_token_s`` from its arrival to its first token."""
+        self.ttft.setdefault(model, _Histogram()).observe(first_token_s)
 
 
 def _last(engine: ChatEngine, read: Callable[[ChatResult], float]) -> float:
@@ -90,13 +98,26 @@ class _Writer:
         self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
 
     def sample(self, name: str, value: float, **labels: object) -> None:
-        self.lines.append(f"{name}{_labels(**labels)} {value:g}")
+        self.lines.append(f"{name}{_labels(**labels)} {_number(value)}")
 
 
-def render(registry: ModelRegistry, metrics: ServerMetrics) -> str:
+def _number(value: float) -> str:
+    """Integers exactly; floats to the last digit that round-trips."""
+    if isinstance(value, int):
+        return str(value)
+    return {math.inf: "+Inf", -math.inf: "-Inf"}.get(value, "NaN" if math.isnan(value) else repr(value))
+
+
+def render(registry: ModelRegistry, metrics: ServerMetrics, connections: ConnectionGuard) -> str:
     """The exposition text (reads /sys: call from a worker thread)."""
     out = _Writer()
     models = list(registry.models.values())
+    out.family("rkllm_build_info", "gauge", "1, labelled with this server's version and Python's.")
+    out.sample("rkllm_build_info", 1, version=package_version(), python=platform.python_version())
+    releases = sorted({m.engine.runtime.library.release for m in models if m.engine is not None})
+    out.family("rkllm_runtime_info", "gauge", "1 for each RKLLM runtime release the models run on.")
+    for release in releases:
+        out.sample("rkllm_runtime_info", 1, release=release)
     out.family("rkllm_model_state", "gauge", "1 for the state each model is in.")
     for model in models:
         for state in ModelState:
@@ -113,11 +134,15 @@ def render(registry: ModelRegistry, metrics: ServerMetrics) -> str:
         out.family(name, "counter", help_text)
         for model in models:
             out.sample(name, counter[model.name], model=model.name)
-    out.family("rkllm_time_to_first_token_seconds", "histogram", "Prefill time of each request.")
+    out.family(
+        "rkllm_time_to_first_token_seconds",
+        "histogram",
+        "From a request's arrival to its first token: queue, prompt-cache load and prefill.",
+    )
     for model in models:
         histogram = metrics.ttft.get(model.name, _Histogram())
         for bound, count in zip(TTFT_BUCKETS_S, histogram.counts, strict=True):
-            out.sample("rkllm_time_to_first_token_seconds_bucket", count, model=model.name, le=bound)
+            out.sample("rkllm_time_to_first_token_seconds_bucket", count, model=model.name, le=repr(bound))
         out.sample("rkllm_time_to_first_token_seconds_bucket", histogram.count, model=model.name, le="+Inf")
         out.sample("rkllm_time_to_first_token_seconds_sum", histogram.total, model=model.name)
         out.sample("rkllm_time_to_first_token_seconds_count", histogram.count, model=model.name)
@@ -126,6 +151,12 @@ def render(registry: ModelRegistry, metrics: ServerMetrics) -> str:
         out.family(name, kind, help_text)
         for model_name, engine in engines:
             out.sample(name, read(engine), model=model_name)
+    out.family("rkllm_open_connections", "gauge", f"Open HTTP connections (at most {connections.cap}).")
+    out.sample("rkllm_open_connections", connections.count)
+    out.family(
+        "rkllm_shed_connections_total", "counter", "Idle connections closed to make room for new ones."
+    )
+    out.sample("rkllm_shed_connections_total", connections.shed)
     for name, value, help_text in (
         ("rkllm_npu_load_percent", npu_load_percent(), "Mean load of the NPU cores."),
         ("rkllm_npu_temperature_celsius", npu_temperature_celsius(), "NPU temperature."),

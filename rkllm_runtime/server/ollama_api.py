@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from aiohttp import web
@@ -22,23 +21,26 @@ from rkllm_runtime.chat import (
     ToolCall,
     ToolCallDelta,
 )
+from rkllm_runtime.chat.structured import ANY_OBJECT
 from rkllm_runtime.errors import RKLLMError
 
-from .convert import flag, max_tokens, parse_messages, parse_tools, sampling_of
+from .config import package_version
+from .convert import (
+    flag,
+    max_tokens,
+    output_schema,
+    parse_messages,
+    parse_tools,
+    refuse,
+    sampling_of,
+    stop_strings,
+)
 from .errors import bad_request, from_runtime
-from .exchange import MODEL, SERVER, Chat, Server, collect, dumps, error_body, iso_now, read_json
+from .exchange import ARRIVED, MODEL, SERVER, Chat, Server, collect, dumps, error_body, iso_now, read_json
 from .models import ModelState, ServedModel
 
 NDJSON = "application/x-ndjson"
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
-
-
-def package_version() -> str:
-    """This package's version."""
-    try:
-        return version("rkllm-runtime")
-    except PackageNotFoundError:
-        return "0"
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -62,10 +64,27 @@ def _tool_call(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "function": {"name": call.name, "arguments": call.arguments}}
 
 
+# Options that would change the answer in ways the runtime cannot: refused with a 400 naming them.
+REFUSED_OPTIONS = ("min_p", "typical_p", "repeat_last_n", "penalize_newline", "num_keep")
+
+
+def _schema(value: object) -> dict[str, Any] | None:
+    """The schema ``format`` asks for (None: free text)."""
+    if value in (None, ""):
+        return None
+    if value == "json":
+        return ANY_OBJECT
+    if isinstance(value, dict):
+        return output_schema(value, "format")
+    raise bad_request('"format" must be "json" or a JSON schema')
+
+
 def _request(body: dict[str, Any], server: Server, messages: list[Message], system: str) -> ChatRequest:
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise bad_request('"options" must be an object')
+    refuse(options, REFUSED_OPTIONS, "options.")
+    refuse(body, ("logprobs", "top_logprobs"))
     return ChatRequest(
         system_prompt=system,
         messages=messages,
@@ -73,6 +92,20 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
         enable_thinking=flag(body.get("think"), "think"),
         max_new_tokens=max_tokens(options.get("num_predict"), server.config.max_tokens),
         sampling=sampling_of(options),
+        stop=stop_strings(options.get("stop"), "options.stop"),
+    )
+
+
+def _chat(
+    request: web.Request, server: Server, model: ServedModel, asked: ChatRequest, body: dict[str, Any]
+) -> Chat:
+    return Chat(
+        server,
+        model,
+        asked,
+        keep_alive=keep_alive(body.get("keep_alive")),
+        arrived=request[ARRIVED],
+        schema=_schema(body.get("format")),
     )
 
 
@@ -151,7 +184,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if body.get("messages") in (None, []):
         return await _loaded(server, model, body, "message")
     system, messages = parse_messages(body.get("messages"))
-    chat_ = Chat(server, model, _request(body, server, messages, system), keep_alive(body.get("keep_alive")))
+    chat_ = _chat(request, server, model, _request(body, server, messages, system), body)
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=False)
 
 
@@ -168,12 +201,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     if body.get("raw") or body.get("context") or body.get("images"):
         raise bad_request('"raw", "context" and "images" are not supported')
     system = body.get("system") or ""
-    chat_ = Chat(
-        server,
-        model,
-        _request(body, server, [Message("user", prompt)], str(system)),
-        keep_alive(body.get("keep_alive")),
-    )
+    asked = _request(body, server, [Message("user", prompt)], str(system))
+    chat_ = _chat(request, server, model, asked, body)
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=True)
 
 

@@ -17,27 +17,80 @@ from rkllm_runtime.chat import (
     ThinkingDelta,
     ToolCallDelta,
 )
+from rkllm_runtime.chat.structured import ANY_OBJECT
 from rkllm_runtime.errors import RKLLMError
 
-from .convert import max_tokens, parse_messages, parse_tools, sampling_of
+from .convert import (
+    choose_tools,
+    max_tokens,
+    output_schema,
+    parse_messages,
+    parse_tools,
+    refuse,
+    sampling_of,
+    stop_strings,
+)
 from .errors import bad_request, from_runtime
-from .exchange import MODEL, SERVER, Chat, collect, dumps, error_body, read_json
+from .exchange import ARRIVED, MODEL, SERVER, Chat, collect, dumps, error_body, read_json
+
+# Fields that would change the answer in ways this server cannot: refused with a 400 naming them.
+REFUSED = (
+    "audio",
+    "functions",
+    "function_call",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "prediction",
+    "web_search_options",
+)
 
 
-def _request(body: dict[str, Any], limit: int) -> ChatRequest:
+def _response_schema(value: object) -> dict[str, Any] | None:
+    """The schema ``response_format`` asks for (None: text)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad_request('"response_format" must be an object with a "type"')
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ANY_OBJECT
+    if kind == "json_schema" and isinstance(spec := value.get("json_schema"), dict):
+        return output_schema(spec.get("schema", {}), "response_format.json_schema.schema")
+    raise bad_request('"response_format" must be of type "text", "json_object" or "json_schema"')
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise bad_request('"stream_options" must be an object such as {"include_usage": true}')
+    return bool(options.get("include_usage"))
+
+
+def _request(body: dict[str, Any], limit: int) -> tuple[ChatRequest, tuple[str, ...]]:
+    """The chat request, and the tools the reply must call one of (``tool_choice``)."""
     if body.get("n", 1) != 1:
         raise bad_request('only "n": 1 is supported')
+    refuse(body, REFUSED)
+    if body.get("modalities") not in (None, ["text"]):
+        raise bad_request('"modalities": only ["text"] is supported')
     system, messages = parse_messages(body.get("messages"))
-    tools = [] if body.get("tool_choice") == "none" else parse_tools(body.get("tools"))
+    tools, must_call = choose_tools(parse_tools(body.get("tools")), body.get("tool_choice"))
     effort = body.get("reasoning_effort")
-    return ChatRequest(
+    asked = ChatRequest(
         system_prompt=system,
         messages=messages,
         tools=tools,
         enable_thinking=effort is not None and effort not in ("none", "minimal"),
         max_new_tokens=max_tokens(body.get("max_completion_tokens", body.get("max_tokens")), limit),
         sampling=sampling_of(body),
+        stop=stop_strings(body.get("stop"), "stop"),
     )
+    return asked, must_call
 
 
 def _usage(result: ChatResult) -> dict[str, Any]:
@@ -125,9 +178,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     server, body = request.app[SERVER], await read_json(request)
     model = server.registry.get(body.get("model"))
     request[MODEL] = model.name
-    chat = Chat(server, model, _request(body, server.config.max_tokens))
+    schema = _response_schema(body.get("response_format"))
+    include_usage = _include_usage(body)
+    asked, must_call = _request(body, server.config.max_tokens)
+    chat = Chat(server, model, asked, arrived=request[ARRIVED], schema=schema, must_call=must_call)
     completion = _Completion(chat)
-    options = body.get("stream_options") or {}
     async with chat:
         if not body.get("stream"):
             return web.json_response(completion.whole(await collect(chat)))
@@ -140,7 +195,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         try:
             async for event in chat.events():
-                for chunk in completion.stream_chunks(event, bool(options.get("include_usage"))):
+                for chunk in completion.stream_chunks(event, include_usage):
                     await response.write(b"data: " + dumps(chunk) + b"\n\n")
         except RKLLMError as err:
             await response.write(b"data: " + dumps(error_body(from_runtime(err), openai=True)) + b"\n\n")

@@ -33,11 +33,13 @@ from custom_components.rkllm.const import (
     MODE_CHILD,
     MODE_IN_PROCESS,
     MODE_SERVER,
+    SAMPLING_OPTIONS,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
 from rkllm_runtime import Library
 from rkllm_runtime.emulator import build_cached
+from rkllm_runtime.types import RUNTIME_SAMPLING
 from tests.conftest import ModelFactory
 from tests.runtime.test_loading import fake_elf
 
@@ -244,15 +246,20 @@ async def test_conversation_subentry_with_recommended_settings(
     assert hass.states.get("conversation.kitchen_agent") is not None
 
 
+async def advanced_form(hass: HomeAssistant, entry: MockConfigEntry) -> Any:
+    """The second page of a new conversation agent without the recommended settings."""
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
+    )
+    return await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_NAME: "Tuned agent", "recommended": False}
+    )
+
+
 async def test_conversation_subentry_with_own_settings(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
-    result = await hass.config_entries.subentries.async_init(
-        (init_integration.entry_id, SUBENTRY_CONVERSATION), context={"source": SOURCE_USER}
-    )
-    result = await hass.config_entries.subentries.async_configure(
-        result["flow_id"], {CONF_NAME: "Tuned agent", "recommended": False}
-    )
+    result = await advanced_form(hass, init_integration)
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "advanced"
     result = await hass.config_entries.subentries.async_configure(
@@ -269,10 +276,73 @@ async def test_conversation_subentry_with_own_settings(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"]["max_new_tokens"] == 64
     assert isinstance(result["data"]["max_new_tokens"], int)
-    assert result["data"]["temperature"] == 0.3
+    assert (result["data"]["temperature"], result["data"]["top_k"]) == (0.3, 5)
+    assert "repeat_penalty" not in result["data"]  # left at the runtime's value: the runtime's own
     assert result["data"]["recommended"] is False
     assert CONF_LLM_HASS_API not in result["data"]  # none selected
     await hass.async_block_till_done()
+
+
+KEPT = {"max_new_tokens": 256.0, "max_history": 10.0}
+
+
+def suggested(form: dict[str, Any]) -> dict[str, Any]:
+    """The values a form shows: suggested, or else its defaults."""
+    shown = {}
+    for marker in form["data_schema"].schema:
+        shown[marker.schema] = (
+            marker.description["suggested_value"] if marker.description else marker.default()
+        )
+    return shown
+
+
+async def test_sampling_shows_the_runtimes_values_and_stores_only_changed_ones(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    result = await advanced_form(hass, init_integration)
+    assert suggested(result) == {
+        "max_new_tokens": 256,
+        "max_history": 10,
+        "temperature": RUNTIME_SAMPLING.temperature,
+        "top_k": RUNTIME_SAMPLING.top_k,
+        "top_p": RUNTIME_SAMPLING.top_p,
+        "repeat_penalty": RUNTIME_SAMPLING.repeat_penalty,
+    }
+    # The user changes the temperature, keeps top K and empties top P.
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {**KEPT, "temperature": 0.3, "top_k": 40.0, "repeat_penalty": 1.05},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    sampling = {key: result["data"][key] for key in SAMPLING_OPTIONS if key in result["data"]}
+    assert sampling == {"temperature": 0.3, "repeat_penalty": 1.05}
+    await hass.async_block_till_done()
+
+
+async def test_stored_sampling_is_shown_kept_and_can_be_emptied(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A subentry saved when the integration had sampling defaults of its own keeps its values."""
+    stored = {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "repeat_penalty": 1.05}
+    subentry = next(
+        s for s in init_integration.subentries.values() if s.subentry_type == SUBENTRY_CONVERSATION
+    )
+    old = {**subentry.data, "recommended": False, "max_new_tokens": 256, "max_history": 10, **stored}
+    hass.config_entries.async_update_subentry(init_integration, subentry, data=old)
+    await hass.async_block_till_done()
+    result = await init_integration.start_subentry_reconfigure_flow(hass, subentry.subentry_id)
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"think": False, "recommended": False}
+    )
+    assert {key: suggested(result)[key] for key in stored} == stored
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {**KEPT, "temperature": 0.7, "top_p": 0.8, "repeat_penalty": 1.05},
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    data = init_integration.subentries[subentry.subentry_id].data
+    assert {key: data.get(key) for key in stored} == {**stored, "top_k": None}  # emptied: the runtime's
 
 
 async def test_reconfigure_subentry(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:

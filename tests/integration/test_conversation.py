@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from homeassistant.components import conversation
@@ -14,10 +15,12 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm import entity as entity_module
+from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import CONF_KV_STRATEGY
 from custom_components.rkllm.engine import ModelEngine
 from custom_components.rkllm.entity import chat_messages
 from custom_components.rkllm.runtime_log import ROUTER
+from rkllm_runtime import RunOptions
 from rkllm_runtime.chat import MAX_WAITING, EngineState
 from rkllm_runtime.client import RemoteEngine
 from tests.integration.conftest import IN_EVERY_MODE, until
@@ -335,3 +338,42 @@ async def test_the_runtime_log_reaches_home_assistants_log(
         for r in runtime_records
     )
     assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+# rkllm_createDefaultParam()'s, and what a subentry has with its own settings
+RUNTIMES = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1}
+OWN = {**default_conversation_options(), "recommended": False, "max_new_tokens": 256, "max_history": 10}
+EARLIER = {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "repeat_penalty": 1.05}
+
+
+@pytest.mark.parametrize(
+    ("conversation_options", "sent"),
+    [
+        (default_conversation_options(), RUNTIMES),
+        ({**OWN, "temperature": 0.3}, {**RUNTIMES, "temperature": 0.3}),
+        ({**OWN, **EARLIER}, EARLIER),  # stored when the integration had defaults of its own: honoured
+    ],
+    ids=["recommended", "temperature only", "stored earlier"],
+)
+async def test_sampling_not_set_keeps_the_runtimes_value(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+    sent: dict[str, float],
+) -> None:
+    runtime = init_integration.runtime_data.engine.runtime
+    if runtime.library.abi_version != "1.3":
+        pytest.skip("runtime 1.2 fixes sampling when the model loads")
+    seen: list[dict[str, float]] = []
+    build = runtime._build_infer_param
+
+    def recording(options: RunOptions) -> tuple[Any, list[Any]]:
+        c_infer, keep_alive = build(options)
+        sampling = c_infer.sampling_params.contents
+        seen.append({name: getattr(sampling, name) for name in sent})
+        return c_infer, keep_alive
+
+    monkeypatch.setattr(runtime, "_build_infer_param", recording)
+    result = await converse(hass, "hello there")
+    assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"
+    assert seen == [pytest.approx(sent)]

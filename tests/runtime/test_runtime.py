@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from rkllm_runtime import (
 )
 from rkllm_runtime.emulator import Rule
 from rkllm_runtime.runtime import param_values
+from rkllm_runtime.types import RUNTIME_SAMPLING
 from tests.conftest import ModelFactory
 
 TOOLS = json.dumps(
@@ -424,3 +426,29 @@ def test_set_parameters_override_the_defaults(emulator_library: Path, make_model
     with open_runtime(emulator_library, make_model(), **params) as runtime:
         built = param_values(runtime._build_param())
     assert (built["n_keep"], built["top_k"], built["enabled_cpus_num"]) == (64, 1, 4)
+
+
+def test_a_runs_sampling_keeps_the_runtimes_value_for_each_field_it_leaves_out(
+    emulator_library: Path, make_model: ModelFactory
+) -> None:
+    """``{"temperature": 0.5}`` alone samples with the runtime's top-k 40, not greedily."""
+    with open_runtime(emulator_library, make_model()) as runtime:
+        if runtime.library.abi_version != "1.3":
+            pytest.skip("sampling is fixed at load time on ABI 1.2")
+        c_infer, _ = runtime._build_infer_param(RunOptions(sampling=Sampling(temperature=0.5)))
+        sampling = c_infer.sampling_params.contents
+        defaults = runtime.default_param()
+    assert (sampling.top_k, sampling.temperature, sampling.mirostat) == (40, 0.5, 0)
+    assert sampling.top_p == pytest.approx(defaults["top_p"])
+    assert sampling.repeat_penalty == pytest.approx(defaults["repeat_penalty"])
+
+
+def test_the_documented_sampling_is_the_runtimes_own(
+    emulator_library: Path, make_model: ModelFactory
+) -> None:
+    """``RUNTIME_SAMPLING``, shown in the options form, is what ``rkllm_createDefaultParam()`` gives."""
+    with open_runtime(emulator_library, make_model()) as runtime:
+        defaults = runtime.default_param()
+    assert {name: defaults[name] for name in Sampling.__dataclass_fields__} == pytest.approx(
+        asdict(RUNTIME_SAMPLING)
+    )

@@ -19,6 +19,7 @@ import pytest
 import pytest_socket
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+from rkllm_runtime.server.convert import EMPTY_SCHEMA
 from tests.conftest import call
 
 MODEL = "qwen2.5:1.5b"
@@ -33,11 +34,17 @@ TOOLS = [
         },
     }
 ]
+TURN_OFF = {
+    "type": "function",
+    "function": {"name": "HassTurnOff", "description": "Turns off a device", "parameters": EMPTY_SCHEMA},
+}
 
 
 # A rule matches anywhere in the input, which quotes the earlier turns when a conversation is re-sent
 # (the default, conservative strategy).
 RULES = (
+    # tool_choice: the retry that names HassTurnOn gets the call.
+    Rule(role="user", match="did not call the tool hassturnon", reply=call("HassTurnOn", name="Lamp")),
     Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
     Rule(
         role="user",
@@ -47,6 +54,11 @@ RULES = (
     ),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Garden light")),
     Rule(role="tool", reply="Done, the light is on."),
+    # Structured output: the retry (it quotes "not valid") mends a cut-off answer; a count never comes.
+    Rule(match="not valid", reply='{"items": ["milk", "bread"]}'),
+    Rule(match="shopping list", reply='{"items": ["milk", "bread"]'),
+    Rule(match="forecast", reply='```json\n{"city": "Paris", "temperature": 21}\n```'),
+    Rule(match="how many lamps", reply="There are three lamps."),
     Rule(match="weather", think="The user asks about the weather.", reply="It is sunny."),
     Rule(match="story", reply="Once upon a time " + "there was a light. " * 100),
     Rule(match="crash now", crash=True),
@@ -137,14 +149,19 @@ def launch(
     *,
     env: dict[str, str] | None = None,
     api_key: str | None = None,
+    nofile: int | None = None,
 ) -> RunningServer:
-    """Start the server on a free loopback port and wait until its models are loaded."""
+    """Start the server on a free loopback port and wait until its models are loaded.
+
+    ``nofile``: the process's descriptor limit, as ``LimitNOFILE`` sets it.
+    """
     command = [sys.executable, "-m", "rkllm_runtime.server", "--library", str(library), "--port", "0"]
     for name, path in models.items():
         command += ["--model", f"{name}={path}"]
     with log.open("w") as stderr:  # the child keeps its own copy
+        limit = [] if nofile is None else ["prlimit", f"--nofile={nofile}", "--"]
         process = subprocess.Popen(
-            [*command, *args],
+            [*limit, *command, *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -172,7 +189,7 @@ def launch(
 
 @pytest.fixture
 def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[StartServer]:
-    """``start_server(*args, env=..., models=..., api_key=...)``: a server stopped after the test."""
+    """``start_server(*args, env=..., models=..., api_key=..., nofile=...)``: stopped after the test."""
     servers: list[RunningServer] = []
 
     def start(
@@ -181,10 +198,11 @@ def start_server(library: Path, model_file: Path, tmp_path: Path) -> Iterator[St
         models: dict[str, Path] | None = None,
         api_key: str | None = None,
         library: Path = library,
+        nofile: int | None = None,
     ) -> RunningServer:
         log = tmp_path / f"server{len(servers)}.log"
         chosen = {MODEL: model_file} if models is None else models
-        server = launch(library, chosen, list(args), log, env=env, api_key=api_key)
+        server = launch(library, chosen, list(args), log, env=env, api_key=api_key, nofile=nofile)
         servers.append(server)
         return server
 

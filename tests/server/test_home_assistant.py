@@ -1,15 +1,17 @@
-"""Home Assistant's own Ollama integration, pointed at rkllm-server, gets the warm KV path."""
+"""Home Assistant's own Ollama integration, pointed at rkllm-server: the warm KV path, structured AI tasks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from homeassistant.components import conversation
+import probatio as vol
+from homeassistant.components import ai_task, conversation
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import config_validation as cv
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tests.server.conftest import MODEL, StartServer, prefill_counts
+from tests.server.conftest import MODEL, StartServer, generated_counts, prefill_counts
 
 AGENT = "conversation.ollama_conversation"
 
@@ -52,4 +54,44 @@ async def test_ollama_integration_reuses_the_kv_cache(
     assert cold > 300  # the Assist prompt with its tools
     assert follow_up < 20  # only the new turn
     assert new < 20  # a new conversation keeps the system prompt
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_ollama_ai_task_gets_structured_data(hass: HomeAssistant, start_server: StartServer) -> None:
+    """The Ollama integration sends the structure as ``format`` and reads the reply as JSON."""
+    server = start_server()
+    assert await async_setup_component(hass, "homeassistant", {})
+    entry = MockConfigEntry(
+        domain="ollama",
+        data={"url": server.url},
+        version=3,
+        minor_version=3,
+        subentries_data=[
+            {
+                "data": {
+                    "model": MODEL,
+                    "max_history": 20,
+                    "num_ctx": 8192,
+                    "keep_alive": -1,
+                    "think": False,
+                },
+                "subentry_type": "ai_task_data",
+                "title": "Ollama AI Task",
+                "unique_id": None,
+            }
+        ],
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+    result = await ai_task.async_generate_data(
+        hass,
+        task_name="shopping",
+        entity_id="ai_task.ollama_ai_task",
+        instructions="Make a shopping list",
+        structure=vol.Schema({vol.Required("items"): [cv.string]}),
+    )
+    assert result.data == {"items": ["milk", "bread"]}
+    assert len(generated_counts(server.log())) == 2  # the cut-off answer was retried inside the server
     assert await hass.config_entries.async_unload(entry.entry_id)
