@@ -81,7 +81,7 @@ def _post_one_byte(server: RunningServer, path: str, declared: int) -> bytes:
 def test_a_declared_body_over_the_limit_is_refused_unread(keyed: RunningServer) -> None:
     reply = _post_one_byte(keyed, "/api/chat", declared=500 * 2**20)
     status, _, rest = reply.partition(b"\r\n")
-    assert status == b"HTTP/1.1 413 Content Too Large"
+    assert status.startswith(b"HTTP/1.1 413 ")  # the reason phrase depends on the Python release
     assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {"error": "the request is too large"}
 
 
