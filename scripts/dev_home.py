@@ -166,7 +166,7 @@ async def add_model(
     async with session.post(f"{flows}/{flow['flow_id']}", json=where, headers=headers) as response:
         flow = await response.json()
     # Then that it uses a model file on this machine (rather than downloading one).
-    use_file = {"next_step_id": "in_process_file"}
+    use_file = {"next_step_id": f"{mode}_file"}
     async with session.post(f"{flows}/{flow['flow_id']}", json=use_file, headers=headers) as response:
         flow = await response.json()
     data = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ def newest_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtual environment with the newest release and without this project."""
     venv = tmp_path_factory.mktemp("newest") / "venv"
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    uv("venv", "--quiet", str(venv), env=env)
+    uv("venv", "--quiet", "--python", sys.executable, str(venv), env=env)  # HA needs 3.14.2
     python = str(venv / "bin" / "python")
     uv("pip", "install", "--quiet", "--python", python, "--require-hashes", "-r", str(REQUIREMENTS), env=env)
     absent = subprocess.run(
