@@ -144,9 +144,9 @@ def start_farm(haproxy: str, model: Path, directory: Path, kv_strategy: str) -> 
         while True:
             assert process.poll() is None, farm.log()
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
+                if httpx.get(f"{farm.url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
                 assert time.monotonic() < deadline, farm.log()
                 time.sleep(0.05)
     except BaseException:
