@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,9 @@ def free_port() -> int:
 
 
 def balancer_config(template: str, port: int, boards: list[str]) -> str:
-    """The shipped configuration with this machine's address and boards in place of the examples."""
+    """The shipped configuration with a loopback address and these boards, run as whoever runs it."""
     text = re.sub(r"^    bind .*$", f"    bind 127.0.0.1:{port}", template, count=1, flags=re.MULTILINE)
+    text = re.sub(r"^    (?:user|group) .*\n", "", text, flags=re.MULTILINE)
     servers = [f"    server board{n} {url.removeprefix('http://')} id {n}" for n, url in enumerate(boards, 1)]
     text, count = re.subn(
         r"(?:^    server board\d .*\n)+", "\n".join(servers) + "\n", text, flags=re.MULTILINE
@@ -72,16 +73,21 @@ class Farm:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
-    stopped: list[str] = field(default_factory=list)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def ready(self) -> bool:
+        """Whether HAProxy answers and finds a board up."""
+        try:
+            return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop_board(self, name: str) -> None:
         """Kill a board's server, as a board pulled out of its socket."""
         self.boards[name].process.kill()
         self.boards[name].process.wait(30)
-        self.stopped.append(name)
 
     def wait_until_down(self, name: str) -> None:
         """Until HAProxy's health checks have taken the board out."""
@@ -120,52 +126,38 @@ def board_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def start_farm(haproxy: str, model: Path, directory: Path, kv_strategy: str) -> Farm:
+@pytest.fixture
+def farm(haproxy: str, board_model: Path, tmp_path: Path) -> Iterator[Farm]:
+    """Three boards (follow-ups on the cached turns: ``reuse``) behind HAProxy, stopped afterwards."""
     library = build_cached("1.3")
     boards: dict[str, RunningServer] = {}
+    process = None
     try:
         for n in range(1, BOARDS + 1):
             boards[f"board{n}"] = launch(
                 library,
-                {MODEL: model},
-                ["--prompt-cache-dir", str(directory / f"caches{n}"), "--kv-strategy", kv_strategy],
-                directory / f"board{n}.log",
+                {MODEL: board_model},
+                ["--prompt-cache-dir", str(tmp_path / f"caches{n}"), "--kv-strategy", "reuse"],
+                tmp_path / f"board{n}.log",
                 env={"RKLLM_SERVER_API_KEY": KEY},
                 api_key=KEY,
             )
         port = free_port()
-        config = directory / "haproxy.cfg"
+        config = tmp_path / "haproxy.cfg"
         config.write_text(balancer_config(TEMPLATE.read_text(), port, [b.url for b in boards.values()]))
-        log_path = directory / "haproxy.log"
+        log_path = tmp_path / "haproxy.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=log, stderr=log)
-        farm = Farm(boards, f"http://127.0.0.1:{port}", process, log_path)
+        running = Farm(boards, f"http://127.0.0.1:{port}", process, log_path)
         deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, farm.log()
-            try:
-                if httpx.get(f"{farm.url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, farm.log()
-                time.sleep(0.05)
-    except BaseException:
+        while not running.ready():
+            assert process.poll() is None, running.log()
+            assert time.monotonic() < deadline, running.log()
+            time.sleep(0.05)
+        yield running
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(30)
         for board in boards.values():
             board.close()
-        raise
-    return farm
-
-
-def stop_farm(farm: Farm) -> None:
-    farm.process.terminate()
-    farm.process.wait(30)
-    for board in farm.boards.values():
-        board.close()
-
-
-@pytest.fixture
-def farm(haproxy: str, board_model: Path, tmp_path: Path) -> Iterator[Farm]:
-    """Three boards (follow-ups on the cached turns: ``reuse``) behind HAProxy."""
-    running = start_farm(haproxy, board_model, tmp_path, "reuse")
-    yield running
-    stop_farm(running)
