@@ -19,7 +19,7 @@ from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import CONF_MODE, DOMAIN, MODE_SERVER, SUBENTRY_CONVERSATION
 from tests.lb.conftest import KEY, Farm
 from tests.lb.test_haproxy import NEW_WORDS
-from tests.server.conftest import MODEL
+from tests.server.conftest import MODEL, ollama_entry
 
 
 async def set_up(hass: HomeAssistant, entry: MockConfigEntry) -> None:
@@ -126,21 +126,7 @@ async def test_discovery_still_offers_each_board(
 async def test_home_assistants_ollama_integration_keeps_its_conversations_on_one_board(
     hass: HomeAssistant, farm: Farm
 ) -> None:
-    entry = MockConfigEntry(
-        domain="ollama",
-        data={"url": farm.url, "api_key": KEY},
-        version=3,
-        minor_version=3,
-        subentries_data=[
-            {
-                "data": {"model": MODEL, "prompt": "You are a voice assistant.", "llm_hass_api": ["assist"],
-                         "max_history": 20, "num_ctx": 8192, "keep_alive": -1, "think": False},
-                "subentry_type": "conversation",
-                "title": "Ollama Conversation",
-                "unique_id": None,
-            }
-        ],
-    )  # fmt: skip
+    entry = ollama_entry(farm.url, KEY)
     await set_up(hass, entry)
     agent = "conversation.ollama_conversation"
     conversations = []
