@@ -11,9 +11,12 @@ bench/voice_session.py), warmed with the Assist prompt as a board in use is.
 
 Reported per layout: time to first token (request sent to first text or tool call, as the
 client sees it, in simulated time: queueing behind other satellites included), busy
-refusals (HTTP 429: a board's queue was full), prefilled tokens per request, requests that
-found no usable KV cache (cache misses), and conversations answered by more than one board.
-The boards use the default KV strategy (conservative).
+refusals (HTTP 429: a board's queue was full), requests lost with their board, prefilled
+tokens per request, requests that found no usable KV cache (cache misses), and
+conversations answered by more than one board.
+The boards use the default KV strategy (conservative). A last run repeats three satellites on
+three boards and kills the first board's server 30 s in: requests it was answering are lost
+(the satellite reports an error), and its conversations continue on the other boards.
 
 Each satellite replays the workload's commands from its ninth on (new conversations,
 follow-ups, tool round trips), so that a dozen commands hold every kind. At time scale 1
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -46,9 +50,9 @@ import aiohttp
 from custom_components.rkllm.const import MODE_IN_PROCESS
 from custom_components.rkllm.engine import LocalEngine
 from rkllm_runtime.chat import ChatRequest, ChatStream, KVMode, TextDelta, ToolCallDelta
-from rkllm_runtime.client import RemoteEngine
+from rkllm_runtime.client import RemoteEngine, ServerUnavailableError
 from rkllm_runtime.emulator import build_cached
-from rkllm_runtime.errors import BusyError
+from rkllm_runtime.errors import BusyError, RKLLMError
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # the template's reader, shared with the tests
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,6 +65,7 @@ MODEL = server_bench.MODEL
 BOARDS = (1, 2, 3)
 SATELLITES = (1, 3, 6)
 THINK_S = (2.0, 8.0)  # simulated seconds between a satellite's commands
+PULL_AT_S = 30.0  # into the sessions, when the last run loses a board
 FIRST_COMMAND = 8  # the workload opens with ten alike new conversations: start near their end
 
 
@@ -71,6 +76,7 @@ class Figures:
     ttft_ms: list[float] = field(default_factory=list)
     prefilled: list[int] = field(default_factory=list)
     refused: int = 0
+    lost: int = 0
     cache_misses: int = 0
 
 
@@ -92,14 +98,15 @@ async def recorded(library: Path, workdir: Path) -> tuple[list[ChatRequest], Pat
 
     def recording(engine: LocalEngine, request: ChatRequest) -> ChatStream:
         requests.append(request)
-        return chat(engine, request)
+        stream: ChatStream = chat(engine, request)
+        return stream
 
     os.environ["RKLLM_EMU_TIME_SCALE"] = "0.01"  # only the requests matter here
-    LocalEngine.chat = recording  # type: ignore[method-assign]
+    LocalEngine.chat = recording
     try:
         await voice_session.run(MODE_IN_PROCESS, KVMode.CONSERVATIVE, library, workdir)
     finally:
-        LocalEngine.chat = chat  # type: ignore[method-assign]
+        LocalEngine.chat = chat
     return requests, workdir / "qwen2.5-1.5b.rkllm"
 
 
@@ -112,6 +119,9 @@ async def satellite(
 ) -> None:
     await asyncio.sleep(rng.uniform(0, THINK_S[1]) * time_scale)  # satellites do not start together
     for command in commands:
+        if not engine.available:  # as the integration does: read the status again before a request
+            with contextlib.suppress(RKLLMError):
+                await engine.refresh()
         for request in command:
             sent, first = time.perf_counter(), 0.0
             try:
@@ -122,12 +132,21 @@ async def satellite(
             except BusyError:
                 figures.refused += 1
                 break  # the command is lost; the satellite says so and waits for the next one
+            except ServerUnavailableError:
+                figures.lost += 1  # its board went away in the middle of the answer
+                break
             assert stream.result is not None
             assert first
             figures.ttft_ms.append((first - sent) * 1000 / time_scale)
             figures.prefilled.append(stream.result.perf.prefill_tokens)
             figures.cache_misses += not stream.result.cache_hit
         await asyncio.sleep(rng.uniform(*THINK_S) * time_scale)
+
+
+async def pull(board: subprocess.Popen[str], after_s: float) -> None:
+    """Kill a board's server partway through the sessions, as a board pulled out of its socket."""
+    await asyncio.sleep(after_s)
+    board.kill()
 
 
 def start_haproxy(boards: list[str], workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -160,8 +179,12 @@ async def layout(
     satellites: int,
     args: argparse.Namespace,
     workdir: Path,
+    pull_at_s: float | None = None,
 ) -> dict[str, Any]:
-    """One run: ``satellites`` voice sessions against ``boards`` boards behind HAProxy."""
+    """One run: ``satellites`` voice sessions against ``boards`` boards behind HAProxy.
+
+    ``pull_at_s``: simulated seconds into the sessions when the first board is killed.
+    """
     processes = []
     for n in range(boards):
         (workdir / f"board{n}").mkdir()
@@ -187,6 +210,8 @@ async def layout(
                     for c in commands
                 ]
                 sessions.append(satellite(engine, own, random.Random(s), args.time_scale, figures))
+            if pull_at_s is not None:
+                sessions.append(pull(processes[0][0], pull_at_s * args.time_scale))
             await asyncio.gather(*sessions)
     finally:
         haproxy.terminate()
@@ -200,12 +225,13 @@ async def layout(
         routed[conversation].add(board)
     ttft = sorted(figures.ttft_ms)
     return {
-        "boards": boards,
+        "boards": f"{boards}, one pulled at {pull_at_s:g} s" if pull_at_s is not None else boards,
         "satellites": satellites,
         "requests": len(ttft),
         "ttft_ms_p50": round(statistics.median(ttft)),
         "ttft_ms_p95": round(ttft[max(0, round(0.95 * len(ttft)) - 1)]),
         "busy_refusals": figures.refused,
+        "lost": figures.lost,
         "prefilled_tokens_per_request": round(statistics.mean(figures.prefilled), 1),
         "cache_misses": figures.cache_misses,
         "conversations_on_several_boards": f"{sum(len(b) > 1 for b in routed.values())}/{len(routed)}",
@@ -216,12 +242,12 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"Voice sessions through HAProxy: {args.commands} commands a satellite, one every "
           f"{THINK_S[0]:g}-{THINK_S[1]:g} s; Qwen2.5-1.5B at RK3588 speed "
           f"(time scale {args.time_scale})")  # fmt: skip
-    print("| boards | satellites | requests | TTFT p50 (ms) | TTFT p95 (ms) | busy refusals "
+    print("| boards | satellites | requests | TTFT p50 (ms) | TTFT p95 (ms) | busy refusals | lost "
           "| prefilled tokens/request | cache misses | conversations on several boards |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         cells = [r["boards"], r["satellites"], r["requests"], r["ttft_ms_p50"], r["ttft_ms_p95"],
-                 r["busy_refusals"], r["prefilled_tokens_per_request"], r["cache_misses"],
+                 r["busy_refusals"], r["lost"], r["prefilled_tokens_per_request"], r["cache_misses"],
                  r["conversations_on_several_boards"]]  # fmt: skip
         print("| " + " | ".join(str(cell) for cell in cells) + " |")
 
@@ -248,6 +274,12 @@ async def main() -> None:
                     await layout(library, model, requests, boards=boards, satellites=satellites, args=args,
                                  workdir=run_dir)
                 )  # fmt: skip
+        run_dir = workdir / "pulled"
+        run_dir.mkdir()
+        rows.append(
+            await layout(library, model, requests, boards=3, satellites=3, args=args, workdir=run_dir,
+                         pull_at_s=PULL_AT_S)
+        )  # fmt: skip
     report(rows, args)
     print(json.dumps(rows))
 
