@@ -50,6 +50,8 @@ __all__ = [
 
 CONNECT_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 10.0
+CONVERSATION_HEADER = "X-RKLLM-Conversation"
+"""Names the conversation, so a load balancer keeps its turns on one board (deploy/haproxy)."""
 
 
 def error_for(status: int, message: str) -> RKLLMError:
@@ -221,13 +223,16 @@ class RemoteEngine:
         if not self.available:
             await self.refresh()  # marked away: ask now whether it is back
         body = {"model": self.model, "request": request_to_dict(request)}
+        headers = self._headers()
+        if request.conversation_id:
+            headers[CONVERSATION_HEADER] = request.conversation_id
         self._set_state(EngineState.PREFILLING)
         finished = False
         try:
             async with self._session.post(
                 f"{self.url}/rkllm/chat",
                 json=body,
-                headers=self._headers(),
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
             ) as response:
                 if response.status != 200:

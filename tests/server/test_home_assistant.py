@@ -11,7 +11,7 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tests.server.conftest import MODEL, StartServer, generated_counts, prefill_counts
+from tests.server.conftest import MODEL, StartServer, generated_counts, ollama_entry, prefill_counts
 
 AGENT = "conversation.ollama_conversation"
 
@@ -23,21 +23,7 @@ async def test_ollama_integration_reuses_the_kv_cache(
     key_file.write_text("ha-key")
     server = start_server("--api-key-file", str(key_file), "--kv-strategy", "reuse", api_key="ha-key")
     assert await async_setup_component(hass, "homeassistant", {})
-    entry = MockConfigEntry(
-        domain="ollama",
-        data={"url": server.url, "api_key": "ha-key"},
-        version=3,
-        minor_version=3,
-        subentries_data=[
-            {
-                "data": {"model": MODEL, "prompt": "You are a voice assistant.", "llm_hass_api": ["assist"],
-                         "max_history": 20, "num_ctx": 8192, "keep_alive": -1, "think": False},
-                "subentry_type": "conversation",
-                "title": "Ollama Conversation",
-                "unique_id": None,
-            }
-        ],
-    )  # fmt: skip
+    entry = ollama_entry(server.url, "ha-key")
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()

@@ -1,0 +1,104 @@
+"""Ollama and OpenAI clients through HAProxy: conversations keep their board, spread, and fail over."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import openai
+
+from tests.lb.conftest import BOARD_HEADER, KEY, Farm
+from tests.server.conftest import MODEL, SYSTEM
+
+NEW_WORDS = 40  # a follow-up prefills fewer tokens than this: its own words, not the conversation
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def turn(farm: Farm, messages: list[dict[str, Any]], text: str) -> str:
+    """Add a user turn and the reply to ``messages``; the board that answered."""
+    messages.append(user(text))
+    board, reply = farm.chat(messages)
+    messages.append({"role": "assistant", "content": reply})
+    return board
+
+
+def test_every_turn_of_a_conversation_stays_on_its_board(farm: Farm) -> None:
+    runs: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)
+    for conversation in range(6):
+        messages = [{"role": "system", "content": SYSTEM}]
+        for step in range(3):
+            board = turn(farm, messages, f"Conversation {conversation}, question {step}: what time is it?")
+            runs[board].append((conversation, step))
+    boards_of = {c: {board for board, done in runs.items() for c2, _ in done if c2 == c} for c in range(6)}
+    assert all(len(boards) == 1 for boards in boards_of.values()), boards_of
+    assert len(runs) == 3, runs  # six conversations spread over the three boards
+    for board, done in runs.items():
+        prefills = farm.prefills(board)
+        assert len(prefills) == len(done)
+        follow_ups = [tokens for (_, step), tokens in zip(done, prefills, strict=True) if step > 0]
+        assert follow_ups
+        assert all(tokens < NEW_WORDS for tokens in follow_ups), (board, done, prefills)
+    assert farm.prefills("board1")[0] > 300  # a board's first request reads the whole system prompt
+
+
+def test_concurrent_conversations_spread_within_the_balance_factor(farm: Farm) -> None:
+    """Six conversations that hash to one board, at once: bounded load sends them elsewhere."""
+    probes: defaultdict[str, list[str]] = defaultdict(list)
+    for n in range(40):
+        board, _ = farm.chat([user("hello")], conversation=f"conversation-{n}")
+        probes[board].append(f"conversation-{n}")
+    assert len(probes) == 3  # by the header alone, keys spread over every board
+    crowded = max(probes.values(), key=len)[:6]
+    assert len(crowded) == 6
+
+    def tell(conversation: str) -> str:
+        board, reply = farm.chat([user("tell me a story")], conversation=conversation)
+        assert reply.startswith("Once upon a time")
+        return board
+
+    with ThreadPoolExecutor(6) as pool:
+        boards = Counter(pool.map(tell, crowded))
+    # No board had more than 1.01 times the average of the requests under way, rounded up
+    # (hash-balance-factor 101): at most 3 of 6 on three boards, where hashing alone puts 6 on one.
+    assert sum(boards.values()) == 6  # all answered: no board refused one as busy
+    assert max(boards.values()) <= 3, boards
+    assert len(boards) >= 2, boards
+
+
+def test_a_pulled_board_costs_its_conversation_one_rebuild(farm: Farm) -> None:
+    messages = [{"role": "system", "content": SYSTEM}]
+    first = turn(farm, messages, "Which rooms are still lit at this hour of the night?")
+    assert turn(farm, messages, "And which of them have their blinds open?") == first
+    farm.stop_board(first)
+
+    moved = turn(farm, messages, "Then close the blinds everywhere, please.")  # retried on another board
+    assert moved != first
+    assert turn(farm, messages, "Thanks, that is all for now.") == moved
+    rebuild, follow_up = farm.prefills(moved)
+    assert rebuild > NEW_WORDS  # the conversation is read again there, once
+    assert follow_up < NEW_WORDS
+    farm.wait_until_down(first)  # the health checks take it out
+    assert turn(farm, messages, "Good night then.") == moved
+
+
+def test_openai_streams_pass_through_as_they_are_generated(farm: Farm) -> None:
+    client = openai.OpenAI(base_url=f"{farm.url}/v1", api_key=KEY, max_retries=0)
+    with client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "tell me a story"}], stream=True
+    ) as stream:
+        chunks = iter(stream)
+        first = next(chunks)
+        board = farm.boards[stream.response.headers[BOARD_HEADER]]
+        status = board.http("GET", "/rkllm/status").json()["models"][MODEL]
+        assert status["engine_state"] == "generating"  # the first words came before the last were made
+        text = (first.choices[0].delta.content or "") + "".join(
+            c.choices[0].delta.content or "" for c in chunks
+        )
+    client.close()
+    assert text.startswith("Once upon a time")
+    assert httpx.get(f"{farm.url}/health").json() == {"status": "ok"}
