@@ -69,14 +69,15 @@ def test_waiting_states_carry_partial_utf8(emulator_library: Path, make_model: M
         events.append((state, ctypes.string_at(text) if text else None))
         return 0
 
-    client = RawClient(emulator_library, make_model(Rule(reply="日本")), on_result)
+    # one character, two tokens
+    client = RawClient(emulator_library, make_model(Rule(reply="🦜")), on_result)
     assert client.run("hi") == 0
     client.close()
     states = [state for state, _ in events]
     assert LLMCallState.RKLLM_RUN_WAITING in states
     assert states[-1] == LLMCallState.RKLLM_RUN_FINISH
     assert events[-1][1] is None  # FINISH carries no text
-    assert b"".join(text for _, text in events if text) == "日本".encode()
+    assert b"".join(text for _, text in events if text) == "🦜".encode()
 
 
 def test_callback_return_1_pauses_and_next_run_resumes(
@@ -133,7 +134,7 @@ def test_log_level(
         client.run("verbose")
     err = capfd.readouterr().err
     client.close()
-    assert "I rkllm: prefill 12 tokens" in err  # the turn template and "verbose" (two tokens)
+    assert "I rkllm: prefill 10 tokens" in err  # the turn template and "verbose"
     assert "kv cache size" in err
 
 
