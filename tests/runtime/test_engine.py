@@ -28,10 +28,10 @@ from rkllm_runtime.chat import engine as engine_module
 from rkllm_runtime.emulator import Rule
 from tests.conftest import ModelFactory, call
 
-SYSTEM = "You are a voice assistant for Home Assistant. " * 40  # a long, static prompt
+SYSTEM = "You are a voice assistant for Home Assistant. " * 50  # a long, static prompt
 TOOLS = [ToolSpec("HassTurnOn", {})]
-# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assist ant \n
-TURN = 10
+# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assistant \n
+TURN = 9
 
 RULES = (
     Rule(
