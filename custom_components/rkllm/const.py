@@ -32,6 +32,7 @@ CONF_REPEAT_PENALTY: Final = "repeat_penalty"
 CONF_THINK: Final = "think"
 CONF_MAX_HISTORY: Final = "max_history"
 CONF_RECOMMENDED: Final = "recommended"
+CONF_ACTION_SPEECH: Final = "action_speech"
 
 SUBENTRY_CONVERSATION: Final = "conversation"
 SUBENTRY_AI_TASK: Final = "ai_task_data"
@@ -43,6 +44,8 @@ DEFAULT_TOP_K: Final = 20
 DEFAULT_TOP_P: Final = 0.8
 DEFAULT_REPEAT_PENALTY: Final = 1.05
 DEFAULT_MAX_HISTORY: Final = 10
+# A done action is confirmed in Home Assistant's own words, without a second run of the model.
+DEFAULT_ACTION_SPEECH: Final = True
 DEFAULT_PLATFORM: Final = "rk3588"
 # keep_history=0 runs only, as the vendor's own examples: see the README's "KV cache" section.
 DEFAULT_KV_STRATEGY: Final = "conservative"

@@ -11,7 +11,7 @@ from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import DOMAIN, SUBENTRY_CONVERSATION
+from .const import CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH, DOMAIN, SUBENTRY_CONVERSATION
 from .entity import RKLLMBaseLLMEntity
 from .models import RKLLMConfigEntry
 
@@ -78,5 +78,7 @@ class RKLLMConversationEntity(
             )
         except conversation.ConverseError as err:
             return err.as_conversation_result()
-        await self._async_handle_chat_log(chat_log)
+        await self._async_handle_chat_log(
+            chat_log, action_speech=bool(options.get(CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH))
+        )
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
