@@ -60,7 +60,7 @@ def smollm2_model() -> Path:
 
 
 def _uv_cache_dirs() -> list[Path]:
-    """uv's cache: ``$UV_CACHE_DIR``, the default place, or what ``uv cache dir`` says."""
+    """Places of uv's cache: ``$UV_CACHE_DIR``, the default one, and what ``uv cache dir`` says."""
     dirs = [Path(os.environ["UV_CACHE_DIR"])] if os.environ.get("UV_CACHE_DIR") else []
     dirs.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "uv")
     if uv := shutil.which("uv"):
@@ -80,4 +80,6 @@ def qwen2_vocab() -> Path:
         for pattern in (f"sdists-v*/*/{inside}", f"sdists-v*/*/*/{inside}"):
             if found := sorted(cache.glob(pattern)):
                 return found[0]
-    raise MissingAssetError(f"{QWEN2_VOCAB} of llama-cpp-python {version} is not in uv's cache: run {SETUP_COMMAND}")
+    raise MissingAssetError(
+        f"{QWEN2_VOCAB} of llama-cpp-python {version} is not in uv's cache: run {SETUP_COMMAND}"
+    )
