@@ -217,6 +217,8 @@ class ChatEngine:
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
                     for event in parser.feed(chunk):
+                        if isinstance(event, ToolCallDelta) and not prepared.options.keep_history:
+                            run.end_early()  # the call is whole: its closing tokens are not decoded
                         yield _noted(event, said)
             for event in parser.finish():
                 yield _noted(event, said)

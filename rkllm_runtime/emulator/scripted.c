@@ -554,7 +554,8 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
     double token_ms = decode_tps > 0 ? 1000.0 / decode_tps * r->time_scale : 0, next_due = now_ms() + token_ms;
     int status = 0;
     for (size_t t = 0; t < ids.n && status == 0; t++) {
-        if (atomic_load(&h->base.abort_requested)) break;
+        if (token_ms > 0) sleep_until_ms(next_due), next_due += token_ms; /* decoding the token */
+        if (atomic_load(&h->base.abort_requested)) break; /* an abort meanwhile: it is not emitted */
         if (max_new > 0 && r->generated >= max_new) break;
         if (error_after >= 0 && r->generated >= error_after) {
             status = -1;
@@ -564,7 +565,6 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
         char *piece = strndup(text + *pos, k);
         need = utf8_missing(need, (const unsigned char *)piece, k);
         *pos += k;
-        if (token_ms > 0) sleep_until_ms(next_due), next_due += token_ms;
         if (r->generated == 0) r->t_first = now_ms();
         RKLLMResult res;
         memset(&res, 0, sizeof res);

@@ -212,6 +212,19 @@ async def test_conservative_tool_round_trip_quotes_the_call(
     assert seen[-1].endswith('{"success": true}')
 
 
+@pytest.mark.parametrize(("kv_mode", "decoded"), [(KVMode.CONSERVATIVE, 16), (KVMode.REUSE, 18)])
+async def test_a_call_run_ends_when_its_json_is_complete(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, kv_mode: KVMode, decoded: int
+) -> None:
+    """A keep_history=0 run stops at the call's last brace; a kept run must close its turn."""
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "20")  # 50 ms a token: time to stop it at the brace
+    engine = make_engine(kv_mode=kv_mode)
+    called = await send(engine, [Message("user", "turn on the kitchen light")], "a", tools=TOOLS)
+    assert [(call.name, call.arguments) for call in called.tool_calls] == [("HassTurnOn", {})]
+    # <tool_call> \n {" name ": ␣" H ass Turn On ", ␣" arguments ": ␣{} }\n | </tool_call> <|im_end|>
+    assert called.perf.generate_tokens == decoded
+
+
 async def test_naive_mode_prefills_everything(make_engine: EngineFactory) -> None:
     engine = make_engine(kv_mode=KVMode.NAIVE)
     first = await ask(engine, [], "hello", cid="a")
