@@ -98,7 +98,9 @@ async def record(library: Path, model: Path, workdir: Path) -> list[ChatRequest]
             entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(entry.entry_id)
             await hass.async_block_till_done()
-            await voice_session.workload(hass, entry, voice_session.Recorder())
+            recorder = voice_session.Recorder()
+            await voice_session.workload(hass, entry, recorder, voice_session.Timer(recorder), None)
+            voice_session.engine_module.plan = voice_session.ORIGINAL_PLAN  # the recorder's spy
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_stop(force=True)
     finally:
