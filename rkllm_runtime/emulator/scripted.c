@@ -551,7 +551,9 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
     int need = 0; /* continuation bytes still missing for the current character */
     ivec ids = {0}, lens = {0};
     vocab_tokenize(text + *pos, &ids, &lens);
-    double token_ms = decode_tps > 0 ? 1000.0 / decode_tps * r->time_scale : 0, next_due = now_ms() + token_ms;
+    /* The first token comes with the prefill (its logits); each later one takes a decode step. */
+    double token_ms = decode_tps > 0 ? 1000.0 / decode_tps * r->time_scale : 0;
+    double next_due = r->generated == 0 ? now_ms() : now_ms() + token_ms;
     int status = 0;
     for (size_t t = 0; t < ids.n && status == 0; t++) {
         if (token_ms > 0) sleep_until_ms(next_due), next_due += token_ms; /* decoding the token */
@@ -750,6 +752,8 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     if (!atomic_load(&h->base.abort_requested) && !truncated) { /* the end-of-turn token closes the reply */
         ivec end = {0};
         tokenize(&end, h->turn_end);
+        double decode_tps = env_double("RKLLM_EMU_DECODE_TPS", h->model.decode_tps);
+        if (decode_tps > 0) sleep_ms((double)end.n * 1000.0 / decode_tps * r.time_scale); /* decoded too */
         for (size_t i = 0; i < end.n; i++) make_room(h, 1, h->base.kv.n), ivec_push(&h->base.kv, end.v[i]);
         r.generated += (int)end.n;
         free(end.v);
