@@ -78,7 +78,7 @@ class RecordingEngine(ChatEngine):
 
 async def record(library: Path, model: Path, workdir: Path) -> list[ChatRequest]:
     """The requests the voice session makes (at a small time scale: only their content matters)."""
-    os.environ["RKLLM_EMU_TIME_SCALE"] = str(voice_session.TIME_SCALE)
+    os.environ["RKLLM_EMU_TIME_SCALE"] = "0.05"
     original = integration.ChatEngine
     integration.ChatEngine = functools.partial(RecordingEngine)  # type: ignore[misc]
     try:

@@ -3,12 +3,13 @@
 A real Home Assistant instance (as in the tests) exposes 30 entities, so the Assist
 prompt and tool schemas are the real ones. The workload: 20 commands as new
 conversations, 5 follow-ups (two of them after the other satellite spoke), 5 commands
-with a tool round trip, from two satellites taking turns, then a restart of the
+that act through a tool call, from two satellites taking turns, then a restart of the
 integration and one more command. The emulator runs at Rockchip's published RK3588
 figures for Qwen2.5-1.5B (378 ms for a 128-token prompt, decode 16.7 tokens/s), with a
 prefill rate that falls with the context's length (calibrated to about 20 s for 4,000
-tokens on Qwen3-0.6B) and prompt-cache files read at 250 MB/s; times below are that
-simulated time (the sleeps are scaled down so the run is quick).
+tokens on Qwen3-0.6B) and prompt-cache files read at 250 MB/s, counting tokens with
+Qwen2.5's own tokenizer; it runs in RK3588 time (TIME_SCALE 1), so what Home Assistant
+itself spends counts once, as on a board.
 
 The same workload runs with each KV strategy: conservative (the default), reuse, and
 naive (re-prefill everything every time, what an OpenAI-style server does).
@@ -17,15 +18,14 @@ What a user feels is when the voice pipeline can start speaking: Home Assistant 
 text-to-speech once a reply has more than 60 characters (``STREAM_RESPONSE_CHARS`` in
 ``assist_pipeline``) or text followed by a tool call; a shorter reply is spoken when it is
 complete. "Ready to speak" is measured that way, from the command to that moment, tool calls,
-their results and Home Assistant's own work included: wall-clock at the emulator's scaled time,
-divided by the scale (so Home Assistant's few milliseconds of its own count 1/scale times).
+their results and Home Assistant's own work included (wall-clock, divided by TIME_SCALE).
 
 ``--mode`` chooses where the model runs: in Home Assistant (the default, all three
 strategies), in an rkllm-server child the integration starts (``child``), or on an
 rkllm-server started beside it (``server``), both with the default strategy. Every mode
 also reports the wall-clock time to first token seen by the agent, from the request to
-the engine's first text (simulated times run at a quarter of real time here), and what
-the path to the runtime adds to the runtime's own prefill time.
+the engine's first text, and what the path to the runtime adds to the runtime's own
+prefill time.
 
 Usage: uv run python bench/voice_session.py [--abi 1.3] [--mode {in_process,child,server}]
 """
@@ -81,7 +81,7 @@ from rkllm_runtime.server.child import ServerProcess
 
 PREFILL_TPS, DECODE_TPS = 128 / 0.378, 16.7  # the vendor's 128-token figure for Qwen2.5-1.5B
 STORAGE_MBPS = 250.0
-TIME_SCALE = 0.25  # larger: less scheduling noise in the simulated times
+TIME_SCALE = 1.0  # RK3588 time: ready-to-speak includes Home Assistant's own time once
 AGENT = "conversation.rkllm_conversation"
 COMMAND = "command that acts (tool call)"
 COLD = "cold start (first request)"
