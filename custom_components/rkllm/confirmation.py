@@ -46,6 +46,12 @@ def _action_done(content: conversation.ToolResultContent) -> intent.IntentRespon
     return response
 
 
+async def async_prepare(hass: HomeAssistant, language: str) -> None:
+    """Load the default agent's responses for ``language`` before the first command needs them."""
+    if isinstance(agent := async_get_agent(hass), DefaultAgent):
+        await agent.async_get_or_load_intents(language)
+
+
 async def intent_speech(hass: HomeAssistant, chat_log: conversation.ChatLog) -> str | None:
     """What Home Assistant says for the turn's done actions, or None when the model must answer."""
     results = _turn_results(chat_log)
