@@ -27,7 +27,10 @@ also reports the wall-clock time to first token seen by the agent, from the requ
 the engine's first text, and what the path to the runtime adds to the runtime's own
 prefill time.
 
-Usage: uv run python bench/voice_session.py [--abi 1.3] [--mode {in_process,child,server}]
+``--model-confirms`` turns off the confirmation in Home Assistant's words: the model words
+each one, in a second run (default strategy only).
+
+Usage: uv run python bench/voice_session.py [--abi 1.3] [--mode {in_process,child,server}] [--model-confirms]
 """
 
 from __future__ import annotations
@@ -343,7 +346,9 @@ def entry_data(
     }
 
 
-async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple[list[Run], Timer, Speaker]:
+async def run(
+    mode: str, kv_mode: KVMode, library: Path, workdir: Path, action_speech: bool = True
+) -> tuple[list[Run], Timer, Speaker]:
     """The workload with one KV strategy (the entry's option), in a fresh Home Assistant."""
     model = EmulatedModel(
         rules=model_rules(), name="qwen2.5-1.5b-emulated", prefill_tps=PREFILL_TPS, decode_tps=DECODE_TPS
@@ -375,7 +380,11 @@ async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple
                 data=entry_data(mode, kv_mode, library, model, server),
                 subentries_data=[
                     {
-                        "data": {**default_conversation_options(), "max_history": 10},
+                        "data": {
+                            **default_conversation_options(),
+                            "max_history": 10,
+                            "action_speech": action_speech,
+                        },
                         "subentry_type": SUBENTRY_CONVERSATION,
                         "title": "RKLLM conversation",
                         "unique_id": None,
@@ -496,13 +505,22 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--abi", default="1.3", choices=["1.2", "1.3"])
     parser.add_argument("--mode", default=MODE_IN_PROCESS, choices=MODES, help="where the model runs")
+    parser.add_argument(
+        "--model-confirms",
+        action="store_true",
+        help="the model words each confirmation (a second run), default strategy only",
+    )
     args = parser.parse_args()
     os.environ["RKLLM_EMU_TIME_SCALE"] = str(TIME_SCALE)
     os.environ["RKLLM_EMU_STORAGE_MBPS"] = str(STORAGE_MBPS)
     library = build_cached(args.abi)
-    strategies = list(KVMode) if args.mode == MODE_IN_PROCESS else [KVMode.CONSERVATIVE]
+    every = args.mode == MODE_IN_PROCESS and not args.model_confirms
+    strategies = list(KVMode) if every else [KVMode.CONSERVATIVE]
     with tempfile.TemporaryDirectory() as tmp:
-        results = {kv: await run(args.mode, kv, library, Path(tmp)) for kv in strategies}
+        results = {
+            kv: await run(args.mode, kv, library, Path(tmp), action_speech=not args.model_confirms)
+            for kv in strategies
+        }
     summary: dict[str, Any] = {}
     if args.mode == MODE_IN_PROCESS:
         summary = summarise({kv: runs for kv, (runs, _, _) in results.items()})
@@ -510,11 +528,17 @@ async def main() -> None:
     ready = {kv.value: ready_to_speak(speaker) for kv, (_, _, speaker) in results.items()}
     report_ready(args.mode, ready)
     wall = {kv.value: wall_clock(timer) for kv, (_, timer, _) in results.items()}
-    summary |= {"mode": args.mode, "time_scale": TIME_SCALE, "ready_to_speak": ready, "wall_clock": wall}
+    summary |= {
+        "mode": args.mode,
+        "action_speech": not args.model_confirms,
+        "time_scale": TIME_SCALE,
+        "ready_to_speak": ready,
+        "wall_clock": wall,
+    }
     for kv, figures in wall.items():
         print(
             f"\n{args.mode}, {kv}: wall-clock time to first token at the agent "
-            f"({figures['replies']} spoken replies, simulated times at {TIME_SCALE}x): "
+            f"({figures['replies']} spoken replies, RK3588 time x {TIME_SCALE}): "
             f"cold {figures['cold_ttft_ms']} ms; warm p50 "
             f"{figures['warm_ttft_ms_p50']} ms, p95 {figures['warm_ttft_ms_p95']} ms; "
             f"first after restart {figures['after_restart_ttft_ms']} ms; added to the runtime's own prefill "
