@@ -46,6 +46,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 import custom_components.rkllm as integration
 from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import DOMAIN, SUBENTRY_CONVERSATION
+from custom_components.rkllm.engine import LocalEngine
 from rkllm_runtime import ModelParams, PerfStats, RKLLMRuntime
 from rkllm_runtime.chat import (
     ChatEngine,
@@ -66,7 +67,7 @@ MODEL = "qwen2.5:1.5b"
 STORY = Rule(match="tell me a story", reply="Once upon a time " + "there was a light. " * 60)
 
 
-class RecordingEngine(ChatEngine):
+class RecordingEngine(LocalEngine):
     """The integration's engine, keeping every request it is asked."""
 
     requests: list[ChatRequest] = []  # noqa: RUF012  (one recording per run)
@@ -78,9 +79,9 @@ class RecordingEngine(ChatEngine):
 
 async def record(library: Path, model: Path, workdir: Path) -> list[ChatRequest]:
     """The requests the voice session makes (at a small time scale: only their content matters)."""
-    os.environ["RKLLM_EMU_TIME_SCALE"] = str(voice_session.TIME_SCALE)
-    original = integration.ChatEngine
-    integration.ChatEngine = functools.partial(RecordingEngine)  # type: ignore[misc]
+    os.environ["RKLLM_EMU_TIME_SCALE"] = "0.05"
+    original = integration.LocalEngine
+    integration.LocalEngine = functools.partial(RecordingEngine)  # type: ignore[misc]
     try:
         async with async_test_home_assistant(config_dir=str(workdir / "config")) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
@@ -98,11 +99,13 @@ async def record(library: Path, model: Path, workdir: Path) -> list[ChatRequest]
             entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(entry.entry_id)
             await hass.async_block_till_done()
-            await voice_session.workload(hass, entry, voice_session.Recorder())
+            recorder = voice_session.Recorder()
+            await voice_session.workload(hass, entry, recorder, voice_session.Timer(recorder), None)
+            voice_session.engine_module.plan = voice_session.ORIGINAL_PLAN  # the recorder's spy
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_stop(force=True)
     finally:
-        integration.ChatEngine = original  # type: ignore[misc]
+        integration.LocalEngine = original  # type: ignore[misc]
     return [
         replace(request, conversation_id=None, tools=as_ollama_sends(request.tools))
         for request in RecordingEngine.requests

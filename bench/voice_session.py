@@ -1,26 +1,36 @@
-"""A voice workload through the Assist agent: what KV-cache reuse saves, in tokens and time.
+"""A voice workload through the Assist agent: when the voice pipeline can speak, and what KV reuse saves.
 
 A real Home Assistant instance (as in the tests) exposes 30 entities, so the Assist
 prompt and tool schemas are the real ones. The workload: 20 commands as new
 conversations, 5 follow-ups (two of them after the other satellite spoke), 5 commands
-with a tool round trip, from two satellites taking turns, then a restart of the
+that act through a tool call, from two satellites taking turns, then a restart of the
 integration and one more command. The emulator runs at Rockchip's published RK3588
 figures for Qwen2.5-1.5B (378 ms for a 128-token prompt, decode 16.7 tokens/s), with a
 prefill rate that falls with the context's length (calibrated to about 20 s for 4,000
-tokens on Qwen3-0.6B) and prompt-cache files read at 250 MB/s; times below are that
-simulated time (the sleeps are scaled down so the run is quick).
+tokens on Qwen3-0.6B) and prompt-cache files read at 250 MB/s, counting tokens with
+Qwen2.5's own tokenizer; it runs in RK3588 time (TIME_SCALE 1), so what Home Assistant
+itself spends counts once, as on a board.
 
 The same workload runs with each KV strategy: conservative (the default), reuse, and
 naive (re-prefill everything every time, what an OpenAI-style server does).
+
+What a user feels is when the voice pipeline can start speaking: Home Assistant streams
+text-to-speech once a reply has more than 60 characters (``STREAM_RESPONSE_CHARS`` in
+``assist_pipeline``) or text followed by a tool call; a shorter reply is spoken when it is
+complete. "Ready to speak" is measured that way, from the command to that moment, tool calls,
+their results and Home Assistant's own work included (wall-clock, divided by TIME_SCALE).
 
 ``--mode`` chooses where the model runs: in Home Assistant (the default, all three
 strategies), in an rkllm-server child the integration starts (``child``), or on an
 rkllm-server started beside it (``server``), both with the default strategy. Every mode
 also reports the wall-clock time to first token seen by the agent, from the request to
-the engine's first text (simulated times run at a quarter of real time here), and what
-the path to the runtime adds to the runtime's own prefill time.
+the engine's first text, and what the path to the runtime adds to the runtime's own
+prefill time.
 
-Usage: uv run python bench/voice_session.py [--abi 1.3] [--mode {in_process,child,server}]
+``--model-confirms`` turns off the confirmation in Home Assistant's words: the model words
+each one, in a second run (default strategy only).
+
+Usage: uv run python bench/voice_session.py [--abi 1.3] [--mode {in_process,child,server}] [--model-confirms]
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from typing import Any
 
 from homeassistant import loader
 from homeassistant.components import conversation
+from homeassistant.components.assist_pipeline.default_pipeline import STREAM_RESPONSE_CHARS
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
@@ -73,8 +84,10 @@ from rkllm_runtime.server.child import ServerProcess
 
 PREFILL_TPS, DECODE_TPS = 128 / 0.378, 16.7  # the vendor's 128-token figure for Qwen2.5-1.5B
 STORAGE_MBPS = 250.0
-TIME_SCALE = 0.25  # larger: less scheduling noise in the simulated times
+TIME_SCALE = 1.0  # RK3588 time: ready-to-speak includes Home Assistant's own time once
 AGENT = "conversation.rkllm_conversation"
+COMMAND = "command that acts (tool call)"
+COLD = "cold start (first request)"
 ROOMS = [
     "kitchen",
     "bedroom",
@@ -194,13 +207,51 @@ class Timer:
                 yield event
 
 
-async def build_home(hass: HomeAssistant) -> None:
-    """30 exposed entities: 10 lights, 10 switches (input booleans) and 10 temperature sensors."""
+class Speaker:
+    """When the voice pipeline could start speaking each reply, as its text-to-speech streaming decides."""
+
+    def __init__(self) -> None:
+        self.ready_ms: list[tuple[str, float]] = []
+        self._started = 0.0
+        self._chars = 0
+        self._ready: float | None = None
+        original = conversation.ChatLog.async_add_delta_content_stream
+
+        def watched(chat_log: Any, agent_id: str, stream: Any) -> Any:
+            return original(chat_log, agent_id, self._watch(stream))
+
+        conversation.ChatLog.async_add_delta_content_stream = watched  # type: ignore[method-assign]
+        self._original = original
+
+    def close(self) -> None:
+        conversation.ChatLog.async_add_delta_content_stream = self._original  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        self._started, self._chars, self._ready = time.perf_counter(), 0, None
+
+    def done(self, kind: str) -> None:
+        """The reply is complete: spoken now unless streaming started earlier."""
+        ready = self._ready if self._ready is not None else time.perf_counter()
+        self.ready_ms.append((kind, (ready - self._started) * 1000 / TIME_SCALE))
+
+    async def _watch(self, stream: AsyncGenerator[Any]) -> AsyncGenerator[Any]:
+        async for delta in stream:
+            if self._ready is None:
+                if delta.get("tool_calls") and self._chars > 0:
+                    self._ready = time.perf_counter()  # text, then a tool call
+                self._chars += len(delta.get("content") or "")
+                if self._chars > STREAM_RESPONSE_CHARS:
+                    self._ready = time.perf_counter()
+            yield delta
+
+
+async def build_home(hass: HomeAssistant, rooms: list[str] = ROOMS) -> None:
+    """A light, a switch (an input boolean) and a temperature sensor per room, exposed: 30 entities."""
     assert await async_setup_component(hass, "homeassistant", {})
-    booleans = {f"{room.replace(' ', '_')}_{kind}": {} for room in ROOMS for kind in ("lamp", "switch")}
+    booleans = {f"{room.replace(' ', '_')}_{kind}": {} for room in rooms for kind in ("lamp", "switch")}
     assert await async_setup_component(hass, "input_boolean", {"input_boolean": booleans})
     lights, sensors = [], []
-    for room in ROOMS:
+    for room in rooms:
         slug = room.replace(" ", "_")
         target = {"target": {"entity_id": f"input_boolean.{slug}_lamp"}}
         lights.append(
@@ -222,7 +273,7 @@ async def build_home(hass: HomeAssistant) -> None:
     assert await async_setup_component(hass, "template", {"template": [{"light": lights, "sensor": sensors}]})
     assert await async_setup_component(hass, "conversation", {})
     await hass.async_block_till_done()
-    for room in ROOMS:
+    for room in rooms:
         slug = room.replace(" ", "_")
         for entity_id in (
             f"light.{slug}_light",
@@ -232,13 +283,19 @@ async def build_home(hass: HomeAssistant) -> None:
             async_expose_entity(hass, "conversation", entity_id, True)
 
 
-async def workload(hass: HomeAssistant, entry: MockConfigEntry, recorder: Recorder, timer: Timer) -> None:
+async def workload(
+    hass: HomeAssistant, entry: MockConfigEntry, recorder: Recorder, timer: Timer, speaker: Speaker | None
+) -> None:
     conversations: dict[str, str | None] = {}
 
     async def say(kind: str, satellite: str, text: str, follow_up: bool = False) -> None:
         recorder.kind = kind
         conversation_id = conversations.get(satellite) if follow_up else None
+        if speaker is not None:
+            speaker.start()
         result = await conversation.async_converse(hass, text, conversation_id, Context(), agent_id=AGENT)
+        if speaker is not None:
+            speaker.done(kind)
         assert result.response.response_type.value != "error", result.response.speech
         conversations[satellite] = result.conversation_id
 
@@ -257,7 +314,7 @@ async def workload(hass: HomeAssistant, entry: MockConfigEntry, recorder: Record
     )
     await say("follow-up", "bedroom satellite", "and tomorrow at noon?", follow_up=True)
     for i in range(5):
-        await say("tool round trip", satellites[i % 2], f"switch on the {ROOMS[i]} light")
+        await say(COMMAND, satellites[i % 2], f"switch on the {ROOMS[i]} light")
     for i in range(8):
         await say("new conversation", satellites[i % 2], f"what is the temperature in the {ROOMS[9 - i]} now")
     await hass.config_entries.async_reload(entry.entry_id)
@@ -289,7 +346,9 @@ def entry_data(
     }
 
 
-async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple[list[Run], Timer]:
+async def run(
+    mode: str, kv_mode: KVMode, library: Path, workdir: Path, action_speech: bool = True
+) -> tuple[list[Run], Timer, Speaker]:
     """The workload with one KV strategy (the entry's option), in a fresh Home Assistant."""
     model = EmulatedModel(
         rules=model_rules(), name="qwen2.5-1.5b-emulated", prefill_tps=PREFILL_TPS, decode_tps=DECODE_TPS
@@ -298,6 +357,7 @@ async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple
     config_dir.mkdir()
     recorder = Recorder()
     timer = Timer(recorder)
+    speaker = Speaker()
     server = None
     if mode == MODE_SERVER:
         server = ServerProcess(
@@ -320,7 +380,11 @@ async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple
                 data=entry_data(mode, kv_mode, library, model, server),
                 subentries_data=[
                     {
-                        "data": {**default_conversation_options(), "max_history": 10},
+                        "data": {
+                            **default_conversation_options(),
+                            "max_history": 10,
+                            "action_speech": action_speech,
+                        },
                         "subentry_type": SUBENTRY_CONVERSATION,
                         "title": "RKLLM conversation",
                         "unique_id": None,
@@ -331,14 +395,15 @@ async def run(mode: str, kv_mode: KVMode, library: Path, workdir: Path) -> tuple
             assert await hass.config_entries.async_setup(entry.entry_id)
             await hass.async_block_till_done()
             attach(entry, recorder, timer)
-            await workload(hass, entry, recorder, timer)
+            await workload(hass, entry, recorder, timer, speaker)
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_stop(force=True)
     finally:
         engine_module.plan = ORIGINAL_PLAN
+        speaker.close()
         if server is not None:
             await server.stop()
-    return recorder.runs, timer
+    return recorder.runs, timer, speaker
 
 
 def pct(values: list[float], q: float) -> float:
@@ -352,7 +417,7 @@ def summarise(by_mode: dict[KVMode, list[Run]]) -> dict[str, Any]:
     for mode, runs in by_mode.items():
         kinds: dict[str, list[Run]] = defaultdict(list)
         for index, item in enumerate(runs):
-            kinds["cold start (first request)" if index == 0 else item.kind].append(item)
+            kinds[COLD if index == 0 else item.kind].append(item)
         table = {}
         for kind, items in kinds.items():
             prefill = [float(r.result.perf.prefill_tokens) for r in items]
@@ -402,6 +467,26 @@ def report(summary: dict[str, Any]) -> None:
         )
 
 
+def ready_to_speak(speaker: Speaker) -> dict[str, dict[str, float]]:
+    """Per request kind: ms from the command until the voice pipeline can speak (RK3588 time)."""
+    kinds: dict[str, list[float]] = defaultdict(list)
+    for index, (kind, ms) in enumerate(speaker.ready_ms):
+        kinds[COLD if index == 0 else kind].append(ms)
+    return {
+        kind: {"replies": len(values), "p50": round(pct(values, 0.5)), "p95": round(pct(values, 0.95))}
+        for kind, values in kinds.items()
+    }
+
+
+def report_ready(mode: str, ready: dict[str, dict[str, dict[str, float]]]) -> None:
+    print(f"\n{mode}: ready to speak, ms from the command (RK3588 time), p50/p95")
+    strategies = list(ready)
+    print(f"{'request kind':36} " + " ".join(f"{name:>20}" for name in strategies))
+    for kind in ready[strategies[0]]:
+        cells = [f"{ready[s][kind]['p50']:>9}/{ready[s][kind]['p95']:<10}" for s in strategies]
+        print(f"{kind:36} " + " ".join(cells))
+
+
 def wall_clock(timer: Timer) -> dict[str, Any]:
     """Wall-clock time to first token at the agent: warm requests, and the first after the restart."""
     warm = [ms for _kind, ms in timer.ttft_ms[1:-1]]
@@ -420,23 +505,40 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--abi", default="1.3", choices=["1.2", "1.3"])
     parser.add_argument("--mode", default=MODE_IN_PROCESS, choices=MODES, help="where the model runs")
+    parser.add_argument(
+        "--model-confirms",
+        action="store_true",
+        help="the model words each confirmation (a second run), default strategy only",
+    )
     args = parser.parse_args()
     os.environ["RKLLM_EMU_TIME_SCALE"] = str(TIME_SCALE)
     os.environ["RKLLM_EMU_STORAGE_MBPS"] = str(STORAGE_MBPS)
     library = build_cached(args.abi)
-    strategies = list(KVMode) if args.mode == MODE_IN_PROCESS else [KVMode.CONSERVATIVE]
+    every = args.mode == MODE_IN_PROCESS and not args.model_confirms
+    strategies = list(KVMode) if every else [KVMode.CONSERVATIVE]
     with tempfile.TemporaryDirectory() as tmp:
-        results = {kv: await run(args.mode, kv, library, Path(tmp)) for kv in strategies}
+        results = {
+            kv: await run(args.mode, kv, library, Path(tmp), action_speech=not args.model_confirms)
+            for kv in strategies
+        }
     summary: dict[str, Any] = {}
     if args.mode == MODE_IN_PROCESS:
-        summary = summarise({kv: runs for kv, (runs, _) in results.items()})
+        summary = summarise({kv: runs for kv, (runs, _, _) in results.items()})
         report(summary)
-    wall = {kv.value: wall_clock(timer) for kv, (_, timer) in results.items()}
-    summary |= {"mode": args.mode, "time_scale": TIME_SCALE, "wall_clock": wall}
+    ready = {kv.value: ready_to_speak(speaker) for kv, (_, _, speaker) in results.items()}
+    report_ready(args.mode, ready)
+    wall = {kv.value: wall_clock(timer) for kv, (_, timer, _) in results.items()}
+    summary |= {
+        "mode": args.mode,
+        "action_speech": not args.model_confirms,
+        "time_scale": TIME_SCALE,
+        "ready_to_speak": ready,
+        "wall_clock": wall,
+    }
     for kv, figures in wall.items():
         print(
             f"\n{args.mode}, {kv}: wall-clock time to first token at the agent "
-            f"({figures['replies']} spoken replies, simulated times at {TIME_SCALE}x): "
+            f"({figures['replies']} spoken replies, RK3588 time x {TIME_SCALE}): "
             f"cold {figures['cold_ttft_ms']} ms; warm p50 "
             f"{figures['warm_ttft_ms_p50']} ms, p95 {figures['warm_ttft_ms_p95']} ms; "
             f"first after restart {figures['after_restart_ttft_ms']} ms; added to the runtime's own prefill "

@@ -74,6 +74,10 @@ class AsyncStream:
         assert isinstance(item, str)
         return item
 
+    def end_early(self) -> None:
+        """Stop decoding: the stream ends as if the run had completed (see :meth:`RKLLMRuntime.end_early`)."""
+        self._runtime.end_early(self._token)
+
     async def aclose(self) -> None:
         """Abort the run if it is still going and wait until it has ended."""
         if self._future.done():

@@ -48,6 +48,9 @@ TextCallback = Callable[[str], None]
 class CancelToken(threading.Event):
     """Set to cancel one run, whether it is running yet or still waiting for the handle."""
 
+    ended_early = False
+    """Set by :meth:`RKLLMRuntime.end_early`: the run ends as a completed one."""
+
 
 @dataclass(slots=True)
 class _ActiveRun:
@@ -177,9 +180,9 @@ class RKLLMRuntime:
                 del keep_alive, keep_alive_infer
         if run.callback_error is not None:
             raise RunError(f"the text consumer failed: {run.callback_error!r}") from run.callback_error
-        if run.token.is_set():
+        if run.token.is_set() and not run.token.ended_early:
             raise AbortedError("the run was aborted")
-        if status != 0 or run.failed:
+        if (status != 0 or run.failed) and not run.token.ended_early:
             raise RunError("the RKLLM runtime reported an error while generating (see its log)")
         tail = run.decoder.decode(b"", final=True)
         if tail:
@@ -233,6 +236,14 @@ class RKLLMRuntime:
             run.token.set()
         self._lib.rkllm_abort(self._handle)
         return True
+
+    def end_early(self, token: CancelToken) -> bool:
+        """Stop decoding the run of ``token`` now, with ``rkllm_abort``: it returns what was said so far.
+
+        For a reply that is complete before the model closes it (a whole tool call). Safe from any thread.
+        """
+        token.ended_early = True
+        return self.abort(token)
 
     @property
     def is_running(self) -> bool:

@@ -45,6 +45,7 @@ from rkllm_runtime.types import RUNTIME_SAMPLING
 
 from .const import (
     CHILD_START_TIMEOUT_S,
+    CONF_ACTION_SPEECH,
     CONF_ADVANCED,
     CONF_BASE_DOMAIN_ID,
     CONF_EMBED_FLASH,
@@ -64,6 +65,7 @@ from .const import (
     CONF_THINK,
     CONF_TOP_K,
     CONF_TOP_P,
+    DEFAULT_ACTION_SPEECH,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_KV_STRATEGY,
@@ -435,6 +437,7 @@ def default_conversation_options() -> dict[str, Any]:
         CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
         CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
         CONF_THINK: False,
+        CONF_ACTION_SPEECH: DEFAULT_ACTION_SPEECH,
         CONF_RECOMMENDED: True,
     }
 
@@ -487,6 +490,9 @@ def subentry_schema(
     schema[vol.Optional(CONF_THINK, description={"suggested_value": options.get(CONF_THINK, False)})] = (
         BooleanSelector()
     )
+    if subentry_type == SUBENTRY_CONVERSATION:
+        speech = options.get(CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH)
+        schema[vol.Optional(CONF_ACTION_SPEECH, description={"suggested_value": speech})] = BooleanSelector()
     # Subentries made before the toggle existed hold their own values: not the recommended ones.
     recommended = options.get(CONF_RECOMMENDED, not set(options) & set(_advanced_options(subentry_type)))
     schema[vol.Required(CONF_RECOMMENDED, default=recommended)] = BooleanSelector()

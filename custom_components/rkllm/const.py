@@ -34,6 +34,7 @@ SAMPLING_OPTIONS: Final = (CONF_TEMPERATURE, CONF_TOP_K, CONF_TOP_P, CONF_REPEAT
 CONF_THINK: Final = "think"
 CONF_MAX_HISTORY: Final = "max_history"
 CONF_RECOMMENDED: Final = "recommended"
+CONF_ACTION_SPEECH: Final = "action_speech"
 
 SUBENTRY_CONVERSATION: Final = "conversation"
 SUBENTRY_AI_TASK: Final = "ai_task_data"
@@ -41,6 +42,8 @@ SUBENTRY_AI_TASK: Final = "ai_task_data"
 DEFAULT_MAX_CONTEXT_LEN: Final = 4096
 DEFAULT_MAX_NEW_TOKENS: Final = 256
 DEFAULT_MAX_HISTORY: Final = 10
+# A done action is confirmed in Home Assistant's own words, without a second run of the model.
+DEFAULT_ACTION_SPEECH: Final = True
 DEFAULT_PLATFORM: Final = "rk3588"
 # keep_history=0 runs only, as the vendor's own examples: see the README's "KV cache" section.
 DEFAULT_KV_STRATEGY: Final = "conservative"

@@ -11,7 +11,8 @@ from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import DOMAIN, SUBENTRY_CONVERSATION
+from .confirmation import async_prepare
+from .const import CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH, DOMAIN, SUBENTRY_CONVERSATION
 from .entity import RKLLMBaseLLMEntity
 from .models import RKLLMConfigEntry
 
@@ -53,9 +54,13 @@ class RKLLMConversationEntity(
         return MATCH_ALL
 
     async def async_added_to_hass(self) -> None:
-        """Register as an agent."""
+        """Register as an agent; ready Home Assistant's own confirmations in its language."""
         await super().async_added_to_hass()
         conversation.async_set_agent(self.hass, self.entry, self)
+        if self.subentry.data.get(CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH):
+            self.hass.async_create_background_task(
+                async_prepare(self.hass, self.hass.config.language), f"{DOMAIN} confirmations"
+            )
 
     async def async_will_remove_from_hass(self) -> None:
         """Unregister as an agent."""
@@ -78,5 +83,7 @@ class RKLLMConversationEntity(
             )
         except conversation.ConverseError as err:
             return err.as_conversation_result()
-        await self._async_handle_chat_log(chat_log)
+        await self._async_handle_chat_log(
+            chat_log, action_speech=bool(options.get(CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH))
+        )
         return conversation.async_get_result_from_chat_log(user_input, chat_log)

@@ -12,7 +12,6 @@ from homeassistant.core import callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity import Entity
-from homeassistant.helpers.json import json_dumps
 
 from rkllm_runtime import Sampling
 from rkllm_runtime.chat import (
@@ -30,6 +29,7 @@ from rkllm_runtime.chat import (
 )
 from rkllm_runtime.types import RUNTIME_SAMPLING
 
+from .confirmation import intent_speech
 from .const import (
     CONF_MAX_HISTORY,
     CONF_MAX_NEW_TOKENS,
@@ -44,6 +44,7 @@ from .const import (
 from .engine import ModelEngine
 from .errors import user_facing_errors
 from .models import RKLLMConfigEntry
+from .prompt import lean_prompt, lean_tool_result
 
 
 def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
@@ -101,7 +102,7 @@ def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
                 )
                 messages.append(Message("assistant", content.content or "", tool_calls=calls))
             case conversation.ToolResultContent():
-                messages.append(Message("tool", json_dumps(content.result.data), name=content.tool_name))
+                messages.append(Message("tool", lean_tool_result(content.result), name=content.tool_name))
     return messages
 
 
@@ -145,6 +146,12 @@ async def deltas(
                 LOGGER.debug("Malformed tool call %r (the model was asked again): %s", raw, error)
             case Finished():
                 pass
+
+
+async def _spoken(text: str) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+    """A reply that is already known, as chat-log deltas."""
+    yield {"role": "assistant"}
+    yield {"content": text}
 
 
 def follow_availability(entity: Entity, engine: ModelEngine) -> Callable[[], None]:
@@ -194,15 +201,20 @@ class RKLLMBaseLLMEntity(Entity):
         self,
         chat_log: conversation.ChatLog,
         system_suffix: str = "",
+        action_speech: bool = False,
     ) -> None:
-        """Generate the answer to a chat log, running tools for at most MAX_TOOL_ITERATIONS rounds."""
+        """Generate the answer to a chat log, running tools for at most MAX_TOOL_ITERATIONS rounds.
+
+        With ``action_speech``, tool calls that only acted are confirmed in Home Assistant's words.
+        """
         options = self.subentry.data
         tools = tool_specs(chat_log.llm_api) if chat_log.llm_api else []
         system = chat_log.content[0]
         assert isinstance(system, conversation.SystemContent)
+        system_prompt, volatile = lean_prompt(system.content)
         for _iteration in range(MAX_TOOL_ITERATIONS):
             request = ChatRequest(
-                system_prompt=system.content + system_suffix,
+                system_prompt=system_prompt + system_suffix,
                 messages=chat_messages(chat_log),
                 tools=tools,
                 conversation_id=chat_log.conversation_id,
@@ -210,6 +222,7 @@ class RKLLMBaseLLMEntity(Entity):
                 max_new_tokens=int(options.get(CONF_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS)),
                 sampling=sampling_of(dict(options)),
                 max_history_turns=int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)),
+                context=volatile,
             )
             result = await self._async_generate(chat_log, request)
             chat_log.async_trace(
@@ -222,6 +235,12 @@ class RKLLMBaseLLMEntity(Entity):
                 }
             )
             if not chat_log.unresponded_tool_results:
+                break
+            if action_speech and (speech := await intent_speech(self.hass, chat_log)):
+                async for _content in chat_log.async_add_delta_content_stream(
+                    self.entity_id, _spoken(speech)
+                ):
+                    pass
                 break
 
     async def _async_generate(self, chat_log: conversation.ChatLog, request: ChatRequest) -> ChatResult:

@@ -236,6 +236,8 @@ class ChatEngine:
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
                     for event in stop.events(parser.feed(chunk)):
+                        if isinstance(event, ToolCallDelta) and not prepared.options.keep_history:
+                            run.end_early()  # the call is whole: its closing tokens are not decoded
                         yield _noted(event, said)
                     if stop.stopped:
                         break

@@ -14,6 +14,11 @@ from rkllm_runtime.types import Prompt, Role, Sampling
 MessageRole = Literal["user", "assistant", "tool"]
 
 
+def compact_json(value: Any) -> str:
+    """JSON without the spaces ``json.dumps`` puts after separators (fewer tokens, same meaning)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def new_call_id() -> str:
     """A fresh tool-call id, in the form OpenAI clients expect."""
     return f"call_{secrets.token_hex(12)}"
@@ -29,9 +34,8 @@ class ToolCall:
     """Links the call to its result (clients send it back with the result)."""
 
     def as_text(self) -> str:
-        """The call as the model writes it."""
-        body = json.dumps({"name": self.name, "arguments": self.arguments}, ensure_ascii=False)
-        return f"<tool_call>\n{body}\n</tool_call>"
+        """The call in the model's markup, compact, as a re-sent history quotes it."""
+        return f"<tool_call>{compact_json({'name': self.name, 'arguments': self.arguments})}</tool_call>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +83,39 @@ class ChatRequest:
     """Times a malformed tool call is answered with an error so the model can try again."""
     stop: Sequence[str] = ()
     """The reply ends where one of these strings starts (the run is aborted there)."""
+    context: str = ""
+    """Volatile text (the current time) sent ahead of the new user messages, never cached with
+    the system prompt."""
+
+
+def lean_schema(schema: Any) -> Any:
+    """A JSON schema without what tells the model nothing (``additionalProperties: false``, no properties)."""
+    if isinstance(schema, list):
+        return [lean_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: lean_schema(value)
+        for key, value in schema.items()
+        if not (key == "additionalProperties" and value is False) and not (key == "properties" and not value)
+    }
 
 
 def render_tools(tools: Sequence[ToolSpec]) -> str:
-    """The tools as the OpenAI-style JSON array ``rkllm_set_function_tools`` takes ("" without tools)."""
+    """The tools as the OpenAI-style JSON array ``rkllm_set_function_tools`` takes ("" without tools).
+
+    Compact JSON with lean schemas: the same tools in about a quarter fewer tokens.
+    """
     if not tools:
         return ""
     specs = []
     for tool in tools:
-        spec: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+        spec: dict[str, Any] = {"name": tool.name}
         if tool.description:
             spec["description"] = tool.description
+        spec["parameters"] = lean_schema(tool.parameters)
         specs.append({"type": "function", "function": spec})
-    return json.dumps(specs, ensure_ascii=False)
+    return compact_json(specs)
 
 
 def system_key(system_prompt: str, tools: str) -> str:
@@ -171,10 +195,9 @@ def drop_oldest_half(history: Sequence[Message]) -> Sequence[Message]:
 
 def _tool_result(message: Message) -> Any:
     try:
-        content = json.loads(message.content)
+        return json.loads(message.content)
     except ValueError:
-        content = message.content
-    return {"name": message.name, "content": content} if message.name else content
+        return message.content
 
 
 def _is_tool_results(new: Sequence[Message]) -> bool:
@@ -182,16 +205,18 @@ def _is_tool_results(new: Sequence[Message]) -> bool:
 
 
 def _merged_results(new: Sequence[Message]) -> str:
-    """Several tool results become one JSON array, as the chat template expects."""
-    results = [_tool_result(message) for message in new]
-    return json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False)
+    """One result as it is; several as one JSON array in the order of the calls (the chat template's form)."""
+    if len(new) == 1:
+        return new[0].content
+    return compact_json([_tool_result(message) for message in new])
 
 
-def new_input(new: Sequence[Message], enable_thinking: bool) -> Prompt:
-    """One RKLLM input for the new messages: the tool results, or the user text."""
+def new_input(new: Sequence[Message], enable_thinking: bool, context: str = "") -> Prompt:
+    """One RKLLM input for the new messages: the tool results, or the user text after ``context``."""
     if _is_tool_results(new):
         return Prompt(_merged_results(new), Role.TOOL, enable_thinking)
-    return Prompt("\n".join(message.content for message in new), Role.USER, enable_thinking)
+    text = "\n".join(message.content for message in new)
+    return Prompt(f"{context}\n{text}" if context else text, Role.USER, enable_thinking)
 
 
 HISTORY_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result"}
@@ -199,21 +224,23 @@ HISTORY_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result
 
 def _history_text(message: Message) -> str:
     if message.role == "tool":
-        return json.dumps(_tool_result(message), ensure_ascii=False)
+        return message.content
     return "".join([message.content, *(call.as_text() for call in message.tool_calls)])
 
 
-def rebuild_input(history: Sequence[Message], new: Sequence[Message], enable_thinking: bool) -> Prompt:
+def rebuild_input(
+    history: Sequence[Message], new: Sequence[Message], enable_thinking: bool, context: str = ""
+) -> Prompt:
     """One input carrying earlier turns as text, for a KV cache that does not hold them.
 
     The RKLLM API has no way to insert an assistant turn, so the history is quoted
-    ahead of the new messages; the input keeps the new messages' role (tool results
-    stay a tool response, or the model would repeat its call).
+    compactly ahead of the new messages; the input keeps the new messages' role (tool
+    results stay a tool response, or the model would repeat its call).
     """
     if not history:
-        return new_input(new, enable_thinking)
+        return new_input(new, enable_thinking, context)
     quoted = "\n".join(
         ["Earlier in this conversation:", *(f"{HISTORY_LABELS[m.role]}: {_history_text(m)}" for m in history)]
     )
-    latest = new_input(new, enable_thinking)
+    latest = new_input(new, enable_thinking, context)
     return Prompt(f"{quoted}\n\n{latest.text}", latest.role, enable_thinking)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from enum import Enum, auto
 
@@ -25,6 +26,7 @@ class _Mode(Enum):
     TEXT = auto()
     THINK = auto()
     CALL = auto()
+    CLOSING = auto()  # a call's JSON is complete: what remains up to its closing tag is layout
     BARE = auto()  # the reply may be a bare JSON tool call: hold it until the end
 
 
@@ -32,6 +34,7 @@ _TAGS = {
     _Mode.TEXT: (THINK_OPEN, CALL_OPEN),
     _Mode.THINK: (THINK_CLOSE,),
     _Mode.CALL: (CALL_CLOSE,),
+    _Mode.CLOSING: (CALL_CLOSE,),
 }
 _AFTER_TAG = {THINK_OPEN: _Mode.THINK, CALL_OPEN: _Mode.CALL, THINK_CLOSE: _Mode.TEXT, CALL_CLOSE: _Mode.TEXT}
 
@@ -41,7 +44,8 @@ class StreamParser:
 
     Tags split across chunks are held back only as long as they could still be a tag.
     A reply that starts like JSON is held whole when tools exist: it may be a bare call.
-    Calls come out with their names resolved against ``tool_names`` and arguments repaired.
+    Calls come out with their names resolved against ``tool_names`` and arguments repaired, as
+    soon as their JSON is complete (before the closing tag).
     """
 
     def __init__(self, tool_names: Sequence[str] = ()) -> None:
@@ -68,8 +72,13 @@ class StreamParser:
             tags = _TAGS[self._mode]
             found = [(self._buffer.find(tag), tag) for tag in tags if tag in self._buffer]
             if not found:
-                if self._mode is _Mode.CALL:
-                    return events  # a call is read whole, at its closing tag
+                if self._mode is _Mode.CALL and (end := _complete_json_end(self._buffer)):
+                    events.append(self._call(self._buffer[:end]))
+                    self._buffer = self._buffer[end:]
+                    self._mode = _Mode.CLOSING
+                    continue
+                if self._mode in (_Mode.CALL, _Mode.CLOSING):
+                    return events  # a call is read whole: its JSON or, in another form, up to its tag
                 keep = _partial_tag_length(self._buffer, tags)
                 self._emit(events, self._buffer[: len(self._buffer) - keep])
                 self._buffer = self._buffer[len(self._buffer) - keep :]
@@ -98,6 +107,8 @@ class StreamParser:
                 events.append(ThinkingDelta(text))
             case _Mode.CALL:
                 events.append(self._call(text))
+            case _Mode.CLOSING:
+                pass
 
     def _call(self, block: str) -> ParsedEvent:
         try:
@@ -117,6 +128,8 @@ class StreamParser:
                 return [ThinkingDelta(rest)] if rest else []
             case _Mode.CALL:
                 return [self._call(rest)]
+            case _Mode.CLOSING:
+                return []
 
     def _bare_call(self, text: str) -> ParsedCall | None:
         """A whole reply that is a JSON call of a known tool."""
@@ -125,6 +138,20 @@ class StreamParser:
         except MalformedCallError:
             return None
         return call if resolve_name(call.name, self._tool_names) in self._tool_names else None
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _complete_json_end(text: str) -> int:
+    """Where the JSON object ``text`` starts with (after blanks) ends, 0 while it is incomplete."""
+    start = len(text) - len(text.lstrip())
+    if not text.rstrip().endswith("}") or text[start : start + 1] != "{":
+        return 0
+    try:
+        return _DECODER.raw_decode(text, start)[1]
+    except json.JSONDecodeError:
+        return 0
 
 
 def _partial_tag_length(text: str, tags: tuple[str, ...]) -> int:

@@ -149,7 +149,7 @@ def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_cont
         if options.keep_history and reset is KVReset.NONE:
             reset = KVReset.KEEP_SYSTEM  # another conversation is in the cache: back to the system prompt
     return Plan(
-        input=rebuild_input(history, split.new, request.enable_thinking),
+        input=rebuild_input(history, split.new, request.enable_thinking, request.context),
         options=options,
         system_key=key,
         tools=tools,

@@ -9,11 +9,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .real_model import llama_cpp
+from .real_model import llama_cpp, qwen2_vocab
 
 SOURCE_DIR = Path(__file__).parent
-ENGINES = {"scripted": "scripted.c", "llama": "llama.c"}
-HEADERS = ("common.h", "rkllm.h")
+ENGINES = {"scripted": ("scripted.c", "vocab.c"), "llama": ("llama.c",)}
+HEADERS = ("common.h", "rkllm.h", "vocab.h")
 # The release each ABI build embeds unless told otherwise.
 DEFAULT_RELEASE = {"1.2": "1.2.3", "1.3": "1.3.1"}
 LIBRARY_NAME = "librkllmrt.so"
@@ -31,10 +31,11 @@ def compiler() -> str:
 
 
 def _command(abi: str, release: str, out: Path, engine: str) -> list[str]:
-    linking: list[str] = []
-    if engine == "llama":
-        llama = llama_cpp()
-        linking = [f"-I{llama.include}", str(llama.library), f"-Wl,-rpath,{llama.library.parent}"]
+    # Both engines link llama.cpp: the llama engine runs its models, the scripted one tokenizes.
+    llama = llama_cpp()
+    linking = [f"-I{llama.include}", str(llama.library), f"-Wl,-rpath,{llama.library.parent}"]
+    if engine == "scripted":
+        linking.append(f'-DRKLLM_EMU_VOCAB="{qwen2_vocab()}"')
     return [
         compiler(),
         "-std=c11",
@@ -48,7 +49,7 @@ def _command(abi: str, release: str, out: Path, engine: str) -> list[str]:
         f'-DRKLLM_EMU_VERSION="{release}"',
         "-o",
         str(out),
-        str(SOURCE_DIR / ENGINES[engine]),
+        *(str(SOURCE_DIR / name) for name in ENGINES[engine]),
         str(SOURCE_DIR / "common.c"),
         *linking,
     ]
@@ -73,11 +74,11 @@ def build_cached(abi: str, release: str | None = None, engine: str = "scripted")
     """Return a built emulator, compiling it only when its sources or build command changed."""
     release = release or DEFAULT_RELEASE.get(abi, "")
     digest = hashlib.sha256()
-    for name in (ENGINES[engine], "common.c", *HEADERS):
+    for name in (*ENGINES[engine], "common.c", *HEADERS):
         digest.update((SOURCE_DIR / name).read_bytes())
     digest.update(" ".join(_command(abi, release, Path("out"), engine)).encode())
-    if engine == "llama":  # linked by path: a rebuilt llama.cpp in the same place is a new input
-        digest.update(llama_cpp().library.read_bytes())
+    # linked by path: a rebuilt llama.cpp in the same place is a new input
+    digest.update(llama_cpp().library.read_bytes())
     target = cache_dir() / f"{engine}-{abi}-{release}-{digest.hexdigest()[:16]}"
     library = target / LIBRARY_NAME
     if library.is_file():

@@ -7,11 +7,12 @@
  * prompt and optionally the conversation, context shift, prompt-cache files,
  * abort from another thread, perf stats and RKLLM_LOG_LEVEL logging. Instead of
  * a neural network it plays the scripted replies of an emulator "model file"
- * (format: README.md beside this file), with a deterministic tokenizer and a
+ * (format: README.md beside this file), with the Qwen2.5 tokenizer (vocab.c) and a
  * timing model so token counts and simulated speeds are meaningful.
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "vocab.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -23,52 +24,12 @@
 #include <unistd.h>
 
 #define VOCAB_SIZE 151936
-#define PIECE_MAX 64
 #define MODEL_MAGIC "rkllm-emulator-model 1"
 #define CACHE_MAGIC "RKEMUPC1"
 
 /* -------------------------------------------------------------- tokenizer */
 
-static const char *special_tokens[] = {"<|im_start|>", "<|im_end|>",  "<think>",         "</think>",
-                                       "<tool_call>",  "</tool_call>", "<tool_response>", "</tool_response>",
-                                       "<tools>",      "</tools>",     NULL};
-
-/* Length of the token that starts at s[i] (deterministic, BPE-like granularity). */
-static size_t piece_len(const unsigned char *s, size_t n, size_t i) {
-    for (const char **t = special_tokens; *t; t++) {
-        size_t k = strlen(*t);
-        if (i + k <= n && memcmp(s + i, *t, k) == 0) return k;
-    }
-    size_t j = i;
-    if (s[j] == ' ' && j + 1 < n && isalnum(s[j + 1])) j++;
-    if (isalnum(s[j])) {
-        while (j < n && isalnum(s[j]) && j - i < 6) j++;
-        return j - i;
-    }
-    if (s[i] == '\n') {
-        while (j < n && s[j] == '\n') j++;
-        return j - i;
-    }
-    if (s[i] == ' ' || s[i] == '\t') {
-        while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
-        return j - i;
-    }
-    if (s[i] < 0x80) return 1;
-    /* Non-ASCII text: two bytes per token, regardless of character boundaries. */
-    return (i + 1 < n && s[i + 1] >= 0x80) ? 2 : 1;
-}
-
-static int32_t piece_id(const unsigned char *p, size_t len) { return (int32_t)(fnv1a(p, len, FNV_SEED) % VOCAB_SIZE); }
-
-static void tokenize(ivec *out, const char *text) {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = strlen(text);
-    for (size_t i = 0; i < n;) {
-        size_t k = piece_len(s, n, i);
-        ivec_push(out, piece_id(s + i, k));
-        i += k;
-    }
-}
+static void tokenize(ivec *out, const char *text) { vocab_tokenize(text, out, NULL); }
 
 /* ------------------------------------------------------------ model file */
 
@@ -275,7 +236,8 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
         logmsg('E', "model file of another rkllm-toolkit release: crashing as the vendor runtime does");
         raise(SIGSEGV);
     }
-    if (h->model.init_fail) {
+    if (vocab_load() != 0) fail = 1;
+    else if (h->model.init_fail) {
         logmsg('E', "failed to initialise the model (init_fail)");
         fail = 1;
     } else if (param->max_context_len <= 0 || param->max_context_len > h->model.max_context) {
@@ -597,34 +559,39 @@ static char *compose_reply(const rule_t *rule, int thinking, const char *input) 
 /* Streams text token by token from *pos; returns 1 when the callback asked to pause. */
 static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int error_after) {
     handle_t *h = r->h;
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = strlen(text);
     double decode_tps = env_double("RKLLM_EMU_DECODE_TPS", h->model.decode_tps);
     int need = 0; /* continuation bytes still missing for the current character */
-    char piece[PIECE_MAX + 1];
-    double token_ms = decode_tps > 0 ? 1000.0 / decode_tps * r->time_scale : 0, next_due = now_ms() + token_ms;
-    while (*pos < n) {
-        if (atomic_load(&h->base.abort_requested)) return 0;
-        if (max_new > 0 && r->generated >= max_new) return 0;
-        if (error_after >= 0 && r->generated >= error_after) return -1;
-        size_t k = piece_len(s, n, *pos);
-        if (k > PIECE_MAX) k = PIECE_MAX;
-        memcpy(piece, s + *pos, k);
-        piece[k] = 0;
-        need = utf8_missing(need, s + *pos, k);
+    ivec ids = {0}, lens = {0};
+    vocab_tokenize(text + *pos, &ids, &lens);
+    /* The first token comes with the prefill (its logits); each later one takes a decode step. */
+    double token_ms = decode_tps > 0 ? 1000.0 / decode_tps * r->time_scale : 0;
+    double next_due = r->generated == 0 ? now_ms() : now_ms() + token_ms;
+    int status = 0;
+    for (size_t t = 0; t < ids.n && status == 0; t++) {
+        if (token_ms > 0) sleep_until_ms(next_due), next_due += token_ms; /* decoding the token */
+        if (atomic_load(&h->base.abort_requested)) break; /* an abort meanwhile: it is not emitted */
+        if (max_new > 0 && r->generated >= max_new) break;
+        if (error_after >= 0 && r->generated >= error_after) {
+            status = -1;
+            break;
+        }
+        size_t k = (size_t)lens.v[t];
+        char *piece = strndup(text + *pos, k);
+        need = utf8_missing(need, (const unsigned char *)piece, k);
         *pos += k;
-        if (token_ms > 0) sleep_until_ms(next_due), next_due += token_ms;
         if (r->generated == 0) r->t_first = now_ms();
         RKLLMResult res;
         memset(&res, 0, sizeof res);
         res.text = piece;
-        res.token_id = piece_id((const unsigned char *)piece, k);
+        res.token_id = ids.v[t];
         make_room(h, 1, h->base.kv.n);
         ivec_push(&h->base.kv, res.token_id);
         r->generated++;
-        if (emit(r, &res, need > 0 ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL) == 1) return 1;
+        if (emit(r, &res, need > 0 ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL) == 1) status = 1;
+        free(piece);
     }
-    return 0;
+    free(ids.v), free(lens.v);
+    return status;
 }
 
 /* Appends the tokens of one input (wrapped by the chat template) to out; *text gets its text. */
@@ -797,6 +764,8 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     if (!atomic_load(&h->base.abort_requested) && !truncated) { /* the end-of-turn token closes the reply */
         ivec end = {0};
         tokenize(&end, h->turn_end);
+        double decode_tps = env_double("RKLLM_EMU_DECODE_TPS", h->model.decode_tps);
+        if (decode_tps > 0) sleep_ms((double)end.n * 1000.0 / decode_tps * r.time_scale); /* decoded too */
         for (size_t i = 0; i < end.n; i++) make_room(h, 1, h->base.kv.n), ivec_push(&h->base.kv, end.v[i]);
         r.generated += (int)end.n;
         free(end.v);

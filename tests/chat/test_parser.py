@@ -176,3 +176,23 @@ def test_repair_arguments() -> None:
 
 def test_parse_json_call_reads_parameters_alias() -> None:
     assert parse_json_call('{"name": "x", "parameters": {"a": 1}}').arguments == {"a": 1}
+
+
+def test_a_call_comes_out_as_soon_as_its_json_is_complete() -> None:
+    parser = StreamParser(TOOLS)
+    chunks = ["<tool_call>", "\n", '{"name": "HassTurnOn", ', '"arguments": {"name": "x}"}', "}"]
+    events = [event for chunk in chunks[:-1] for event in parser.feed(chunk)]
+    assert events == []  # a brace inside a string does not end it
+    (event,) = parser.feed(chunks[-1])
+    assert isinstance(event, ToolCallDelta)
+    assert (event.call.name, event.call.arguments) == ("intent__HassTurnOn", {"name": "x}"})
+    assert parser.feed("\n</tool_call>") == []  # the closing tokens say nothing more
+    assert parser.feed("Done.") == [TextDelta("Done.")]
+    assert parser.finish() == []
+
+
+def test_a_run_ended_after_the_calls_json_finishes_cleanly() -> None:
+    parser = StreamParser(TOOLS)
+    events = parser.feed('<tool_call>\n{"name": "HassTurnOff", "arguments": {}}\n')
+    assert [type(event) for event in events] == [ToolCallDelta]
+    assert parser.finish() == []

@@ -60,8 +60,13 @@ CASES = {
         holding(HI, Message("assistant", "Hey"), conversation_id=None), (HI, REPLY, MORE),
         False, KVReset.KEEP_SYSTEM, False, QUOTED, None,
     ),
-    "tool-result": Case(holding(HI, CALL), (HI, CALL, RESULT), False, KVReset.NONE, True,
-                        '{"name": "HassTurnOn", "content": {"success": true}}'),
+    "tool-result": Case(holding(HI, CALL), (HI, CALL, RESULT), False, KVReset.NONE, True, RESULT.content),
+    "conservative-tool-result-quotes-compactly": Case(
+        holding(HI, CALL, in_kv=False), (HI, CALL, RESULT), False, KVReset.NONE, True,
+        EARLIER + 'User: hi\nAssistant: <tool_call>{"name":"HassTurnOn","arguments":{"name":"x"}}</tool_call>'
+        "\n\n" + RESULT.content,
+        mode=CONSERVATIVE,
+    ),
     "over-budget": Case(
         holding(HI, REPLY, MORE, REPLY, kv_tokens=4096), (HI, REPLY, MORE, REPLY, HI),
         False, KVReset.KEEP_SYSTEM, False, EARLIER + "User: and more\nAssistant: Hello!\n\nhi",
@@ -79,6 +84,31 @@ CASES = {
     ),
     "naive": Case(holding(HI, REPLY), (HI, REPLY, MORE), True, KVReset.ALL, False, QUOTED, mode=NAIVE),
 }  # fmt: skip
+
+
+def test_volatile_context_goes_with_the_new_user_text_only() -> None:
+    request = ChatRequest(SYSTEM, (HI, REPLY, MORE), tools=TOOLS, conversation_id="a", context="It is noon.")
+    planned = plan(holding(HI, REPLY, in_kv=False), request, kv_mode=CONSERVATIVE, max_context_len=4096)
+    assert planned.input.text == EARLIER + "User: hi\nAssistant: Hello!\n\nIt is noon.\nand more"
+    assert (
+        planned.system_key
+        == plan(
+            KVCacheState(), replace(request, context=""), kv_mode=CONSERVATIVE, max_context_len=4096
+        ).system_key
+    )
+
+
+def test_tools_are_rendered_compact_and_lean() -> None:
+    tool = ToolSpec(
+        "HassTurnOn",
+        {"type": "object", "properties": {"name": {"type": "string"}}, "additionalProperties": False},
+        "Turns on a device",
+    )
+    assert render_tools([tool, ToolSpec("GetDateTime", {"type": "object", "properties": {}})]) == (
+        '[{"type":"function","function":{"name":"HassTurnOn","description":"Turns on a device",'
+        '"parameters":{"type":"object","properties":{"name":{"type":"string"}}}}},'
+        '{"type":"function","function":{"name":"GetDateTime","parameters":{"type":"object"}}}]'
+    )
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())

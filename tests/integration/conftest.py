@@ -48,7 +48,14 @@ IN_EVERY_MODE = pytest.mark.parametrize("mode", MODES, indirect=True)
 # What the emulated model answers in these tests. A rule matches anywhere in the input, which
 # carries the earlier turns when a conversation is re-sent: later steps of an exchange come first.
 RULES = (
+    Rule(
+        role="user",
+        match="light on right now",
+        tools=True,
+        reply=call("GetLiveContext", name="Kitchen light"),
+    ),
     Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
+    Rule(role="tool", match="live context", reply="It is off."),
     Rule(
         role="user",
         match="garden",

@@ -232,7 +232,13 @@ async def test_conversation_subentry_with_recommended_settings(
     assert result["step_id"] == "set_options"
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"],
-        {CONF_NAME: "Kitchen agent", CONF_LLM_HASS_API: ["assist"], "think": True, "recommended": True},
+        {
+            CONF_NAME: "Kitchen agent",
+            CONF_LLM_HASS_API: ["assist"],
+            "think": True,
+            "action_speech": False,
+            "recommended": True,
+        },
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "Kitchen agent"
@@ -240,6 +246,7 @@ async def test_conversation_subentry_with_recommended_settings(
         "prompt": llm.DEFAULT_INSTRUCTIONS_PROMPT,
         CONF_LLM_HASS_API: ["assist"],
         "think": True,
+        "action_speech": False,
         "recommended": True,
     }
     await hass.async_block_till_done()

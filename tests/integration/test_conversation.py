@@ -49,16 +49,53 @@ async def test_plain_answer(hass: HomeAssistant, init_integration: MockConfigEnt
 async def test_turn_on_a_light_through_a_tool_call(
     hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
 ) -> None:
+    """A done action is confirmed in Home Assistant's own words: one run of the model, not two."""
+    engine = init_integration.runtime_data.engine
     assert hass.states.get(kitchen_light).state == "off"
     result = await converse(hass, "Please turn the kitchen light on")
     assert hass.states.get(kitchen_light).state == "on"
-    assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
+    assert result.response.speech["plain"]["speech"] == "Turned on the light"  # HassTurnOn's response
+    assert engine.stats.requests == 1
     content = chat_log_of(hass, result.conversation_id)
     calls = [c for c in content if isinstance(c, conversation.AssistantContent) and c.tool_calls]
     assert calls[0].tool_calls[0].tool_name == "intent__HassTurnOn"  # mapped from "HassTurnOn"
     assert calls[0].tool_calls[0].tool_args == {"name": "Kitchen light"}
     results = [c for c in content if isinstance(c, conversation.ToolResultContent)]
     assert not results[0].result.error
+    assert isinstance(content[-1], conversation.AssistantContent)
+    assert content[-1].content == "Turned on the light"
+
+
+@pytest.mark.parametrize("conversation_options", [{**default_conversation_options(), "action_speech": False}])
+async def test_the_models_own_confirmation_is_one_switch_away(
+    hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
+) -> None:
+    engine = init_integration.runtime_data.engine
+    result = await converse(hass, "Please turn the kitchen light on")
+    assert hass.states.get(kitchen_light).state == "on"
+    assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
+    assert engine.stats.requests == 2  # the call, then the answer to its result
+
+
+async def test_a_query_still_goes_back_to_the_model(
+    hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
+) -> None:
+    engine = init_integration.runtime_data.engine
+    result = await converse(hass, "is the kitchen light on right now")
+    assert engine.stats.requests == 2  # GetLiveContext answers a question: the model speaks
+    assert result.response.speech["plain"]["speech"] == "It is off."
+
+
+async def test_the_confirmation_speaks_the_conversations_language(
+    hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
+) -> None:
+    engine = init_integration.runtime_data.engine
+    result = await conversation.async_converse(
+        hass, "Please turn the kitchen light on", None, Context(), language="de", agent_id=AGENT
+    )
+    assert hass.states.get(kitchen_light).state == "on"
+    assert result.response.speech["plain"]["speech"] == "Licht eingeschaltet"
+    assert engine.stats.requests == 1
 
 
 @IN_EVERY_MODE
@@ -76,9 +113,9 @@ async def test_malformed_call_gets_an_error_result_then_a_retry_works(
     assert len(results) == 1
     assert not results[0].result.error
     assert hass.states.get(kitchen_light).state == "on"
-    assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
+    assert result.response.speech["plain"]["speech"] == "Turned on the light"
     assert engine.stats.last is not None
-    assert engine.stats.last.cache_hit  # the retry round stayed in the cache: the result followed on
+    assert engine.stats.last.runs == 2  # the malformed call and the retry, in one request
 
 
 @pytest.mark.parametrize("conversation_options", [{"think": True, "llm_hass_api": []}], indirect=False)

@@ -73,7 +73,8 @@ async def test_pipeline_controls_the_home(
     assert any("tool_calls" in delta for delta in deltas)
     assert any(delta.get("role") == "tool_result" for delta in deltas)
     speech = events[-2]["data"]["intent_output"]["response"]["speech"]["plain"]["speech"]
-    assert speech == "The kitchen light is on."
+    assert speech == "Turned on the light"  # Home Assistant's words for the done action, no second run
+    assert deltas[-1] == {"content": "Turned on the light"}  # streamed to the pipeline as the model's text
 
 
 @pytest.fixture

@@ -30,9 +30,9 @@ def test_report_of_a_supported_library(emulator_library: Path, make_model: Model
     assert "- refused (as documented)" in report
     assert "- clears the cache: no" in report
     assert "cache loaded, keep_history=0: prefill 10 of" in report  # only what follows the cached prefix
-    assert "cache loaded, keep_history=1: prefill 492 of ~492" in report  # not used (as reported, #399)
+    assert "cache loaded, keep_history=1: prefill 828 of ~828" in report  # not used (as reported, #399)
     ttft_rows = [line for line in report.splitlines() if line.startswith("| ") and "prefill" not in line]
-    assert [int(row.split("|")[1]) for row in ttft_rows] == [124, 996, 2696]
+    assert [int(row.split("|")[1]) for row in ttft_rows] == [121, 993, 2693]
 
 
 def test_report_of_a_refused_release(make_model: ModelFactory) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rkllm_runtime import load_library
+from rkllm_runtime import Prompt, RKLLMRuntime, load_library
 from rkllm_runtime.abi.common import LLMCallState, LLMHandle, LLMResultCallback, RKLLMInputType
 from rkllm_runtime.emulator import Rule
+from rkllm_runtime.emulator.real_model import MissingAssetError, qwen2_vocab
 from tests.conftest import ModelFactory
 
 
@@ -69,14 +70,15 @@ def test_waiting_states_carry_partial_utf8(emulator_library: Path, make_model: M
         events.append((state, ctypes.string_at(text) if text else None))
         return 0
 
-    client = RawClient(emulator_library, make_model(Rule(reply="日本")), on_result)
+    # one character, two tokens
+    client = RawClient(emulator_library, make_model(Rule(reply="🦜")), on_result)
     assert client.run("hi") == 0
     client.close()
     states = [state for state, _ in events]
     assert LLMCallState.RKLLM_RUN_WAITING in states
     assert states[-1] == LLMCallState.RKLLM_RUN_FINISH
     assert events[-1][1] is None  # FINISH carries no text
-    assert b"".join(text for _, text in events if text) == "日本".encode()
+    assert b"".join(text for _, text in events if text) == "🦜".encode()
 
 
 def test_callback_return_1_pauses_and_next_run_resumes(
@@ -133,7 +135,7 @@ def test_log_level(
         client.run("verbose")
     err = capfd.readouterr().err
     client.close()
-    assert "I rkllm: prefill 12 tokens" in err  # the turn template and "verbose" (two tokens)
+    assert "I rkllm: prefill 10 tokens" in err  # the turn template and "verbose"
     assert "kv cache size" in err
 
 
@@ -176,3 +178,21 @@ def test_prefill_timing_model_is_calibrated(
     assert prefill_ms(client.handle, 2000, tokens) > modelled
     assert prefill_ms(client.handle, 0, 2 * tokens) > 2 * modelled
     client.close()
+
+
+def test_a_missing_vocabulary_names_the_set_up_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without uv's cache of the llama-cpp-python sdist, building says in one line what to run."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no uv to ask either
+    with pytest.raises(MissingAssetError, match=r"ggml-vocab-qwen2\.gguf .* run scripts/setup$"):
+        qwen2_vocab()
+
+
+def test_the_tokenizer_is_qwens(emulator_library: Path, make_model: ModelFactory) -> None:
+    with RKLLMRuntime.open(emulator_library, make_model(Rule(reply="ok"))) as runtime:
+        result = runtime.run(Prompt("turn on the kitchen light"))
+    # \n <|im_start|> user \n | turn ␣on ␣the ␣kitchen ␣light | <|im_end|> \n <|im_start|> assistant \n
+    assert result.perf.prefill_tokens == 4 + 5 + 5

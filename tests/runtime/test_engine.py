@@ -28,10 +28,10 @@ from rkllm_runtime.chat import engine as engine_module
 from rkllm_runtime.emulator import Rule
 from tests.conftest import ModelFactory, call
 
-SYSTEM = "You are a voice assistant for Home Assistant. " * 40  # a long, static prompt
+SYSTEM = "You are a voice assistant for Home Assistant. " * 50  # a long, static prompt
 TOOLS = [ToolSpec("HassTurnOn", {})]
-# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assist ant \n
-TURN = 10
+# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assistant \n
+TURN = 9
 
 RULES = (
     Rule(
@@ -210,6 +210,19 @@ async def test_conservative_tool_round_trip_quotes_the_call(
     assert "turn on the kitchen light" in seen[-1]
     assert "HassTurnOn" in seen[-1]
     assert seen[-1].endswith('{"success": true}')
+
+
+@pytest.mark.parametrize(("kv_mode", "decoded"), [(KVMode.CONSERVATIVE, 16), (KVMode.REUSE, 18)])
+async def test_a_call_run_ends_when_its_json_is_complete(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, kv_mode: KVMode, decoded: int
+) -> None:
+    """A keep_history=0 run stops at the call's last brace; a kept run must close its turn."""
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "20")  # 50 ms a token: time to stop it at the brace
+    engine = make_engine(kv_mode=kv_mode)
+    called = await send(engine, [Message("user", "turn on the kitchen light")], "a", tools=TOOLS)
+    assert [(call.name, call.arguments) for call in called.tool_calls] == [("HassTurnOn", {})]
+    # <tool_call> \n {" name ": ␣" H ass Turn On ", ␣" arguments ": ␣{} }\n | </tool_call> <|im_end|>
+    assert called.perf.generate_tokens == decoded
 
 
 async def test_naive_mode_prefills_everything(make_engine: EngineFactory) -> None:

@@ -41,9 +41,9 @@ TOOLS = json.dumps(
         }
     ]
 )
-# Tokens the chat template wraps around a user message:
-# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assist ant \n
-TURN_TEMPLATE_TOKENS = 10
+# Tokens the chat template wraps around a user message (Qwen2.5's tokenizer):
+# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assistant \n
+TURN_TEMPLATE_TOKENS = 9
 TOOL_CALL = '<tool_call>\n{"name": "HassTurnOn", "arguments": {"name": "kitchen light"}}\n</tool_call>'
 
 
@@ -137,9 +137,9 @@ def test_prompt_cache_skips_prefill_after_restart(
         again = runtime.run(Prompt("hello"))
         runtime.release_prompt_cache()
     # The cached prefix covers the system prompt and the user-turn header (4 tokens);
-    # "another question" is four tokens.
+    # "another question" is two tokens.
     assert warm.perf.prefill_tokens < cold.perf.prefill_tokens / 10
-    assert warm.perf.prefill_tokens == TURN_TEMPLATE_TOKENS - 4 + 4
+    assert warm.perf.prefill_tokens == TURN_TEMPLATE_TOKENS - 4 + 2
     assert again.perf.prefill_tokens == 1  # the whole input matched; its last token is evaluated
     with open_runtime(emulator_library, model) as runtime:
         runtime.load_prompt_cache(cache)
@@ -243,8 +243,8 @@ def test_set_chat_template(emulator_library: Path, make_model: ModelFactory) -> 
         runtime.set_chat_template("", "USER: ", "\nASSISTANT: ")
         result = runtime.run(Prompt("hello"))
     assert result.text == "ok"
-    # USER : ␣ | hello | \n ASSIST ANT : ␣
-    assert result.perf.prefill_tokens == 9
+    # USER | : | ␣ | hello | \n | ASS | IST | ANT | : | ␣
+    assert result.perf.prefill_tokens == 10
 
 
 def test_thinking(emulator_library: Path, make_model: ModelFactory) -> None:

@@ -38,14 +38,14 @@ def test_events_and_the_full_result(server: RunningServer) -> None:
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "It is sunny."
     assert isinstance(events[-1], Finished)
     result = events[-1].result
-    assert result.prompt_tokens > 400
+    assert result.prompt_tokens > 350
     assert result.perf.generate_tokens > 0
     # The same conversation again: the server's cache held the system prompt.
     _, again = chat(server, request)
     finished = event_from_dict(again[-1])
     assert isinstance(finished, Finished)
     assert finished.result.cache_hit
-    assert finished.result.cached_tokens > 400
+    assert finished.result.cached_tokens > 350
 
 
 def test_tool_calls_arrive_structured(server: RunningServer) -> None:

@@ -110,7 +110,7 @@ def test_default_strategy_resends_the_history_with_the_system_prompt_cached(
     ask(server, conversation, "hello again")
     ask(server, [{"role": "system", "content": SYSTEM}], "hi")
     cold, follow_up, new = prefill_counts(server.log())
-    assert cold > 400
+    assert cold > 350
     assert 20 < follow_up < 60  # the new turn and the quoted earlier one
     assert new < 20
 
@@ -154,7 +154,7 @@ def test_crash_kills_only_the_server_and_the_restart_is_warm(
     with_system = [{"role": "system", "content": SYSTEM}, *HI]
     cold = server.ollama().chat(MODEL, messages=with_system)
     assert cold.prompt_eval_count is not None
-    assert cold.prompt_eval_count > 400
+    assert cold.prompt_eval_count > 350
     with pytest.raises((httpx.TransportError, ollama.ResponseError)):
         server.ollama().chat(
             MODEL, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": "crash now"}]

@@ -1,0 +1,106 @@
+"""Home Assistant's prompt and tool results in as few tokens as the model still understands.
+
+The system prompt is read once and kept in the KV cache, so it must not change between
+requests: the current date and time move to the user's turn. The exposed entities, which
+Home Assistant lists as YAML, become one line each; an intent's result keeps what was done
+and what failed, by name, and what it says.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+from homeassistant.helpers import llm
+
+from rkllm_runtime.chat.messages import compact_json
+
+# llm.DATE_TIME_PROMPT as rendered: in the prompt when no tool tells the time.
+_DATE_TIME_LINE = re.compile(r"^Current time is [0-9:]+\. Today's date is [0-9-]+\.\n?", re.M)
+# The line that introduces Home Assistant's YAML list of entities (the static or live context).
+_ENTITIES_HEADER = "devices in this smart home:\n"
+
+
+def lean_prompt(prompt: str) -> tuple[str, str]:
+    """The prompt to cache, and its volatile lines (the date and time) to send with the user's turn."""
+    volatile = "".join(_DATE_TIME_LINE.findall(prompt)).strip()
+    return compact_entities(_DATE_TIME_LINE.sub("", prompt)), volatile
+
+
+def compact_entities(text: str) -> str:
+    """``text`` with each YAML list of entities after Home Assistant's header as one line per entity."""
+    out: list[str] = []
+    rest = text
+    while (index := rest.find(_ENTITIES_HEADER)) >= 0:
+        start = index + len(_ENTITIES_HEADER)
+        out.append(rest[:start])
+        lines = rest[start:].split("\n")
+        size = next((i for i, line in enumerate(lines) if not line.startswith(("- ", "  "))), len(lines))
+        block = "\n".join(lines[:size])
+        out.append(_entity_lines(block) or block)
+        rest = "\n" + "\n".join(lines[size:]) if size < len(lines) else ""
+    return "".join(out) + rest
+
+
+def _entity_lines(block: str) -> str | None:
+    """``- names (domain, areas: …): state; attribute: value`` per entity, None when not such a list."""
+    try:
+        entities = yaml.safe_load(block)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(entities, list) or not all(isinstance(entity, dict) for entity in entities):
+        return None
+    lines = []
+    for listed in entities:
+        entity = dict(listed)
+        names, state = entity.pop("names", ""), entity.pop("state", None)
+        attributes = entity.pop("attributes", None) or {}
+        details = [str(entity.pop("domain", ""))] + [
+            f"{key}: {_plain(value)}" for key, value in entity.items()
+        ]
+        line = f"- {names} ({', '.join(detail for detail in details if detail)})".replace("-  (", "- (")
+        if state is not None:
+            line += f": {_plain(state)}"
+        if attributes:
+            line += "; " + ", ".join(f"{key}: {_plain(value)}" for key, value in attributes.items())
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else compact_json(value)
+
+
+def lean_tool_result(result: llm.ToolResult) -> str:
+    """The smallest faithful text of a tool's result."""
+    data: Any = result.data
+    if isinstance(data, dict) and "response_type" in data:
+        return compact_json(_intent_result(data))
+    if isinstance(data, dict) and set(data) == {"result"} and isinstance(data["result"], str):
+        return compact_entities(data["result"])  # the live context: a text for the model already
+    return compact_json(_without_empty(data))
+
+
+def _intent_result(response: dict[str, Any]) -> dict[str, Any]:
+    """What an intent did: the names it acted on or failed on, its speech, or its error code."""
+    data = response.get("data") or {}
+    lean: dict[str, Any] = {}
+    if response["response_type"] == "error":
+        lean["error"] = data.get("code")
+    for key in ("success", "failed"):
+        if names := [target.get("name") for target in data.get(key) or ()]:
+            lean[key] = names
+    if speech := ((response.get("speech") or {}).get("plain") or {}).get("speech"):
+        lean["speech"] = speech
+    if slots := response.get("speech_slots"):
+        lean["slots"] = slots
+    return lean or {"response_type": response["response_type"]}
+
+
+def _without_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_empty(item) for key, item in value.items() if item not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_without_empty(item) for item in value]
+    return value
