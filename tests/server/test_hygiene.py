@@ -61,7 +61,7 @@ def _trickle(sock: socket.socket, data: bytes) -> int:
     for sent in range(len(data)):
         try:
             sock.sendall(data[sent : sent + 1])
-        except BrokenPipeError, ConnectionResetError:
+        except (BrokenPipeError, ConnectionResetError):
             return sent
         time.sleep(0.2)
     return len(data)
