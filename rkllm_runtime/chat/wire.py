@@ -8,8 +8,8 @@ kind with its figures, and the engine's counters survive (``POST /rkllm/chat``,
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, get_args
+from dataclasses import asdict, replace
+from typing import Any, TypeVar, cast, get_args
 
 from rkllm_runtime.contract import ERRORS, ErrorKind, error_kind
 from rkllm_runtime.errors import ContextOverflowError, RKLLMError
@@ -43,34 +43,81 @@ def request_to_dict(request: ChatRequest) -> dict[str, Any]:
 
 
 def request_from_dict(data: object) -> ChatRequest:
-    """The inverse of :func:`request_to_dict`; raises :class:`WireError`."""
+    """The inverse of :func:`request_to_dict`; raises :class:`WireError` naming a field of the wrong type."""
     if not isinstance(data, dict):
         raise WireError("not a chat request: expected an object")
+    sampling = _field(data, "sampling", dict, None)
     try:
-        if any(item["role"] not in ROLES for item in data["messages"]):
-            raise WireError("not a chat request: a message's role must be user, assistant or tool")
-        sampling = data.get("sampling")
         return ChatRequest(
-            system_prompt=str(data.get("system_prompt", "")),
-            messages=[
-                Message(
-                    role=item["role"],
-                    content=str(item.get("content", "")),
-                    tool_calls=tuple(ToolCall(**call) for call in item.get("tool_calls") or ()),
-                    name=str(item.get("name", "")),
-                )
-                for item in data["messages"]
-            ],
-            tools=[ToolSpec(**tool) for tool in data.get("tools") or ()],
-            conversation_id=data.get("conversation_id"),
-            enable_thinking=bool(data.get("enable_thinking", False)),
-            max_new_tokens=int(data.get("max_new_tokens", 0)),
+            system_prompt=_field(data, "system_prompt", str, ""),
+            messages=[_message(item) for item in _field(data, "messages", list)],
+            tools=[_tool(item) for item in _field(data, "tools", list, [])],
+            conversation_id=_field(data, "conversation_id", str, None),
+            enable_thinking=_field(data, "enable_thinking", bool, False),
+            max_new_tokens=_field(data, "max_new_tokens", int, 0),
             sampling=Sampling(**sampling) if sampling else None,
-            max_history_turns=int(data.get("max_history_turns", 0)),
-            malformed_call_retries=int(data.get("malformed_call_retries", 1)),
+            max_history_turns=_field(data, "max_history_turns", int, 0),
+            malformed_call_retries=_field(data, "malformed_call_retries", int, 1),
+            stop=tuple(_strings(_field(data, "stop", list, []), "stop")),
+            context=_field(data, "context", str, ""),
         )
-    except (KeyError, TypeError, ValueError) as err:
-        raise WireError(f"not a chat request: {err!r}") from err
+    except TypeError as err:  # an unknown sampling field
+        raise WireError(f"not a chat request: {err}") from err
+
+
+_MISSING = object()
+_T = TypeVar("_T")
+
+
+def _field(data: dict[str, Any], key: str, kind: type[_T], default: object = _MISSING) -> _T:
+    """``data[key]`` when it is a ``kind`` (a bool is no int); its default when absent or null."""
+    value = data.get(key)
+    if value is None:
+        if default is _MISSING:
+            raise WireError(f'not a chat request: "{key}" is missing')
+        return default  # type: ignore[return-value]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise WireError(f'not a chat request: "{key}" must be of type {kind.__name__}')
+    return value
+
+
+def _strings(items: list[Any], key: str) -> list[str]:
+    if not all(isinstance(item, str) for item in items):
+        raise WireError(f'not a chat request: "{key}" must hold strings')
+    return items
+
+
+def _object(item: object, key: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise WireError(f'not a chat request: each of "{key}" must be an object')
+    return item
+
+
+def _message(item: object) -> Message:
+    data = _object(item, "messages")
+    role = _field(data, "role", str)
+    if role not in ROLES:
+        raise WireError("not a chat request: a message's role must be user, assistant or tool")
+    calls = [_object(call, "tool_calls") for call in _field(data, "tool_calls", list, [])]
+    return Message(
+        role=cast("MessageRole", role),
+        content=_field(data, "content", str, ""),
+        tool_calls=tuple(_tool_call(call) for call in calls),
+        name=_field(data, "name", str, ""),
+    )
+
+
+def _tool_call(data: dict[str, Any]) -> ToolCall:
+    call = ToolCall(_field(data, "name", str), _field(data, "arguments", dict))
+    call_id = _field(data, "id", str, None)
+    return call if call_id is None else replace(call, id=call_id)
+
+
+def _tool(item: object) -> ToolSpec:
+    data = _object(item, "tools")
+    return ToolSpec(
+        _field(data, "name", str), _field(data, "parameters", dict), _field(data, "description", str, "")
+    )
 
 
 def event_to_dict(event: ChatEvent) -> dict[str, Any]:

@@ -8,7 +8,7 @@ were sent, so that a client raises the very error the engine raised.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from aiohttp import web
 
@@ -16,7 +16,7 @@ from rkllm_runtime.chat.wire import WireError, error_to_dict, event_to_dict, req
 from rkllm_runtime.contract import ErrorKind
 from rkllm_runtime.errors import AbortedError, ClosedError, RKLLMError
 
-from .convert import max_tokens
+from .convert import max_tokens, sampling_of, stop_strings
 from .errors import ApiError, bad_request, from_runtime
 from .exchange import MODEL, SERVER, Chat, dumps, read_json
 from .models import ModelState, ServedModel
@@ -42,6 +42,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
         raise bad_request(str(err)) from err
     if not chat_request.messages:
         raise bad_request("the request has no messages")
+    if chat_request.sampling is not None:
+        sampling_of(asdict(chat_request.sampling))  # the ranges the Ollama and OpenAI APIs enforce
+    stop_strings(list(chat_request.stop), "stop")  # and their limit on stop strings
     limit = max_tokens(chat_request.max_new_tokens or None, server.config.max_tokens)
     try:
         async with Chat(server, model, replace(chat_request, max_new_tokens=limit)) as chat_:

@@ -52,6 +52,8 @@ def test_a_request_round_trips() -> None:
         sampling=Sampling(top_k=5, temperature=0.2),
         max_history_turns=3,
         malformed_call_retries=0,
+        stop=("Goodbye",),
+        context="It is 08:30 on Thursday.",
     )
     again = request_from_dict(json.loads(json.dumps(request_to_dict(request))))
     assert again == request
@@ -73,7 +75,25 @@ def test_events_round_trip(event: object) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [None, [], {"system_prompt": "x"}, {"messages": [{"content": "no role"}]}, {"messages": [{"role": "x"}]}],
+    [
+        None,
+        [],
+        {"system_prompt": "x"},
+        {"messages": [{"content": "no role"}]},
+        {"messages": [{"role": "x"}]},
+        {"messages": "hi"},
+        {"messages": [5]},
+        {"messages": [{"role": "user", "content": 5}]},
+        {"messages": [{"role": "assistant", "tool_calls": [{"name": "x", "arguments": "on"}]}]},
+        {"messages": [], "tools": [{"name": "x"}]},
+        {"messages": [], "max_new_tokens": "64"},
+        {"messages": [], "enable_thinking": 1},
+        {"messages": [], "conversation_id": 7},
+        {"messages": [], "sampling": {"heat": 1}},
+        {"messages": [], "sampling": 0.7},
+        {"messages": [], "stop": "Bye"},
+        {"messages": [], "stop": [1]},
+    ],
 )
 def test_what_is_not_a_request_is_named(data: object) -> None:
     with pytest.raises(WireError, match="not a chat request"):

@@ -19,7 +19,8 @@ from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import CONF_MODE, DOMAIN, MODE_SERVER, SUBENTRY_CONVERSATION
 from tests.lb.conftest import KEY, Farm
 from tests.lb.test_haproxy import NEW_WORDS
-from tests.server.conftest import MODEL, ollama_entry
+from tests.ollama_entry import ollama_entry
+from tests.server.conftest import MODEL
 
 
 async def set_up(hass: HomeAssistant, entry: MockConfigEntry) -> None:

@@ -17,7 +17,6 @@ import ollama
 import openai
 import pytest
 import pytest_socket
-from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 from rkllm_runtime.server.convert import EMPTY_SCHEMA
@@ -237,22 +236,3 @@ def generated_counts(log: str) -> list[int]:
 def prefill_counts(log: str) -> list[int]:
     """Tokens each run prefilled, from the emulator's log lines."""
     return [int(n) for n in re.findall(r"prefill (\d+) tokens", log)]
-
-
-def ollama_entry(url: str, api_key: str) -> MockConfigEntry:
-    """Home Assistant's Ollama integration for ``url``, with an Assist agent on the test model."""
-    return MockConfigEntry(
-        domain="ollama",
-        data={"url": url, "api_key": api_key},
-        version=3,
-        minor_version=3,
-        subentries_data=[
-            {
-                "data": {"model": MODEL, "prompt": "You are a voice assistant.", "llm_hass_api": ["assist"],
-                         "max_history": 20, "num_ctx": 8192, "keep_alive": -1, "think": False},
-                "subentry_type": "conversation",
-                "title": "Ollama Conversation",
-                "unique_id": None,
-            }
-        ],
-    )  # fmt: skip

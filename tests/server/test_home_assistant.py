@@ -11,7 +11,8 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tests.server.conftest import MODEL, StartServer, generated_counts, ollama_entry, prefill_counts
+from tests.ollama_entry import ollama_entry
+from tests.server.conftest import MODEL, StartServer, generated_counts, prefill_counts
 
 AGENT = "conversation.ollama_conversation"
 

@@ -19,6 +19,7 @@ from rkllm_runtime.chat import (
 )
 from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict
 from rkllm_runtime.errors import ContextOverflowError, InvalidTextError, ServerStoppedError
+from rkllm_runtime.types import Sampling
 from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer, StartServer
 
 LIGHTS = [ToolSpec(tool["function"]["name"], tool["function"]["parameters"]) for tool in TOOLS]
@@ -61,6 +62,14 @@ def test_errors_have_their_status(server: RunningServer) -> None:
     response = server.http("POST", "/rkllm/chat", json={"model": MODEL, "request": {"messages": "hi"}})
     assert response.status_code == 400
     assert "not a chat request" in response.json()["error"]
+    hot = request_to_dict(ChatRequest(SYSTEM, [Message("user", "hi")], sampling=Sampling(temperature=9.0)))
+    response = server.http("POST", "/rkllm/chat", json={"model": MODEL, "request": hot})
+    assert response.status_code == 400
+    assert response.json()["error"] == '"temperature" must be between 0 and 2.0'
+    wrong = {"messages": [{"role": "user", "content": "hi"}], "sampling": {"temperature": "hot"}}
+    response = server.http("POST", "/rkllm/chat", json={"model": MODEL, "request": wrong})
+    assert response.status_code == 400
+    assert response.json()["error"] == '"temperature" must be a number'
     status, records = chat(server, ChatRequest(SYSTEM, [Message("user", "please fail")]))
     assert status == 200  # failed after the first token: the last record says so
     assert records[-1]["error"]["status"] == 500
