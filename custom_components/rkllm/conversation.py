@@ -84,6 +84,8 @@ class RKLLMConversationEntity(
         except conversation.ConverseError as err:
             return err.as_conversation_result()
         await self._async_handle_chat_log(
-            chat_log, action_speech=bool(options.get(CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH))
+            chat_log,
+            action_speech=bool(options.get(CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH)),
+            language=user_input.language,
         )
         return conversation.async_get_result_from_chat_log(user_input, chat_log)

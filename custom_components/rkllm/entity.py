@@ -45,6 +45,7 @@ from .engine import ModelEngine
 from .errors import user_facing_errors
 from .models import RKLLMConfigEntry
 from .prompt import lean_prompt, lean_tool_result
+from .turn_end import CallKey, Ending, call_key, calls_made, closing_words, spoken, unrepeated
 
 
 def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
@@ -202,17 +203,21 @@ class RKLLMBaseLLMEntity(Entity):
         chat_log: conversation.ChatLog,
         system_suffix: str = "",
         action_speech: bool = False,
+        language: str | None = None,
     ) -> None:
         """Generate the answer to a chat log, running tools for at most MAX_TOOL_ITERATIONS rounds.
 
         With ``action_speech``, tool calls that only acted are confirmed in Home Assistant's words.
+        With ``language``, a turn the model leaves without words ends with the integration's own.
         """
         options = self.subentry.data
         tools = tool_specs(chat_log.llm_api) if chat_log.llm_api else []
         system = chat_log.content[0]
         assert isinstance(system, conversation.SystemContent)
         system_prompt, volatile = lean_prompt(system.content)
-        for _iteration in range(MAX_TOOL_ITERATIONS):
+        ending, rounds = Ending.OUT_OF_ROUNDS, 0
+        while rounds < MAX_TOOL_ITERATIONS:
+            rounds += 1
             request = ChatRequest(
                 system_prompt=system_prompt + system_suffix,
                 messages=chat_messages(chat_log),
@@ -224,7 +229,8 @@ class RKLLMBaseLLMEntity(Entity):
                 max_history_turns=int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)),
                 context=volatile,
             )
-            result = await self._async_generate(chat_log, request)
+            made = calls_made(chat_log)
+            result = await self._async_generate(chat_log, request, made)
             chat_log.async_trace(
                 {
                     "stats": {
@@ -235,18 +241,48 @@ class RKLLMBaseLLMEntity(Entity):
                 }
             )
             if not chat_log.unresponded_tool_results:
+                ending = Ending.ANSWERED if spoken(chat_log) else Ending.NO_WORDS
                 break
             if action_speech and (speech := await intent_speech(self.hass, chat_log)):
-                async for _content in chat_log.async_add_delta_content_stream(
-                    self.entity_id, _spoken(speech)
-                ):
-                    pass
+                await self._async_say(chat_log, speech)
+                ending = Ending.CONFIRMED
                 break
+            if not result.tool_calls:
+                ending = Ending.NO_WORDS
+                break
+            if made.issuperset(call_key(call.name, call.arguments) for call in result.tool_calls):
+                ending = Ending.REPEATED_CALL
+                break
+        chat_log.async_trace(
+            {"tool_rounds": {"used": rounds, "limit": MAX_TOOL_ITERATIONS, "ending": ending}}
+        )
+        if language is None or ending in (Ending.ANSWERED, Ending.CONFIRMED):
+            LOGGER.debug("Turn of %s ended after %d rounds: %s", self.entity_id, rounds, ending)
+            return
+        words = await closing_words(self.hass, chat_log, language)
+        LOGGER.info(
+            "The model left a turn of %s without an answer after %d rounds (%s); said instead: %s",
+            self.entity_id,
+            rounds,
+            ending,
+            words,
+        )
+        await self._async_say(chat_log, words)
 
-    async def _async_generate(self, chat_log: conversation.ChatLog, request: ChatRequest) -> ChatResult:
+    async def _async_say(self, chat_log: conversation.ChatLog, text: str) -> None:
+        """End the turn with words that are already known."""
+        async for _content in chat_log.async_add_delta_content_stream(self.entity_id, _spoken(text)):
+            pass
+
+    async def _async_generate(
+        self, chat_log: conversation.ChatLog, request: ChatRequest, made: set[CallKey]
+    ) -> ChatResult:
+        """One request; a call already ``made`` in this turn is not run again."""
         with user_facing_errors():
             async with self.entry.runtime_data.engine.chat(request) as stream:
-                async for _content in chat_log.async_add_delta_content_stream(self.entity_id, deltas(stream)):
+                async for _content in chat_log.async_add_delta_content_stream(
+                    self.entity_id, unrepeated(deltas(stream), set(made))
+                ):
                     pass
         assert stream.result is not None
         return stream.result
