@@ -121,6 +121,14 @@ def tool_specs(api: llm.APIInstance) -> list[ToolSpec]:
     ]
 
 
+def cached_prefix(chat_log: conversation.ChatLog) -> tuple[str, str, list[ToolSpec]]:
+    """What the KV cache keeps of a chat log (its system prompt and tools), and the volatile lines."""
+    system = chat_log.content[0]
+    assert isinstance(system, conversation.SystemContent)
+    system_prompt, volatile = lean_prompt(system.content)
+    return system_prompt, volatile, tool_specs(chat_log.llm_api) if chat_log.llm_api else []
+
+
 def sampling_of(options: dict[str, Any]) -> Sampling:
     """Sampling settings of a subentry; one it does not set keeps the runtime's own value."""
     chosen = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
@@ -211,10 +219,7 @@ class RKLLMBaseLLMEntity(Entity):
         With ``language``, a turn the model leaves without words ends with the integration's own.
         """
         options = self.subentry.data
-        tools = tool_specs(chat_log.llm_api) if chat_log.llm_api else []
-        system = chat_log.content[0]
-        assert isinstance(system, conversation.SystemContent)
-        system_prompt, volatile = lean_prompt(system.content)
+        system_prompt, volatile, tools = cached_prefix(chat_log)
         ending, rounds = Ending.OUT_OF_ROUNDS, 0
         while rounds < MAX_TOOL_ITERATIONS:
             rounds += 1
