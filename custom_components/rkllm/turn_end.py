@@ -83,17 +83,11 @@ def spoken(chat_log: conversation.ChatLog) -> bool:
 
 
 def _failure(result: llm.ToolResult) -> str | None:
-    """What a failed call reported (an intent that answered with an error included), else None."""
-    data: Any = result.data
-    if not isinstance(data, dict):
+    """What a failed call reported (Home Assistant's error, as it gave it to the model), else None."""
+    if not result.error:
         return None
-    if result.error:
-        return str(data.get("error_text") or data.get("error") or "")
-    if data.get("response_type") == "error":
-        return str(
-            ((data.get("speech") or {}).get("plain") or {}).get("speech") or data.get("data", {}).get("code")
-        )
-    return None
+    data: Any = result.data
+    return str(data.get("error_text") or data.get("error") or "") if isinstance(data, dict) else str(data)
 
 
 def _latest_failure(content: Iterable[conversation.Content]) -> str | None:
