@@ -9,8 +9,10 @@ and what failed, by name, and what it says.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+import probatio
 import yaml
 from homeassistant.helpers import llm
 
@@ -104,3 +106,11 @@ def _without_empty(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_empty(item) for item in value]
     return value
+
+
+def tool_schema(tool: llm.Tool, custom_serializer: Callable[[Any], Any] | None) -> dict[str, Any]:
+    """A tool's parameters as JSON schema."""
+    schema: dict[str, Any] = probatio.to_openapi(
+        tool.parameters, custom_serializer=custom_serializer, openapi_version="3.1.0"
+    )
+    return schema
