@@ -47,6 +47,18 @@ TOOL_RULES = (
     Rule(role="user", match="garge", tools=True, reply=call("HassTurnOn", name="Garge light")),
     Rule(
         role="user",
+        match="lights in the living room",
+        tools=True,
+        reply=call("HassTurnOn", area="Living Room", domain=["light"]),
+    ),
+    Rule(
+        role="user",
+        match="lights in the attic",
+        tools=True,
+        reply=call("HassTurnOn", area="Attic", domain="light"),
+    ),
+    Rule(
+        role="user",
         match="switch the kitchen light on",
         tools=True,
         reply=call("intent__HassTurnOn", name="Kitchen light"),
@@ -123,8 +135,18 @@ def tool_results(hass: HomeAssistant, conversation_id: str) -> list[conversation
             ["HassTurnOn", "assist__llm__GetDateTime", "homeassistant__llm__GetDateTime"],
         ),
         (
-            ["intent__HassTurnOn", "assist__GetDateTime", "homeassistant__GetDateTime", "config__ListAreas"],
-            ["HassTurnOn", "assist__GetDateTime", "homeassistant__GetDateTime", "ListAreas"],
+            [
+                "intent__HassTurnOn",
+                "assist__llm__GetDateTime",
+                "homeassistant__llm__GetDateTime",
+                "config__get_config_entries",
+            ],
+            [
+                "HassTurnOn",
+                "assist__llm__GetDateTime",
+                "homeassistant__llm__GetDateTime",
+                "get_config_entries",
+            ],
         ),
         (
             ["HassTurnOn", "script__HassTurnOn", "a__b__c", "b__c"],
@@ -229,3 +251,33 @@ async def test_a_failure_names_what_would_work(hass: HomeAssistant, home: MockCo
     }
     assert not second.result.error
     assert hass.states.get(GARAGE).state == "on"
+
+
+@pytest.mark.parametrize(
+    ("text", "told"),
+    [
+        (
+            "turn on the lights in the living room",
+            {
+                "error": "No entities were in the area (given area 'Living Room', domains light)",
+                "did_you_mean": ["Kitchen light (light)", "Garage Light (light, Garage)"],
+            },
+        ),
+        (
+            "turn on the lights in the attic",
+            {
+                "error": "The area does not exist (given area 'Attic', domains light)",
+                "did_you_mean": ["Kitchen light (light)", "Garage Light (light, Garage)"],
+                "areas": ["Garage", "Living Room"],
+            },
+        ),
+    ],
+    ids=["empty-area", "unknown-area"],
+)
+async def test_a_failure_in_an_area_names_the_entities_of_the_type_asked_for(
+    hass: HomeAssistant, home: MockConfigEntry, text: str, told: dict[str, Any]
+) -> None:
+    result = await converse(hass, text)
+    first = tool_results(hass, result.conversation_id)[0]
+    assert first.result.error
+    assert dict(first.result.data) == told
