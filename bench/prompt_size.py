@@ -1,7 +1,8 @@
 """The Assist prompt's size in Qwen2.5 tokens, as Home Assistant writes it and as the model reads it.
 
-A real Home Assistant exposes 30 entities (the home of bench/voice_session.py) or 100 (33 rooms
-and the model's own NPU sensor), with the Assist API. The system prompt and tools the agent sends
+A real Home Assistant exposes 30 entities (the home of bench/voice_session.py), 100 (33 rooms and
+the model's own NPU sensor), or its demo integration's (every kind of device, so every domain's
+tools), with the Assist API. The system prompt and tools the agent sends
 are counted by the emulator with the real Qwen2.5 tokenizer: as Home Assistant's Ollama integration
 sends them (Home Assistant's prompt with the entities as YAML, its tool names, full JSON schemas
 with JSON's spaces) and as this integration sends them (entities one line each, plain tool names,
@@ -18,6 +19,7 @@ import ctypes
 import json
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import probatio
 import voice_session
 from homeassistant import loader
 from homeassistant.components import conversation
-from homeassistant.core import Context
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import llm
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
@@ -39,7 +41,23 @@ from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatStream, ToolSpec
 from rkllm_runtime.chat.messages import render_tools
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 
-HOMES = {30: voice_session.ROOMS, 100: [*voice_session.ROOMS, *(f"room {i}" for i in range(11, 34))]}
+
+async def demo_home(hass: HomeAssistant) -> None:
+    """Home Assistant's demo integration: every kind of device (climate, covers, fans, locks, media…)."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    demo = MockConfigEntry(domain="demo")
+    demo.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(demo.entry_id)
+    await hass.async_block_till_done()
+
+
+HOMES: dict[str, Callable[[HomeAssistant], Awaitable[None]]] = {
+    "30 entities": lambda hass: voice_session.build_home(hass, voice_session.ROOMS),
+    "100 entities": lambda hass: voice_session.build_home(
+        hass, [*voice_session.ROOMS, *(f"room {i}" for i in range(11, 34))]
+    ),
+    "demo": demo_home,
+}
 
 
 def as_home_assistant_renders(api: llm.APIInstance) -> str:
@@ -53,7 +71,7 @@ def as_home_assistant_renders(api: llm.APIInstance) -> str:
 
 
 async def capture(
-    library: Path, model: Path, rooms: list[str], workdir: Path
+    library: Path, model: Path, build_home: Callable[[HomeAssistant], Awaitable[None]], workdir: Path
 ) -> tuple[str, str, ChatRequest]:
     """Home Assistant's own system prompt and tools, and the first request of a command."""
     raw: list[str] = []
@@ -79,7 +97,7 @@ async def capture(
     try:
         async with async_test_home_assistant(config_dir=str(workdir)) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
-            await voice_session.build_home(hass, rooms)
+            await build_home(hass)
             assert await async_setup_component(hass, "conversation", {})
             entry = MockConfigEntry(
                 domain=DOMAIN, title="qwen", minor_version=2,
@@ -118,8 +136,8 @@ async def main() -> None:
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = EmulatedModel(rules=[Rule(reply="Hello.")], max_context=8192).write(Path(tmp) / "model.rkllm")
-        for entities, rooms in HOMES.items():
-            raw, raw_tools, request = await capture(library, model, rooms, Path(tmp) / f"config-{entities}")
+        for home, build_home in HOMES.items():
+            raw, raw_tools, request = await capture(library, model, build_home, Path(tmp) / home)
             with RKLLMRuntime.open(library, model, ModelParams(max_context_len=8192)) as runtime:
                 runtime.library.cdll.rkllm_emu_input_tokens.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
                 before = system_tokens(runtime, raw, raw_tools)
@@ -128,7 +146,7 @@ async def main() -> None:
                     system_tokens(runtime, raw, "[]"),
                     system_tokens(runtime, request.system_prompt, "[]"),
                 )
-            figures[f"{entities} entities"] = {
+            figures[home] = {
                 "before": before, "after": after, "saved": round(1 - after / before, 3),
                 "prompt_before": prompt_only[0], "prompt_after": prompt_only[1],
                 "tools_before": before - prompt_only[0], "tools_after": after - prompt_only[1],
