@@ -104,8 +104,9 @@ def _is_intent(tool: llm.Tool) -> bool:
 class RetryingIntentTool(llm.Tool):
     """An intent tool whose failed match is tried once more without the slots the user did not say.
 
-    Small models add an area, a floor or a domain to a name the user said alone, and Home
-    Assistant's matcher then finds nothing. The second try runs without another model run.
+    Small models add an area, a floor or a type to a name the user said alone, and Home
+    Assistant's matcher then finds nothing (or the type is no valid value). The second try runs
+    without another model run.
     """
 
     def __init__(self, tool: llm.Tool, said: str) -> None:
@@ -123,20 +124,22 @@ class RetryingIntentTool(llm.Tool):
     async def async_call(
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
     ) -> llm.ToolResult | JsonObjectType:
-        """Call the intent; on a failed match, once more with the unsaid slots removed."""
+        """Call the intent; on a failed match or an invalid slot, once more with the unsaid slots removed."""
         try:
             return await self.tool.async_call(hass, tool_input, llm_context)
-        except intent.MatchFailedError as err:
-            failure = err
+        except (intent.MatchFailedError, intent.InvalidSlotInfo) as err:
+            failure: intent.IntentError = err
         slots = said_slots(hass, tool_input.tool_args, self.said, llm_context.assistant)
         if slots != tool_input.tool_args and {"name", "area", "floor"} & set(slots):
-            LOGGER.debug("%s matched nothing with %s; trying %s", self.name, tool_input.tool_args, slots)
+            LOGGER.debug("%s failed with %s (%s); trying %s", self.name, tool_input.tool_args, failure, slots)
             retry = llm.ToolInput(tool_name=tool_input.tool_name, tool_args=slots, id=tool_input.id)
             try:
                 return await self.tool.async_call(hass, retry, llm_context)
-            except intent.MatchFailedError as err:
+            except (intent.MatchFailedError, intent.InvalidSlotInfo) as err:
                 failure = err
-        return failure_result(hass, failure, llm_context.assistant)
+        if isinstance(failure, intent.MatchFailedError):
+            return failure_result(hass, failure, llm_context.assistant)
+        raise failure
 
 
 def said_slots(hass: HomeAssistant, slots: dict[str, Any], said: str, assistant: str) -> dict[str, Any]:

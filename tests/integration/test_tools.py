@@ -47,6 +47,12 @@ TOOL_RULES = (
     Rule(role="user", match="garge", tools=True, reply=call("HassTurnOn", name="Garge light")),
     Rule(
         role="user",
+        match="kitchen lamp",
+        tools=True,
+        reply=call("HassTurnOn", name="Kitchen light", device_class="light"),
+    ),
+    Rule(
+        role="user",
         match="lights in the living room",
         tools=True,
         reply=call("HassTurnOn", area="Living Room", domain=["light"]),
@@ -229,6 +235,17 @@ async def test_a_call_with_unsaid_slots_is_retried_without_them(
     assert result.response.speech["plain"]["speech"] == "Turned off the light"
     (result_content,) = tool_results(hass, result.conversation_id)
     assert not result_content.result.error
+
+
+async def test_a_type_that_is_no_device_class_is_dropped_when_the_name_is_enough(
+    hass: HomeAssistant, home: MockConfigEntry
+) -> None:
+    """The schema lists no device classes; a made-up one costs no second run of the model."""
+    result = await converse(hass, "turn on the kitchen lamp")
+    assert hass.states.get(LIGHT).state == "on"
+    (result_content,) = tool_results(hass, result.conversation_id)
+    assert not result_content.result.error
+    assert home.runtime_data.engine.stats.requests == 1
 
 
 async def test_a_slot_the_user_said_is_kept(hass: HomeAssistant, home: MockConfigEntry) -> None:
