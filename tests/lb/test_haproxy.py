@@ -49,6 +49,19 @@ def test_every_turn_of_a_conversation_stays_on_its_board(farm: Farm) -> None:
     assert farm.prefills("board1")[0] > 300  # a board's first request reads the whole system prompt
 
 
+def test_follow_ups_on_their_board_prefill_only_their_new_words(farm: Farm) -> None:
+    """As the unit configures a board: five turns, and no follow-up reads the conversation again."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    boards = {
+        turn(farm, messages, f"Question {step}: which lights are on in the house?") for step in range(5)
+    }
+    (board,) = boards
+    first, *follow_ups = farm.prefills(board)
+    assert first > 300  # the system prompt, once
+    assert len(follow_ups) == 4
+    assert all(tokens < NEW_WORDS for tokens in follow_ups), follow_ups
+
+
 def boards_of_keys(farm: Farm) -> dict[str, list[str]]:
     """Conversation headers by the board each hashes to, found by asking (one request each)."""
     probes: defaultdict[str, list[str]] = defaultdict(list)
