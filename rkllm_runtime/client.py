@@ -211,10 +211,9 @@ class RemoteEngine:
             self.available = available
             if not available:
                 self._departures += 1
-                now = asyncio.get_running_loop().time()
                 for wait in self._waits:
                     if not wait.expired():
-                        wait.reschedule(now)
+                        wait.reschedule(asyncio.get_running_loop().time())
             self._changed()
 
     def connect_to(self, url: str, api_key: str | None) -> None:
