@@ -35,7 +35,16 @@ from rkllm_runtime.runtime import RKLLMRuntime, encode_text
 from rkllm_runtime.types import PerfStats, RunOptions
 
 from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
-from .messages import ChatRequest, Message, ToolCall, fingerprint, render_tools, split_new
+from .messages import (
+    ChatRequest,
+    Message,
+    ToolCall,
+    current_turn_start,
+    fingerprint,
+    history_text,
+    render_tools,
+    split_new,
+)
 from .parser import StreamParser
 from .plan import KVCacheState, KVMode, KVReset, Plan, overflow_suspected, plan
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
@@ -386,12 +395,14 @@ def check_texts(request: ChatRequest) -> None:
 
 
 def _check_request(request: ChatRequest, limit: int) -> None:
-    """Refuse, before queueing, text C cannot carry and a new part that can certainly not fit."""
+    """Refuse, before queueing, text C cannot carry and a current turn that can certainly not fit."""
     check_texts(request)
+    split = split_new(request.messages)
     texts = [
         request.system_prompt,
         render_tools(request.tools),
-        *(m.content for m in split_new(request.messages).new),
+        *map(history_text, split.history[current_turn_start(split) :]),
+        *(m.content for m in split.new),
     ]
     tokens = sum(len(encode_text(_WHITESPACE.sub(" ", text))) for text in texts) // MAX_BYTES_PER_TOKEN
     if tokens > limit:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rkllm_runtime import BusyError, ClosedError, ModelParams, RKLLMRuntime, RunError
+from rkllm_runtime import BusyError, ClosedError, ContextOverflowError, ModelParams, RKLLMRuntime, RunError
 from rkllm_runtime.chat import (
     ChatEngine,
     ChatRequest,
@@ -22,6 +22,7 @@ from rkllm_runtime.chat import (
     Message,
     PromptCacheStore,
     TextDelta,
+    ToolCall,
     ToolSpec,
 )
 from rkllm_runtime.chat import engine as engine_module
@@ -284,6 +285,35 @@ async def test_store_is_bounded(tmp_path: Path, make_engine: EngineFactory) -> N
         async with engine.chat(request) as stream:
             _ = [event async for event in stream]
     assert len(list((tmp_path / "caches").glob("*.rkcache"))) == 1  # only the newest is kept
+
+
+async def test_a_tool_result_is_read_with_its_question_and_call(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system prompt fills most of the context: earlier turns go, the current turn stays."""
+    engine = make_engine(max_context_len=768)
+    inputs = planned_inputs(monkeypatch)
+    conversation = [Message("user", "hello"), Message("assistant", "Sure.")]
+    await ask(engine, conversation, "kitchen light on", tools=TOOLS)
+    conversation.append(Message("tool", '{"success": true}', name="HassTurnOn"))
+    result = await send(engine, conversation, "a", tools=TOOLS)
+    assert result.text == "Done."
+    assert inputs[-1] == (
+        "Earlier in this conversation:\nUser: kitchen light on\n"
+        'Assistant: <tool_call>{"name":"HassTurnOn","arguments":{}}</tool_call>\n\n{"success": true}'
+    )
+
+
+async def test_a_current_turn_that_cannot_fit_is_refused(make_engine: EngineFactory) -> None:
+    """Its question alone outgrows the context: refused, not answered without it."""
+    engine = make_engine()
+    conversation = [
+        Message("user", "kitchen " + "x" * 200_000),
+        Message("assistant", "", tool_calls=(ToolCall("HassTurnOn", {}),)),
+        Message("tool", '{"success": true}', name="HassTurnOn"),
+    ]
+    with pytest.raises(ContextOverflowError, match="the context holds 4096"):
+        await send(engine, conversation, "a", tools=TOOLS)
 
 
 async def test_long_conversations_stay_within_the_context(make_engine: EngineFactory) -> None:
