@@ -107,6 +107,8 @@ class _Round:
     malformed: MalformedToolCall | None = None
     perf: PerfStats = field(default_factory=PerfStats)
     prompt_tokens: int = 0
+    decoding: bool = False
+    """A token came: the runtime read the whole input (what it says may still be held back)."""
 
     @property
     def system_warm(self) -> bool:
@@ -201,7 +203,7 @@ class ChatEngine:
                 except RunError as err:
                     # The runtime says an input is too long only by failing while it reads it.
                     overflow = overflow_suspected(step, request, self.runtime.params.max_context_len)
-                    if overflow is None or isinstance(err, AbortedError) or said.text or said.calls:
+                    if overflow is None or isinstance(err, AbortedError) or said.decoding:
                         raise
                     raise overflow from err
                 rounds.append(said)
@@ -242,6 +244,7 @@ class ChatEngine:
         try:
             async with run:  # leaving early (a stop string) aborts the run
                 async for chunk in run:
+                    said.decoding = True
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
                     for event in stop.events(parser.feed(chunk)):

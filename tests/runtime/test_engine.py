@@ -45,6 +45,7 @@ RULES = (
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="garden")),
     Rule(role="tool", reply="Done."),
     Rule(match="long", reply="word " * 300),
+    Rule(match="broken", reply="I was about to", error_after=3),
     Rule(reply="Sure."),
 )
 
@@ -314,6 +315,16 @@ async def test_a_current_turn_that_cannot_fit_is_refused(make_engine: EngineFact
     ]
     with pytest.raises(ContextOverflowError, match="the context holds 4096"):
         await send(engine, conversation, "a", tools=TOOLS)
+
+
+async def test_a_run_that_fails_while_its_reply_is_held_back_is_no_overflow(
+    make_engine: EngineFactory,
+) -> None:
+    """A reply that may open with a call is held: the run still read its whole input."""
+    engine = make_engine(max_context_len=1024)
+    with pytest.raises(RunError) as failure:
+        await ask(engine, [], "broken", tools=TOOLS)
+    assert not isinstance(failure.value, ContextOverflowError)
 
 
 async def test_long_conversations_stay_within_the_context(make_engine: EngineFactory) -> None:
