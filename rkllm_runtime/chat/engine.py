@@ -46,7 +46,16 @@ from .messages import (
     split_new,
 )
 from .parser import StreamParser
-from .plan import KVCacheState, KVMode, KVReset, Plan, overflow_suspected, plan
+from .plan import (
+    TURN_TOKENS,
+    KVCacheState,
+    KVMode,
+    KVReset,
+    Plan,
+    context_room,
+    overflow_suspected,
+    plan,
+)
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
 from .stop import StopFilter
 from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
@@ -84,6 +93,8 @@ class EngineStats:
     last: ChatResult | None = None
     last_error: str | None = None
     """Of the last request, None when it succeeded."""
+    context_room: int | None = None
+    """Tokens (estimated) the last request's system prompt and tools left in the context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +186,7 @@ class ChatEngine:
         if self.closed:
             raise ClosedError("the model was unloaded")
         _check_request(request, self.runtime.params.max_context_len)
+        self._note_context_room(request)
         if self._lock.locked() and self._waiting >= self.max_waiting:
             raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
         self._waiting += 1
@@ -229,6 +241,20 @@ class ChatEngine:
             if not self.closed:
                 self._set_state(EngineState.READY)
             self._lock.release()
+
+    def _note_context_room(self, request: ChatRequest) -> None:
+        """Keep the room the system prompt and tools leave; warn when it first falls short of a turn."""
+        room, limit = context_room(request, self.runtime.params.max_context_len), TURN_TOKENS
+        if room < limit and room != self.stats.context_room:
+            _LOGGER.warning(
+                "The system prompt and tools take about %d of the %d tokens of the context, leaving "
+                "%d where a turn needs about %d: raise the context length or expose fewer entities",
+                self.runtime.params.max_context_len - room,
+                self.runtime.params.max_context_len,
+                room,
+                limit,
+            )
+        self.stats.context_room = room
 
     async def _run(self, request: ChatRequest, said: _Round) -> AsyncGenerator[ChatEvent]:
         """One run of the runtime: stream and parse, then record what the cache holds."""

@@ -39,6 +39,10 @@ from .messages import (
 
 # Past this share of max_context_len, the conversation is rebuilt with fewer turns.
 CONTEXT_BUDGET = 0.75
+TURN_TOKENS = 512
+"""Room a turn needs beside the system prompt and tools: a command's words, call and result take
+about 100 Qwen2.5 tokens (bench/voice_session.py), a question's state result a few hundred, then
+the reply."""
 
 
 class KVMode(StrEnum):
@@ -194,3 +198,8 @@ def overflow_suspected(step: Plan, request: ChatRequest, max_context_len: int) -
         tokens=tokens,
         limit=max_context_len,
     )
+
+
+def context_room(request: ChatRequest, max_context_len: int) -> int:
+    """The tokens (estimated) that the system prompt and tools leave for the conversation and the reply."""
+    return max_context_len - estimated_tokens(request.system_prompt, render_tools(request.tools))

@@ -14,6 +14,7 @@ import pytest
 
 from rkllm_runtime import BusyError, ClosedError, ContextOverflowError, ModelParams, RKLLMRuntime, RunError
 from rkllm_runtime.chat import (
+    TURN_TOKENS,
     ChatEngine,
     ChatRequest,
     ChatResult,
@@ -325,6 +326,18 @@ async def test_a_run_that_fails_while_its_reply_is_held_back_is_no_overflow(
     with pytest.raises(RunError) as failure:
         await ask(engine, [], "broken", tools=TOOLS)
     assert not isinstance(failure.value, ContextOverflowError)
+
+
+@pytest.mark.parametrize(("context", "warnings"), [(1024, 1), (4096, 0)])
+async def test_a_system_prompt_that_leaves_no_room_for_a_turn_is_warned_about_once(
+    make_engine: EngineFactory, caplog: pytest.LogCaptureFixture, context: int, warnings: int
+) -> None:
+    engine = make_engine(max_context_len=context)
+    for text in ("hello", "hello again"):
+        await ask(engine, [], text)
+    assert engine.stats.context_room == context - len(" ".join(SYSTEM.split())) // 4
+    assert (engine.stats.context_room < TURN_TOKENS) is bool(warnings)
+    assert caplog.text.count("leaving") == warnings
 
 
 async def test_long_conversations_stay_within_the_context(make_engine: EngineFactory) -> None:
