@@ -1,7 +1,9 @@
 """The Assist prompt's size in Qwen2.5 tokens, as Home Assistant writes it and as the model reads it.
 
-A real Home Assistant exposes 30 entities (the home of bench/voice_session.py) or 100 (33 rooms
-and the model's own NPU sensor), with the Assist API. The system prompt and tools the agent sends
+A real Home Assistant exposes 30 entities (the home of bench/voice_session.py), 100 (33 rooms
+and the model's own NPU sensor), or every kind of device Home Assistant's demo has (lights,
+switches, fans, covers, climate, locks, media players, vacuums, humidifiers, sensors), with the
+Assist API. The system prompt and tools the agent sends
 are counted by the emulator with the real Qwen2.5 tokenizer: as Home Assistant renders them (its
 prompt with the entities as YAML, the tools as indented JSON schemas, which other integrations
 send) and as this integration sends them (entities one line each, compact lean schemas). The
@@ -18,13 +20,15 @@ import ctypes
 import json
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import voice_session
 from homeassistant import loader
 from homeassistant.components import conversation
-from homeassistant.core import Context
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
@@ -36,7 +40,25 @@ from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatStream
 from rkllm_runtime.chat.messages import render_tools
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 
-HOMES = {30: voice_session.ROOMS, 100: [*voice_session.ROOMS, *(f"room {i}" for i in range(11, 34))]}
+DEMO_DOMAINS = ("light", "switch", "fan", "cover", "climate", "lock", "media_player", "sensor")
+
+
+async def demo_home(hass: HomeAssistant, rooms: list[str]) -> None:
+    """Home Assistant's demo devices of every kind, exposed (``rooms`` is not used)."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    for domain in DEMO_DOMAINS:
+        assert await async_setup_component(hass, domain, {domain: [{"platform": "demo"}]})
+    assert await async_setup_component(hass, "conversation", {})
+    await hass.async_block_till_done()
+    for state in hass.states.async_all(DEMO_DOMAINS):
+        async_expose_entity(hass, "conversation", state.entity_id, True)
+
+
+HOMES: dict[str, tuple[Callable[[HomeAssistant, list[str]], Awaitable[None]], list[str]]] = {
+    "30 entities": (voice_session.build_home, voice_session.ROOMS),
+    "100 entities": (voice_session.build_home, [*voice_session.ROOMS, *(f"room {i}" for i in range(11, 34))]),
+    "every kind of device": (demo_home, []),
+}
 
 
 def as_home_assistant_renders(request: ChatRequest) -> str:
@@ -48,7 +70,11 @@ def as_home_assistant_renders(request: ChatRequest) -> str:
 
 
 async def capture(
-    library: Path, model: Path, rooms: list[str], workdir: Path
+    library: Path,
+    model: Path,
+    build: Callable[[HomeAssistant, list[str]], Awaitable[None]],
+    rooms: list[str],
+    workdir: Path,
 ) -> tuple[str, str, ChatRequest]:
     """Home Assistant's own system prompt, the one sent, and the first request of a command."""
     raw: list[str] = []
@@ -68,7 +94,7 @@ async def capture(
     try:
         async with async_test_home_assistant(config_dir=str(workdir)) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
-            await voice_session.build_home(hass, rooms)
+            await build(hass, rooms)
             assert await async_setup_component(hass, "conversation", {})
             entry = MockConfigEntry(
                 domain=DOMAIN, title="qwen", minor_version=2,
@@ -106,14 +132,16 @@ async def main() -> None:
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = EmulatedModel(rules=[Rule(reply="Hello.")], max_context=8192).write(Path(tmp) / "model.rkllm")
-        for entities, rooms in HOMES.items():
-            raw, sent, request = await capture(library, model, rooms, Path(tmp) / f"config-{entities}")
+        for home, (build, rooms) in HOMES.items():
+            raw, sent, request = await capture(
+                library, model, build, rooms, Path(tmp) / home.replace(" ", "-")
+            )
             with RKLLMRuntime.open(library, model, ModelParams(max_context_len=8192)) as runtime:
                 runtime.library.cdll.rkllm_emu_input_tokens.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
                 before = system_tokens(runtime, raw, as_home_assistant_renders(request))
                 after = system_tokens(runtime, sent, render_tools(request.tools))
                 prompt_only = (system_tokens(runtime, raw, "[]"), system_tokens(runtime, sent, "[]"))
-            figures[f"{entities} entities"] = {
+            figures[home] = {
                 "before": before, "after": after, "saved": round(1 - after / before, 3),
                 "prompt_before": prompt_only[0], "prompt_after": prompt_only[1],
                 "tools_before": before - prompt_only[0], "tools_after": after - prompt_only[1],
