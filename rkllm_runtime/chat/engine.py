@@ -248,7 +248,7 @@ class ChatEngine:
         if room < limit and room != self.stats.context_room:
             _LOGGER.warning(
                 "The system prompt and tools take about %d of the %d tokens of the context, leaving "
-                "%d where a turn needs about %d: raise the context length or expose fewer entities",
+                "%d where a turn needs about %d: raise the context length, or shorten the prompt and tools",
                 self.runtime.params.max_context_len - room,
                 self.runtime.params.max_context_len,
                 room,

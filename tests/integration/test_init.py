@@ -16,7 +16,14 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.const import CONF_LIBRARY_PATH, CONF_MAX_CONTEXT_LEN, CONF_MODEL_PATH, DOMAIN
+from custom_components.rkllm.const import (
+    CONF_LIBRARY_PATH,
+    CONF_MAX_CONTEXT_LEN,
+    CONF_MODEL_PATH,
+    DOMAIN,
+    MODE_CHILD,
+    MODE_IN_PROCESS,
+)
 from custom_components.rkllm.issues import CONTEXT_TOO_SMALL
 from rkllm_runtime.chat import TURN_TOKENS, EngineState
 from rkllm_runtime.emulator import build_cached
@@ -197,6 +204,7 @@ async def test_an_unload_that_fails_keeps_the_model_and_says_why(
     await engine.aclose()
 
 
+@pytest.mark.parametrize("mode", [MODE_IN_PROCESS, MODE_CHILD], indirect=True)
 async def test_a_context_without_room_for_a_turn_raises_a_repair_issue(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
