@@ -43,6 +43,8 @@ RULES = (
         reply='<tool_call>\n{"name": "HassTurnOn", "arguments": {}}\n</tool_call>',
     ),
     Rule(role="user", match="garden", reply='<tool_call>\n{"name": HassTurnOn}\n</tool_call>'),
+    Rule(role="user", match="gate", tools=True, reply='{"name": "HassOpenGate", "arguments": {}}'),
+    Rule(role="tool", match="the tools are hassturnon", reply=call("HassTurnOn", name="gate")),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="garden")),
     Rule(role="tool", reply="Done."),
     Rule(match="long", reply="word " * 300),
@@ -531,6 +533,17 @@ async def test_malformed_call_is_retried_and_the_caller_sees_only_the_retry(
     assert done.cache_hit
     if mode is KVMode.REUSE:  # only the tool result: the retry round stayed in the cache
         assert done.perf.prefill_tokens < 50
+
+
+async def test_a_call_of_a_tool_not_offered_is_asked_again_with_the_tools_names(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine()
+    result = await ask(engine, [], "open the gate", tools=TOOLS)
+    assert result.runs == 2
+    assert result.text == ""  # the refused call was not said
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("HassTurnOn", {"name": "gate"})]
+    assert engine.stats.malformed_calls == 1
 
 
 async def test_malformed_call_without_tools_is_not_retried(make_engine: EngineFactory) -> None:
