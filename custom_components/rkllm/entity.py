@@ -42,6 +42,7 @@ from .const import (
 )
 from .engine import ModelEngine
 from .errors import user_facing_errors
+from .guidance import tool_guidance
 from .models import RKLLMConfigEntry
 from .prompt import lean_prompt, lean_tool_result, tool_schema
 from .tools import ToolNames, api_names, forgiving_intents
@@ -215,6 +216,8 @@ class RKLLMBaseLLMEntity(Entity):
         system = chat_log.content[0]
         assert isinstance(system, conversation.SystemContent)
         system_prompt, volatile = lean_prompt(api_names(chat_log.llm_api).in_text(system.content))
+        if guidance := tool_guidance({tool.name for tool in tools}):
+            system_prompt += "\n" + guidance
         for _iteration in range(MAX_TOOL_ITERATIONS):
             request = ChatRequest(
                 system_prompt=system_prompt + system_suffix,

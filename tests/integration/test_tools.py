@@ -17,6 +17,7 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.config_flow import default_conversation_options
+from custom_components.rkllm.guidance import tool_guidance
 from custom_components.rkllm.tools import ToolNames
 from rkllm_runtime.chat import ChatRequest, ChatStream
 from rkllm_runtime.chat.messages import render_tools
@@ -196,6 +197,7 @@ async def test_the_model_sees_plain_names_and_its_calls_reach_home_assistants_to
     ]  # fmt: skip
     assert "__" not in render_tools(requests[0].tools) + requests[0].system_prompt
     assert "Use HassTurnOn to lock" in requests[0].system_prompt
+    assert requests[0].system_prompt.endswith(tool_guidance({tool.name for tool in requests[0].tools}))
     (result_content,) = tool_results(hass, result.conversation_id)
     assert result_content.tool_name == "intent__HassTurnOn"
     assert not result_content.result.error
