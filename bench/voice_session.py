@@ -4,8 +4,9 @@ A real Home Assistant instance (as in the tests) exposes 30 entities, so the Ass
 prompt and tool schemas are the real ones. The workload: 20 commands as new
 conversations, 5 follow-ups (two of them after the other satellite spoke), 5 commands
 that act through a tool call, from two satellites taking turns, 3 commands that follow an
-automation's AI task (its own prompt displaced the Assist prompt) spoken for 2 s, then a
-restart of the integration and one more command. The emulator runs at Rockchip's published RK3588
+automation's AI task (its own prompt displaced the Assist prompt) spoken for 2 s, 2 commands
+for a light that is not exposed (the model calls again after the failure), then a restart of
+the integration and one more command. The emulator runs at Rockchip's published RK3588
 figures for Qwen2.5-1.5B (378 ms for a 128-token prompt, decode 16.7 tokens/s), with a
 prefill rate that falls with the context's length (calibrated to about 20 s for 4,000
 tokens on Qwen3-0.6B) and prompt-cache files read at 250 MB/s, counting tokens with
@@ -96,9 +97,12 @@ TIME_SCALE = 1.0  # RK3588 time: ready-to-speak includes Home Assistant's own ti
 AGENT = "conversation.rkllm_conversation"
 COMMAND = "command that acts (tool call)"
 AFTER_TASK = "command after an AI task"
+FAILS = "command whose call fails"
 TASK = "AI task (an automation's)"
 COLD = "cold start (first request)"
 SPEAKING_S = 2.0  # how long the user speaks a command: the agent is prepared meanwhile
+heard: dict[str, str] = {}
+"""What the user last heard for each request kind."""
 ROOMS = [
     "kitchen",
     "bedroom",
@@ -124,6 +128,8 @@ def model_rules() -> list[Rule]:
     ]
     return [
         *rules,
+        Rule(role="user", match="switch on the porch light", tools=True, reply=tool_call("porch light")),
+        Rule(role="tool", match="porch light", reply=tool_call("porch light")),  # the same call again
         Rule(role="tool", reply="Done, the light is on."),
         Rule(match="and tomorrow", reply="Tomorrow will be a little cooler."),
         Rule(match="temperature", reply="It is 21 degrees."),
@@ -276,23 +282,31 @@ class Speaker:
             yield delta
 
 
+def light(room: str) -> dict[str, Any]:
+    """A template light switching the room's lamp (an input boolean)."""
+    slug = room.replace(" ", "_")
+    target = {"target": {"entity_id": f"input_boolean.{slug}_lamp"}}
+    return {
+        "name": f"{room} light",
+        "state": f"{{{{ is_state('input_boolean.{slug}_lamp', 'on') }}}}",
+        "turn_on": {"action": "input_boolean.turn_on", **target},
+        "turn_off": {"action": "input_boolean.turn_off", **target},
+    }
+
+
 async def build_home(hass: HomeAssistant, rooms: list[str] = ROOMS) -> None:
-    """A light, a switch (an input boolean) and a temperature sensor per room, exposed: 30 entities."""
+    """A light, a switch (an input boolean) and a temperature sensor per room, exposed: 30 entities.
+
+    And a porch light that is not exposed.
+    """
     assert await async_setup_component(hass, "homeassistant", {})
     booleans = {f"{room.replace(' ', '_')}_{kind}": {} for room in rooms for kind in ("lamp", "switch")}
-    assert await async_setup_component(hass, "input_boolean", {"input_boolean": booleans})
-    lights, sensors = [], []
+    assert await async_setup_component(
+        hass, "input_boolean", {"input_boolean": {**booleans, "porch_lamp": {}}}
+    )
+    lights, sensors = [light("porch")], []
     for room in rooms:
-        slug = room.replace(" ", "_")
-        target = {"target": {"entity_id": f"input_boolean.{slug}_lamp"}}
-        lights.append(
-            {
-                "name": f"{room} light",
-                "state": f"{{{{ is_state('input_boolean.{slug}_lamp', 'on') }}}}",
-                "turn_on": {"action": "input_boolean.turn_on", **target},
-                "turn_off": {"action": "input_boolean.turn_off", **target},
-            }
-        )
+        lights.append(light(room))
         sensors.append(
             {
                 "name": f"{room} temperature",
@@ -312,6 +326,7 @@ async def build_home(hass: HomeAssistant, rooms: list[str] = ROOMS) -> None:
             f"sensor.{slug}_temperature",
         ):
             async_expose_entity(hass, "conversation", entity_id, True)
+    async_expose_entity(hass, "conversation", "light.porch_light", False)
 
 
 async def workload(
@@ -324,6 +339,7 @@ async def workload(
     prepare: bool,
 ) -> None:
     conversations: dict[str, str | None] = {}
+    heard.clear()
 
     async def say(
         kind: str, satellite: str, text: str, follow_up: bool = False, spoken: bool = False
@@ -342,7 +358,8 @@ async def workload(
         result = await conversation.async_converse(hass, text, conversation_id, Context(), agent_id=AGENT)
         if speaker is not None:
             speaker.done(kind)
-        assert result.response.response_type.value != "error", result.response.speech
+        heard[kind] = result.response.speech["plain"]["speech"]
+        assert kind == FAILS or result.response.response_type.value != "error", result.response.speech
         conversations[satellite] = result.conversation_id
 
     satellites = ("kitchen satellite", "bedroom satellite")
@@ -367,6 +384,8 @@ async def workload(
             hass, task_name="summary", entity_id="ai_task.rkllm_ai_task", instructions="summarise the day"
         )
         await say(AFTER_TASK, satellites[i % 2], f"switch on the {ROOMS[5 + i]} light", spoken=True)
+    for i in range(2):
+        await say(FAILS, satellites[i % 2], "switch on the porch light")
     for i in range(8):
         await say("new conversation", satellites[i % 2], f"what is the temperature in the {ROOMS[9 - i]} now")
     await hass.config_entries.async_reload(entry.entry_id)
@@ -612,11 +631,13 @@ async def main() -> None:
         report(summary)
     ready = {kv.value: ready_to_speak(speaker) for kv, (_, _, speaker) in results.items()}
     report_ready(args.mode, ready)
+    print(f"\nheard for a {FAILS}: {heard[FAILS]!r}")
     wall = {kv.value: wall_clock(timer) for kv, (_, timer, _) in results.items()}
     summary |= {
         "mode": args.mode,
         "action_speech": not args.model_confirms,
         "prepare": not args.no_prepare,
+        "heard_when_the_call_fails": heard[FAILS],
         "time_scale": TIME_SCALE,
         "ready_to_speak": ready,
         "wall_clock": wall,
