@@ -90,7 +90,9 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
         messages=messages,
         tools=parse_tools(body.get("tools")),
         enable_thinking=flag(body.get("think"), "think"),
-        max_new_tokens=max_tokens(options.get("num_predict"), server.config.max_tokens),
+        max_new_tokens=max_tokens(
+            options.get("num_predict"), server.config.max_tokens, "options.num_predict"
+        ),
         sampling=sampling_of(options),
         stop=stop_strings(options.get("stop"), "options.stop"),
     )

@@ -81,12 +81,13 @@ def _request(body: dict[str, Any], limit: int) -> tuple[ChatRequest, tuple[str, 
     system, messages = parse_messages(body.get("messages"))
     tools, must_call = choose_tools(parse_tools(body.get("tools")), body.get("tool_choice"))
     effort = body.get("reasoning_effort")
+    limit_field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     asked = ChatRequest(
         system_prompt=system,
         messages=messages,
         tools=tools,
         enable_thinking=effort is not None and effort not in ("none", "minimal"),
-        max_new_tokens=max_tokens(body.get("max_completion_tokens", body.get("max_tokens")), limit),
+        max_new_tokens=max_tokens(body.get(limit_field), limit, limit_field),
         sampling=sampling_of(body),
         stop=stop_strings(body.get("stop"), "stop"),
     )
