@@ -182,7 +182,7 @@ def stop_strings(value: object, field: str) -> tuple[str, ...]:
 def refuse(values: Mapping[str, object], fields: Iterable[str], where: str = "") -> None:
     """400 naming the first of ``fields`` that is set: this server cannot honour it."""
     for name in fields:
-        if values.get(name) not in (None, False, [], {}):
+        if values.get(name) not in (None, False, "", [], {}):
             raise bad_request(f'"{where}{name}" is not supported by this server')
 
 
