@@ -1,12 +1,13 @@
 """The Assist prompt's size in Qwen2.5 tokens, as Home Assistant writes it and as the model reads it.
 
-A real Home Assistant exposes 30 entities (the home of bench/voice_session.py) or 100 (33 rooms
-and the model's own NPU sensor), with the Assist API. The system prompt and tools the agent sends
-are counted by the emulator with the real Qwen2.5 tokenizer: as Home Assistant renders them (its
-prompt with the entities as YAML, the tools as indented JSON schemas, which other integrations
-send) and as this integration sends them (entities one line each, compact lean schemas). The
-count is the system section the runtime prefills: the prompt, the tools and the chat template's
-tool instructions.
+A real Home Assistant exposes 30 entities (the home of bench/voice_session.py), 100 (33 rooms and
+the model's own NPU sensor), or its demo integration's (every kind of device, so every domain's
+tools), with the Assist API. The system prompt and tools the agent sends
+are counted by the emulator with the real Qwen2.5 tokenizer: as Home Assistant's Ollama integration
+sends them (Home Assistant's prompt with the entities as YAML, its tool names, full JSON schemas
+with JSON's spaces) and as this integration sends them (entities one line each, plain tool names,
+compact lean schemas). The count is the system section the runtime prefills: the prompt, the
+tools and the chat template's tool instructions.
 
 Usage: uv run python bench/prompt_size.py
 """
@@ -18,57 +19,85 @@ import ctypes
 import json
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import probatio
 import voice_session
 from homeassistant import loader
 from homeassistant.components import conversation
-from homeassistant.core import Context
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import llm
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
 import custom_components.rkllm.entity as entity_module
 from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import DOMAIN, SUBENTRY_CONVERSATION
+from custom_components.rkllm.tools import ToolNames
 from rkllm_runtime import ModelParams, Prompt, RKLLMRuntime, RunOptions
-from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatStream
+from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatStream, ToolSpec
 from rkllm_runtime.chat.messages import render_tools
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 
-HOMES = {30: voice_session.ROOMS, 100: [*voice_session.ROOMS, *(f"room {i}" for i in range(11, 34))]}
+
+async def demo_home(hass: HomeAssistant) -> None:
+    """Home Assistant's demo integration: every kind of device (climate, covers, fans, locks, media…)."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    demo = MockConfigEntry(domain="demo")
+    demo.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(demo.entry_id)
+    await hass.async_block_till_done()
 
 
-def as_home_assistant_renders(request: ChatRequest) -> str:
-    """The tools as OpenAI-style JSON with Home Assistant's full schemas and default separators."""
+HOMES: dict[str, Callable[[HomeAssistant], Awaitable[None]]] = {
+    "30 entities": lambda hass: voice_session.build_home(hass, voice_session.ROOMS),
+    "100 entities": lambda hass: voice_session.build_home(
+        hass, [*voice_session.ROOMS, *(f"room {i}" for i in range(11, 34))]
+    ),
+    "demo": demo_home,
+}
+
+
+def as_home_assistant_renders(api: llm.APIInstance) -> str:
+    """The tools as Home Assistant's Ollama integration sends them: its names, full schemas, JSON's spaces."""
     return json.dumps(
-        [{"type": "function", "function": {"name": t.name, "parameters": t.parameters,
-                                           "description": t.description}} for t in request.tools]
+        [{"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                           "parameters": probatio.to_openapi(
+                                               tool.parameters, custom_serializer=api.custom_serializer,
+                                               openapi_version="3.1.0")}} for tool in api.tools]
     )  # fmt: skip
 
 
 async def capture(
-    library: Path, model: Path, rooms: list[str], workdir: Path
+    library: Path, model: Path, build_home: Callable[[HomeAssistant], Awaitable[None]], workdir: Path
 ) -> tuple[str, str, ChatRequest]:
-    """Home Assistant's own system prompt, the one sent, and the first request of a command."""
+    """Home Assistant's own system prompt and tools, and the first request of a command."""
     raw: list[str] = []
+    apis: list[llm.APIInstance] = []
     requests: list[ChatRequest] = []
-    lean_prompt, chat = entity_module.lean_prompt, ChatEngine.chat
+    in_text, tool_specs, chat = ToolNames.in_text, entity_module.tool_specs, ChatEngine.chat
 
-    def recording_lean_prompt(prompt: str) -> tuple[str, str]:
+    def recording_in_text(names: ToolNames, prompt: str) -> str:
         raw.append(prompt)
-        return lean_prompt(prompt)
+        return in_text(names, prompt)
+
+    def recording_tool_specs(api: llm.APIInstance) -> list[ToolSpec]:
+        apis.append(api)
+        return tool_specs(api)
 
     def recording_chat(engine: ChatEngine, request: ChatRequest) -> ChatStream:
         requests.append(request)
         return chat(engine, request)
 
-    entity_module.lean_prompt = recording_lean_prompt
+    ToolNames.in_text = recording_in_text  # type: ignore[method-assign]
+    entity_module.tool_specs = recording_tool_specs
     ChatEngine.chat = recording_chat  # type: ignore[method-assign]
     try:
         async with async_test_home_assistant(config_dir=str(workdir)) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
-            await voice_session.build_home(hass, rooms)
+            await build_home(hass)
             assert await async_setup_component(hass, "conversation", {})
             entry = MockConfigEntry(
                 domain=DOMAIN, title="qwen", minor_version=2,
@@ -84,8 +113,9 @@ async def capture(
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_stop(force=True)
     finally:
-        entity_module.lean_prompt, ChatEngine.chat = lean_prompt, chat  # type: ignore[method-assign]
-    return raw[0], requests[0].system_prompt, requests[0]
+        ToolNames.in_text = in_text  # type: ignore[method-assign]
+        entity_module.tool_specs, ChatEngine.chat = tool_specs, chat  # type: ignore[method-assign]
+    return raw[0], as_home_assistant_renders(apis[0]), requests[0]
 
 
 def system_tokens(runtime: RKLLMRuntime, system: str, tools: str) -> int:
@@ -106,14 +136,17 @@ async def main() -> None:
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = EmulatedModel(rules=[Rule(reply="Hello.")], max_context=8192).write(Path(tmp) / "model.rkllm")
-        for entities, rooms in HOMES.items():
-            raw, sent, request = await capture(library, model, rooms, Path(tmp) / f"config-{entities}")
+        for home, build_home in HOMES.items():
+            raw, raw_tools, request = await capture(library, model, build_home, Path(tmp) / home)
             with RKLLMRuntime.open(library, model, ModelParams(max_context_len=8192)) as runtime:
                 runtime.library.cdll.rkllm_emu_input_tokens.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-                before = system_tokens(runtime, raw, as_home_assistant_renders(request))
-                after = system_tokens(runtime, sent, render_tools(request.tools))
-                prompt_only = (system_tokens(runtime, raw, "[]"), system_tokens(runtime, sent, "[]"))
-            figures[f"{entities} entities"] = {
+                before = system_tokens(runtime, raw, raw_tools)
+                after = system_tokens(runtime, request.system_prompt, render_tools(request.tools))
+                prompt_only = (
+                    system_tokens(runtime, raw, "[]"),
+                    system_tokens(runtime, request.system_prompt, "[]"),
+                )
+            figures[home] = {
                 "before": before, "after": after, "saved": round(1 - after / before, 3),
                 "prompt_before": prompt_only[0], "prompt_after": prompt_only[1],
                 "tools_before": before - prompt_only[0], "tools_after": after - prompt_only[1],

@@ -7,9 +7,10 @@ arrive as the server's engine produced them. Needs the ``server`` extra (aiohttp
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -50,8 +51,31 @@ __all__ = [
 
 CONNECT_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 10.0
+AWAY_STATUS_TIMEOUT_S = 2.0
+"""A server marked away is asked this briefly: one that is back answers its status at once."""
+
+# How long a chat stream may stay silent. The answer's first event comes after the prefill
+# (the response starts with it); after it, what takes longest without a word is another
+# prefill (a badly written tool call is answered inside the request, and the model's retry
+# prefills again), which at most fills the context. A tool call, sent whole, takes less. On an
+# RK3588 a token's prefill costs about 1.6 ms per GB of w8a8 model file at the start of the
+# context, growing with its position (twice that at 810 tokens): Rockchip's 378 ms for a
+# 128-token prompt on Qwen2.5-1.5B (1.7 GB), the maintainers' 20 s for 4,000 tokens on
+# Qwen3-0.6B (0.95 GB; rknn-llm #372), as the emulator's timing model has it. Boards run up to
+# twice as slow as Rockchip's figures. Qwen2.5-1.5B with 4,096 tokens: 79 s; Qwen3-4B: 208 s.
+PREFILL_S_PER_TOKEN_GB = 0.0016
+PREFILL_DOUBLE_AT = 810
+SLOW_BOARD = 2.0
+SILENCE_FLOOR_S = 30.0
+"""The bound is never shorter (the network; a file whose size says nothing, as the emulator's)."""
 CONVERSATION_HEADER = "X-RKLLM-Conversation"
 """Names the conversation, so a load balancer keeps its turns on one board (deploy/haproxy)."""
+
+
+def longest_prefill_s(model_bytes: int, context: int) -> float:
+    """Seconds the slowest board takes to prefill ``context`` tokens with a model file this size."""
+    first_token_s = PREFILL_S_PER_TOKEN_GB * model_bytes / 1e9
+    return SLOW_BOARD * first_token_s * (context + context**2 / (2 * PREFILL_DOUBLE_AT))
 
 
 def error_for(status: int, message: str) -> RKLLMError:
@@ -108,7 +132,12 @@ async def server_models(session: aiohttp.ClientSession, url: str, api_key: str |
 
 
 class RemoteEngine:
-    """One model of an rkllm-server; ``url`` and ``api_key`` may change (a restarted server)."""
+    """One model of an rkllm-server; ``url`` and ``api_key`` may change (a restarted server).
+
+    :attr:`available` is what is known of the server, from status reads (whoever makes them)
+    and from requests: marking it away ends the requests under way with
+    :class:`ServerUnavailableError`, as does an answer silent for :attr:`longest_silence_s`.
+    """
 
     def __init__(self, session: aiohttp.ClientSession, url: str, model: str, api_key: str | None) -> None:
         self.url = url.rstrip("/")
@@ -122,6 +151,10 @@ class RemoteEngine:
         self.npu = NPUReading()
         self._session = session
         self._listeners: list[Callable[[], None]] = []
+        self._departures = 0
+        """Times the server was marked away; a request under way ends when this changes."""
+        self._waits: set[asyncio.Timeout] = set()
+        """What the requests under way are waiting for (a response, the next bytes)."""
 
     @property
     def closed(self) -> bool:
@@ -132,6 +165,12 @@ class RemoteEngine:
     def waiting(self) -> int:
         """Requests the server has queued behind the running one."""
         return int(self.status.get("waiting", 0))
+
+    @property
+    def longest_silence_s(self) -> float:
+        """How long an answer may go without a byte: the longest prefill of the model's context."""
+        context = int((self.status.get("params") or {}).get("max_context_len", 0))
+        return max(SILENCE_FLOOR_S, longest_prefill_s(int(self.status.get("model_bytes", 0)), context))
 
     @property
     def model_file(self) -> str:
@@ -167,9 +206,14 @@ class RemoteEngine:
             self._changed()
 
     def set_available(self, available: bool) -> None:
-        """Record whether the server answers (listeners hear of a change)."""
+        """Record whether the server answers (listeners hear of a change); away ends the requests."""
         if available != self.available:
             self.available = available
+            if not available:
+                self._departures += 1
+                for wait in self._waits:
+                    if not wait.expired():
+                        wait.reschedule(asyncio.get_running_loop().time())
             self._changed()
 
     def connect_to(self, url: str, api_key: str | None) -> None:
@@ -189,7 +233,9 @@ class RemoteEngine:
             async with self._session.get(
                 f"{self.url}/rkllm/status",
                 headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S),
+                timeout=aiohttp.ClientTimeout(
+                    total=STATUS_TIMEOUT_S if self.available else AWAY_STATUS_TIMEOUT_S
+                ),
             ) as response:
                 if response.status != 200:
                     raise await _error(response)
@@ -226,18 +272,23 @@ class RemoteEngine:
         headers = self._headers()
         if request.conversation_id:
             headers[CONVERSATION_HEADER] = request.conversation_id
+        departures = self._departures
         self._set_state(EngineState.PREFILLING)
         finished = False
         try:
-            async with self._session.post(
-                f"{self.url}/rkllm/chat",
-                json=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
-            ) as response:
+            # The response starts after the request's wait in the server's queue and its
+            # prefill: no bound but the server's presence.
+            async with self._while_present(departures, None):
+                response = await self._session.post(
+                    f"{self.url}/rkllm/chat",
+                    json=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+                )
+            async with response:
                 if response.status != 200:
                     raise await _error(response)
-                async for data in _records(response):
+                async for data in self._records(response, departures):
                     if "error" in data:
                         raise error_from(int(data["error"].get("status", 500)), data["error"])
                     event = event_from_dict(data)
@@ -269,6 +320,46 @@ class RemoteEngine:
             raise ServerUnavailableError(f"{self.url} ended the answer early")
         await self._refresh_quietly()
 
+    @contextlib.asynccontextmanager
+    async def _while_present(self, departures: int, silence_s: float | None) -> AsyncIterator[None]:
+        """Wait for the server, unless it is marked away (since ``departures``) or silent ``silence_s``."""
+        if self._departures != departures:
+            raise ServerUnavailableError(f"{self.url} went away while answering")
+        try:
+            async with asyncio.timeout(silence_s) as wait:
+                self._waits.add(wait)
+                try:
+                    yield
+                finally:
+                    self._waits.discard(wait)
+        except TimeoutError as err:
+            if not wait.expired():
+                raise
+            if self._departures != departures:
+                raise ServerUnavailableError(f"{self.url} went away while answering") from err
+            raise ServerUnavailableError(
+                f"{self.url} said nothing for {silence_s:.0f} s, longer than the longest prefill"
+            ) from err
+
+    async def _records(
+        self, response: aiohttp.ClientResponse, departures: int
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """The NDJSON records of a response, however long each line is."""
+        silence_s = self.longest_silence_s
+        pending = b""
+        while True:
+            async with self._while_present(departures, silence_s):
+                chunk = await response.content.readany()
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+        if pending.strip():
+            yield json.loads(pending)
+
     async def _refresh_quietly(self) -> None:
         """Take the server's counters after a request (the local ones stay if it cannot tell)."""
         with contextlib.suppress(RKLLMError):
@@ -288,16 +379,3 @@ class RemoteEngine:
     async def aclose(self) -> None:
         """Stop using the server (the session is the caller's)."""
         self._set_state(EngineState.CLOSED)
-
-
-async def _records(response: aiohttp.ClientResponse) -> AsyncGenerator[dict[str, Any]]:
-    """The NDJSON records of a response, however long each line is."""
-    pending = b""
-    async for chunk in response.content.iter_any():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
-    if pending.strip():
-        yield json.loads(pending)

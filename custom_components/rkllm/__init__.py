@@ -26,11 +26,13 @@ from .const import (
 )
 from .engine import LocalEngine, ModelEngine
 from .issues import (
+    CONTEXT_TOO_SMALL,
     RUNTIME_CRASHING,
     RUNTIME_RELEASE_WARNING,
     RUNTIME_UNUSABLE,
     async_create_entry_issue,
     async_delete_entry_issue,
+    async_watch_context_room,
 )
 from .loader import (
     check_dir,
@@ -68,6 +70,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
     else:
         engine = await _async_load(hass, entry)
     entry.runtime_data = RKLLMData(engine, child)
+    async_watch_context_room(hass, entry)
 
     async def _close_on_stop(_: Event) -> None:
         await _async_close(entry.runtime_data)
@@ -192,7 +195,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bo
 
 async def async_remove_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> None:
     """Clear the entry's repair issues (Home Assistant 2026.11 does it for those that carry the entry)."""
-    for issue in (RUNTIME_UNUSABLE, RUNTIME_RELEASE_WARNING, RUNTIME_CRASHING):
+    for issue in (RUNTIME_UNUSABLE, RUNTIME_RELEASE_WARNING, RUNTIME_CRASHING, CONTEXT_TOO_SMALL):
         async_delete_entry_issue(hass, entry, issue)
 
 

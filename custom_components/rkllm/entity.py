@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
-import probatio
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import callback
@@ -43,8 +42,10 @@ from .const import (
 )
 from .engine import ModelEngine
 from .errors import user_facing_errors
+from .guidance import tool_guidance
 from .models import RKLLMConfigEntry
-from .prompt import lean_prompt, lean_tool_result
+from .prompt import lean_prompt, lean_tool_result, tool_schema
+from .tools import ToolNames, api_names, forgiving_intents
 
 
 def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
@@ -91,6 +92,7 @@ def answered_turns(content: Iterable[conversation.Content]) -> list[conversation
 
 def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
     """The chat log's answered turns as engine messages (the system prompt is sent separately)."""
+    names = api_names(chat_log.llm_api)
     messages: list[Message] = []
     for content in answered_turns(chat_log.content):
         match content:
@@ -98,22 +100,23 @@ def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
                 messages.append(Message("user", content.content))
             case conversation.AssistantContent():
                 calls = tuple(
-                    ToolCall(call.tool_name, call.tool_args, id=call.id) for call in content.tool_calls or ()
+                    ToolCall(names.to_plain(call.tool_name), call.tool_args, id=call.id)
+                    for call in content.tool_calls or ()
                 )
                 messages.append(Message("assistant", content.content or "", tool_calls=calls))
             case conversation.ToolResultContent():
-                messages.append(Message("tool", lean_tool_result(content.result), name=content.tool_name))
+                result = lean_tool_result(content.result)
+                messages.append(Message("tool", result, name=names.to_plain(content.tool_name)))
     return messages
 
 
 def tool_specs(api: llm.APIInstance) -> list[ToolSpec]:
-    """The LLM API's tools, their parameters as JSON schema."""
+    """The LLM API's tools under their plain names, their parameters as lean JSON schema."""
+    names = api_names(api)
     return [
         ToolSpec(
-            name=tool.name,
-            parameters=probatio.to_openapi(
-                tool.parameters, custom_serializer=api.custom_serializer, openapi_version="3.1.0"
-            ),
+            name=names.to_plain(tool.name),
+            parameters=tool_schema(tool, api.custom_serializer),
             description=tool.description or "",
         )
         for tool in api.tools
@@ -128,9 +131,9 @@ def sampling_of(options: dict[str, Any]) -> Sampling:
 
 
 async def deltas(
-    events: AsyncIterator[ChatEvent],
+    events: AsyncIterator[ChatEvent], names: ToolNames
 ) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
-    """Turn the engine's events into chat-log deltas: content, thinking, tool calls."""
+    """Turn the engine's events into chat-log deltas: content, thinking, calls by Home Assistant's names."""
     yield {"role": "assistant"}
     async for event in events:
         match event:
@@ -139,9 +142,10 @@ async def deltas(
             case ThinkingDelta(text):
                 yield {"thinking_content": text}
             case ToolCallDelta(call):
-                yield {
-                    "tool_calls": [llm.ToolInput(tool_name=call.name, tool_args=call.arguments, id=call.id)]
-                }
+                call_input = llm.ToolInput(
+                    tool_name=names.to_hass(call.name), tool_args=call.arguments, id=call.id
+                )
+                yield {"tool_calls": [call_input]}
             case MalformedToolCall(raw, error):
                 LOGGER.debug("Malformed tool call %r (the model was asked again): %s", raw, error)
             case Finished():
@@ -211,7 +215,9 @@ class RKLLMBaseLLMEntity(Entity):
         tools = tool_specs(chat_log.llm_api) if chat_log.llm_api else []
         system = chat_log.content[0]
         assert isinstance(system, conversation.SystemContent)
-        system_prompt, volatile = lean_prompt(system.content)
+        system_prompt, volatile = lean_prompt(api_names(chat_log.llm_api).in_text(system.content))
+        if guidance := tool_guidance({tool.name for tool in tools}):
+            system_prompt += "\n" + guidance
         for _iteration in range(MAX_TOOL_ITERATIONS):
             request = ChatRequest(
                 system_prompt=system_prompt + system_suffix,
@@ -244,9 +250,12 @@ class RKLLMBaseLLMEntity(Entity):
                 break
 
     async def _async_generate(self, chat_log: conversation.ChatLog, request: ChatRequest) -> ChatResult:
-        with user_facing_errors():
+        names = api_names(chat_log.llm_api)
+        with user_facing_errors(), forgiving_intents(chat_log):
             async with self.entry.runtime_data.engine.chat(request) as stream:
-                async for _content in chat_log.async_add_delta_content_stream(self.entity_id, deltas(stream)):
+                async for _content in chat_log.async_add_delta_content_stream(
+                    self.entity_id, deltas(stream, names)
+                ):
                     pass
         assert stream.result is not None
         return stream.result

@@ -8,12 +8,15 @@ from typing import Any
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 
+from rkllm_runtime.chat import TURN_TOKENS
+
 from .const import DOMAIN
 from .models import RKLLMConfigEntry
 
 RUNTIME_UNUSABLE = "runtime_unusable"
 RUNTIME_RELEASE_WARNING = "runtime_release_warning"
 RUNTIME_CRASHING = "runtime_crashing"
+CONTEXT_TOO_SMALL = "context_too_small"
 
 
 @callback
@@ -34,3 +37,30 @@ def async_create_entry_issue(
 def async_delete_entry_issue(hass: HomeAssistant, entry: RKLLMConfigEntry, issue_id: str) -> None:
     """Clear an issue :func:`async_create_entry_issue` raised."""
     ir.async_delete_issue(hass, DOMAIN, f"{issue_id}_{entry.entry_id}")
+
+
+@callback
+def async_watch_context_room(hass: HomeAssistant, entry: RKLLMConfigEntry) -> None:
+    """Raise an issue while the prompt and tools leave less of the context than a turn needs."""
+    engine = entry.runtime_data.engine
+
+    @callback
+    def _changed() -> None:
+        room = engine.stats.context_room
+        if room is None or room >= TURN_TOKENS:
+            async_delete_entry_issue(hass, entry, CONTEXT_TOO_SMALL)
+            return
+        async_create_entry_issue(
+            hass,
+            entry,
+            CONTEXT_TOO_SMALL,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=CONTEXT_TOO_SMALL,
+            translation_placeholders={
+                "title": entry.title,
+                "room": str(max(room, 0)),
+                "needed": str(TURN_TOKENS),
+            },
+        )
+
+    entry.async_on_unload(engine.add_listener(_changed))

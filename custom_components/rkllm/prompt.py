@@ -9,8 +9,10 @@ and what failed, by name, and what it says.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+import probatio
 import yaml
 from homeassistant.helpers import llm
 
@@ -104,3 +106,62 @@ def _without_empty(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_empty(item) for item in value]
     return value
+
+
+# A longer enum is read with every prompt and rarely needed: its type is enough, and Home
+# Assistant's validation names the values when one is wrong.
+MAX_ENUM_VALUES = 8
+
+
+def tool_schema(tool: llm.Tool, custom_serializer: Callable[[Any], Any] | None) -> dict[str, Any]:
+    """A tool's parameters as JSON schema with what makes a call right: names, types, required.
+
+    Left out: a parameter's description when the tool's own names the parameter, titles,
+    defaults (Home Assistant applies them) and long enums. A parameter that takes one value
+    as well as a list (an intent's ``domain``) is shown as one value.
+    """
+    schema: dict[str, Any] = _lean(
+        probatio.to_openapi(tool.parameters, custom_serializer=custom_serializer, openapi_version="3.1.0")
+    )
+    said = tool.description or ""
+    singles = _single_or_list(tool.parameters)
+    properties: dict[str, Any] = schema.get("properties", {})
+    for name, spec in properties.items():
+        lean = spec
+        if name in singles and spec.get("type") == "array":
+            lean = {
+                **spec["items"],
+                **({"description": spec["description"]} if "description" in spec else {}),
+            }
+        if re.search(rf"\b{re.escape(name)}\b", said, re.I):
+            lean = {key: value for key, value in lean.items() if key != "description"}
+        properties[name] = lean
+    return schema
+
+
+def _single_or_list(parameters: probatio.Schema) -> set[str]:
+    """The parameters whose validator makes a list of a single value (``All(EnsureList(), ...)``)."""
+    return {
+        str(key)
+        for key, validator in (parameters.schema if isinstance(parameters.schema, dict) else {}).items()
+        if isinstance(validator, probatio.All)
+        and validator.validators
+        and isinstance(validator.validators[0], probatio.EnsureList)
+    }
+
+
+def _lean(node: Any) -> Any:
+    """A JSON schema without titles, defaults and long enums; ``anyOf`` a value or a list of it: the value."""
+    if isinstance(node, list):
+        return [_lean(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    match node.get("anyOf"):
+        case [single, {"type": "array", "items": items}] if items == single:
+            return _lean({**single, **{k: v for k, v in node.items() if k != "anyOf"}})
+    return {
+        key: _lean(value)
+        for key, value in node.items()
+        if key not in ("title", "default")
+        and not (key == "enum" and isinstance(value, list) and len(value) > MAX_ENUM_VALUES)
+    }

@@ -22,6 +22,7 @@ from .const import (
     DOMAIN,
     HEALTHY_AFTER_S,
     LOGGER,
+    RECONNECT_S,
     RESTART_BACKOFF_S,
     STATUS_INTERVAL_S,
 )
@@ -29,15 +30,17 @@ from .issues import RUNTIME_CRASHING, async_create_entry_issue, async_delete_ent
 from .models import RKLLMConfigEntry
 
 
-def backoff(attempt: int) -> float:
-    """Seconds before retry ``attempt`` (0-based)."""
-    return RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
+def backoff(attempt: int, pauses: tuple[float, ...]) -> float:
+    """Seconds before retry ``attempt`` (0-based): its pause, or the last one."""
+    return pauses[min(attempt, len(pauses) - 1)]
 
 
 class ServerWatch:
     """Reads the server's status now and then: unavailable when it goes, back when it returns.
 
-    A refused key starts the reauthentication flow.
+    What it finds is the engine's :attr:`~RemoteEngine.available`, which requests read and set
+    too: a server found away ends the requests under way, a request that lost the server has
+    it read again at once. A refused key starts the reauthentication flow.
     """
 
     def __init__(self, hass: HomeAssistant, entry: RKLLMConfigEntry, engine: RemoteEngine) -> None:
@@ -60,7 +63,7 @@ class ServerWatch:
     async def _watch(self) -> None:
         failures = 0
         while True:
-            interval = STATUS_INTERVAL_S if self._engine.available else backoff(failures)
+            interval = STATUS_INTERVAL_S if self._engine.available else backoff(failures, RECONNECT_S)
             try:
                 async with asyncio.timeout(interval):
                     await self._lost.wait()
@@ -175,7 +178,7 @@ class ChildSupervisor:
     async def _restart(self) -> None:
         """Start again, with a growing pause while starting fails."""
         for attempt in itertools.count():
-            await asyncio.sleep(backoff(attempt))
+            await asyncio.sleep(backoff(attempt, RESTART_BACKOFF_S))
             try:
                 await self._start_process()
                 await self.engine.refresh()

@@ -15,11 +15,12 @@ from .events import (
     ToolCallDelta,
 )
 from .messages import ChatRequest, Message, ToolCall, ToolSpec
-from .plan import KVCacheState, KVMode, KVReset
+from .plan import TURN_TOKENS, KVCacheState, KVMode, KVReset
 from .prompt_cache import PromptCacheKey, PromptCacheStore
 
 __all__ = [
     "MAX_WAITING",
+    "TURN_TOKENS",
     "ChatEngine",
     "ChatEvent",
     "ChatRequest",

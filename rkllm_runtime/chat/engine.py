@@ -35,9 +35,27 @@ from rkllm_runtime.runtime import RKLLMRuntime, encode_text
 from rkllm_runtime.types import PerfStats, RunOptions
 
 from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
-from .messages import ChatRequest, Message, ToolCall, fingerprint, render_tools, split_new
+from .messages import (
+    ChatRequest,
+    Message,
+    ToolCall,
+    current_turn_start,
+    fingerprint,
+    history_text,
+    render_tools,
+    split_new,
+)
 from .parser import StreamParser
-from .plan import KVCacheState, KVMode, KVReset, Plan, overflow_suspected, plan
+from .plan import (
+    TURN_TOKENS,
+    KVCacheState,
+    KVMode,
+    KVReset,
+    Plan,
+    context_room,
+    overflow_suspected,
+    plan,
+)
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
 from .stop import StopFilter
 from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
@@ -75,6 +93,8 @@ class EngineStats:
     last: ChatResult | None = None
     last_error: str | None = None
     """Of the last request, None when it succeeded."""
+    context_room: int | None = None
+    """Tokens (estimated) the last request's system prompt and tools left in the context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +118,8 @@ class _Round:
     malformed: MalformedToolCall | None = None
     perf: PerfStats = field(default_factory=PerfStats)
     prompt_tokens: int = 0
+    decoding: bool = False
+    """A token came: the runtime read the whole input (what it says may still be held back)."""
 
     @property
     def system_warm(self) -> bool:
@@ -164,6 +186,7 @@ class ChatEngine:
         if self.closed:
             raise ClosedError("the model was unloaded")
         _check_request(request, self.runtime.params.max_context_len)
+        self._note_context_room(request)
         if self._lock.locked() and self._waiting >= self.max_waiting:
             raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
         self._waiting += 1
@@ -192,7 +215,7 @@ class ChatEngine:
                 except RunError as err:
                     # The runtime says an input is too long only by failing while it reads it.
                     overflow = overflow_suspected(step, request, self.runtime.params.max_context_len)
-                    if overflow is None or isinstance(err, AbortedError) or said.text or said.calls:
+                    if overflow is None or isinstance(err, AbortedError) or said.decoding:
                         raise
                     raise overflow from err
                 rounds.append(said)
@@ -219,6 +242,20 @@ class ChatEngine:
                 self._set_state(EngineState.READY)
             self._lock.release()
 
+    def _note_context_room(self, request: ChatRequest) -> None:
+        """Keep the room the system prompt and tools leave; warn when it first falls short of a turn."""
+        room, limit = context_room(request, self.runtime.params.max_context_len), TURN_TOKENS
+        if room < limit and room != self.stats.context_room:
+            _LOGGER.warning(
+                "The system prompt and tools take about %d of the %d tokens of the context, leaving "
+                "%d where a turn needs about %d: raise the context length, or shorten the prompt and tools",
+                self.runtime.params.max_context_len - room,
+                self.runtime.params.max_context_len,
+                room,
+                limit,
+            )
+        self.stats.context_room = room
+
     async def _run(self, request: ChatRequest, said: _Round) -> AsyncGenerator[ChatEvent]:
         """One run of the runtime: stream and parse, then record what the cache holds."""
         step, prepared = said.step, said.prepared
@@ -233,6 +270,7 @@ class ChatEngine:
         try:
             async with run:  # leaving early (a stop string) aborts the run
                 async for chunk in run:
+                    said.decoding = True
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
                         # Prefilled: the system section stays in the cache even if the run is cancelled.
@@ -388,12 +426,14 @@ def check_texts(request: ChatRequest) -> None:
 
 
 def _check_request(request: ChatRequest, limit: int) -> None:
-    """Refuse, before queueing, text C cannot carry and a new part that can certainly not fit."""
+    """Refuse, before queueing, text C cannot carry and a current turn that can certainly not fit."""
     check_texts(request)
+    split = split_new(request.messages)
     texts = [
         request.system_prompt,
         render_tools(request.tools),
-        *(m.content for m in split_new(request.messages).new),
+        *map(history_text, split.history[current_turn_start(split) :]),
+        *(m.content for m in split.new),
     ]
     tokens = sum(len(encode_text(_WHITESPACE.sub(" ", text))) for text in texts) // MAX_BYTES_PER_TOKEN
     if tokens > limit:

@@ -137,6 +137,17 @@ def split_new(messages: Sequence[Message]) -> Split:
     return Split(messages[: last_assistant + 1], messages[last_assistant + 1 :])
 
 
+def current_turn_start(split: Split) -> int:
+    """Where the turn being answered starts in the history.
+
+    A new user message starts a turn of its own; tool results answer calls of the turn that
+    starts with the history's last user message, which must be sent along with them.
+    """
+    if any(message.role == "user" for message in split.new):
+        return len(split.history)
+    return max(user_turn_starts(split.history), default=0)
+
+
 def fingerprint(messages: Sequence[Message], start: str = "") -> str:
     """Identity of a conversation prefix, extendable by passing an earlier result as ``start``.
 
@@ -178,7 +189,7 @@ def estimated_tokens(*texts: str) -> int:
 
 def fit_history(history: Sequence[Message], budget: int) -> Sequence[Message]:
     """The latest turns of the history whose estimated tokens stay within ``budget``."""
-    sizes = [estimated_tokens(_history_text(message)) for message in history]
+    sizes = [estimated_tokens(history_text(message)) for message in history]
     for start in (0, *user_turn_starts(history)):
         if sum(sizes[start:]) <= budget:
             return history[start:]
@@ -222,7 +233,8 @@ def new_input(new: Sequence[Message], enable_thinking: bool, context: str = "") 
 HISTORY_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result"}
 
 
-def _history_text(message: Message) -> str:
+def history_text(message: Message) -> str:
+    """A message as a re-sent history quotes it: its text and its calls."""
     if message.role == "tool":
         return message.content
     return "".join([message.content, *(call.as_text() for call in message.tool_calls)])
@@ -240,7 +252,7 @@ def rebuild_input(
     if not history:
         return new_input(new, enable_thinking, context)
     quoted = "\n".join(
-        ["Earlier in this conversation:", *(f"{HISTORY_LABELS[m.role]}: {_history_text(m)}" for m in history)]
+        ["Earlier in this conversation:", *(f"{HISTORY_LABELS[m.role]}: {history_text(m)}" for m in history)]
     )
     latest = new_input(new, enable_thinking, context)
     return Prompt(f"{quoted}\n\n{latest.text}", latest.role, enable_thinking)

@@ -24,10 +24,12 @@ from rkllm_runtime.types import Prompt, RunOptions
 from .messages import (
     ChatRequest,
     Message,
+    current_turn_start,
     drop_oldest_half,
     estimated_tokens,
     fingerprint,
     fit_history,
+    history_text,
     rebuild_input,
     render_tools,
     split_new,
@@ -37,6 +39,10 @@ from .messages import (
 
 # Past this share of max_context_len, the conversation is rebuilt with fewer turns.
 CONTEXT_BUDGET = 0.75
+TURN_TOKENS = 512
+"""Room a turn needs beside the system prompt and tools: a command's words, call and result take
+about 100 Qwen2.5 tokens (bench/voice_session.py), a question's state result a few hundred, then
+the reply."""
 
 
 class KVMode(StrEnum):
@@ -139,12 +145,18 @@ def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_cont
     if follow_up and over_budget:
         reset = KVReset.KEEP_SYSTEM
     if not follow_up or over_budget:
-        history = list(trim_turns(split.history[history_start:], request.max_history_turns))
+        # The turn being answered is always sent: a tool result without its question and call
+        # means nothing. Only earlier turns are trimmed.
+        turn_start = current_turn_start(split)
+        current = list(split.history[turn_start:])
+        earlier = list(trim_turns(split.history[history_start:turn_start], request.max_history_turns))
         if same_conversation and over_budget:
-            history = list(drop_oldest_half(history))
+            earlier = list(drop_oldest_half(earlier))
         # Oldest turns first, the history goes until what is sent fits (a failed turn's text too).
-        fixed = estimated_tokens(request.system_prompt, tools, *(m.content for m in split.new))
-        history = list(fit_history(history, int(CONTEXT_BUDGET * max_context_len) - fixed))
+        fixed = estimated_tokens(
+            request.system_prompt, tools, *map(history_text, current), *(m.content for m in split.new)
+        )
+        history = [*fit_history(earlier, int(CONTEXT_BUDGET * max_context_len) - fixed), *current]
         history_start = len(split.history) - len(history)
         if options.keep_history and reset is KVReset.NONE:
             reset = KVReset.KEEP_SYSTEM  # another conversation is in the cache: back to the system prompt
@@ -186,3 +198,8 @@ def overflow_suspected(step: Plan, request: ChatRequest, max_context_len: int) -
         tokens=tokens,
         limit=max_context_len,
     )
+
+
+def context_room(request: ChatRequest, max_context_len: int) -> int:
+    """The tokens (estimated) that the system prompt and tools leave for the conversation and the reply."""
+    return max_context_len - estimated_tokens(request.system_prompt, render_tools(request.tools))

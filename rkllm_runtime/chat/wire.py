@@ -151,6 +151,7 @@ def stats_from_dict(data: dict[str, Any]) -> EngineStats:
         cache_misses=int(data.get("cache_misses", 0)),
         malformed_calls=int(data.get("malformed_calls", 0)),
         kv_tokens=int(data.get("kv_tokens", 0)),
+        context_room=data.get("context_room"),
         last=ChatResult.from_dict(last) if last else None,
         last_error=data.get("last_error"),
     )

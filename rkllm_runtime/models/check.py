@@ -103,7 +103,7 @@ def _load_in_child(
     log = done.stderr.decode(errors="replace").splitlines()
     header = parse_header(log)
     if header is not None:
-        check_header(header, chip=chip, release=runtime_release)
+        check_header(header, chip=chip, release=runtime_release, context=context)
     if done.returncode == 0:
         return header
     if done.returncode < 0:

@@ -57,8 +57,13 @@ def series(release: str) -> str:
     return ".".join(re.findall(r"\d+", release)[:2])
 
 
-def check_header(header: ModelHeader, *, chip: str | None, release: str | None) -> None:
-    """Raise :class:`ModelIncompatibleError` naming what the file needs, if it is not this board's."""
+def check_header(
+    header: ModelHeader, *, chip: str | None, release: str | None, context: int | None = None
+) -> None:
+    """Raise :class:`ModelIncompatibleError` naming what the file needs, if it is not this board's.
+
+    ``context``: the context it is loaded with, which cannot exceed the one it was converted for.
+    """
     if chip is not None and header.target_platform is not None and header.target_platform != chip:
         raise ModelIncompatibleError(
             f"the model was converted for an {header.target_platform}, and this board is an {chip}: "
@@ -72,4 +77,11 @@ def check_header(header: ModelHeader, *, chip: str | None, release: str | None) 
             f"this runtime is {release}: install runtime {series(header.toolkit)}.x or download a file "
             f"converted for {series(release)}.x",
             needs=needs,
+        )
+    limit = header.max_context_limit
+    if context is not None and limit is not None and context > limit:
+        raise ModelIncompatibleError(
+            f"the model was converted for a context of at most {limit} tokens: set the context length "
+            f"to {limit} or less, or use a file converted for a larger context",
+            needs=f"a context of at most {limit} tokens",
         )

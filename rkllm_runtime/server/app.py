@@ -141,6 +141,7 @@ async def status(request: web.Request) -> web.Response:
                 "runtime_release": engine.runtime.library.release,
                 "params": asdict(engine.runtime.params),
                 "model_file": model.path.name,
+                "model_bytes": model.size,
             }
         models[model.name] = entry
     npu = await asyncio.get_running_loop().run_in_executor(None, _npu)

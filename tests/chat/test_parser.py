@@ -90,12 +90,6 @@ def test_tool_calls(chunks: list[str], expected: list[tuple[str, dict[str, objec
     assert calls(parse(chunks)) == expected
 
 
-def test_bare_json_of_an_unknown_tool_is_text() -> None:
-    assert parse(['{"name": "Unknown", "arguments": {}}']) == [
-        TextDelta('{"name": "Unknown", "arguments": {}}')
-    ]
-
-
 def test_json_without_tools_is_text_as_it_streams() -> None:
     assert parse(['{"a":', " 1}"], tools=[]) == [TextDelta('{"a": 1}')]
 
@@ -187,7 +181,7 @@ def test_a_call_comes_out_as_soon_as_its_json_is_complete() -> None:
     assert isinstance(event, ToolCallDelta)
     assert (event.call.name, event.call.arguments) == ("intent__HassTurnOn", {"name": "x}"})
     assert parser.feed("\n</tool_call>") == []  # the closing tokens say nothing more
-    assert parser.feed("Done.") == [TextDelta("Done.")]
+    assert parser.feed("Done.") == []  # nor does text after a call: the model speaks once it has the result
     assert parser.finish() == []
 
 
@@ -196,3 +190,117 @@ def test_a_run_ended_after_the_calls_json_finishes_cleanly() -> None:
     events = parser.feed('<tool_call>\n{"name": "HassTurnOff", "arguments": {}}\n')
     assert [type(event) for event in events] == [ToolCallDelta]
     assert parser.finish() == []
+
+
+ON = '{"name": "HassTurnOn", "arguments": {"name": "Kitchen"}}'
+OFF = '{"name": "intent__HassTurnOff", "arguments": {"name": "Hall"}}'
+KITCHEN_ON = ("intent__HassTurnOn", {"name": "Kitchen"})
+HALL_OFF = ("intent__HassTurnOff", {"name": "Hall"})
+
+# Every form a call written as text takes, whole and token by token.
+WRITTEN_CALLS = {
+    "fenced-json": (f"```json\n{ON}\n```", [KITCHEN_ON]),
+    "fenced": (f"```\n{ON}\n```", [KITCHEN_ON]),
+    "bare": (ON, [KITCHEN_ON]),
+    "bare-with-parameters": ('{"name": "HassTurnOn", "parameters": {"name": "Kitchen"}}', [KITCHEN_ON]),
+    "arguments-as-a-json-string": ('{"name": "HassTurnOn", "arguments": "{\\"name\\": \\"Kitchen\\"}"}',
+                                   [KITCHEN_ON]),
+    "with-its-api-prefix": ('{"name": "intent__HassTurnOn", "arguments": {"name": "Kitchen"}}', [KITCHEN_ON]),
+    "with-the-2026.10-prefix": ('{"name": "assist__intent__HassTurnOn", "arguments": {"name": "Kitchen"}}',
+                                [KITCHEN_ON]),
+    "only-the-closing-tag": (f"{ON}\n</tool_call>", [KITCHEN_ON]),
+    "no-closing-tag": (f"<tool_call>\n{ON}", [KITCHEN_ON]),
+    "tools-tag": (f"<tools>\n{ON}\n</tools>", [KITCHEN_ON]),
+    "function-call-tag": (f"<function_call>{ON}</function_call>", [KITCHEN_ON]),
+    "call-then-a-sentence": (f"{ON}\nI have turned on the kitchen light.", [KITCHEN_ON]),
+    "fenced-call-then-text": (f"```json\n{ON}\n```\nThis turns on the kitchen light.\n\nAnything else?",
+                              [KITCHEN_ON]),
+    "two-calls-on-separate-lines": (f"{ON}\n{OFF}", [KITCHEN_ON, HALL_OFF]),
+    "two-fenced-calls": (f"```json\n{ON}\n```\n```json\n{OFF}\n```", [KITCHEN_ON, HALL_OFF]),
+    "call-then-the-models-own-markup": (f"{ON}\n<tool_call>\n{OFF}\n</tool_call>", [KITCHEN_ON, HALL_OFF]),
+    "sentence-then-fenced-call": (
+        "To turn on the kitchen light, you can use the `intent__HassTurnOn` function with the following:\n"
+        f"```json\n{ON}\n```", [KITCHEN_ON],
+    ),
+    "sentence-and-fence-on-one-line": (f"Sure! ```json\n{ON}\n```", [KITCHEN_ON]),
+    "sentence-then-blank-line-then-call": (f"Sure:\n\n{ON}", [KITCHEN_ON]),
+    "sentence-then-the-models-own-markup": (f"Sure:\n<tool_call>\n{ON}\n</tool_call>", [KITCHEN_ON]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("by_token", [False, True], ids=["whole", "by-token"])
+@pytest.mark.parametrize(("reply", "expected"), WRITTEN_CALLS.values(), ids=WRITTEN_CALLS.keys())
+def test_calls_written_as_text_are_calls_and_not_said(
+    reply: str, expected: list[tuple[str, dict[str, object]]], by_token: bool
+) -> None:
+    events = parse(list(reply) if by_token else [reply])
+    assert calls(events) == expected
+    assert not [event for event in events if isinstance(event, TextDelta | MalformedToolCall)]
+
+
+def test_thinking_then_a_bare_call() -> None:
+    events = parse([f"<think>The kitchen.</think>\n{ON}"])
+    assert events[0] == ThinkingDelta("The kitchen.")
+    assert calls(events[1:]) == [KITCHEN_ON]
+    assert len(events) == 2
+
+
+# Replies that mention a tool, show JSON in prose, or hold JSON that is no call: said as written.
+PROSE = {
+    "mentions-a-tool": "You can use the HassTurnOn tool to turn on the kitchen light.",
+    "json-inside-a-sentence": f"Send {ON} to turn it on.",
+    "json-after-two-lines": f"I cannot do that myself.\nHere is an example:\n```json\n{ON}\n```",
+    "paragraph-then-example": f"HassTurnOn turns devices on.\n\nFor example:\n```json\n{ON}\n```\nEasy.",
+    "lead-too-long": "The kitchen light can be turned on by calling the tool that Home Assistant offers for "
+                     f"turning devices on, like this:\n```json\n{ON}\n```",
+    "json-without-a-name": '{"city": "Paris", "temperature": 21}',
+    "a-name-but-no-call": '{"name": "Bob", "age": 3}',
+    "unreadable-json-without-a-tag": '{"name": HassTurnOn, arguments}',
+    "code-that-is-not-json": '```python\nturn_on("kitchen")\n```',
+    "a-list": "Here are the lights:\n- Kitchen\n- Hall",
+    "a-short-answer": "It is 21 degrees.",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("by_token", [False, True], ids=["whole", "by-token"])
+@pytest.mark.parametrize("reply", PROSE.values(), ids=PROSE.keys())
+def test_prose_is_said_and_never_acted_on(reply: str, by_token: bool) -> None:
+    assert parse(list(reply) if by_token else [reply]) == [TextDelta(reply)]
+
+
+UNKNOWN = '{"name": "HassOpenTheDoor", "arguments": {"name": "Front"}}'
+MALFORMED = {
+    "unknown-tool-bare": (UNKNOWN, UNKNOWN, 'there is no tool "HassOpenTheDoor"'),
+    "unknown-tool-fenced": (f"```json\n{UNKNOWN}\n```", UNKNOWN, 'there is no tool "HassOpenTheDoor"'),
+    "unknown-tool-in-the-models-markup": (f"<tool_call>{UNKNOWN}</tool_call>", UNKNOWN, "the tools are"),
+    "unreadable-json-after-a-tag": ('<tools>{"name": HassTurnOn}</tools>', '{"name": HassTurnOn}',
+                                    "not valid JSON"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("reply", "raw", "error"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_calls_that_cannot_run_are_malformed_and_not_said(reply: str, raw: str, error: str) -> None:
+    """The model is then told what is wrong, with the tools' names, and asked again."""
+    (event,) = parse([reply])
+    assert isinstance(event, MalformedToolCall)
+    assert event.raw == raw
+    assert error in event.error
+    if "there is no tool" in error:
+        assert event.error.endswith("the tools are intent__HassTurnOn, intent__HassTurnOff, llm__GetDateTime")
+
+
+def test_a_written_call_comes_out_as_soon_as_its_json_is_complete() -> None:
+    """So that the run can end there, as for the model's own markup."""
+    parser = StreamParser(TOOLS)
+    assert parser.feed("Sure:\n```json\n" + ON[:-1]) == []
+    (event,) = parser.feed("}")
+    assert isinstance(event, ToolCallDelta)
+    assert parser.feed("\n```\nDone!") == []
+    assert parser.finish() == []
+
+
+def test_a_long_answer_is_said_once_it_cannot_introduce_a_call() -> None:
+    parser = StreamParser(TOOLS)
+    assert parser.feed("It is sunny") == []  # may still be a line introducing a call
+    assert parser.feed(" today.\nTomorrow") == [TextDelta("It is sunny today.\nTomorrow")]
+    assert parser.feed(" too.") == [TextDelta(" too.")]

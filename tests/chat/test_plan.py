@@ -177,3 +177,59 @@ def test_a_silent_failure_of_an_input_that_may_not_fit_is_an_overflow(length: in
     assert (overflow is not None) == suspected
     if overflow is not None:
         assert (overflow.tokens, overflow.limit) == (4097, 4096)
+
+
+ASSIST_PROMPT = "word " * 3_700  # about 3,700 tokens: Home Assistant's Assist prompt for a 25-device home
+QUESTION = Message("user", "turn on x")
+SECOND_CALL = Message("assistant", "", tool_calls=(ToolCall("HassTurnOn", {"name": "y"}, id="call_2"),))
+QUOTED_CALL = 'Assistant: <tool_call>{"name":"HassTurnOn","arguments":{"name":"x"}}</tool_call>'
+QUOTED_SECOND_CALL = 'Assistant: <tool_call>{"name":"HassTurnOn","arguments":{"name":"y"}}</tool_call>'
+
+
+@dataclass(frozen=True)
+class TurnCase:
+    system: str
+    cache: KVCacheState
+    messages: tuple[Message, ...]
+    input: str
+    mode: KVMode = CONSERVATIVE
+
+
+TURN_CASES = {
+    "room-for-everything": TurnCase(
+        SYSTEM, holding(HI, REPLY, QUESTION, CALL, in_kv=False), (HI, REPLY, QUESTION, CALL, RESULT),
+        f"{EARLIER}User: hi\nAssistant: Hello!\nUser: turn on x\n{QUOTED_CALL}\n\n{RESULT.content}",
+    ),
+    "large-prompt-keeps-the-current-turn": TurnCase(
+        ASSIST_PROMPT, holding(HI, REPLY, QUESTION, CALL, in_kv=False), (HI, REPLY, QUESTION, CALL, RESULT),
+        f"{EARLIER}User: turn on x\n{QUOTED_CALL}\n\n{RESULT.content}",
+    ),
+    "large-prompt-second-round-of-calls": TurnCase(
+        ASSIST_PROMPT, holding(QUESTION, CALL, RESULT, SECOND_CALL, in_kv=False),
+        (QUESTION, CALL, RESULT, SECOND_CALL, RESULT),
+        f"{EARLIER}User: turn on x\n{QUOTED_CALL}\nTool result: {RESULT.content}\n{QUOTED_SECOND_CALL}"
+        f"\n\n{RESULT.content}",
+    ),
+    "large-prompt-new-question-alone": TurnCase(
+        ASSIST_PROMPT, holding(QUESTION, CALL, RESULT, REPLY, in_kv=False),
+        (QUESTION, CALL, RESULT, REPLY, MORE), "and more",
+    ),
+    "reuse-over-budget-keeps-the-current-turn": TurnCase(
+        SYSTEM, holding(QUESTION, CALL, kv_tokens=4096), (QUESTION, CALL, RESULT),
+        f"{EARLIER}User: turn on x\n{QUOTED_CALL}\n\n{RESULT.content}", REUSE,
+    ),
+    "reuse-another-conversation-sends-the-current-turn": TurnCase(
+        ASSIST_PROMPT, holding(HI, REPLY, conversation_id="b"), (QUESTION, CALL, RESULT),
+        f"{EARLIER}User: turn on x\n{QUOTED_CALL}\n\n{RESULT.content}", REUSE,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TURN_CASES.values(), ids=TURN_CASES.keys())
+def test_the_current_turn_is_always_sent(case: TurnCase) -> None:
+    """Earlier turns go first; the question, the calls and their results stay with the results."""
+    request = ChatRequest(case.system, case.messages, tools=TOOLS, conversation_id="a")
+    cache = replace(case.cache, system_key=system_key(case.system, render_tools(TOOLS)))
+    planned = plan(cache, request, kv_mode=case.mode, max_context_len=4096)
+    assert planned.input.text == case.input
+    assert planned.input.role is (Role.TOOL if case.messages[-1].role == "tool" else Role.USER)

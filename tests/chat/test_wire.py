@@ -126,6 +126,6 @@ def test_an_error_without_a_known_kind_is_left_to_its_status() -> None:
 
 def test_stats_survive() -> None:
     result = ChatResult("hi", (CALL,), PerfStats(1.0, 2, 3.0, 4, 5.0), 10, 8, True, 12)
-    stats = EngineStats(3, 2, 1, 1, 12, result, "the runtime failed")
+    stats = EngineStats(3, 2, 1, 1, 12, result, "the runtime failed", context_room=300)
     assert stats_from_dict(json.loads(json.dumps(stats_to_dict(stats)))) == stats
     assert stats_from_dict({}) == EngineStats()

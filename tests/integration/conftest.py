@@ -47,6 +47,11 @@ IN_EVERY_MODE = pytest.mark.parametrize("mode", MODES, indirect=True)
 
 # What the emulated model answers in these tests. A rule matches anywhere in the input, which
 # carries the earlier turns when a conversation is re-sent: later steps of an exchange come first.
+WRITTEN_CALL = (
+    "Sure, here is the call:\n```json\n"
+    '{"name": "intent__HassTurnOn", "arguments": {"name": "Kitchen light"}}\n```\n'
+    "This turns on the kitchen light."
+)
 RULES = (
     Rule(
         role="user",
@@ -55,6 +60,8 @@ RULES = (
         reply=call("GetLiveContext", name="Kitchen light"),
     ),
     Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
+    # A small model's call written as text: a line of lead, a fenced call, an explanation.
+    Rule(role="user", match="turn on the kitchen light", tools=True, reply=WRITTEN_CALL),
     Rule(role="tool", match="live context", reply="It is off."),
     Rule(
         role="user",

@@ -176,7 +176,8 @@ async def test_model_errors(
 
     small = make_model(max_context=1024)
     result = await submit(hass, form_input(emulator_library, small, max_context_len=8192))
-    assert result["errors"] == {"base": "model_rejected"}
+    assert result["errors"] == {"base": "model_incompatible"}
+    assert "at most 1024 tokens" in result["description_placeholders"]["error"]
 
     huge = tmp_path / "huge.rkllm"
     with huge.open("wb") as file:

@@ -66,6 +66,21 @@ async def test_turn_on_a_light_through_a_tool_call(
     assert content[-1].content == "Turned on the light"
 
 
+@IN_EVERY_MODE
+async def test_a_call_written_as_text_runs_and_is_not_spoken(
+    hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str
+) -> None:
+    result = await converse(hass, "turn on the kitchen light")
+    assert hass.states.get(kitchen_light).state == "on"
+    assert result.response.speech["plain"]["speech"] == "Turned on the light"
+    content = chat_log_of(hass, result.conversation_id)
+    (call,) = [c for c in content if isinstance(c, conversation.AssistantContent) and c.tool_calls]
+    assert not call.content  # neither the lead, the fenced JSON nor the explanation
+    assert [(t.tool_name, t.tool_args) for t in call.tool_calls] == [
+        ("intent__HassTurnOn", {"name": "Kitchen light"})
+    ]
+
+
 @pytest.mark.parametrize("conversation_options", [{**default_conversation_options(), "action_speech": False}])
 async def test_the_models_own_confirmation_is_one_switch_away(
     hass: HomeAssistant, init_integration: MockConfigEntry, kitchen_light: str

@@ -16,11 +16,21 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.const import CONF_LIBRARY_PATH, CONF_MODEL_PATH, DOMAIN
-from rkllm_runtime.chat import EngineState
+from custom_components.rkllm.const import (
+    CONF_LIBRARY_PATH,
+    CONF_MAX_CONTEXT_LEN,
+    CONF_MODEL_PATH,
+    DOMAIN,
+    MODE_CHILD,
+    MODE_IN_PROCESS,
+)
+from custom_components.rkllm.issues import CONTEXT_TOO_SMALL
+from rkllm_runtime.chat import TURN_TOKENS, EngineState
 from rkllm_runtime.emulator import build_cached
 from tests.integration.conftest import IN_EVERY_MODE, until
 from tests.runtime.test_loading import fake_elf
+
+AGENT = "conversation.rkllm_conversation"
 
 
 @IN_EVERY_MODE
@@ -192,3 +202,32 @@ async def test_an_unload_that_fails_keeps_the_model_and_says_why(
     assert "could not be removed" in (init_integration.reason or "")
     assert not engine.closed
     await engine.aclose()
+
+
+@pytest.mark.parametrize("mode", [MODE_IN_PROCESS, MODE_CHILD], indirect=True)
+async def test_a_context_without_room_for_a_turn_raises_a_repair_issue(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """The Assist prompt and tools of the default agent, in 4,096 tokens and in a context just larger."""
+    issue_id = f"{CONTEXT_TOO_SMALL}_{init_integration.entry_id}"
+    await conversation.async_converse(hass, "hello there", None, Context(), agent_id=AGENT)
+    room = init_integration.runtime_data.engine.stats.context_room
+    assert room is not None
+    assert room >= TURN_TOKENS
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+    system = 4096 - room
+    hass.config_entries.async_update_entry(
+        init_integration, data={**init_integration.data, CONF_MAX_CONTEXT_LEN: system + 300}
+    )
+    await hass.async_block_till_done()
+    await conversation.async_converse(hass, "hello there", None, Context(), agent_id=AGENT)
+    found = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert found is not None
+    assert found.severity is ir.IssueSeverity.WARNING
+    assert found.translation_placeholders == {"title": "qwen", "room": "300", "needed": str(TURN_TOKENS)}
+    hass.config_entries.async_update_entry(
+        init_integration, data={**init_integration.data, CONF_MAX_CONTEXT_LEN: 4096}
+    )
+    await hass.async_block_till_done()
+    await conversation.async_converse(hass, "hello there", None, Context(), agent_id=AGENT)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None

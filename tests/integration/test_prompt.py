@@ -1,11 +1,14 @@
-"""Home Assistant's prompt and tool results made lean: pure functions, real shapes."""
+"""Home Assistant's prompt, tool schemas and tool results made lean: real shapes."""
 
 from __future__ import annotations
 
 import pytest
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import llm
+from homeassistant.setup import async_setup_component
 
-from custom_components.rkllm.prompt import compact_entities, lean_prompt, lean_tool_result
+from custom_components.rkllm.prompt import compact_entities, lean_prompt, lean_tool_result, tool_schema
 
 STATIC = (
     "Static Context: An overview of the areas and the devices in this smart home:\n"
@@ -81,3 +84,42 @@ def test_the_date_and_time_leave_the_cached_prompt() -> None:
 )
 def test_tool_results_keep_only_what_the_model_needs(data: dict, error: bool, lean: str) -> None:
     assert lean_tool_result(llm.ToolResult(data=data, error=error)) == lean
+
+
+async def test_tool_schemas_keep_names_types_and_what_the_tool_does_not_say(
+    hass: HomeAssistant, kitchen_light: str
+) -> None:
+    """Home Assistant's own tools: single values for lists, no long enums, no descriptions said twice."""
+    script = {
+        "description": "Waters the garden",
+        "fields": {
+            "minutes": {"description": "How long to water", "required": True, "selector": {"number": {}}}
+        },
+        "sequence": [],
+    }
+    assert await async_setup_component(hass, "script", {"script": {"water": script}})
+    assert await async_setup_component(hass, "conversation", {})
+    async_expose_entity(hass, "conversation", "script.water", True)
+    context = llm.LLMContext(
+        platform="rkllm", context=None, language="en", assistant="conversation", device_id=None
+    )
+    api = await llm.async_get_api(hass, "assist", context)
+    schemas = {tool.name: tool_schema(tool, api.custom_serializer) for tool in api.tools}
+    place = {"name": {"type": "string"}, "area": {"type": "string"}, "floor": {"type": "string"}}
+    assert schemas["intent__HassTurnOn"]["properties"] == {
+        **place, "domain": {"type": "string"}, "device_class": {"type": "string"},
+    }  # fmt: skip
+    assert schemas["light__HassLightSet"]["properties"] == {
+        **place,
+        "domain": {"type": "string", "enum": ["light"]},
+        "color": {"type": "string"},
+        "temperature": {"type": "integer", "minimum": 0},
+        "brightness": {"type": "integer", "minimum": 0, "maximum": 100},
+    }
+    assert schemas["homeassistant__GetLiveContext"]["properties"] == {
+        "name": {"type": "string"}, "domain": {"type": "string"}, "area": {"type": "string"},
+    }  # fmt: skip
+    assert schemas["script__water"]["properties"] == {
+        "minutes": {"type": "number", "description": "How long to water"}
+    }
+    assert schemas["script__water"]["required"] == ["minutes"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,14 @@ from tests.integration.conftest import SERVER_KEY, SERVER_MODEL, until
 from tests.server.conftest import RunningServer, launch
 
 AGENT = "conversation.rkllm_conversation"
+UNAVAILABLE = "The model is not available right now"
+ANSWERED_WITHIN_S = 60  # a guard: without an end, an answer would hang the test
 pytestmark = pytest.mark.parametrize("mode", [MODE_SERVER], indirect=True)
 
 
 @pytest.fixture(autouse=True)
 def quick_reconnects(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("custom_components.rkllm.supervision.RESTART_BACKOFF_S", (0.2,))
+    monkeypatch.setattr("custom_components.rkllm.supervision.RECONNECT_S", (0.2,))
 
 
 def free_port() -> int:
@@ -104,7 +110,7 @@ async def test_a_request_while_the_server_is_away_asks_it_at_once(
     tmp_path: Path,
 ) -> None:
     """The server is back before the next status check: the next request finds it."""
-    monkeypatch.setattr("custom_components.rkllm.supervision.RESTART_BACKOFF_S", (3600.0,))
+    monkeypatch.setattr("custom_components.rkllm.supervision.RECONNECT_S", (3600.0,))
     engine = init_integration.runtime_data.engine
     await converse(hass, "please crash now")
     assert rkllm_server.process.wait(30) != 0
@@ -145,6 +151,93 @@ async def test_a_server_stopped_mid_answer_is_said_so(
     assert result.response.speech["plain"]["speech"] == (
         "The model's server was stopped while it answered. Try again once it is back"
     )
+
+
+@contextmanager
+def paused(server: RunningServer) -> Iterator[None]:
+    """The server's process stopped (SIGSTOP), as a board cut off: no close, no reset."""
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+
+
+async def answered[T](awaitable: Awaitable[T]) -> T:
+    async with asyncio.timeout(ANSWERED_WITHIN_S):
+        return await awaitable
+
+
+@pytest.fixture
+def no_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch does not read the status while the server is there (set before the entry starts)."""
+    monkeypatch.setattr("custom_components.rkllm.supervision.STATUS_INTERVAL_S", 3600.0)
+
+
+@pytest.fixture
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch reads the status every 0.2 s and gives up after 1 s (set before the entry starts)."""
+    monkeypatch.setattr("custom_components.rkllm.supervision.STATUS_INTERVAL_S", 0.2)
+    monkeypatch.setattr("rkllm_runtime.client.STATUS_TIMEOUT_S", 1.0)
+
+
+@pytest.mark.usefixtures("slow_server", "no_polls")
+async def test_a_server_gone_silent_ends_the_answer_and_comes_back(
+    hass: HomeAssistant,
+    monkeypatch: pytest.MonkeyPatch,
+    init_integration: MockConfigEntry,
+    rkllm_server: RunningServer,
+    model_path: Path,
+) -> None:
+    """Silent longer than any prefill: the answer ends in words, and so does the next request at once."""
+    monkeypatch.setattr("rkllm_runtime.client.STATUS_TIMEOUT_S", 3600.0)  # a read that never ends
+    monkeypatch.setattr("rkllm_runtime.client.SILENCE_FLOOR_S", 2.0)  # the emulator's file is tiny
+    engine = init_integration.runtime_data.engine
+    size = await hass.async_add_executor_job(lambda: model_path.stat().st_size)
+    assert engine.status["model_bytes"] == size  # what the bound is derived from
+    assert engine.longest_silence_s == 2.0
+    story = hass.async_create_task(converse(hass, "tell me a story"))
+    await until(lambda: engine.state is EngineState.GENERATING)
+    with paused(rkllm_server):
+        result = await answered(story)
+        assert result.response.response_type is intent.IntentResponseType.ERROR
+        assert UNAVAILABLE in result.response.speech["plain"]["speech"]
+        await hass.async_block_till_done()
+        assert hass.states.get(AGENT).state == STATE_UNAVAILABLE
+        hello = await answered(converse(hass, "hello"))  # away: asked briefly, not for the full timeout
+        assert UNAVAILABLE in hello.response.speech["plain"]["speech"]
+    await until(lambda: engine.available)  # the watch asks again within a pause, no request needed
+    await hass.async_block_till_done()
+    assert hass.states.get(AGENT).state != STATE_UNAVAILABLE
+    again = await converse(hass, "hello there")
+    assert again.response.speech["plain"]["speech"] == "Hello! How can I help?"
+
+
+@pytest.mark.usefixtures("slow_server", "quick_polls")
+async def test_requests_under_way_end_when_the_server_is_found_away(
+    hass: HomeAssistant,
+    monkeypatch: pytest.MonkeyPatch,
+    init_integration: MockConfigEntry,
+    rkllm_server: RunningServer,
+) -> None:
+    """The answer and the request waiting behind it end as soon as a status read finds the server gone."""
+    monkeypatch.setattr("rkllm_runtime.client.SILENCE_FLOOR_S", 3600.0)  # only the watch can tell
+    engine = init_integration.runtime_data.engine
+    story = hass.async_create_task(converse(hass, "tell me a story"))
+    await until(lambda: engine.state is EngineState.GENERATING)
+    hello = hass.async_create_task(converse(hass, "hello"))
+
+    def waiting() -> int:
+        status = rkllm_server.http("GET", "/rkllm/status").json()
+        return int(status["models"][SERVER_MODEL]["waiting"])
+
+    async with asyncio.timeout(10):
+        while await hass.async_add_executor_job(waiting) != 1:  # noqa: ASYNC110 - another process
+            await asyncio.sleep(0.01)
+    with paused(rkllm_server):
+        results = [await answered(story), await answered(hello)]
+        assert [UNAVAILABLE in r.response.speech["plain"]["speech"] for r in results] == [True, True]
+        assert not engine.available
 
 
 async def test_a_refused_key_starts_reauthentication(

@@ -22,7 +22,9 @@ from rkllm_runtime.client import CONVERSATION_HEADER
 from rkllm_runtime.emulator import EmulatedModel, build_cached
 from tests.server.conftest import MODEL, RULES, RunningServer, launch, prefill_counts
 
-TEMPLATE = Path(__file__).parents[2] / "deploy" / "haproxy" / "haproxy.cfg"
+DEPLOY = Path(__file__).parents[2] / "deploy"
+TEMPLATE = DEPLOY / "haproxy" / "haproxy.cfg"
+UNIT = DEPLOY / "rkllm-server.service"
 BOARDS = 3
 KEY = "a-key-for-the-boards"
 BOARD_HEADER = "X-RKLLM-Board"
@@ -63,6 +65,14 @@ def balancer_config(template: str, port: int, boards: list[str]) -> str:
     )
     assert count == 1, "the template lists its boards on consecutive lines"
     return text
+
+
+def unit_kv_strategy() -> list[str]:
+    """The KV-cache strategy the shipped systemd unit gives rkllm-server, as arguments."""
+    found = re.search(r"^ExecStart=(?:.*\\\n)*.*$", UNIT.read_text(), flags=re.MULTILINE)
+    assert found is not None
+    strategy = re.search(r"--kv-strategy (\w+)", found[0])
+    return ["--kv-strategy", strategy[1]] if strategy else []
 
 
 @dataclass
@@ -128,7 +138,7 @@ def board_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def farm(haproxy: str, board_model: Path, tmp_path: Path) -> Iterator[Farm]:
-    """Three boards (follow-ups on the cached turns: ``reuse``) behind HAProxy, stopped afterwards."""
+    """Three boards, with the shipped unit's KV-cache strategy, behind HAProxy; stopped afterwards."""
     library = build_cached("1.3")
     boards: dict[str, RunningServer] = {}
     process = None
@@ -137,7 +147,7 @@ def farm(haproxy: str, board_model: Path, tmp_path: Path) -> Iterator[Farm]:
             boards[f"board{n}"] = launch(
                 library,
                 {MODEL: board_model},
-                ["--prompt-cache-dir", str(tmp_path / f"caches{n}"), "--kv-strategy", "reuse"],
+                ["--prompt-cache-dir", str(tmp_path / f"caches{n}"), *unit_kv_strategy()],
                 tmp_path / f"board{n}.log",
                 env={"RKLLM_SERVER_API_KEY": KEY},
                 api_key=KEY,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.lb.conftest import BOARD_HEADER, KEY, Farm
 from tests.server.conftest import MODEL, SYSTEM
@@ -46,13 +49,40 @@ def test_every_turn_of_a_conversation_stays_on_its_board(farm: Farm) -> None:
     assert farm.prefills("board1")[0] > 300  # a board's first request reads the whole system prompt
 
 
-def test_concurrent_conversations_stay_on_their_busy_board(farm: Farm) -> None:
-    """Three conversations that hash to one board, at once: they wait in its queue, none moves."""
+def test_follow_ups_on_their_board_prefill_only_their_new_words(farm: Farm) -> None:
+    """As the unit configures a board: five turns, and no follow-up reads the conversation again."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    boards = {
+        turn(farm, messages, f"Question {step}: which lights are on in the house?") for step in range(5)
+    }
+    (board,) = boards
+    first, *follow_ups = farm.prefills(board)
+    assert first > 300  # the system prompt, once
+    assert len(follow_ups) == 4
+    assert all(tokens < NEW_WORDS for tokens in follow_ups), follow_ups
+
+
+def boards_of_keys(farm: Farm) -> dict[str, list[str]]:
+    """Conversation headers by the board each hashes to, found by asking (one request each)."""
     probes: defaultdict[str, list[str]] = defaultdict(list)
     for n in range(40):
         board, _ = farm.chat([user("hello")], conversation=f"conversation-{n}")
         probes[board].append(f"conversation-{n}")
     assert len(probes) == 3  # by the header alone, keys spread over every board
+    return probes
+
+
+def until_status(farm: Farm, board: str, condition: Callable[[dict[str, Any]], bool]) -> None:
+    """Until the model's entry in a board's /rkllm/status meets ``condition``."""
+    deadline = time.monotonic() + 30
+    while not condition(farm.boards[board].http("GET", "/rkllm/status").json()["models"][MODEL]):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_concurrent_conversations_stay_on_their_busy_board(farm: Farm) -> None:
+    """Three conversations that hash to one board, at once: they wait in its queue, none moves."""
+    probes = boards_of_keys(farm)
     home, keys = max(probes.items(), key=lambda item: len(item[1]))
     crowded = keys[:3]
     assert len(crowded) == 3
@@ -84,6 +114,22 @@ def test_a_pulled_board_costs_its_conversation_one_rebuild(farm: Farm) -> None:
     assert follow_up < NEW_WORDS
     farm.wait_until_down(first)  # the health checks take it out
     assert turn(farm, messages, "Good night then.") == moved
+
+
+def test_a_request_waiting_on_a_killed_board_is_answered_by_another(farm: Farm) -> None:
+    """The board answering dies: the request in its queue got no byte, so HAProxy sends it elsewhere."""
+    home, keys = max(boards_of_keys(farm).items(), key=lambda item: len(item[1]))
+    with ThreadPoolExecutor(2) as pool:
+        story = pool.submit(farm.chat, [user("tell me a story")], keys[0])
+        until_status(farm, home, lambda status: status["engine_state"] == "generating")
+        waiting = pool.submit(farm.chat, [user("hello")], keys[1])
+        until_status(farm, home, lambda status: status["waiting"] == 1)
+        farm.stop_board(home)
+        board, reply = waiting.result()
+        with pytest.raises(httpx.RemoteProtocolError):
+            story.result()  # its answer had begun: it ends, and the client sees that it did
+    assert board != home
+    assert reply == "Hello! How can I help?"
 
 
 def test_openai_streams_pass_through_as_they_are_generated(farm: Farm) -> None:

@@ -57,6 +57,14 @@ def test_a_file_the_runtime_rejects_is_reported_with_its_error(tmp_path: Path) -
         check_model(build_cached("1.2"), model, chip=None)
 
 
+def test_a_context_larger_than_the_file_was_converted_for_is_refused_naming_its_limit(tmp_path: Path) -> None:
+    model = EmulatedModel(max_context=4096).write(tmp_path / "m.rkllm")
+    with pytest.raises(ModelIncompatibleError, match="at most 4096 tokens: set the context length") as caught:
+        check_model(build_cached("1.3"), model, chip=None, max_context_len=8192)
+    assert caught.value.needs == "a context of at most 4096 tokens"
+    assert check_model(build_cached("1.3"), model, chip=None, max_context_len=4096) is not None
+
+
 def _truncated(path: Path) -> None:
     whole = EmulatedModel().write(path).read_bytes()
     path.write_bytes(whole[: len(whole) // 2])

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rkllm_runtime import BusyError, ClosedError, ModelParams, RKLLMRuntime, RunError
+from rkllm_runtime import BusyError, ClosedError, ContextOverflowError, ModelParams, RKLLMRuntime, RunError
 from rkllm_runtime.chat import (
+    TURN_TOKENS,
     ChatEngine,
     ChatRequest,
     ChatResult,
@@ -22,6 +23,7 @@ from rkllm_runtime.chat import (
     Message,
     PromptCacheStore,
     TextDelta,
+    ToolCall,
     ToolSpec,
 )
 from rkllm_runtime.chat import engine as engine_module
@@ -41,9 +43,12 @@ RULES = (
         reply='<tool_call>\n{"name": "HassTurnOn", "arguments": {}}\n</tool_call>',
     ),
     Rule(role="user", match="garden", reply='<tool_call>\n{"name": HassTurnOn}\n</tool_call>'),
+    Rule(role="user", match="gate", tools=True, reply='{"name": "HassOpenGate", "arguments": {}}'),
+    Rule(role="tool", match="the tools are hassturnon", reply=call("HassTurnOn", name="gate")),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="garden")),
     Rule(role="tool", reply="Done."),
     Rule(match="long", reply="word " * 300),
+    Rule(match="broken", reply="I was about to", error_after=3),
     Rule(reply="Sure."),
 )
 
@@ -286,6 +291,57 @@ async def test_store_is_bounded(tmp_path: Path, make_engine: EngineFactory) -> N
     assert len(list((tmp_path / "caches").glob("*.rkcache"))) == 1  # only the newest is kept
 
 
+async def test_a_tool_result_is_read_with_its_question_and_call(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system prompt fills most of the context: earlier turns go, the current turn stays."""
+    engine = make_engine(max_context_len=768)
+    inputs = planned_inputs(monkeypatch)
+    conversation = [Message("user", "hello"), Message("assistant", "Sure.")]
+    await ask(engine, conversation, "kitchen light on", tools=TOOLS)
+    conversation.append(Message("tool", '{"success": true}', name="HassTurnOn"))
+    result = await send(engine, conversation, "a", tools=TOOLS)
+    assert result.text == "Done."
+    assert inputs[-1] == (
+        "Earlier in this conversation:\nUser: kitchen light on\n"
+        'Assistant: <tool_call>{"name":"HassTurnOn","arguments":{}}</tool_call>\n\n{"success": true}'
+    )
+
+
+async def test_a_current_turn_that_cannot_fit_is_refused(make_engine: EngineFactory) -> None:
+    """Its question alone outgrows the context: refused, not answered without it."""
+    engine = make_engine()
+    conversation = [
+        Message("user", "kitchen " + "x" * 200_000),
+        Message("assistant", "", tool_calls=(ToolCall("HassTurnOn", {}),)),
+        Message("tool", '{"success": true}', name="HassTurnOn"),
+    ]
+    with pytest.raises(ContextOverflowError, match="the context holds 4096"):
+        await send(engine, conversation, "a", tools=TOOLS)
+
+
+async def test_a_run_that_fails_while_its_reply_is_held_back_is_no_overflow(
+    make_engine: EngineFactory,
+) -> None:
+    """A reply that may open with a call is held: the run still read its whole input."""
+    engine = make_engine(max_context_len=1024)
+    with pytest.raises(RunError) as failure:
+        await ask(engine, [], "broken", tools=TOOLS)
+    assert not isinstance(failure.value, ContextOverflowError)
+
+
+@pytest.mark.parametrize(("context", "warnings"), [(1024, 1), (4096, 0)])
+async def test_a_system_prompt_that_leaves_no_room_for_a_turn_is_warned_about_once(
+    make_engine: EngineFactory, caplog: pytest.LogCaptureFixture, context: int, warnings: int
+) -> None:
+    engine = make_engine(max_context_len=context)
+    for text in ("hello", "hello again"):
+        await ask(engine, [], text)
+    assert engine.stats.context_room == context - len(" ".join(SYSTEM.split())) // 4
+    assert (engine.stats.context_room < TURN_TOKENS) is bool(warnings)
+    assert caplog.text.count("leaving") == warnings
+
+
 async def test_long_conversations_stay_within_the_context(make_engine: EngineFactory) -> None:
     engine = make_engine(max_context_len=1024, kv_mode=KVMode.REUSE)
     conversation: list[Message] = []
@@ -477,6 +533,17 @@ async def test_malformed_call_is_retried_and_the_caller_sees_only_the_retry(
     assert done.cache_hit
     if mode is KVMode.REUSE:  # only the tool result: the retry round stayed in the cache
         assert done.perf.prefill_tokens < 50
+
+
+async def test_a_call_of_a_tool_not_offered_is_asked_again_with_the_tools_names(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine()
+    result = await ask(engine, [], "open the gate", tools=TOOLS)
+    assert result.runs == 2
+    assert result.text == ""  # the refused call was not said
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("HassTurnOn", {"name": "gate"})]
+    assert engine.stats.malformed_calls == 1
 
 
 async def test_malformed_call_without_tools_is_not_retried(make_engine: EngineFactory) -> None:

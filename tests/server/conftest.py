@@ -39,6 +39,16 @@ TURN_OFF = {
     "function": {"name": "HassTurnOff", "description": "Turns off a device", "parameters": EMPTY_SCHEMA},
 }
 
+WRITTEN_CALL = (
+    "To turn on the porch light, I will use the `intent__HassTurnOn` function:\n```json\n"
+    '{"name": "intent__HassTurnOn", "arguments": "{\\"name\\": \\"Porch light\\"}"}\n```\n'
+    "This turns on the porch light."
+)
+TWO_WRITTEN_CALLS = (
+    '{"name": "HassTurnOff", "parameters": {"name": "Hall"}}\n'
+    '{"name": "HassTurnOff", "parameters": {"name": "Porch"}}'
+)
+JSON_IN_PROSE = 'Send {"name": "HassTurnOn", "arguments": {"name": "Lamp"}} from a script.'
 
 # A rule matches anywhere in the input, which quotes the earlier turns when a conversation is re-sent
 # (the default, conservative strategy).
@@ -52,6 +62,12 @@ RULES = (
         tools=True,
         reply='<tool_call>\n{"name": HassTurnOn, arguments}\n</tool_call>',
     ),
+    # Calls written as text, as small models write them (tests/server/test_written_calls.py).
+    Rule(role="user", match="porch light", tools=True, reply=WRITTEN_CALL),
+    Rule(role="user", match="off the hall and the porch", tools=True, reply=TWO_WRITTEN_CALLS),
+    Rule(role="user", match="open the gate", tools=True, reply='{"name": "HassOpenGate", "arguments": {}}'),
+    Rule(role="user", match="how do i switch", tools=True, reply=JSON_IN_PROSE),
+    Rule(role="tool", match="the tools are hassturnon", reply=call("HassTurnOn", name="Gate")),
     Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="Garden light")),
     Rule(role="tool", reply="Done, the light is on."),
     # Structured output: the retry (it quotes "not valid") mends a cut-off answer; a count never comes.
