@@ -55,6 +55,10 @@ class ModelRejectedError(ModelError):
     """``rkllm_init`` refused the model (corrupt file, wrong platform, too large a context...)."""
 
 
+class NotAModelError(ModelRejectedError):
+    """The file is no model the runtime can read: empty, a folder, another format, or cut short."""
+
+
 class InsufficientMemoryError(ModelError):
     """Not enough free memory to load the model."""
 

@@ -30,6 +30,7 @@ from .errors import (
     InvalidTextError,
     ModelNotFoundError,
     ModelRejectedError,
+    NotAModelError,
     RKLLMError,
     RunError,
 )
@@ -437,9 +438,13 @@ def encode_text(text: str) -> bytes:
 
 
 def check_model_file(path: Path) -> None:
-    """Raise unless the model file exists and fits in the memory available now."""
+    """Raise unless the model file exists, is not empty and fits in the memory available now."""
+    if path.is_dir():
+        raise NotAModelError(f"{path} is a folder, not a model file")
     if not path.is_file():
         raise ModelNotFoundError(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise NotAModelError(f"{path} is empty, not a model file")
     need_mb = path.stat().st_size / 2**20 * MEMORY_HEADROOM
     free_mb = available_memory_mb()
     if free_mb is not None and need_mb > free_mb:

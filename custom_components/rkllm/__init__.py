@@ -10,7 +10,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
-from rkllm_runtime import LibraryError, ModelRejectedError, RKLLMError
+from rkllm_runtime import LibraryError, RKLLMError
 from rkllm_runtime.chat import PromptCacheStore
 from rkllm_runtime.client import AuthenticationError, RemoteEngine, UnknownModelError
 from rkllm_runtime.errors import ModelCrashedError, ModelIncompatibleError
@@ -105,14 +105,8 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
             translation_key=error_key(err),
             translation_placeholders={"error": str(err)},
         ) from err
-    except ModelRejectedError as err:
-        # The NPU may still be held by another process, or the file may be replaced: retry later.
-        raise ConfigEntryNotReady(
-            translation_domain=DOMAIN,
-            translation_key="model_rejected",
-            translation_placeholders={"error": str(err)},
-        ) from err
     except RKLLMError as err:
+        # The NPU may still be held by another process, or the file may be replaced: retry later.
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
             translation_key=error_key(err),

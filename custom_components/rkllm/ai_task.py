@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Structured output checks replies with jsonschema, which rkllm_runtime imports on first use: import it
+# with this platform, in Home Assistant's import executor, never on the event loop.
+import jsonschema  # noqa: F401
 import probatio
 from homeassistant.components import ai_task, conversation
 from homeassistant.core import HomeAssistant

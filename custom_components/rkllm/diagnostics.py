@@ -19,10 +19,22 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: RKLLMCo
     """Return diagnostics of a model entry."""
     engine = entry.runtime_data.engine
     details = engine.diagnostics()
+    last = engine.stats.last
     details["engine"] = {
         **details.get("engine", {}),
         "available": engine.available,
         "stats": async_redact_data(asdict(engine.stats), TO_REDACT),
+        # The prompt's size and what was prefilled of it differ by what the KV cache already held.
+        "last_request": None
+        if last is None
+        else {
+            "prompt_tokens": last.prompt_tokens,
+            "cached_tokens": last.cached_tokens,
+            "prefilled_tokens": last.perf.prefill_tokens,
+            "generated_tokens": last.perf.generate_tokens,
+            "runs": last.runs,
+            "cache_hit": last.cache_hit,
+        },
     }
     return {
         "entry": {"data": async_redact_data(dict(entry.data), TO_REDACT), "title": entry.title},

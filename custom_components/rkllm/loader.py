@@ -31,6 +31,7 @@ from rkllm_runtime.errors import (
     InsufficientDiskError,
     ModelCrashedError,
     ModelIncompatibleError,
+    NotAModelError,
 )
 from rkllm_runtime.library import check_library
 from rkllm_runtime.models import check_model, detect_board
@@ -70,6 +71,7 @@ ERROR_KEYS: tuple[tuple[type[RKLLMError], str], ...] = (
     (InsufficientMemoryError, "insufficient_memory"),
     (ModelIncompatibleError, "model_incompatible"),
     (ModelCrashedError, "model_crashed"),
+    (NotAModelError, "not_a_model"),
     (ModelRejectedError, "model_rejected"),
     (ChecksumMismatchError, "checksum_mismatch"),
     (InsufficientDiskError, "insufficient_disk"),

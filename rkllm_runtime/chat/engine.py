@@ -338,6 +338,8 @@ class ChatEngine:
                     said.decoding = True
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
+                        # Prefilled: the system section stays in the cache even if the run is cancelled.
+                        self.kv_cache = replace(self.kv_cache, system_in_kv=True)
                     for event in stop.events(parser.feed(chunk)):
                         if isinstance(event, ToolCallDelta) and not prepared.options.keep_history:
                             run.end_early()  # the call is whole: its closing tokens are not decoded

@@ -1,7 +1,8 @@
 """Structured output: the schema in the prompt, the reply validated, one retry with the error.
 
 The one implementation behind Ollama's ``format``, OpenAI's ``response_format`` and Home
-Assistant's AI-task ``structure``. Schemas are JSON Schema, checked with ``jsonschema``.
+Assistant's AI-task ``structure``. Schemas are JSON Schema, checked with ``jsonschema``, which is
+imported on first use: rkllm-server's start and most requests never need it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
-
-from jsonschema import FormatChecker, SchemaError, exceptions, validators
 
 from .events import ChatResult
 from .messages import ChatRequest
@@ -41,6 +40,8 @@ class InvalidReplyError(UnfitReplyError):
 
 def check_schema(schema: object) -> dict[str, Any]:
     """The schema, or :class:`InvalidSchemaError` saying what is wrong with it."""
+    from jsonschema import SchemaError, validators  # noqa: PLC0415 - on first use (module docstring)
+
     if not isinstance(schema, dict):
         raise InvalidSchemaError("the schema must be a JSON object")
     try:
@@ -67,6 +68,8 @@ def strip_fence(text: str) -> str:
 
 def parse_reply(text: str, schema: Mapping[str, Any]) -> Any:
     """The reply's JSON value, or :class:`InvalidReplyError` saying why it does not do."""
+    from jsonschema import FormatChecker, exceptions, validators  # noqa: PLC0415 - on first use (module docstring)
+
     validator = validators.validator_for(schema)(schema, format_checker=FormatChecker())
     try:
         data = json.loads(strip_fence(text))

@@ -94,12 +94,13 @@ def _load_in_child(
     if release:
         command += ["--release", release]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, check=False)
+        done = subprocess.run(command, capture_output=True, timeout=CHECK_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as err:
         raise errors.ModelRejectedError(
             f"loading {model.name} took more than {CHECK_TIMEOUT_S:.0f} s"
         ) from err
-    log = done.stderr.splitlines()
+    # Bytes until here: the runtime echoes what it read of a file that is no model.
+    log = done.stderr.decode(errors="replace").splitlines()
     header = parse_header(log)
     if header is not None:
         check_header(header, chip=chip, release=runtime_release, context=context)
@@ -112,13 +113,31 @@ def _load_in_child(
             f"its last words: {' | '.join(log[-3:]) or 'none'}"
         )
     try:
-        reply = json.loads(done.stdout.strip().splitlines()[-1])
+        reply = json.loads(done.stdout.decode(errors="replace").strip().splitlines()[-1])
         kind, message = _CHILD_ERRORS.get(reply["error"], errors.ModelRejectedError), reply["message"]
     except (ValueError, LookupError, TypeError):
         kind, message = errors.ModelRejectedError, f"the model check failed: {' | '.join(log[-3:])}"
     if kind is errors.UnsupportedVersionError:
         raise errors.UnsupportedVersionError(message, found=runtime_release)
+    if kind is errors.ModelRejectedError and header is None:
+        # The runtime logs a model's header as it reads it: it found none in this file.
+        raise errors.NotAModelError(
+            f"{model.name} is not a model for the RKLLM runtime {runtime_release}{_format_of(model)}; "
+            f"its last words: {_printable(log[-1]) if log else 'none'}"
+        )
     raise kind(message)
+
+
+def _printable(line: str) -> str:
+    """A log line with what the runtime echoed of a binary file masked."""
+    return "".join(char if char.isprintable() else "?" for char in line)
+
+
+def _format_of(model: Path) -> str:
+    """What the file is instead, when its first bytes say so."""
+    with model.open("rb") as file:
+        magic = file.read(4)
+    return " (it is a GGUF file, for llama.cpp)" if magic == b"GGUF" else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

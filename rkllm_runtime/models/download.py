@@ -17,11 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from rkllm_runtime.errors import (
     ChecksumMismatchError,
@@ -31,6 +27,9 @@ from rkllm_runtime.errors import (
 )
 
 from .board import free_bytes
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 RECORDS = ".downloads.json"
 DISK_MARGIN = 64 * 2**20  # left free besides the file
@@ -105,6 +104,7 @@ def sha256_of(path: Path, cancel: threading.Event | None = None) -> str:
 
 def _progress_bar(on_progress: Callable[[Progress], None] | None, cancel: threading.Event) -> type[tqdm]:
     """A silent progress bar class that reports to ``on_progress`` and stops the transfer on ``cancel``."""
+    from tqdm import tqdm  # noqa: PLC0415 - only a download needs it
 
     class _Bar(tqdm):  # type: ignore[misc]
         monitor_interval = 0  # no tqdm monitor thread
@@ -141,6 +141,14 @@ def download_model(
     name: str | None = None,
 ) -> DownloadedModel:
     """Download ``repo``/``file`` into ``models_dir`` (or find it there), checked; or raise DownloadError."""
+    # Imported here: a process that never downloads (rkllm-server's start) does not pay for the hub's client.
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url  # noqa: PLC0415 - above
+    from huggingface_hub.errors import (  # noqa: PLC0415 - as above
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+    )
+
     if not _REPO.fullmatch(repo) or not file or file.startswith("/") or ".." in file.split("/"):
         raise DownloadError(f"{repo}/{file} is not a Hugging Face repository (OWNER/NAME) and file")
     if not file.endswith(".rkllm"):

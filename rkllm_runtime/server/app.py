@@ -148,6 +148,13 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response({"models": models, "npu": npu})
 
 
+async def no_embeddings(request: web.Request) -> web.Response:
+    """Ollama's POST /api/embed and /api/embeddings, OpenAI's /v1/embeddings: 501, said in words."""
+    raise ApiError(
+        501, f"{request.path} is not implemented: this server generates text, it makes no embeddings"
+    )
+
+
 def _npu() -> dict[str, float | None]:
     return {"load": npu_load_percent(), "temperature": npu_temperature_celsius()}
 
@@ -160,5 +167,8 @@ def create_app(config: ServerConfig, registry: ModelRegistry) -> web.Application
     app.add_routes([*ollama_api.routes(), *openai_api.routes(), *native_api.routes(), *model_api.routes()])
     app.add_routes(
         [web.get("/health", health), web.get("/metrics", metrics), web.get("/rkllm/status", status)]
+    )
+    app.add_routes(
+        [web.post(path, no_embeddings) for path in ("/api/embed", "/api/embeddings", "/v1/embeddings")]
     )
     return app

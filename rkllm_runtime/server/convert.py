@@ -18,6 +18,34 @@ from .errors import bad_request
 _SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 MAX_STOP_STRINGS = 4
+C_INT_MAX = 2**31 - 1
+MAX_MALFORMED_CALL_RETRIES = 3  # each is a whole run of the model, the others waiting
+# Far beyond any tool or output schema; what is deeper would exhaust the recursion that renders it.
+MAX_NESTING = 64
+
+
+def too_deep(value: object, limit: int = MAX_NESTING) -> str | None:
+    """Where ``value`` (parsed JSON) nests more than ``limit`` levels: the first steps of that path."""
+    stack: list[tuple[object, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > limit:
+            steps = path.split(".", 4)
+            return ".".join(steps[:4]) + ("…" if len(steps) > 4 else "")
+        if isinstance(item, dict):
+            stack += (
+                (child, f"{path}.{key}" if path else str(key), depth + 1) for key, child in item.items()
+            )
+        elif isinstance(item, list):
+            stack += ((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))
+    return None
+
+
+def integer(value: object, name: str, low: int, high: int) -> int:
+    """An integer field within ``[low, high]`` (a bool is none), or a 400 naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f'"{name}" must be between {low} and {high}')
+    return value
 
 
 def _text(content: object, where: str) -> str:
@@ -109,7 +137,7 @@ def parse_tools(items: object) -> list[ToolSpec]:
 _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
-    "top_k": (0, 2**31 - 1),  # a C int
+    "top_k": (0, C_INT_MAX),
     "repeat_penalty": (0.0, 2.0),
     "frequency_penalty": (-2.0, 2.0),
     "presence_penalty": (-2.0, 2.0),
@@ -154,7 +182,7 @@ def stop_strings(value: object, field: str) -> tuple[str, ...]:
 def refuse(values: Mapping[str, object], fields: Iterable[str], where: str = "") -> None:
     """400 naming the first of ``fields`` that is set: this server cannot honour it."""
     for name in fields:
-        if values.get(name) not in (None, False, [], {}):
+        if values.get(name) not in (None, False, "", [], {}):
             raise bad_request(f'"{where}{name}" is not supported by this server')
 
 
@@ -166,14 +194,14 @@ def output_schema(value: object, field: str) -> dict[str, Any]:
         raise bad_request(f'"{field}": {err}') from err
 
 
-def max_tokens(requested: object, limit: int) -> int:
-    """The reply's token limit: the request's, at most the server's."""
+def max_tokens(requested: object, limit: int, name: str) -> int:
+    """The reply's token limit: the request's field ``name`` (absent or -1: the server's), at most that."""
     if requested is None or requested == -1:
         return limit
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
-        raise bad_request("the token limit must be a positive integer")
+        raise bad_request(f'"{name}" must be a positive integer')
     if requested > limit:
-        raise bad_request(f"the token limit {requested} is above this server's maximum of {limit}")
+        raise bad_request(f'"{name}" is {requested}, above this server\'s maximum of {limit}')
     return requested
 
 

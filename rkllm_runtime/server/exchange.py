@@ -29,6 +29,7 @@ from rkllm_runtime.errors import RKLLMError
 
 from .config import ServerConfig
 from .connections import ConnectionGuard
+from .convert import MAX_NESTING, too_deep
 from .errors import ApiError, bad_request, from_runtime
 from .metrics import ServerMetrics
 from .models import ModelRegistry, ServedModel
@@ -68,6 +69,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise bad_request("the body's JSON is nested too deeply") from err
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
+    if (path := too_deep(body)) is not None:
+        raise bad_request(f'"{path}" is nested too deeply (more than {MAX_NESTING} levels)')
     return body
 
 

@@ -16,7 +16,7 @@ from rkllm_runtime.chat.wire import WireError, error_to_dict, event_to_dict, req
 from rkllm_runtime.contract import ErrorKind
 from rkllm_runtime.errors import AbortedError, ClosedError, RKLLMError
 
-from .convert import max_tokens, sampling_of, stop_strings
+from .convert import C_INT_MAX, MAX_MALFORMED_CALL_RETRIES, integer, max_tokens, sampling_of, stop_strings
 from .errors import ApiError, bad_request, from_runtime
 from .exchange import MODEL, SERVER, Chat, dumps, read_json
 from .models import ModelState, ServedModel
@@ -44,8 +44,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
         raise bad_request("the request has no messages")
     if chat_request.sampling is not None:
         sampling_of(asdict(chat_request.sampling))  # the ranges the Ollama and OpenAI APIs enforce
-    stop_strings(list(chat_request.stop), "stop")  # and their limit on stop strings
-    limit = max_tokens(chat_request.max_new_tokens or None, server.config.max_tokens)
+    stop_strings(list(chat_request.stop), "request.stop")  # and their limit on stop strings
+    limit = max_tokens(
+        chat_request.max_new_tokens or None, server.config.max_tokens, "request.max_new_tokens"
+    )
+    integer(chat_request.max_history_turns, "request.max_history_turns", 0, C_INT_MAX)
+    integer(
+        chat_request.malformed_call_retries, "request.malformed_call_retries", 0, MAX_MALFORMED_CALL_RETRIES
+    )
     try:
         async with Chat(server, model, replace(chat_request, max_new_tokens=limit)) as chat_:
             return await _stream(request, chat_, model)

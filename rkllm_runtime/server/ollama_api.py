@@ -90,7 +90,9 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
         messages=messages,
         tools=parse_tools(body.get("tools")),
         enable_thinking=flag(body.get("think"), "think"),
-        max_new_tokens=max_tokens(options.get("num_predict"), server.config.max_tokens),
+        max_new_tokens=max_tokens(
+            options.get("num_predict"), server.config.max_tokens, "options.num_predict"
+        ),
         sampling=sampling_of(options),
         stop=stop_strings(options.get("stop"), "options.stop"),
     )
@@ -200,8 +202,12 @@ async def generate(request: web.Request) -> web.StreamResponse:
         raise bad_request('"prompt" must be a string')
     if body.get("raw") or body.get("context") or body.get("images"):
         raise bad_request('"raw", "context" and "images" are not supported')
+    # The runtime applies the model's own chat template, and has no fill-in-the-middle.
+    refuse(body, ("template", "suffix"))
     system = body.get("system") or ""
-    asked = _request(body, server, [Message("user", prompt)], str(system))
+    if not isinstance(system, str):
+        raise bad_request('"system" must be a string')
+    asked = _request(body, server, [Message("user", prompt)], system)
     chat_ = _chat(request, server, model, asked, body)
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=True)
 

@@ -31,7 +31,8 @@ from .convert import (
     stop_strings,
 )
 from .errors import bad_request, from_runtime
-from .exchange import ARRIVED, MODEL, SERVER, Chat, collect, dumps, error_body, read_json
+from .exchange import ARRIVED, MODEL, SERVER, Chat, Server, collect, dumps, error_body, read_json
+from .models import ServedModel
 
 # Fields that would change the answer in ways this server cannot: refused with a 400 naming them.
 REFUSED = (
@@ -81,12 +82,13 @@ def _request(body: dict[str, Any], limit: int) -> tuple[ChatRequest, tuple[str, 
     system, messages = parse_messages(body.get("messages"))
     tools, must_call = choose_tools(parse_tools(body.get("tools")), body.get("tool_choice"))
     effort = body.get("reasoning_effort")
+    limit_field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     asked = ChatRequest(
         system_prompt=system,
         messages=messages,
         tools=tools,
         enable_thinking=effort is not None and effort not in ("none", "minimal"),
-        max_new_tokens=max_tokens(body.get("max_completion_tokens", body.get("max_tokens")), limit),
+        max_new_tokens=max_tokens(body.get(limit_field), limit, limit_field),
         sampling=sampling_of(body),
         stop=stop_strings(body.get("stop"), "stop"),
     )
@@ -208,21 +210,29 @@ async def models(request: web.Request) -> web.Response:
     """GET /v1/models."""
     server = request.app[SERVER]
     return web.json_response(
-        {
-            "object": "list",
-            "data": [
-                {
-                    "id": m.name,
-                    "object": "model",
-                    "created": int(m.loaded_at or server.started),
-                    "owned_by": "rkllm",
-                }
-                for m in server.registry.models.values()
-            ],
-        }
+        {"object": "list", "data": [_model(server, m) for m in server.registry.models.values()]}
     )
+
+
+def _model(server: Server, served: ServedModel) -> dict[str, Any]:
+    return {
+        "id": served.name,
+        "object": "model",
+        "created": int(served.loaded_at or server.started),
+        "owned_by": "rkllm",
+    }
+
+
+async def model(request: web.Request) -> web.Response:
+    """GET /v1/models/{model}: one model as in the list; 404 for an unknown one."""
+    server = request.app[SERVER]
+    return web.json_response(_model(server, server.registry.get(request.match_info["model"])))
 
 
 def routes() -> list[web.RouteDef]:
     """The OpenAI routes."""
-    return [web.post("/v1/chat/completions", chat_completions), web.get("/v1/models", models)]
+    return [
+        web.post("/v1/chat/completions", chat_completions),
+        web.get("/v1/models", models),
+        web.get("/v1/models/{model:.+}", model),  # pulled models are named hf.co/OWNER/REPO/FILE
+    ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
+
+import aiohttp
 
 from tests.e2e.conftest import DevHome
 
@@ -24,7 +27,7 @@ def last_request(dev_home: DevHome) -> Any:
     (The token sensors are disabled by default.)
     """
     diagnostics = dev_home.request("GET", f"/api/diagnostics/config_entry/{entry_id(dev_home)}")
-    return diagnostics["data"]["engine"]["stats"]["last"]
+    return diagnostics["data"]["engine"]["last_request"]
 
 
 def test_conversation_over_http_is_answered_by_the_real_model(dev_home: DevHome) -> None:
@@ -37,12 +40,38 @@ def test_conversation_over_http_is_answered_by_the_real_model(dev_home: DevHome)
     states = {state["entity_id"]: state["state"] for state in dev_home.request("GET", "/api/states")}
     speed = next(value for key, value in states.items() if key.endswith("_generation_speed"))
     assert float(speed) > 0
-    assert last_request(dev_home)["prompt_tokens"] > 500  # the real Assist prompt with its tools
+    # The real Assist prompt with its tools, whatever an earlier request left in the KV cache.
+    last = last_request(dev_home)
+    assert last["prompt_tokens"] > 500
+    assert last["prompt_tokens"] == last["cached_tokens"] + last["prefilled_tokens"]
+
+
+async def leave_mid_answer(dev_home: DevHome, text: str) -> None:
+    """Run Assist's pipeline over the websocket API and close it at the reply's first words (as a browser)."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{dev_home.base}/api/websocket") as ws:
+        await ws.receive_json()
+        await ws.send_json({"type": "auth", "access_token": dev_home.token})
+        assert (await ws.receive_json())["type"] == "auth_ok"
+        run = {"start_stage": "intent", "end_stage": "intent", "input": {"text": text}}
+        await ws.send_json({"id": 1, "type": "assist_pipeline/run", **run})
+        while True:
+            event = (await ws.receive_json()).get("event") or {}
+            if ((event.get("data") or {}).get("chat_log_delta") or {}).get("content"):
+                return
+
+
+def test_a_request_left_mid_answer_leaves_the_next_prompt_counted_whole(dev_home: DevHome) -> None:
+    asyncio.run(leave_mid_answer(dev_home, "Hello! Who are you?"))
+    dev_home.request("POST", "/api/conversation/process", {"text": "Hello! Who are you?", "agent_id": AGENT})
+    last = last_request(dev_home)
+    assert last["prompt_tokens"] > 500
+    assert last["prefilled_tokens"] < 50  # the system prompt the left request read stayed in the KV cache
+    assert last["cached_tokens"] == last["prompt_tokens"] - last["prefilled_tokens"]
 
 
 def test_the_assist_prompt_stays_cached_between_requests(dev_home: DevHome) -> None:
     dev_home.request("POST", "/api/conversation/process", {"text": "Good morning", "agent_id": AGENT})
-    assert last_request(dev_home)["perf"]["prefill_tokens"] < 50
+    assert last_request(dev_home)["prefilled_tokens"] < 50
 
 
 def test_a_truncated_prompt_cache_file_does_not_take_home_assistant_down(dev_home: DevHome) -> None:

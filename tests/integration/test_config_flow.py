@@ -172,7 +172,7 @@ async def test_model_errors(
     corrupt = tmp_path / "corrupt.rkllm"
     corrupt.write_bytes(b"\0garbage")
     result = await submit(hass, form_input(emulator_library, corrupt))
-    assert result["errors"] == {"base": "model_rejected"}
+    assert result["errors"] == {"base": "not_a_model"}
 
     small = make_model(max_context=1024)
     result = await submit(hass, form_input(emulator_library, small, max_context_len=8192))
@@ -417,7 +417,7 @@ async def test_empty_post_after_loading_shows_the_form_again(
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "in_process_file"
-    assert result["errors"] == {"base": "model_rejected"}
+    assert result["errors"] == {"base": "not_a_model"}
 
 
 async def test_second_flow_for_the_same_model_is_told_why(

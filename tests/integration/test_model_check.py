@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from custom_components.rkllm.const import DOMAIN, MODE_IN_PROCESS
 from rkllm_runtime.models import Board
 from tests.conftest import ModelFactory
 from tests.integration.test_config_flow import form_input, submit
+from tests.models.test_check import NOT_MODELS
 
 STRINGS = json.loads((Path(__file__).parents[2] / "custom_components/rkllm/strings.json").read_text())
 
@@ -71,3 +73,17 @@ async def test_a_checked_file_is_not_checked_again(
     await hass.async_block_till_done()
     assert result["result"].state is ConfigEntryState.LOADED  # set up without a second child
     assert await hass.async_add_executor_job(lambda: list(verdicts.iterdir())) == kept
+
+
+@pytest.mark.parametrize("kind", NOT_MODELS)
+async def test_a_file_that_is_no_model_gets_the_translated_error(
+    hass: HomeAssistant, emulator_library: Path, tmp_path: Path, kind: str
+) -> None:
+    make, said = NOT_MODELS[kind]
+    path = tmp_path / "model.rkllm"
+    make(path)
+    result = await submit(hass, form_input(emulator_library, path))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "not_a_model"}
+    assert re.search(said, result["description_placeholders"]["error"])
+    assert "{error}" in STRINGS["config"]["error"]["not_a_model"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rkllm_runtime.emulator import EmulatedModel, build_cached
-from rkllm_runtime.errors import ModelIncompatibleError, ModelRejectedError
+from rkllm_runtime.errors import ModelIncompatibleError, ModelRejectedError, NotAModelError
 from rkllm_runtime.models import ModelHeader, check_model, parse_header
 
 
@@ -61,3 +63,36 @@ def test_a_context_larger_than_the_file_was_converted_for_is_refused_naming_its_
         check_model(build_cached("1.3"), model, chip=None, max_context_len=8192)
     assert caught.value.needs == "a context of at most 4096 tokens"
     assert check_model(build_cached("1.3"), model, chip=None, max_context_len=4096) is not None
+
+
+def _truncated(path: Path) -> None:
+    whole = EmulatedModel().write(path).read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+
+
+# Files that are no model, and what the error says of each.
+NOT_MODELS: dict[str, tuple[Callable[[Path], object], str]] = {
+    "random bytes": (
+        lambda path: path.write_bytes(os.urandom(64 * 1024)),
+        "is not a model for the RKLLM runtime",
+    ),
+    "a truncated .rkllm": (_truncated, "is not a model for the RKLLM runtime"),
+    "a GGUF": (
+        lambda path: path.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(4096)),
+        r"is not a model for the RKLLM runtime [\d.]+ \(it is a GGUF file, for llama\.cpp\)",
+    ),
+    "an empty file": (lambda path: path.write_bytes(b""), "is empty, not a model file"),
+    "a folder": (lambda path: path.mkdir(), "is a folder, not a model file"),
+}
+
+
+@pytest.mark.parametrize("kind", NOT_MODELS)
+def test_a_file_that_is_no_model_is_named_so(tmp_path: Path, kind: str) -> None:
+    """The runtime echoes what it read of such a file on stderr: bytes, not text."""
+    make, said = NOT_MODELS[kind]
+    path = tmp_path / "model.rkllm"
+    make(path)
+    with pytest.raises(NotAModelError, match=said) as caught:
+        check_model(build_cached("1.3"), path, chip="RK3588", verdicts=tmp_path / "verdicts")
+    assert str(caught.value).isprintable()
+    assert not (tmp_path / "verdicts").exists()

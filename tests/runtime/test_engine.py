@@ -551,3 +551,30 @@ async def test_malformed_call_without_tools_is_not_retried(make_engine: EngineFa
     result = await ask(engine, [], "light up the garden")
     assert result.runs == 1
     assert engine.stats.malformed_calls == 0
+
+
+@pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
+async def test_a_cancelled_first_request_leaves_the_prompt_size_known(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, mode: KVMode
+) -> None:
+    """The system section a cancelled run prefilled counts as cached, not as missing from the prompt."""
+    monkeypatch.setenv("RKLLM_EMU_DECODE_TPS", "200")
+    engine = make_engine(kv_mode=mode)
+    started = asyncio.Event()
+
+    async def long_request() -> None:
+        async with engine.chat(ChatRequest(SYSTEM, [Message("user", "long")], conversation_id="x")) as stream:
+            async for _event in stream:
+                started.set()
+
+    running = asyncio.create_task(long_request())
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    result = await ask(engine, [], "hello", cid="b")
+    alone = await ask(make_engine(kv_mode=mode), [], "hello", cid="b")
+    assert result.prompt_tokens == alone.prompt_tokens
+    assert result.perf.prefill_tokens == TURN + 1
+    assert result.cached_tokens == alone.prompt_tokens - TURN - 1
+    assert result.cache_hit

@@ -146,6 +146,17 @@ def test_at_the_cap_unauthenticated_connections_are_shed_first(
     assert "\nrkllm_shed_connections_total 22\n" in metrics  # 41 connections, then this one, for 20 places
 
 
+def _deep_tool_body(shape: str, depth: int = 10_000) -> bytes:
+    """A chat whose one tool's parameter schema nests ``depth`` levels deep (Ollama and OpenAI, or native)."""
+    schema = '{"type": "object", "properties": {"a": ' * depth + "{}" + "}}" * depth
+    user = '[{"role": "user", "content": "hi"}]'
+    if shape == "request":
+        tool = f'{{"name": "deep", "parameters": {schema}}}'
+        return f'{{"model": "{MODEL}", "request": {{"messages": {user}, "tools": [{tool}]}}}}'.encode()
+    tool = f'{{"type": "function", "function": {{"name": "deep", "parameters": {schema}}}}}'
+    return f'{{"model": "{MODEL}", "messages": {user}, "tools": [{tool}], "stream": false}}'.encode()
+
+
 @pytest.mark.parametrize(
     ("path", "request_", "status", "message"),
     [
@@ -160,8 +171,18 @@ def test_at_the_cap_unauthenticated_connections_are_shed_first(
                    "response_format": "json"}},
          400, '"response_format" must be an object'),
         ("/api/chat", {"content": b"\xff{"}, 400, "not valid JSON"),
+        ("/api/chat", {"content": _deep_tool_body("messages")}, 400, '"tools[0].function.parameters'),
+        ("/v1/chat/completions", {"content": _deep_tool_body("messages")}, 400,
+         '"tools[0].function.parameters'),
+        ("/rkllm/chat", {"content": _deep_tool_body("request")}, 400, '"request.tools[0].parameters'),
+        ("/rkllm/chat",
+         {"json": {"model": MODEL, "request": {"messages": [{"role": "user", "content": "hi"}],
+                                               "malformed_call_retries": -5}}},
+         400, '"request.malformed_call_retries" must be between 0 and'),
     ],
-    ids=["non-ascii-key", "deeply-nested-json", "stream-options-type", "response-format-type", "not-utf8"],
+    ids=["non-ascii-key", "deeply-nested-json", "stream-options-type", "response-format-type", "not-utf8",
+         "ollama-deep-tool-schema", "openai-deep-tool-schema", "native-deep-tool-schema",
+         "native-negative-retries"],
 )  # fmt: skip
 def test_malformed_requests_are_4xx_in_the_apis_shape_without_a_traceback(
     keyed: RunningServer, path: str, request_: dict[str, object], status: int, message: str

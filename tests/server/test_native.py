@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 import httpx
+import pytest
 
 from rkllm_runtime.chat import (
     ChatRequest,
@@ -103,3 +104,32 @@ def test_a_server_stopped_mid_answer_says_so(start_server: StartServer) -> None:
         records = [json.loads(line) for line in lines if line]
     assert isinstance(error_from_dict(records[-1]["error"]), ServerStoppedError)
     assert server.process.wait(10) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_new_tokens", -5, '"request.max_new_tokens" must be a positive integer'),
+        ("max_new_tokens", 2**63, f'"request.max_new_tokens" is {2**63}, above this server\'s maximum'),
+        ("max_new_tokens", True, '"max_new_tokens" must be of type int'),
+        ("max_history_turns", -1, '"request.max_history_turns" must be between 0 and 2147483647'),
+        ("max_history_turns", 10**30, '"request.max_history_turns" must be between 0 and 2147483647'),
+        ("max_history_turns", True, '"max_history_turns" must be of type int'),
+        ("malformed_call_retries", -5, '"request.malformed_call_retries" must be between 0 and 3'),
+        ("malformed_call_retries", 10**9, '"request.malformed_call_retries" must be between 0 and 3'),
+        ("malformed_call_retries", False, '"malformed_call_retries" must be of type int'),
+        ("sampling", {"top_k": -1}, '"top_k" must be between 0 and 2147483647'),
+        ("sampling", {"top_k": 2**40}, '"top_k" must be between 0 and 2147483647'),
+        ("sampling", {"mirostat": True}, '"mirostat" must be a number'),
+        ("stop", ["a", "b", "c", "d", "e"], '"request.stop" holds at most 4'),
+        ("enable_thinking", 1, '"enable_thinking" must be of type bool'),
+    ],
+)
+def test_every_field_out_of_range_is_400_naming_it(
+    server: RunningServer, field: str, value: object, message: str
+) -> None:
+    request = {"messages": [{"role": "user", "content": "hello"}], field: value}
+    response = server.http("POST", "/rkllm/chat", json={"model": MODEL, "request": request})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert "Traceback" not in server.log()

@@ -139,3 +139,35 @@ def test_failure_mid_stream_is_an_error_record(server: RunningServer) -> None:
     with pytest.raises(ollama.ResponseError, match="failed"):
         list(stream)
     assert server.ollama().chat(MODEL, messages=[{"role": "user", "content": "hi"}]).message.content
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"template": "{{ .Prompt }}"}, '"template" is not supported'),
+        ({"suffix": "return total"}, '"suffix" is not supported'),
+        ({"system": {"role": "system"}}, '"system" must be a string'),
+    ],
+)
+def test_generate_refuses_what_it_cannot_honour(
+    server: RunningServer, fields: dict[str, Any], message: str
+) -> None:
+    body = {"model": MODEL, "prompt": "hi", "stream": False, **fields}
+    response = server.http("POST", "/api/generate", json=body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_generate_takes_an_empty_template_and_suffix_as_unset(server: RunningServer) -> None:
+    reply = server.ollama().generate(MODEL, "hello", template="", suffix="", system="Be brief.")
+    assert reply.response == "Hello! How can I help?"
+
+
+@pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings"])
+def test_embeddings_are_501_in_words(server: RunningServer, path: str) -> None:
+    response = server.http("POST", path, json={"model": MODEL, "input": "hello"})
+    assert response.status_code == 501
+    assert (
+        response.json()["error"]
+        == f"{path} is not implemented: this server generates text, it makes no embeddings"
+    )

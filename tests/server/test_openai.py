@@ -107,3 +107,27 @@ def test_errors(
     arguments = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **request_}
     with pytest.raises(error, match=message):
         server.openai().chat.completions.create(**arguments)
+
+
+def test_a_model_is_retrieved_by_its_id(server: RunningServer) -> None:
+    client = server.openai()
+    model = client.models.retrieve(MODEL)
+    assert model.id == MODEL
+    assert model.object == "model"
+    assert model.owned_by == "rkllm"
+    assert model.created == next(m.created for m in client.models.list() if m.id == MODEL)
+
+
+def test_an_unknown_model_id_is_404_in_openais_shape(server: RunningServer) -> None:
+    with pytest.raises(openai.NotFoundError, match="model 'gpt-4o' not found") as raised:
+        server.openai().models.retrieve("gpt-4o")
+    error = raised.value.response.json()["error"]
+    assert error["type"] == "not_found_error"
+    assert error["code"] == 404
+
+
+def test_embeddings_are_501_in_openais_shape(server: RunningServer) -> None:
+    with pytest.raises(openai.APIStatusError, match="makes no embeddings") as raised:
+        server.openai().embeddings.create(model=MODEL, input="hello")
+    assert raised.value.status_code == 501
+    assert raised.value.response.json()["error"]["type"] == "server_error"
