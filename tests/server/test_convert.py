@@ -63,11 +63,11 @@ def test_tools_sampling_and_limits() -> None:
     assert (sampling.temperature, sampling.top_k, sampling.top_p) == (0.2, 40, None)  # top_p: the runtime's
     with pytest.raises(ApiError, match='"top_k" must be a number'):
         sampling_of({"top_k": "many"})
-    assert max_tokens(None, 100) == max_tokens(-1, 100) == 100
-    assert max_tokens(7, 100) == 7
+    assert max_tokens(None, 100, "num_predict") == max_tokens(-1, 100, "num_predict") == 100
+    assert max_tokens(7, 100, "num_predict") == 7
     for bad in (0, True, "5", 101):
-        with pytest.raises(ApiError):
-            max_tokens(bad, 100)
+        with pytest.raises(ApiError, match='"num_predict"'):
+            max_tokens(bad, 100, "num_predict")
     assert flag("high", "think")
     assert not flag(None, "think")
     with pytest.raises(ApiError, match="think"):
