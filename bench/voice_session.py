@@ -3,8 +3,10 @@
 A real Home Assistant instance (as in the tests) exposes 30 entities, so the Assist
 prompt and tool schemas are the real ones. The workload: 20 commands as new
 conversations, 5 follow-ups (two of them after the other satellite spoke), 5 commands
-that act through a tool call, from two satellites taking turns, then a restart of the
-integration and one more command. The emulator runs at Rockchip's published RK3588
+that act through a tool call, from two satellites taking turns, 3 commands that follow an
+automation's AI task (its own prompt displaced the Assist prompt) spoken for 2 s, 2 commands
+for a light that is not exposed (the model calls again after the failure), then a restart of
+the integration and one more command. The emulator runs at Rockchip's published RK3588
 figures for Qwen2.5-1.5B (378 ms for a 128-token prompt, decode 16.7 tokens/s), with a
 prefill rate that falls with the context's length (calibrated to about 20 s for 4,000
 tokens on Qwen3-0.6B) and prompt-cache files read at 250 MB/s, counting tokens with
@@ -30,7 +32,12 @@ prefill time.
 ``--model-confirms`` turns off the confirmation in Home Assistant's words: the model words
 each one, in a second run (default strategy only).
 
+As Home Assistant's voice pipeline does, the agent is prepared when speech-to-text starts, while
+the user speaks a command that follows an AI task; ``--no-prepare`` leaves it unprepared, as
+it was before it could be (default strategy only).
+
 Usage: uv run python bench/voice_session.py [--abi 1.3] [--mode {in_process,child,server}] [--model-confirms]
+       [--no-prepare]
 """
 
 from __future__ import annotations
@@ -50,19 +57,20 @@ from pathlib import Path
 from typing import Any
 
 from homeassistant import loader
-from homeassistant.components import conversation
+from homeassistant.components import ai_task, conversation
 from homeassistant.components.assist_pipeline.default_pipeline import STREAM_RESPONSE_CHARS
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
-from custom_components.rkllm.config_flow import default_conversation_options
+from custom_components.rkllm.config_flow import default_ai_task_options, default_conversation_options
 from custom_components.rkllm.const import (
     DOMAIN,
     MODE_IN_PROCESS,
     MODE_SERVER,
     MODES,
+    SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
 from rkllm_runtime import ModelParams
@@ -77,6 +85,7 @@ from rkllm_runtime.chat import (
     KVMode,
     TextDelta,
     ThinkingDelta,
+    WarmOutcome,
 )
 from rkllm_runtime.chat import engine as engine_module
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
@@ -87,7 +96,13 @@ STORAGE_MBPS = 250.0
 TIME_SCALE = 1.0  # RK3588 time: ready-to-speak includes Home Assistant's own time once
 AGENT = "conversation.rkllm_conversation"
 COMMAND = "command that acts (tool call)"
+AFTER_TASK = "command after an AI task"
+FAILS = "command whose call fails"
+TASK = "AI task (an automation's)"
 COLD = "cold start (first request)"
+SPEAKING_S = 2.0  # how long the user speaks a command: the agent is prepared meanwhile
+heard: dict[str, str] = {}
+"""What the user last heard for each request kind."""
 ROOMS = [
     "kitchen",
     "bedroom",
@@ -113,9 +128,12 @@ def model_rules() -> list[Rule]:
     ]
     return [
         *rules,
+        Rule(role="user", match="switch on the porch light", tools=True, reply=tool_call("porch light")),
+        Rule(role="tool", match="porch light", reply=tool_call("porch light")),  # the same call again
         Rule(role="tool", reply="Done, the light is on."),
         Rule(match="and tomorrow", reply="Tomorrow will be a little cooler."),
         Rule(match="temperature", reply="It is 21 degrees."),
+        Rule(match="summarise", reply="A quiet day: 12 kWh used."),
         Rule(reply="Okay."),
     ]
 
@@ -139,7 +157,10 @@ class Recorder:
     def __init__(self) -> None:
         self.kind = ""
         self.runs: list[Run] = []
+        self.warmed_ms: list[float] = []
+        """How long each preparation took that warmed the model (while the user spoke)."""
         self._pending_input: Any = None
+        self._warming = False
 
     def attach(self, engine: ChatEngine) -> None:
         lib = engine.runtime.library.cdll
@@ -162,10 +183,26 @@ class Recorder:
             loaded.append(Path(path).stat().st_size / (STORAGE_MBPS * 1e6) * 1000)
 
         engine.runtime.load_prompt_cache = timed_load  # type: ignore[method-assign]
+        warm = engine.warm
+
+        async def timed_warm(request: ChatRequest) -> WarmOutcome:
+            """A preparation is not a request: its plan and prompt-cache load are not a run's."""
+            self._warming, started = True, time.perf_counter()
+            try:
+                outcome = await warm(request)
+            finally:
+                self._warming, self._pending_input = False, None
+                loaded.clear()
+            if outcome is WarmOutcome.WARMED:
+                self.warmed_ms.append((time.perf_counter() - started) * 1000 / TIME_SCALE)
+            return outcome
+
+        engine.warm = timed_warm  # type: ignore[method-assign]
 
         def on_change() -> None:
             last = engine.stats.last
-            if engine.state is EngineState.READY and last is not None and self._pending_input is not None:
+            ready = engine.state is EngineState.READY and not self._warming
+            if ready and last is not None and self._pending_input is not None:
                 self.runs.append(Run(self.kind, last, self._pending_input, sum(loaded)))
                 loaded.clear()
                 self._pending_input = None
@@ -245,23 +282,31 @@ class Speaker:
             yield delta
 
 
+def light(room: str) -> dict[str, Any]:
+    """A template light switching the room's lamp (an input boolean)."""
+    slug = room.replace(" ", "_")
+    target = {"target": {"entity_id": f"input_boolean.{slug}_lamp"}}
+    return {
+        "name": f"{room} light",
+        "state": f"{{{{ is_state('input_boolean.{slug}_lamp', 'on') }}}}",
+        "turn_on": {"action": "input_boolean.turn_on", **target},
+        "turn_off": {"action": "input_boolean.turn_off", **target},
+    }
+
+
 async def build_home(hass: HomeAssistant, rooms: list[str] = ROOMS) -> None:
-    """A light, a switch (an input boolean) and a temperature sensor per room, exposed: 30 entities."""
+    """A light, a switch (an input boolean) and a temperature sensor per room, exposed: 30 entities.
+
+    And a porch light that is not exposed.
+    """
     assert await async_setup_component(hass, "homeassistant", {})
     booleans = {f"{room.replace(' ', '_')}_{kind}": {} for room in rooms for kind in ("lamp", "switch")}
-    assert await async_setup_component(hass, "input_boolean", {"input_boolean": booleans})
-    lights, sensors = [], []
+    assert await async_setup_component(
+        hass, "input_boolean", {"input_boolean": {**booleans, "porch_lamp": {}}}
+    )
+    lights, sensors = [light("porch")], []
     for room in rooms:
-        slug = room.replace(" ", "_")
-        target = {"target": {"entity_id": f"input_boolean.{slug}_lamp"}}
-        lights.append(
-            {
-                "name": f"{room} light",
-                "state": f"{{{{ is_state('input_boolean.{slug}_lamp', 'on') }}}}",
-                "turn_on": {"action": "input_boolean.turn_on", **target},
-                "turn_off": {"action": "input_boolean.turn_off", **target},
-            }
-        )
+        lights.append(light(room))
         sensors.append(
             {
                 "name": f"{room} temperature",
@@ -281,22 +326,40 @@ async def build_home(hass: HomeAssistant, rooms: list[str] = ROOMS) -> None:
             f"sensor.{slug}_temperature",
         ):
             async_expose_entity(hass, "conversation", entity_id, True)
+    async_expose_entity(hass, "conversation", "light.porch_light", False)
 
 
 async def workload(
-    hass: HomeAssistant, entry: MockConfigEntry, recorder: Recorder, timer: Timer, speaker: Speaker | None
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    recorder: Recorder,
+    timer: Timer,
+    speaker: Speaker | None,
+    *,
+    prepare: bool,
 ) -> None:
     conversations: dict[str, str | None] = {}
+    heard.clear()
 
-    async def say(kind: str, satellite: str, text: str, follow_up: bool = False) -> None:
+    async def say(
+        kind: str, satellite: str, text: str, follow_up: bool = False, spoken: bool = False
+    ) -> None:
+        """A command; ``spoken``: the user speaks it first, and the pipeline prepares the agent meanwhile."""
         recorder.kind = kind
         conversation_id = conversations.get(satellite) if follow_up else None
+        if spoken:
+            if prepare:
+                hass.async_create_background_task(
+                    conversation.async_prepare_agent(hass, AGENT, "en"), "prepare the agent"
+                )
+            await asyncio.sleep(SPEAKING_S * TIME_SCALE)
         if speaker is not None:
             speaker.start()
         result = await conversation.async_converse(hass, text, conversation_id, Context(), agent_id=AGENT)
         if speaker is not None:
             speaker.done(kind)
-        assert result.response.response_type.value != "error", result.response.speech
+        heard[kind] = result.response.speech["plain"]["speech"]
+        assert kind == FAILS or result.response.response_type.value != "error", result.response.speech
         conversations[satellite] = result.conversation_id
 
     satellites = ("kitchen satellite", "bedroom satellite")
@@ -315,6 +378,14 @@ async def workload(
     await say("follow-up", "bedroom satellite", "and tomorrow at noon?", follow_up=True)
     for i in range(5):
         await say(COMMAND, satellites[i % 2], f"switch on the {ROOMS[i]} light")
+    for i in range(3):
+        recorder.kind = TASK  # an automation summarises the day with its own prompt
+        await ai_task.async_generate_data(
+            hass, task_name="summary", entity_id="ai_task.rkllm_ai_task", instructions="summarise the day"
+        )
+        await say(AFTER_TASK, satellites[i % 2], f"switch on the {ROOMS[5 + i]} light", spoken=True)
+    for i in range(2):
+        await say(FAILS, satellites[i % 2], "switch on the porch light")
     for i in range(8):
         await say("new conversation", satellites[i % 2], f"what is the temperature in the {ROOMS[9 - i]} now")
     await hass.config_entries.async_reload(entry.entry_id)
@@ -347,8 +418,14 @@ def entry_data(
 
 
 async def run(
-    mode: str, kv_mode: KVMode, library: Path, workdir: Path, action_speech: bool = True
-) -> tuple[list[Run], Timer, Speaker]:
+    mode: str,
+    kv_mode: KVMode,
+    library: Path,
+    workdir: Path,
+    *,
+    action_speech: bool = True,
+    prepare: bool = True,
+) -> tuple[Recorder, Timer, Speaker]:
     """The workload with one KV strategy (the entry's option), in a fresh Home Assistant."""
     model = EmulatedModel(
         rules=model_rules(), name="qwen2.5-1.5b-emulated", prefill_tps=PREFILL_TPS, decode_tps=DECODE_TPS
@@ -388,14 +465,20 @@ async def run(
                         "subentry_type": SUBENTRY_CONVERSATION,
                         "title": "RKLLM conversation",
                         "unique_id": None,
-                    }
+                    },
+                    {
+                        "data": default_ai_task_options(),
+                        "subentry_type": SUBENTRY_AI_TASK,
+                        "title": "RKLLM AI task",
+                        "unique_id": None,
+                    },
                 ],
             )
             entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(entry.entry_id)
             await hass.async_block_till_done()
             attach(entry, recorder, timer)
-            await workload(hass, entry, recorder, timer, speaker)
+            await workload(hass, entry, recorder, timer, speaker, prepare=prepare)
             await hass.config_entries.async_unload(entry.entry_id)
             await hass.async_stop(force=True)
     finally:
@@ -403,7 +486,7 @@ async def run(
         speaker.close()
         if server is not None:
             await server.stop()
-    return recorder.runs, timer, speaker
+    return recorder, timer, speaker
 
 
 def pct(values: list[float], q: float) -> float:
@@ -430,7 +513,7 @@ def summarise(by_mode: dict[KVMode, list[Run]]) -> dict[str, Any]:
                 "ttft_ms_p50": round(pct(ttft, 0.5)),
                 "ttft_ms_p95": round(pct(ttft, 0.95)),
             }
-        warm = [r.result.perf.prefill_time_ms for r in runs[1:-1]]
+        warm = [r.result.perf.prefill_time_ms for r in runs[1:-1] if r.kind != TASK]
         restart = runs[-1]
         summary[mode.value] = {
             "kinds": table,
@@ -465,6 +548,11 @@ def report(summary: dict[str, Any]) -> None:
             f"({figures['after_restart_load_ms']} ms loading the prompt cache, "
             f"{figures['after_restart_prefill_tokens']} tokens prefilled)"
         )
+        if figures["prepared"]:
+            print(
+                f"prepared while the user spoke: {figures['prepared']} times, "
+                f"p50 {figures['prepared_ms_p50']} ms (prompt-cache load and prefill)"
+            )
 
 
 def ready_to_speak(speaker: Speaker) -> dict[str, dict[str, float]]:
@@ -489,7 +577,7 @@ def report_ready(mode: str, ready: dict[str, dict[str, dict[str, float]]]) -> No
 
 def wall_clock(timer: Timer) -> dict[str, Any]:
     """Wall-clock time to first token at the agent: warm requests, and the first after the restart."""
-    warm = [ms for _kind, ms in timer.ttft_ms[1:-1]]
+    warm = [ms for kind, ms in timer.ttft_ms[1:-1] if kind != TASK]
     return {
         "replies": len(timer.ttft_ms),
         "cold_ttft_ms": round(timer.ttft_ms[0][1], 1),
@@ -510,27 +598,46 @@ async def main() -> None:
         action="store_true",
         help="the model words each confirmation (a second run), default strategy only",
     )
+    parser.add_argument(
+        "--no-prepare",
+        action="store_true",
+        help="the agent is not prepared while the user speaks, default strategy only",
+    )
     args = parser.parse_args()
     os.environ["RKLLM_EMU_TIME_SCALE"] = str(TIME_SCALE)
     os.environ["RKLLM_EMU_STORAGE_MBPS"] = str(STORAGE_MBPS)
     library = build_cached(args.abi)
-    every = args.mode == MODE_IN_PROCESS and not args.model_confirms
+    every = args.mode == MODE_IN_PROCESS and not args.model_confirms and not args.no_prepare
     strategies = list(KVMode) if every else [KVMode.CONSERVATIVE]
     with tempfile.TemporaryDirectory() as tmp:
         results = {
-            kv: await run(args.mode, kv, library, Path(tmp), action_speech=not args.model_confirms)
+            kv: await run(
+                args.mode,
+                kv,
+                library,
+                Path(tmp),
+                action_speech=not args.model_confirms,
+                prepare=not args.no_prepare,
+            )
             for kv in strategies
         }
     summary: dict[str, Any] = {}
     if args.mode == MODE_IN_PROCESS:
-        summary = summarise({kv: runs for kv, (runs, _, _) in results.items()})
+        summary = summarise({kv: recorder.runs for kv, (recorder, _, _) in results.items()})
+        for kv, (recorder, _, _) in results.items():
+            prepared = recorder.warmed_ms
+            summary[kv.value]["prepared_ms_p50"] = round(pct(prepared, 0.5)) if prepared else None
+            summary[kv.value]["prepared"] = len(prepared)
         report(summary)
     ready = {kv.value: ready_to_speak(speaker) for kv, (_, _, speaker) in results.items()}
     report_ready(args.mode, ready)
+    print(f"\nheard for a {FAILS}: {heard[FAILS]!r}")
     wall = {kv.value: wall_clock(timer) for kv, (_, timer, _) in results.items()}
     summary |= {
         "mode": args.mode,
         "action_speech": not args.model_confirms,
+        "prepare": not args.no_prepare,
+        "heard_when_the_call_fails": heard[FAILS],
         "time_scale": TIME_SCALE,
         "ready_to_speak": ready,
         "wall_clock": wall,

@@ -23,6 +23,7 @@ from rkllm_runtime.chat import (
     EngineState,
     EngineStats,
     Finished,
+    WarmOutcome,
 )
 from rkllm_runtime.chat.engine import check_texts
 from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict, stats_from_dict
@@ -319,6 +320,37 @@ class RemoteEngine:
             self.set_available(False)
             raise ServerUnavailableError(f"{self.url} ended the answer early")
         await self._refresh_quietly()
+
+    async def warm(self, request: ChatRequest) -> WarmOutcome:
+        """Have the server warm its KV cache with the request's system prompt and tools, loading the model."""
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        check_texts(request)
+        if not self.available:
+            await self.refresh()
+        body = {"model": self.model, "request": request_to_dict(request)}
+        try:
+            # The answer comes once the prompt is prefilled: no longer than the longest prefill.
+            async with (
+                self._while_present(self._departures, self.longest_silence_s),
+                self._session.post(
+                    f"{self.url}/rkllm/warm",
+                    json=body,
+                    headers=self._headers(),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+                ) as response,
+            ):
+                if response.status != 200:
+                    raise await _error(response)
+                outcome = WarmOutcome((await response.json())["outcome"])
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise ServerUnavailableError(
+                f"lost {self.url} while warming: {err or type(err).__name__}"
+            ) from err
+        except (ValueError, KeyError, TypeError) as err:
+            raise RunError(f"the server sent something unreadable: {err!r}") from err
+        await self._refresh_quietly()  # the KV cache's new size
+        return outcome
 
     @contextlib.asynccontextmanager
     async def _while_present(self, departures: int, silence_s: float | None) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Protocol
 
-from .chat import ChatRequest, ChatStream, EngineState, EngineStats
+from .chat import ChatRequest, ChatStream, EngineState, EngineStats, WarmOutcome
 from .errors import (
     AbortedError,
     AuthenticationError,
@@ -63,6 +63,12 @@ class ModelEngine(Protocol):
         """Answer a request: its events, :class:`~rkllm_runtime.chat.Finished` last.
 
         Raises the errors :class:`ErrorKind` names.
+        """
+
+    async def warm(self, request: ChatRequest) -> WarmOutcome:
+        """Bring the request's system prompt and tools into the KV cache, ahead of the request itself.
+
+        Does nothing while a request runs or waits. Raises the errors :class:`ErrorKind` names.
         """
 
     def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:

@@ -1,9 +1,9 @@
 """Confirming a done action in Home Assistant's own words, without a second run of the model.
 
-When every tool call of a turn was an intent that acted and succeeded (turn on, turn off, set,
-start a timer), the reply is the response Home Assistant's own agent gives for that intent, in
-the conversation's language. Anything else (a query, a failure, another tool) goes back to
-the model.
+When every tool call of a turn was an intent that acted and succeeded (turn on, turn off, set a
+light, add to a list, start a timer), the reply is the response Home Assistant's own agent gives
+for that intent, in the conversation's language. Anything else (a query, a failure, another
+tool) goes back to the model.
 """
 
 from __future__ import annotations
@@ -69,6 +69,21 @@ async def intent_speech(hass: HomeAssistant, chat_log: conversation.ChatLog) -> 
     return " ".join(speeches)
 
 
+def _response_template(templates: dict[str, str], done: intent.Intent, domain: str) -> str | None:
+    """The response the default agent would choose for a call, which named no response.
+
+    A domain with its own wording (cover, lock, scene, script, valve) has a response of its
+    name; most intents have a ``default`` one. An intent without (setting a light, adding to a
+    list) has one response per slot it sets (``brightness``, ``color``) or a single one
+    (``item_added``).
+    """
+    named_for_slots = [key for key in templates if key in done.slots]
+    for key in (domain, DEFAULT_RESPONSE, *named_for_slots):
+        if key in templates:
+            return templates[key]
+    return next(iter(templates.values())) if len(templates) == 1 else None
+
+
 async def _template_speech(hass: HomeAssistant, response: intent.IntentResponse) -> str | None:
     """The intent's response template of the default agent, rendered as that agent renders it."""
     agent = async_get_agent(hass)
@@ -79,10 +94,7 @@ async def _template_speech(hass: HomeAssistant, response: intent.IntentResponse)
         return None
     states = response.matched_states or response.unmatched_states
     templates: dict[str, str] = intents.intent_responses.get(response.intent.intent_type, {})
-    # A domain with its own wording (cover, lock, scene, script, valve) has a response of its name.
-    domain = states[0].domain if states else ""
-    source = templates.get(domain) or templates.get(DEFAULT_RESPONSE)
-    if not source:
+    if not (source := _response_template(templates, response.intent, states[0].domain if states else "")):
         return None
     variables: dict[str, Any] = {
         "slots": {

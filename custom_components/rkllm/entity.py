@@ -46,6 +46,7 @@ from .guidance import tool_guidance
 from .models import RKLLMConfigEntry
 from .prompt import lean_prompt, lean_tool_result, tool_schema
 from .tools import ToolNames, api_names, forgiving_intents
+from .turn_end import CallKey, Ending, call_key, calls_made, closing_words, spoken, unrepeated
 
 
 def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
@@ -121,6 +122,17 @@ def tool_specs(api: llm.APIInstance) -> list[ToolSpec]:
         )
         for tool in api.tools
     ]
+
+
+def cached_prefix(chat_log: conversation.ChatLog) -> tuple[str, str, list[ToolSpec]]:
+    """What the KV cache keeps of a chat log (its system prompt and tools), and the volatile lines."""
+    tools = tool_specs(chat_log.llm_api) if chat_log.llm_api else []
+    system = chat_log.content[0]
+    assert isinstance(system, conversation.SystemContent)
+    system_prompt, volatile = lean_prompt(api_names(chat_log.llm_api).in_text(system.content))
+    if guidance := tool_guidance({tool.name for tool in tools}):
+        system_prompt += "\n" + guidance
+    return system_prompt, volatile, tools
 
 
 def sampling_of(options: dict[str, Any]) -> Sampling:
@@ -206,19 +218,19 @@ class RKLLMBaseLLMEntity(Entity):
         chat_log: conversation.ChatLog,
         system_suffix: str = "",
         action_speech: bool = False,
+        language: str | None = None,
     ) -> None:
         """Generate the answer to a chat log, running tools for at most MAX_TOOL_ITERATIONS rounds.
 
         With ``action_speech``, tool calls that only acted are confirmed in Home Assistant's words.
+        With ``language``, a turn the model leaves without words ends with the integration's own.
         """
         options = self.subentry.data
-        tools = tool_specs(chat_log.llm_api) if chat_log.llm_api else []
-        system = chat_log.content[0]
-        assert isinstance(system, conversation.SystemContent)
-        system_prompt, volatile = lean_prompt(api_names(chat_log.llm_api).in_text(system.content))
-        if guidance := tool_guidance({tool.name for tool in tools}):
-            system_prompt += "\n" + guidance
-        for _iteration in range(MAX_TOOL_ITERATIONS):
+        system_prompt, volatile, tools = cached_prefix(chat_log)
+        names = api_names(chat_log.llm_api)
+        ending, rounds = Ending.OUT_OF_ROUNDS, 0
+        while rounds < MAX_TOOL_ITERATIONS:
+            rounds += 1
             request = ChatRequest(
                 system_prompt=system_prompt + system_suffix,
                 messages=chat_messages(chat_log),
@@ -230,7 +242,8 @@ class RKLLMBaseLLMEntity(Entity):
                 max_history_turns=int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)),
                 context=volatile,
             )
-            result = await self._async_generate(chat_log, request)
+            made = calls_made(chat_log)
+            result = await self._async_generate(chat_log, request, made)
             chat_log.async_trace(
                 {
                     "stats": {
@@ -241,20 +254,50 @@ class RKLLMBaseLLMEntity(Entity):
                 }
             )
             if not chat_log.unresponded_tool_results:
+                ending = Ending.ANSWERED if spoken(chat_log) else Ending.NO_WORDS
                 break
             if action_speech and (speech := await intent_speech(self.hass, chat_log)):
-                async for _content in chat_log.async_add_delta_content_stream(
-                    self.entity_id, _spoken(speech)
-                ):
-                    pass
+                await self._async_say(chat_log, speech)
+                ending = Ending.CONFIRMED
                 break
+            if not result.tool_calls:
+                ending = Ending.NO_WORDS
+                break
+            if made.issuperset(
+                call_key(names.to_hass(call.name), call.arguments) for call in result.tool_calls
+            ):
+                ending = Ending.REPEATED_CALL
+                break
+        chat_log.async_trace(
+            {"tool_rounds": {"used": rounds, "limit": MAX_TOOL_ITERATIONS, "ending": ending}}
+        )
+        if language is None or ending in (Ending.ANSWERED, Ending.CONFIRMED):
+            LOGGER.debug("Turn of %s ended after %d rounds: %s", self.entity_id, rounds, ending)
+            return
+        words = await closing_words(self.hass, chat_log, language)
+        LOGGER.info(
+            "The model left a turn of %s without an answer after %d rounds (%s); said instead: %s",
+            self.entity_id,
+            rounds,
+            ending,
+            words,
+        )
+        await self._async_say(chat_log, words)
 
-    async def _async_generate(self, chat_log: conversation.ChatLog, request: ChatRequest) -> ChatResult:
+    async def _async_say(self, chat_log: conversation.ChatLog, text: str) -> None:
+        """End the turn with words that are already known."""
+        async for _content in chat_log.async_add_delta_content_stream(self.entity_id, _spoken(text)):
+            pass
+
+    async def _async_generate(
+        self, chat_log: conversation.ChatLog, request: ChatRequest, made: set[CallKey]
+    ) -> ChatResult:
+        """One request; a call already ``made`` in this turn is not run again."""
         names = api_names(chat_log.llm_api)
         with user_facing_errors(), forgiving_intents(chat_log):
             async with self.entry.runtime_data.engine.chat(request) as stream:
                 async for _content in chat_log.async_add_delta_content_stream(
-                    self.entity_id, deltas(stream, names)
+                    self.entity_id, unrepeated(deltas(stream, names), set(made))
                 ):
                     pass
         assert stream.result is not None

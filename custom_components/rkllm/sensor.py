@@ -63,6 +63,7 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         translation_key="decode_speed",
         native_unit_of_measurement=TOKENS_PER_SECOND,
         state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
         suggested_display_precision=1,
         value=lambda d: _last(d.engine, lambda r: r.perf.decode_tokens_per_second),
     ),
@@ -71,6 +72,7 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         translation_key="prefill_speed",
         native_unit_of_measurement=TOKENS_PER_SECOND,
         state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
         suggested_display_precision=0,
         value=lambda d: _last(d.engine, lambda r: r.perf.prefill_tokens_per_second),
     ),
@@ -80,6 +82,7 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         device_class=SensorDeviceClass.DURATION,
         native_unit_of_measurement=UnitOfTime.MILLISECONDS,
         state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
         suggested_display_precision=0,
         value=lambda d: _last(d.engine, lambda r: r.perf.prefill_time_ms),
     ),
@@ -144,6 +147,7 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         translation_key=MODEL_STATE,
         device_class=SensorDeviceClass.ENUM,
         options=MODEL_STATES,
+        entity_category=EntityCategory.DIAGNOSTIC,
         value=model_state,
         restore=False,
     ),
@@ -218,6 +222,7 @@ class NPUSensor(SensorEntity):
 
     _attr_has_entity_name = True
     _attr_state_class = SensorStateClass.MEASUREMENT
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
 
     def __init__(
         self,

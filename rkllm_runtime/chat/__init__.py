@@ -4,7 +4,7 @@ Everything that knows the model's text format lives here: tool-schema rendering,
 tool-call parsing and repair, the thinking split, and the retry of malformed calls.
 """
 
-from .engine import MAX_WAITING, ChatEngine, ChatStream, EngineState, EngineStats
+from .engine import MAX_WAITING, ChatEngine, ChatStream, EngineState, EngineStats, WarmOutcome
 from .events import (
     ChatEvent,
     ChatResult,
@@ -41,4 +41,5 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "ToolSpec",
+    "WarmOutcome",
 ]

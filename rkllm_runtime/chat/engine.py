@@ -71,6 +71,18 @@ MAX_WAITING = 2
 """Requests that wait for a model while it answers another (in every mode); more are told it is busy."""
 
 
+class WarmOutcome(StrEnum):
+    """What :meth:`ChatEngine.warm` did."""
+
+    WARMED = "warmed"
+    """The system prompt and tools were set and prefilled (or restored from their prompt-cache file)."""
+    ALREADY_WARM = "already_warm"
+    BUSY = "busy"
+    """A request runs or waits: left alone, so that it is never delayed."""
+    NOT_KEPT = "not_kept"
+    """The naive strategy keeps nothing between requests."""
+
+
 class EngineState(StrEnum):
     """What the engine is doing."""
 
@@ -172,6 +184,59 @@ class ChatEngine:
         """Call ``listener`` (on the event loop) whenever state or stats change; returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    async def warm(self, request: ChatRequest) -> WarmOutcome:
+        """Bring the request's system prompt and tools into the KV cache, ahead of the request itself.
+
+        For a voice command, while the user is still speaking. Its messages are not read. A run
+        of an empty user turn prefills the system section (from its prompt-cache file when there
+        is one, else saving it) and stops at its first token; the cache keeps the system section.
+        """
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        check_texts(request)
+        if self.kv_mode is KVMode.NAIVE:
+            return WarmOutcome.NOT_KEPT
+        if self._lock.locked():
+            return WarmOutcome.BUSY
+        async with self._lock:  # free: taken at once
+            request = replace(request, messages=[Message("user", "")], max_new_tokens=1)
+            step = plan(
+                self.kv_cache,
+                request,
+                kv_mode=KVMode.CONSERVATIVE,
+                max_context_len=self.runtime.params.max_context_len,
+            )
+            if not step.set_system and self.kv_cache.system_in_kv:
+                return WarmOutcome.ALREADY_WARM
+            self._set_state(EngineState.PREFILLING)
+            try:
+                await self._warm_run(request, step)
+            finally:
+                if not self.closed:
+                    self._set_state(EngineState.READY)
+        return WarmOutcome.WARMED
+
+    async def _warm_run(self, request: ChatRequest, step: Plan) -> None:
+        """Prefill the system section and an empty turn, then end the run at its first token."""
+        prepared = await self._in_executor(self._prepare, request, step)
+        self.kv_cache = KVCacheState(system_key=step.system_key)  # prefilled once the run has succeeded
+        if prepared.loaded_prompt_cache:
+            self._prompt_cache_loaded = True
+        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
+        finished = False
+        try:
+            async with run:
+                async for _chunk in run:
+                    run.end_early()
+            finished = True
+        except AbortedError:
+            finished = True  # an aborted run saves its prompt-cache file whole
+            raise
+        finally:
+            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
+        self.kv_cache = replace(self.kv_cache, system_in_kv=True, kv_tokens=kv_tokens or 0)
+        self.stats.kv_tokens = kv_tokens or 0
 
     def _set_state(self, state: EngineState) -> None:
         self.state = state

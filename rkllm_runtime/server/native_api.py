@@ -78,6 +78,30 @@ async def _stream(request: web.Request, chat_: Chat, model: ServedModel) -> web.
     return response
 
 
+async def warm(request: web.Request) -> web.Response:
+    """POST /rkllm/warm: the KV cache warmed with a chat request's system prompt and tools.
+
+    Same body as ``/rkllm/chat`` (its messages are not read); the model is loaded if need be.
+    Answer: ``{"outcome": …}`` (see :class:`~rkllm_runtime.chat.WarmOutcome`).
+    """
+    server, body = request.app[SERVER], await read_json(request)
+    model = server.registry.get(body.get("model"))
+    request[MODEL] = model.name
+    try:
+        chat_request = request_from_dict(body.get("request"))
+    except WireError as err:
+        raise bad_request(str(err)) from err
+    engine = await server.registry.acquire(model)
+    try:
+        outcome = await engine.warm(chat_request)
+    except RKLLMError as err:
+        failure, line = _error(err, model)
+        return web.Response(body=line, status=failure.status, content_type="application/json")
+    finally:
+        server.registry.release(model)
+    return web.json_response({"outcome": outcome})
+
+
 def routes() -> list[web.RouteDef]:
     """The native routes."""
-    return [web.post("/rkllm/chat", chat)]
+    return [web.post("/rkllm/chat", chat), web.post("/rkllm/warm", warm)]

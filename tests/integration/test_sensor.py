@@ -7,15 +7,18 @@ from pathlib import Path
 
 import pytest
 from homeassistant.components import conversation
+from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.const import STATE_UNAVAILABLE, EntityCategory
 from homeassistant.core import Context, HomeAssistant, State
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import llm
 from homeassistant.helpers.entity_component import async_update_entity
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     mock_restore_cache_with_extra_data,
 )
 
+from custom_components.rkllm.const import DOMAIN
 from tests.integration.conftest import IN_EVERY_MODE
 
 
@@ -174,3 +177,27 @@ async def test_npu_sensor_logs_once_when_unavailable_and_once_when_back(
     messages = [r.getMessage() for r in caplog.records if "npu_load" in r.getMessage()]
     assert len([m for m in messages if "unavailable" in m]) == 1
     assert len([m for m in messages if "again" in m]) == 1
+
+
+async def test_no_sensor_is_exposed_to_assist(
+    hass: HomeAssistant, entry_id: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The board's figures are diagnostics: Assist's prompt never lists them, not even the NPU's heat."""
+    zone = tmp_path / "thermal" / "thermal_zone3"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("npu-thermal\n")
+    (zone / "temp").write_text("47250\n")
+    monkeypatch.setattr("rkllm_runtime.system.THERMAL_ZONES", tmp_path / "thermal")
+    assert await hass.config_entries.async_reload(entry_id)
+    await hass.async_block_till_done()
+    assert float(state(hass, "npu_temperature")) == 47.25
+    sensors = er.async_entries_for_config_entry(er.async_get(hass), entry_id)
+    assert len([entry for entry in sensors if entry.domain == "sensor"]) == 12
+    context = llm.LLMContext(DOMAIN, None, "en", conversation.DOMAIN, None)
+    prompt = (await llm.async_get_api(hass, llm.LLM_API_ASSIST, context)).api_prompt
+    assert "Kitchen light" in prompt
+    assert "NPU" not in prompt
+    assert not [entry for entry in sensors if async_should_expose(hass, conversation.DOMAIN, entry.entity_id)]
+    assert {entry.entity_category for entry in sensors if entry.domain == "sensor"} == {
+        EntityCategory.DIAGNOSTIC
+    }
