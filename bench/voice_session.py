@@ -346,6 +346,24 @@ def entry_data(
     }
 
 
+def agent_entry(data: dict[str, Any], options: dict[str, Any]) -> MockConfigEntry:
+    """The model entry with one conversation agent (its options)."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="qwen",
+        minor_version=2,
+        data=data,
+        subentries_data=[
+            {
+                "data": options,
+                "subentry_type": SUBENTRY_CONVERSATION,
+                "title": "RKLLM conversation",
+                "unique_id": None,
+            }
+        ],
+    )
+
+
 async def run(
     mode: str, kv_mode: KVMode, library: Path, workdir: Path, action_speech: bool = True
 ) -> tuple[list[Run], Timer, Speaker]:
@@ -373,23 +391,9 @@ async def run(
         async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
             await build_home(hass)
-            entry = MockConfigEntry(
-                domain=DOMAIN,
-                title="qwen",
-                minor_version=2,
-                data=entry_data(mode, kv_mode, library, model, server),
-                subentries_data=[
-                    {
-                        "data": {
-                            **default_conversation_options(),
-                            "max_history": 10,
-                            "action_speech": action_speech,
-                        },
-                        "subentry_type": SUBENTRY_CONVERSATION,
-                        "title": "RKLLM conversation",
-                        "unique_id": None,
-                    }
-                ],
+            entry = agent_entry(
+                entry_data(mode, kv_mode, library, model, server),
+                {**default_conversation_options(), "max_history": 10, "action_speech": action_speech},
             )
             entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(entry.entry_id)
