@@ -46,6 +46,7 @@ from homeassistant.components import conversation
 from homeassistant.components.conversation.chat_log import async_subscribe_chat_logs
 from homeassistant.components.conversation.const import ChatLogEventType
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
@@ -69,6 +70,7 @@ from tests.ollama_entry import ollama_entry
 TARGETS = ("rkllm", "ollama")
 AGENTS = {"rkllm": "conversation.rkllm_conversation", "ollama": "conversation.ollama_conversation"}
 MODEL = "qwen2.5-coder:1.5b"
+OLLAMA_NUM_CTX = 8192  # the context Home Assistant's Ollama integration asks for by default
 SAMPLING = ("temperature", "top_k", "top_p", "repeat_penalty")
 MAX_NEW_TOKENS = 128  # a call, a confirmation or an answer fits; a rambling reply costs less CPU time
 FIRST_CASE_TIMEOUT_S = 3600.0  # it reads the whole Assist prompt first
@@ -223,6 +225,8 @@ async def run_cases(  # noqa: PLR0917
                 reply = result.response.speech.get("plain", {}).get("speech", "")
             except TimeoutError:
                 reply = "(no reply in time)"
+            except (HomeAssistantError, ollama.ResponseError) as err:
+                reply = f"(failed: {err})"
             await hass.async_block_till_done()
             why = judge(case, hass, before, reply, timers)
             outcome = Outcome(
@@ -254,7 +258,7 @@ async def run_cases(  # noqa: PLR0917
 class Settings:
     """What a run is configured with."""
 
-    context: int
+    context: int  # 0: each target's default
     max_new_tokens: int
     sampling: dict[str, float]
     mode: str
@@ -290,7 +294,7 @@ async def run_target(  # noqa: PLR0917
             library,
             MODEL,
             model,
-            params=ModelParams(max_context_len=settings.context),
+            params=ModelParams(max_context_len=settings.context or OLLAMA_NUM_CTX),
             kv_mode=KVMode.CONSERVATIVE,
             prompt_cache_dir=kept,
             max_tokens=settings.max_new_tokens,
@@ -331,7 +335,8 @@ def agent_entry(
     options = default_conversation_options() | settings.sampling
     if settings.max_new_tokens != DEFAULT_MAX_NEW_TOKENS:
         options[CONF_MAX_NEW_TOKENS] = settings.max_new_tokens
-    return voice_session.agent_entry({**data, "max_context_len": settings.context}, options)
+    context = settings.context or DEFAULT_MAX_CONTEXT_LEN
+    return voice_session.agent_entry({**data, "max_context_len": context}, options)
 
 
 def median(values: list[float]) -> float:
@@ -431,7 +436,12 @@ async def main() -> None:
     parser.add_argument(
         "--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest reply, both targets"
     )
-    parser.add_argument("--context", type=int, default=DEFAULT_MAX_CONTEXT_LEN, help="max_context_len")
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help=f"max_context_len (default: each target's own, {DEFAULT_MAX_CONTEXT_LEN} and {OLLAMA_NUM_CTX})",
+    )
     parser.add_argument("--mode", default=MODE_IN_PROCESS, choices=[MODE_IN_PROCESS, MODE_CHILD])
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take")
     parser.add_argument(
@@ -463,9 +473,9 @@ async def main() -> None:
                 "summary": summarise(outcomes),
                 "outcomes": [asdict(o) for o in outcomes],
             }
+            if args.json:  # after each target: a later one may take long
+                args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     report(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(json.dumps({target: result["summary"] for target, result in results.items()}))
 
 
