@@ -417,6 +417,33 @@ def entry_data(
     }
 
 
+def agent_entry(data: dict[str, Any], options: dict[str, Any], *, ai_task: bool = False) -> MockConfigEntry:
+    """The model entry with one conversation agent (its options), and an AI task if asked."""
+    ai_tasks = [
+        {
+            "data": default_ai_task_options(),
+            "subentry_type": SUBENTRY_AI_TASK,
+            "title": "RKLLM AI task",
+            "unique_id": None,
+        }
+    ]
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="qwen",
+        minor_version=2,
+        data=data,
+        subentries_data=[
+            {
+                "data": options,
+                "subentry_type": SUBENTRY_CONVERSATION,
+                "title": "RKLLM conversation",
+                "unique_id": None,
+            },
+            *(ai_tasks if ai_task else []),
+        ],
+    )
+
+
 async def run(
     mode: str,
     kv_mode: KVMode,
@@ -450,29 +477,10 @@ async def run(
         async with async_test_home_assistant(config_dir=str(config_dir)) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
             await build_home(hass)
-            entry = MockConfigEntry(
-                domain=DOMAIN,
-                title="qwen",
-                minor_version=2,
-                data=entry_data(mode, kv_mode, library, model, server),
-                subentries_data=[
-                    {
-                        "data": {
-                            **default_conversation_options(),
-                            "max_history": 10,
-                            "action_speech": action_speech,
-                        },
-                        "subentry_type": SUBENTRY_CONVERSATION,
-                        "title": "RKLLM conversation",
-                        "unique_id": None,
-                    },
-                    {
-                        "data": default_ai_task_options(),
-                        "subentry_type": SUBENTRY_AI_TASK,
-                        "title": "RKLLM AI task",
-                        "unique_id": None,
-                    },
-                ],
+            entry = agent_entry(
+                entry_data(mode, kv_mode, library, model, server),
+                {**default_conversation_options(), "max_history": 10, "action_speech": action_speech},
+                ai_task=True,
             )
             entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(entry.entry_id)

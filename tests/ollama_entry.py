@@ -10,8 +10,10 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from tests.server.conftest import MODEL
 
 
-def ollama_entry(url: str, api_key: str) -> MockConfigEntry:
-    """Home Assistant's Ollama integration for ``url``, with an Assist agent on the test model."""
+def ollama_entry(
+    url: str, api_key: str, model: str = MODEL, prompt: str = "You are a voice assistant."
+) -> MockConfigEntry:
+    """Home Assistant's Ollama integration for ``url``, with an Assist agent on ``model``."""
     return MockConfigEntry(
         domain="ollama",
         data={"url": url, "api_key": api_key},
@@ -19,7 +21,7 @@ def ollama_entry(url: str, api_key: str) -> MockConfigEntry:
         minor_version=3,
         subentries_data=[
             {
-                "data": {"model": MODEL, "prompt": "You are a voice assistant.", "llm_hass_api": ["assist"],
+                "data": {"model": model, "prompt": prompt, "llm_hass_api": ["assist"],
                          "max_history": 20, "num_ctx": 8192, "keep_alive": -1, "think": False},
                 "subentry_type": "conversation",
                 "title": "Ollama Conversation",

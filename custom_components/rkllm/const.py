@@ -31,6 +31,9 @@ CONF_TOP_P: Final = "top_p"
 CONF_REPEAT_PENALTY: Final = "repeat_penalty"
 # Subentry options named as the fields of rkllm_runtime.Sampling; one left out keeps the runtime's value.
 SAMPLING_OPTIONS: Final = (CONF_TEMPERATURE, CONF_TOP_K, CONF_TOP_P, CONF_REPEAT_PENALTY)
+# What a turn that offers tools samples with, for each setting the subentry leaves unset: greedy, so the
+# model answers with the call instead of describing it (bench/accuracy.py, see the README's benchmarks).
+TOOL_TURN_SAMPLING: Final = {CONF_TOP_K: 1}
 CONF_THINK: Final = "think"
 CONF_MAX_HISTORY: Final = "max_history"
 CONF_RECOMMENDED: Final = "recommended"

@@ -39,6 +39,7 @@ from .const import (
     LOGGER,
     MAX_TOOL_ITERATIONS,
     SAMPLING_OPTIONS,
+    TOOL_TURN_SAMPLING,
 )
 from .engine import ModelEngine
 from .errors import user_facing_errors
@@ -135,9 +136,14 @@ def cached_prefix(chat_log: conversation.ChatLog) -> tuple[str, str, list[ToolSp
     return system_prompt, volatile, tools
 
 
-def sampling_of(options: dict[str, Any]) -> Sampling:
-    """Sampling settings of a subentry; one it does not set keeps the runtime's own value."""
-    chosen = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
+def sampling_of(options: dict[str, Any], tools: bool = False) -> Sampling:
+    """Sampling settings of a subentry; one it does not set keeps the runtime's own value.
+
+    In a turn that offers ``tools``, an unset setting takes TOOL_TURN_SAMPLING's value if it has one.
+    """
+    chosen = (TOOL_TURN_SAMPLING if tools else {}) | {
+        key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None
+    }
     # An int or a float, as the runtime's value (number selectors give floats).
     return Sampling(**{key: type(getattr(RUNTIME_SAMPLING, key))(value) for key, value in chosen.items()})
 
@@ -238,7 +244,7 @@ class RKLLMBaseLLMEntity(Entity):
                 conversation_id=chat_log.conversation_id,
                 enable_thinking=bool(options.get(CONF_THINK, False)),
                 max_new_tokens=int(options.get(CONF_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS)),
-                sampling=sampling_of(dict(options)),
+                sampling=sampling_of(dict(options), bool(tools)),
                 max_history_turns=int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)),
                 context=volatile,
             )

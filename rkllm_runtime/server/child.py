@@ -95,6 +95,7 @@ class ServerProcess:
         kv_mode: KVMode,
         prompt_cache_dir: Path | None = None,
         release: str | None = None,
+        max_tokens: int | None = None,
         on_log: Callable[[str], None] | None = None,
         pid_file: Path | None = None,
     ) -> None:
@@ -126,6 +127,8 @@ class ServerProcess:
             self._args += ["--prompt-cache-dir", str(prompt_cache_dir)]
         if release:
             self._args += ["--release", release]
+        if max_tokens is not None:  # the longest reply to a client that does not say
+            self._args += ["--max-tokens", str(max_tokens)]
         self._on_log = on_log
         self._process: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []

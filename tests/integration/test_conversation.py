@@ -392,8 +392,9 @@ async def test_the_runtime_log_reaches_home_assistants_log(
     assert await hass.config_entries.async_unload(config_entry.entry_id)
 
 
-# rkllm_createDefaultParam()'s, and what a subentry has with its own settings
+# rkllm_createDefaultParam()'s, a turn with tools', and what a subentry has with its own settings
 RUNTIMES = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1}
+WITH_TOOLS = {**RUNTIMES, "top_k": 1}
 OWN = {**default_conversation_options(), "recommended": False, "max_new_tokens": 256, "max_history": 10}
 EARLIER = {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "repeat_penalty": 1.05}
 
@@ -401,13 +402,14 @@ EARLIER = {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "repeat_penalty": 1.05
 @pytest.mark.parametrize(
     ("conversation_options", "sent"),
     [
-        (default_conversation_options(), RUNTIMES),
-        ({**OWN, "temperature": 0.3}, {**RUNTIMES, "temperature": 0.3}),
+        (default_conversation_options(), WITH_TOOLS),
+        ({**default_conversation_options(), "llm_hass_api": []}, RUNTIMES),
+        ({**OWN, "temperature": 0.3}, {**WITH_TOOLS, "temperature": 0.3}),
         ({**OWN, **EARLIER}, EARLIER),  # stored when the integration had defaults of its own: honoured
     ],
-    ids=["recommended", "temperature only", "stored earlier"],
+    ids=["recommended", "recommended without tools", "temperature only", "stored earlier"],
 )
-async def test_sampling_not_set_keeps_the_runtimes_value(
+async def test_sampling_not_set_is_greedy_with_tools_else_the_runtimes(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
     monkeypatch: pytest.MonkeyPatch,
