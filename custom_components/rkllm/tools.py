@@ -145,11 +145,12 @@ class RetryingIntentTool(llm.Tool):
 def said_slots(hass: HomeAssistant, slots: dict[str, Any], said: str, assistant: str) -> dict[str, Any]:
     """``slots`` without an area or floor the user did not say, nor a type the name makes needless.
 
-    An area or floor counts as said when its name, an alias or the model's word for it is in
-    the user's sentence; the domain and device class go when the name alone matches exactly
-    one exposed entity.
+    A floor given as the area (or an area as the floor) moves to its slot first. An area or
+    floor counts as said when its name, an alias or the model's word for it is in the user's
+    sentence; the domain and device class go when the name alone matches exactly one exposed
+    entity.
     """
-    kept = dict(slots)
+    kept = _in_their_slots(hass, slots)
     for slot, names in (("area", _area_names), ("floor", _floor_names)):
         value = kept.get(slot)
         if isinstance(value, str) and not any(_said(word, said) for word in [value, *names(hass, value)]):
@@ -162,6 +163,20 @@ def said_slots(hass: HomeAssistant, slots: dict[str, Any], said: str, assistant:
         if named.is_match and len(named.states) == 1:
             kept.pop("domain", None)
             kept.pop("device_class", None)
+    return kept
+
+
+def _in_their_slots(hass: HomeAssistant, slots: dict[str, Any]) -> dict[str, Any]:
+    """``slots`` with an area that is no area but a floor given as the floor (and the other way round)."""
+    kept = dict(slots)
+    for slot, other, find, find_other in (
+        ("area", "floor", _area_names, _floor_names),
+        ("floor", "area", _floor_names, _area_names),
+    ):
+        value = kept.get(slot)
+        if isinstance(value, str) and other not in kept and not find(hass, value) and find_other(hass, value):
+            kept[other] = kept.pop(slot)
+            break
     return kept
 
 

@@ -66,6 +66,12 @@ TOOL_RULES = (
     ),
     Rule(
         role="user",
+        match="lights on the ground floor",
+        tools=True,
+        reply=call("HassTurnOn", area="Ground Floor", domain="light"),
+    ),
+    Rule(
+        role="user",
         match="switch the kitchen light on",
         tools=True,
         reply=call("intent__HassTurnOn", name="Kitchen light"),
@@ -245,6 +251,17 @@ async def test_a_type_that_is_no_device_class_is_dropped_when_the_name_is_enough
     """The schema lists no device classes; a made-up one costs no second run of the model."""
     result = await converse(hass, "turn on the kitchen lamp")
     assert hass.states.get(LIGHT).state == "on"
+    (result_content,) = tool_results(hass, result.conversation_id)
+    assert not result_content.result.error
+    assert home.runtime_data.engine.stats.requests == 1
+
+
+async def test_a_floor_given_as_the_area_is_tried_as_the_floor(
+    hass: HomeAssistant, home: MockConfigEntry
+) -> None:
+    """Small models put every place in "area"; the Ground Floor is a floor."""
+    result = await converse(hass, "turn on the lights on the ground floor")
+    assert hass.states.get(GARAGE).state == "on"
     (result_content,) = tool_results(hass, result.conversation_id)
     assert not result_content.result.error
     assert home.runtime_data.engine.stats.requests == 1
