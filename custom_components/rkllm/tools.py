@@ -125,6 +125,8 @@ class RetryingIntentTool(llm.Tool):
         self, hass: HomeAssistant, tool_input: llm.ToolInput, llm_context: llm.LLMContext
     ) -> llm.ToolResult | JsonObjectType:
         """Call the intent; on a failed match or an invalid slot, once more with the unsaid slots removed."""
+        if (slots := without_echoed_command(tool_input.tool_args, self.said)) != tool_input.tool_args:
+            tool_input = llm.ToolInput(tool_name=tool_input.tool_name, tool_args=slots, id=tool_input.id)
         try:
             return await self.tool.async_call(hass, tool_input, llm_context)
         except (intent.MatchFailedError, intent.InvalidSlotInfo) as err:
@@ -140,6 +142,28 @@ class RetryingIntentTool(llm.Tool):
         if isinstance(failure, intent.MatchFailedError):
             return failure_result(hass, failure, llm_context.assistant)
         raise failure
+
+
+COMMAND_SLOT = "conversation_command"
+
+
+def without_echoed_command(slots: dict[str, Any], said: str) -> dict[str, Any]:
+    """``slots`` without a command to run later that is not one the user said.
+
+    A timer runs its ``conversation_command`` when it ends. Small models fill it with the request
+    itself ("set a timer for 5 minutes", which would start the timer again) or with words the user
+    did not say; only a part of the sentence is a command for later.
+    """
+    command = slots.get(COMMAND_SLOT)
+    if not isinstance(command, str):
+        return slots
+    if _words(command) != _words(said) and f" {_words(command)} " in f" {_words(said)} ":
+        return slots
+    return {slot: value for slot, value in slots.items() if slot != COMMAND_SLOT}
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.casefold()))
 
 
 def said_slots(hass: HomeAssistant, slots: dict[str, Any], said: str, assistant: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.guidance import tool_guidance
-from custom_components.rkllm.tools import ToolNames
+from custom_components.rkllm.tools import ToolNames, without_echoed_command
 from rkllm_runtime.chat import ChatRequest, ChatStream
 from rkllm_runtime.chat.messages import render_tools
 from rkllm_runtime.emulator import Rule
@@ -317,3 +317,24 @@ async def test_a_failure_in_an_area_names_the_entities_of_the_type_asked_for(
     first = tool_results(hass, result.conversation_id)[0]
     assert first.result.error
     assert dict(first.result.data) == told
+
+
+@pytest.mark.parametrize(
+    ("command", "kept"),
+    [
+        ("Set a timer for 5 minutes", False),  # the request itself: it would start the timer again
+        ("start timer", False),  # words the user did not say
+        ("turn off the oven", True),
+        ("Turn off the OVEN.", True),
+        (None, False),
+    ],
+)
+def test_a_timers_command_is_kept_only_when_the_user_said_it_for_later(
+    command: str | None, kept: bool
+) -> None:
+    said = "Set a timer for 5 minutes and then turn off the oven"
+    slots = {"minutes": 5} | ({"conversation_command": command} if command else {})
+    if command == "Set a timer for 5 minutes":
+        said = command
+    assert ("conversation_command" in without_echoed_command(slots, said)) is kept
+    assert without_echoed_command(slots, said)["minutes"] == 5
