@@ -21,6 +21,12 @@ when they said one; "domain" only for a kind of device ("the lights").
 - To answer a question about the home, use the states listed above or a tool's result, and say the \
 value in one short sentence."""
 
+# With the live context: states are read, never guessed.
+LIVE_CONTEXT_RULE = (
+    "- Before answering a question about a device's state or a sensor, call GetLiveContext, "
+    "then say the value it gives."
+)
+
 # With the generic intents: what they do to the domains whose verbs differ.
 ON_OFF_RULE = (
     "- A lock locks with HassTurnOn and unlocks with HassTurnOff; a cover opens with HassTurnOn and "
@@ -31,7 +37,7 @@ ON_OFF_RULE = (
 EXAMPLES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("HassTurnOff", "turn off the reading lamp", {"name": "Reading lamp"}),
     ("HassTurnOn", "switch on the lights in the study", {"area": "Study", "domain": "light"}),
-    ("HassTurnOn", "lock the shed door", {"name": "Shed door"}),
+    ("HassTurnOff", "unlock the shed door", {"name": "Shed door"}),
     ("HassLightSet", "dim the reading lamp to 30 percent", {"name": "Reading lamp", "brightness": 30}),
     ("HassSetPosition", "open the study blinds halfway", {"name": "Study blinds", "position": 50}),
     ("HassClimateSetTemperature", "set the heating to 19 degrees", {"temperature": 19}),
@@ -51,5 +57,9 @@ def tool_guidance(tool_names: Collection[str]) -> str:
         for name, said, arguments in EXAMPLES
         if name in tool_names
     ]
-    rules = [RULES, *([ON_OFF_RULE] if "HassTurnOn" in tool_names else [])]
+    rules = [
+        RULES,
+        *([ON_OFF_RULE] if "HassTurnOn" in tool_names else []),
+        *([LIVE_CONTEXT_RULE] if "GetLiveContext" in tool_names else []),
+    ]
     return "\n".join([*rules, *(["Examples:", *examples] if examples else [])])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from custom_components.rkllm.guidance import EXAMPLES, ON_OFF_RULE, RULES, tool_guidance
+from custom_components.rkllm.guidance import EXAMPLES, LIVE_CONTEXT_RULE, ON_OFF_RULE, RULES, tool_guidance
 
 
 def test_no_tools_no_guidance() -> None:
@@ -15,8 +15,9 @@ def test_examples_only_for_the_offered_tools() -> None:
     guidance = tool_guidance({"HassTurnOn", "HassTurnOff", "GetLiveContext"})
     assert guidance.startswith(RULES)
     assert ON_OFF_RULE in guidance
+    assert LIVE_CONTEXT_RULE in guidance
     calls = [json.loads(line) for line in guidance.splitlines() if line.startswith("{")]
-    assert [call["name"] for call in calls] == ["HassTurnOff", "HassTurnOn", "HassTurnOn"]
+    assert [call["name"] for call in calls] == ["HassTurnOff", "HassTurnOn", "HassTurnOff"]
     assert "HassSetVolume" not in guidance
 
 
