@@ -12,13 +12,14 @@ from dataclasses import asdict, replace
 
 from aiohttp import web
 
+from rkllm_runtime.chat import ChatRequest
 from rkllm_runtime.chat.wire import WireError, error_to_dict, event_to_dict, request_from_dict
 from rkllm_runtime.contract import ErrorKind
 from rkllm_runtime.errors import AbortedError, ClosedError, RKLLMError
 
 from .convert import C_INT_MAX, MAX_MALFORMED_CALL_RETRIES, integer, max_tokens, sampling_of, stop_strings
 from .errors import ApiError, bad_request, from_runtime
-from .exchange import MODEL, SERVER, Chat, dumps, read_json
+from .exchange import MODEL, SERVER, Chat, Server, dumps, read_json
 from .models import ModelState, ServedModel
 from .ollama_api import NDJSON
 
@@ -31,15 +32,20 @@ def _error(err: RKLLMError, model: ServedModel) -> tuple[ApiError, bytes]:
     return failure, dumps({"error": error_to_dict(err, failure.status, kind)})
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    """POST /rkllm/chat."""
+async def _read(request: web.Request) -> tuple[Server, ServedModel, ChatRequest]:
+    """The server, the model a native request names, and its chat request."""
     server, body = request.app[SERVER], await read_json(request)
     model = server.registry.get(body.get("model"))
     request[MODEL] = model.name
     try:
-        chat_request = request_from_dict(body.get("request"))
+        return server, model, request_from_dict(body.get("request"))
     except WireError as err:
         raise bad_request(str(err)) from err
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """POST /rkllm/chat."""
+    server, model, chat_request = await _read(request)
     if not chat_request.messages:
         raise bad_request("the request has no messages")
     if chat_request.sampling is not None:
@@ -84,13 +90,7 @@ async def warm(request: web.Request) -> web.Response:
     Same body as ``/rkllm/chat`` (its messages are not read); the model is loaded if need be.
     Answer: ``{"outcome": …}`` (see :class:`~rkllm_runtime.chat.WarmOutcome`).
     """
-    server, body = request.app[SERVER], await read_json(request)
-    model = server.registry.get(body.get("model"))
-    request[MODEL] = model.name
-    try:
-        chat_request = request_from_dict(body.get("request"))
-    except WireError as err:
-        raise bad_request(str(err)) from err
+    server, model, chat_request = await _read(request)
     engine = await server.registry.acquire(model)
     try:
         outcome = await engine.warm(chat_request)
