@@ -37,6 +37,7 @@ ON_OFF_RULE = (
 EXAMPLES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("HassTurnOff", "turn off the reading lamp", {"name": "Reading lamp"}),
     ("HassTurnOn", "switch on the lights in the study", {"area": "Study", "domain": "light"}),
+    ("HassTurnOn", "lock the shed door", {"name": "Shed door"}),
     ("HassTurnOff", "unlock the shed door", {"name": "Shed door"}),
     ("HassLightSet", "dim the reading lamp to 30 percent", {"name": "Reading lamp", "brightness": 30}),
     ("HassSetPosition", "open the study blinds halfway", {"name": "Study blinds", "position": 50}),

@@ -17,7 +17,7 @@ def test_examples_only_for_the_offered_tools() -> None:
     assert ON_OFF_RULE in guidance
     assert LIVE_CONTEXT_RULE in guidance
     calls = [json.loads(line) for line in guidance.splitlines() if line.startswith("{")]
-    assert [call["name"] for call in calls] == ["HassTurnOff", "HassTurnOn", "HassTurnOff"]
+    assert [call["name"] for call in calls] == ["HassTurnOff", "HassTurnOn", "HassTurnOn", "HassTurnOff"]
     assert "HassSetVolume" not in guidance
 
 
