@@ -20,7 +20,7 @@ first, and each failure with the calls made and the reply.
 
 Usage: uv run python bench/accuracy.py [--target rkllm|ollama ...] [--cases TEXT] [--limit N per category]
        [--json FILE] [--temperature T] [--top-k K] [--top-p P] [--repeat-penalty R]
-       [--max-new-tokens N] [--context N] [--mode in_process|child]
+       [--max-new-tokens N] [--context N] [--mode in_process|child] [--no-guidance]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
+from custom_components.rkllm import entity as entity_module
 from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import (
     CONF_MAX_NEW_TOKENS,
@@ -450,7 +451,12 @@ async def main() -> None:
         default=1,
         help="llama.cpp threads (2 spin at each step when the CPU is shared)",
     )
+    parser.add_argument(
+        "--no-guidance", action="store_true", help="the system prompt without the tool guidance (a variant)"
+    )
     args = parser.parse_args()
+    if args.no_guidance:
+        entity_module.tool_guidance = lambda _names: ""  # the integration builds its prompt in this process
     os.environ["RKLLM_EMU_THREADS"] = str(args.threads)
     targets = args.target or list(TARGETS)
     sampling = {key: getattr(args, key) for key in SAMPLING if getattr(args, key) is not None}
