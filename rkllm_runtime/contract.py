@@ -18,11 +18,16 @@ from .errors import (
     BusyError,
     ClosedError,
     ContextOverflowError,
+    EncoderMismatchError,
+    ImageTooLargeError,
+    InvalidImageError,
     InvalidTextError,
+    NoEncoderError,
     RKLLMError,
     RunError,
     ServerStoppedError,
     ServerUnavailableError,
+    TooManyImagesError,
     UnknownModelError,
 )
 from .system import NPUReading
@@ -96,6 +101,11 @@ class ErrorKind(StrEnum):
     UNAVAILABLE = "unavailable"
     AUTHENTICATION = "authentication"
     UNKNOWN_MODEL = "unknown_model"
+    NO_ENCODER = "no_encoder"
+    INVALID_IMAGE = "invalid_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    ENCODER_MISMATCH = "encoder_mismatch"
+    TOO_MANY_IMAGES = "too_many_images"
     RUN = "run"
     """The runtime failed: the model's fault, shown on its state sensor."""
 
@@ -110,6 +120,11 @@ ERRORS: dict[ErrorKind, type[RKLLMError]] = {
     ErrorKind.UNAVAILABLE: ServerUnavailableError,
     ErrorKind.AUTHENTICATION: AuthenticationError,
     ErrorKind.UNKNOWN_MODEL: UnknownModelError,
+    ErrorKind.NO_ENCODER: NoEncoderError,
+    ErrorKind.INVALID_IMAGE: InvalidImageError,
+    ErrorKind.IMAGE_TOO_LARGE: ImageTooLargeError,
+    ErrorKind.ENCODER_MISMATCH: EncoderMismatchError,
+    ErrorKind.TOO_MANY_IMAGES: TooManyImagesError,
     ErrorKind.RUN: RunError,
 }
 

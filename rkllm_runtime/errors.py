@@ -149,3 +149,27 @@ class AuthenticationError(RemoteError):
 
 class UnknownModelError(RemoteError):
     """The server does not serve this model."""
+
+
+class ImageError(RKLLMError):
+    """An image cannot be answered; the text path is unaffected."""
+
+
+class NoEncoderError(ImageError):
+    """The model has no vision encoder, so it cannot read images."""
+
+
+class InvalidImageError(ImageError):
+    """The data is no image a decoder can read (unreadable, truncated or another kind of file)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image file, or its pixel count, is larger than the engine accepts."""
+
+
+class EncoderMismatchError(ImageError):
+    """The vision encoder belongs to another model (its embeddings do not fit) or another chip."""
+
+
+class TooManyImagesError(ImageError):
+    """A request carries more images than the model takes at once."""

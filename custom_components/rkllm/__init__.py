@@ -37,6 +37,7 @@ from .issues import (
 from .loader import (
     check_dir,
     child_pid_file,
+    encoder_path,
     error_key,
     kv_mode,
     load_runtime,
@@ -118,6 +119,7 @@ async def _async_load(hass: HomeAssistant, entry: RKLLMConfigEntry) -> LocalEngi
         runtime,
         kv_mode=kv_mode(entry.data),
         prompt_caches=PromptCacheStore(prompt_cache_dir(hass), PROMPT_CACHE_MAX_BYTES),
+        encoder_path=encoder_path(entry.data),
     )
 
 

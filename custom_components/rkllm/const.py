@@ -14,6 +14,8 @@ MODE_SERVER: Final = "server"
 MODES: Final = (MODE_IN_PROCESS, MODE_CHILD, MODE_SERVER)
 CONF_LIBRARY_PATH: Final = "library_path"
 CONF_MODEL_PATH: Final = "model_path"
+# The vision encoder (.rknn) of a vision model, kept wherever the model file's key is.
+CONF_ENCODER_FILE: Final = "encoder_file"
 CONF_MAX_CONTEXT_LEN: Final = "max_context_len"
 CONF_ADVANCED: Final = "advanced"
 CONF_PLATFORM: Final = "platform"

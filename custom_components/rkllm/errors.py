@@ -23,9 +23,28 @@ TRANSLATION_KEYS = {
     ErrorKind.UNAVAILABLE: "engine_unavailable",
     ErrorKind.AUTHENTICATION: "invalid_auth",
     ErrorKind.UNKNOWN_MODEL: "unknown_model",
+    ErrorKind.NO_ENCODER: "no_encoder",
+    ErrorKind.INVALID_IMAGE: "invalid_image",
+    ErrorKind.IMAGE_TOO_LARGE: "image_too_large",
+    ErrorKind.ENCODER_MISMATCH: "encoder_mismatch",
+    ErrorKind.TOO_MANY_IMAGES: "too_many_images",
     ErrorKind.RUN: "generation_failed",
 }
-VALIDATION = frozenset({ErrorKind.CONTEXT_OVERFLOW, ErrorKind.INVALID_TEXT})
+VALIDATION = frozenset(
+    {
+        ErrorKind.CONTEXT_OVERFLOW,
+        ErrorKind.INVALID_TEXT,
+        ErrorKind.NO_ENCODER,
+        ErrorKind.INVALID_IMAGE,
+        ErrorKind.IMAGE_TOO_LARGE,
+        ErrorKind.TOO_MANY_IMAGES,
+    }
+)
+# Said with the engine's own words.
+WITH_ERROR = frozenset(
+    {ErrorKind.INVALID_TEXT, ErrorKind.UNKNOWN_MODEL, ErrorKind.RUN, *VALIDATION, ErrorKind.ENCODER_MISMATCH}
+    - {ErrorKind.CONTEXT_OVERFLOW}
+)
 # Said in words; what the connection reported goes to the log.
 LOGGED = frozenset({ErrorKind.SERVER_STOPPED, ErrorKind.UNAVAILABLE})
 
@@ -33,7 +52,7 @@ LOGGED = frozenset({ErrorKind.SERVER_STOPPED, ErrorKind.UNAVAILABLE})
 def _placeholders(err: RKLLMError, kind: ErrorKind) -> dict[str, str] | None:
     if isinstance(err, ContextOverflowError):
         return {"tokens": str(err.tokens), "limit": str(err.limit)}
-    if kind in (ErrorKind.INVALID_TEXT, ErrorKind.UNKNOWN_MODEL, ErrorKind.RUN):
+    if kind in WITH_ERROR:
         return {"error": str(err)}
     return None
 

@@ -42,6 +42,7 @@ from .const import (
     CONF_ADVANCED,
     CONF_BASE_DOMAIN_ID,
     CONF_EMBED_FLASH,
+    CONF_ENCODER_FILE,
     CONF_KV_STRATEGY,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
@@ -155,6 +156,12 @@ def child_pid_file(hass: HomeAssistant, entry_id: str) -> Path:
     return Path(hass.config.path(".storage", DOMAIN, f"child_{entry_id}.pid"))
 
 
+def encoder_path(data: Mapping[str, Any]) -> Path | None:
+    """The entry's vision encoder file, None for a text-only model."""
+    encoder = data.get(CONF_ENCODER_FILE)
+    return Path(encoder) if encoder else None
+
+
 def server_process(data: Mapping[str, Any], cache_dir: Path, pid_file: Path | None = None) -> ServerProcess:
     """The rkllm-server child that runs an entry's model (not started; its pid kept in ``pid_file``)."""
     model_path = Path(data[CONF_MODEL_PATH])
@@ -168,6 +175,7 @@ def server_process(data: Mapping[str, Any], cache_dir: Path, pid_file: Path | No
         release=_release(data),
         on_log=lambda line: LOGGER.debug("rkllm-server: %s", line),
         pid_file=pid_file,
+        encoder_path=encoder_path(data),
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -154,8 +155,11 @@ class ChatEngine:
         max_waiting: int = MAX_WAITING,
         kv_mode: KVMode = KVMode.CONSERVATIVE,
         prompt_caches: PromptCacheStore | None = None,
+        encoder_path: Path | None = None,
     ) -> None:
         self.runtime = runtime
+        self.encoder_path = encoder_path
+        """The model's vision encoder (``.rknn``), None for a text-only model."""
         self.max_waiting = max_waiting
         self.kv_mode = kv_mode
         self.prompt_caches = prompt_caches if kv_mode is not KVMode.NAIVE else None

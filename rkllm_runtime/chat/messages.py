@@ -58,6 +58,8 @@ class Message:
     """Calls an assistant message made."""
     name: str = ""
     """The tool a tool message answers."""
+    images: Sequence[bytes] = ()
+    """Image files a user message carries, encoded as sent (JPEG, PNG, WebP...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ kind with its figures, and the engine's counters survive (``POST /rkllm/chat``,
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import asdict, replace
 from typing import Any, TypeVar, cast, get_args
 
@@ -37,7 +39,7 @@ class WireError(ValueError):
 def request_to_dict(request: ChatRequest) -> dict[str, Any]:
     """A request as plain data."""
     data = asdict(request)
-    data["messages"] = [asdict(message) for message in request.messages]
+    data["messages"] = [_message_to_dict(message) for message in request.messages]
     data["tools"] = [asdict(tool) for tool in request.tools]
     return data
 
@@ -93,6 +95,20 @@ def _object(item: object, key: str) -> dict[str, Any]:
     return item
 
 
+def _message_to_dict(message: Message) -> dict[str, Any]:
+    """A message as plain data, its images as base64 strings."""
+    data = asdict(message)
+    data["images"] = [base64.b64encode(image).decode("ascii") for image in message.images]
+    return data
+
+
+def _images(items: list[Any]) -> tuple[bytes, ...]:
+    try:
+        return tuple(base64.b64decode(item, validate=True) for item in _strings(items, "images"))
+    except binascii.Error as err:
+        raise WireError('not a chat request: "images" must hold base64 strings') from err
+
+
 def _message(item: object) -> Message:
     data = _object(item, "messages")
     role = _field(data, "role", str)
@@ -104,6 +120,7 @@ def _message(item: object) -> Message:
         content=_field(data, "content", str, ""),
         tool_calls=tuple(_tool_call(call) for call in calls),
         name=_field(data, "name", str, ""),
+        images=_images(_field(data, "images", list, [])),
     )
 
 

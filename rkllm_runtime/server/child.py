@@ -98,6 +98,7 @@ class ServerProcess:
         max_tokens: int | None = None,
         on_log: Callable[[str], None] | None = None,
         pid_file: Path | None = None,
+        encoder_path: Path | None = None,
     ) -> None:
         self.model = model
         self.pid_file = pid_file
@@ -127,6 +128,8 @@ class ServerProcess:
             self._args += ["--prompt-cache-dir", str(prompt_cache_dir)]
         if release:
             self._args += ["--release", release]
+        if encoder_path is not None:
+            self._args += ["--encoder", str(encoder_path)]
         if max_tokens is not None:  # the longest reply to a client that does not say
             self._args += ["--max-tokens", str(max_tokens)]
         self._on_log = on_log

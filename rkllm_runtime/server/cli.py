@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         "--model", action="append", default=[], metavar="NAME=PATH", help="a model to serve (repeatable)"
     )
     parser.add_argument(
+        "--encoder", action="append", default=[], metavar="[NAME=]FILE",
+        help="a vision model's encoder (.rknn); NAME= says which --model when there are several",
+    )  # fmt: skip
+    parser.add_argument(
         "--models-dir", type=Path,
         help="serve this folder's .rkllm files, loaded on first use; /api/pull downloads into it",
     )  # fmt: skip
@@ -122,6 +126,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _encoders(
+    parser: argparse.ArgumentParser, items: Sequence[str], models: dict[str, Path]
+) -> dict[str, Path]:
+    """Each ``--encoder``'s model: the one it names, or the only ``--model``."""
+    encoders: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not (sep and name in models):
+            if len(models) != 1:
+                parser.error(f"--encoder {item!r}: expected NAME=FILE naming one of the --model names")
+            name, path = next(iter(models)), item
+        if not Path(path).is_file():
+            parser.error(f"--encoder {name}: no file at {path}")
+        encoders[name] = Path(path)
+    return encoders
+
+
 def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
     """The configuration, or exit with a message saying what is wrong."""
     parser = _parser()
@@ -138,6 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         if not Path(path).is_file():
             parser.error(f"--model {name}: no file at {path}")
         models[name] = Path(path)
+    encoders = _encoders(parser, args.encoder, models)
     api_key = os.environ.get("RKLLM_SERVER_API_KEY") or None
     if args.api_key_file is not None:
         try:
@@ -158,6 +180,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
     return ServerConfig(
         library=args.library,
         models=models,
+        encoders=encoders,
         host=args.host,
         port=args.port,
         api_key=api_key,

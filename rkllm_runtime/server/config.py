@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -27,6 +27,8 @@ class ServerConfig:
     """``librkllmrt.so``."""
     models: dict[str, Path]
     """Model name, as clients ask for it, to its ``.rkllm`` file."""
+    encoders: dict[str, Path] = field(default_factory=dict)
+    """Model name to its vision encoder (``.rknn``), for the models that read images."""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     api_key: str | None = None

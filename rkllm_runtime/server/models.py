@@ -250,6 +250,7 @@ class ModelRegistry:
             max_waiting=self._config.max_waiting,
             kv_mode=self._config.kv_mode,
             prompt_caches=caches,
+            encoder_path=self._config.encoders.get(model.name),
         )
         model.state, model.loaded_at, model.last_used = ModelState.READY, time.time(), time.time()
         _LOGGER.info("Model %s is ready (%s)", model.name, model.path)

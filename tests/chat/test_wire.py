@@ -41,7 +41,7 @@ def test_a_request_round_trips() -> None:
     request = ChatRequest(
         system_prompt="You are a voice assistant.",
         messages=[
-            Message("user", "kitchen light on"),
+            Message("user", "kitchen light on", images=(b"\x89PNG\r\n\x1a\n\x00", b"\xff\xd8\xff")),
             Message("assistant", "", tool_calls=(CALL,)),
             Message("tool", '{"success": true}', name="HassTurnOn"),
         ],
@@ -93,6 +93,9 @@ def test_events_round_trip(event: object) -> None:
         {"messages": [], "sampling": 0.7},
         {"messages": [], "stop": "Bye"},
         {"messages": [], "stop": [1]},
+        {"messages": [{"role": "user", "images": "iVBORw0K"}]},
+        {"messages": [{"role": "user", "images": [1]}]},
+        {"messages": [{"role": "user", "images": ["not base64!"]}]},
     ],
 )
 def test_what_is_not_a_request_is_named(data: object) -> None:
