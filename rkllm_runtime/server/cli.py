@@ -121,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--embed-flash", action="store_true", help="keep the embedding table in flash")
     parser.add_argument(
+        "--allow-image-urls", action="store_true",
+        help="fetch remote image_url parts of OpenAI requests (else only data URLs are taken)",
+    )  # fmt: skip
+    parser.add_argument(
         "--base-domain-id", type=int, default=0, help="NPU memory domain of the first model (default: 0)"
     )
     return parser
@@ -206,6 +210,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
         keep_alive=None if args.keep_alive < 0 else args.keep_alive,
         chip=detect_board().chip,
         check_dir=_check_dir(args.models_dir, args.prompt_cache_dir),
+        allow_image_urls=args.allow_image_urls,
     )
 
 

@@ -73,6 +73,8 @@ class ServerConfig:
     """The board's chip (``RK3588``...), against which model files are checked; None: not checked."""
     check_dir: Path | None = None
     """Where the verdicts of model checks are kept (None: each start checks again)."""
+    allow_image_urls: bool = False
+    """Fetch the remote ``image_url`` parts of OpenAI requests (refused otherwise: data URLs only)."""
 
     @property
     def loopback(self) -> bool:

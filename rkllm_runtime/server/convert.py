@@ -14,6 +14,7 @@ from rkllm_runtime.chat.structured import InvalidSchemaError, check_schema
 from rkllm_runtime.types import Sampling
 
 from .errors import bad_request
+from .images import decode_base64, part_image
 
 _SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
@@ -48,20 +49,34 @@ def integer(value: object, name: str, low: int, high: int) -> int:
     return value
 
 
-def _text(content: object, where: str) -> str:
-    """Message content: a string, or OpenAI's list of text parts."""
+def _content(content: object, where: str, fetched: Mapping[str, bytes]) -> tuple[str, tuple[bytes, ...]]:
+    """Message content: a string, or OpenAI's list of text and ``image_url`` parts."""
     if content is None:
-        return ""
+        return "", ()
     if isinstance(content, str):
-        return content
+        return content, ()
     if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text":
-                raise bad_request(f"{where}: only text content is supported")
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
+        texts: list[str] = []
+        images: list[bytes] = []
+        for position, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind == "text":
+                texts.append(str(part.get("text", "")))
+            elif kind == "image_url":
+                images.append(part_image(part, f"{where}.content[{position}]", fetched))
+            else:
+                raise bad_request(f"{where}: only text and image_url content is supported")
+        return "".join(texts), tuple(images)
     raise bad_request(f"{where}: content must be a string")
+
+
+def images_of(value: object, where: str) -> tuple[bytes, ...]:
+    """Ollama's ``images``: a list of base64 strings."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise bad_request(f'"{where}" must be a list of base64-encoded images')
+    return tuple(decode_base64(image, f"{where}[{index}]") for index, image in enumerate(value))
 
 
 def _tool_call(item: object, where: str) -> ToolCall:
@@ -80,8 +95,12 @@ def _tool_call(item: object, where: str) -> ToolCall:
     return ToolCall(name, arguments, id=call_id if isinstance(call_id, str) and call_id else new_call_id())
 
 
-def parse_messages(items: object) -> tuple[str, list[Message]]:
-    """The system prompt (every system message, joined) and the other messages."""
+def parse_messages(items: object, fetched: Mapping[str, bytes] | None = None) -> tuple[str, list[Message]]:
+    """The system prompt (every system message, joined) and the other messages.
+
+    ``fetched`` holds the remote images the server allowed and fetched, by URL (see :mod:`.images`).
+    """
+    fetched = fetched or {}
     if not isinstance(items, list) or not items:
         raise bad_request('"messages" must be a non-empty list')
     system: list[str] = []
@@ -91,14 +110,16 @@ def parse_messages(items: object) -> tuple[str, list[Message]]:
         where = f"messages[{index}]"
         if not isinstance(item, Mapping):
             raise bad_request(f"{where} must be an object")
-        role, content = item.get("role"), _text(item.get("content"), where)
-        if item.get("images"):
-            raise bad_request(f"{where}: images are not supported")
+        role = item.get("role")
+        content, parts = _content(item.get("content"), where, fetched)
+        images = parts + images_of(item.get("images"), f"{where}.images")
+        if images and role != "user":
+            raise bad_request(f"{where}: only user messages may carry images")
         match role:
             case "system" | "developer":
                 system.append(content)
             case "user":
-                messages.append(Message("user", content))
+                messages.append(Message("user", content, images=images))
             case "assistant":
                 calls = tuple(_tool_call(call, where) for call in item.get("tool_calls") or ())
                 call_names.update((call.id, call.name) for call in calls)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from rkllm_runtime.errors import BusyError, ClosedError, ContextOverflowError, InvalidTextError, RKLLMError
+from rkllm_runtime.errors import (
+    BusyError,
+    ClosedError,
+    ContextOverflowError,
+    EncoderMismatchError,
+    ImageError,
+    InvalidTextError,
+    RKLLMError,
+)
 
 
 class ApiError(Exception):
@@ -23,6 +31,10 @@ def bad_request(message: str) -> ApiError:
 def from_runtime(err: RKLLMError) -> ApiError:
     """The response for an engine error."""
     if isinstance(err, ContextOverflowError | InvalidTextError):
+        return bad_request(str(err))
+    if isinstance(err, EncoderMismatchError):  # the server's files, not the request, are at fault
+        return ApiError(500, f"the model's vision encoder does not fit it: {err}")
+    if isinstance(err, ImageError):
         return bad_request(str(err))
     if isinstance(err, BusyError):
         return ApiError(429, f"{err}; try again shortly", retry_after=1)

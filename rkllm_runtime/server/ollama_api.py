@@ -27,6 +27,7 @@ from rkllm_runtime.errors import RKLLMError
 from .config import package_version
 from .convert import (
     flag,
+    images_of,
     max_tokens,
     output_schema,
     parse_messages,
@@ -200,14 +201,15 @@ async def generate(request: web.Request) -> web.StreamResponse:
         return await _loaded(server, model, body, "response")
     if not isinstance(prompt, str):
         raise bad_request('"prompt" must be a string')
-    if body.get("raw") or body.get("context") or body.get("images"):
-        raise bad_request('"raw", "context" and "images" are not supported')
+    if body.get("raw") or body.get("context"):
+        raise bad_request('"raw" and "context" are not supported')
     # The runtime applies the model's own chat template, and has no fill-in-the-middle.
     refuse(body, ("template", "suffix"))
     system = body.get("system") or ""
     if not isinstance(system, str):
         raise bad_request('"system" must be a string')
-    asked = _request(body, server, [Message("user", prompt)], system)
+    images = images_of(body.get("images"), "images")
+    asked = _request(body, server, [Message("user", prompt, images=images)], system)
     chat_ = _chat(request, server, model, asked, body)
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=True)
 
@@ -275,7 +277,8 @@ async def show(request: web.Request) -> web.Response:
                 "rkllm.context_length": server.config.context_length,
                 "rkllm.runtime_release": engine.runtime.library.release if engine else None,
             },
-            "capabilities": ["completion", "tools", "thinking"],
+            "capabilities": ["completion", "tools", "thinking"]
+            + (["vision"] if model.name in server.config.encoders else []),
             "modified_at": _entry(model)["modified_at"],
         }
     )

@@ -32,6 +32,7 @@ from .convert import (
 )
 from .errors import bad_request, from_runtime
 from .exchange import ARRIVED, MODEL, SERVER, Chat, Server, collect, dumps, error_body, read_json
+from .images import fetch_remote
 from .models import ServedModel
 
 # Fields that would change the answer in ways this server cannot: refused with a 400 naming them.
@@ -72,14 +73,16 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return bool(options.get("include_usage"))
 
 
-def _request(body: dict[str, Any], limit: int) -> tuple[ChatRequest, tuple[str, ...]]:
+def _request(
+    body: dict[str, Any], limit: int, fetched: dict[str, bytes]
+) -> tuple[ChatRequest, tuple[str, ...]]:
     """The chat request, and the tools the reply must call one of (``tool_choice``)."""
     if body.get("n", 1) != 1:
         raise bad_request('only "n": 1 is supported')
     refuse(body, REFUSED)
     if body.get("modalities") not in (None, ["text"]):
         raise bad_request('"modalities": only ["text"] is supported')
-    system, messages = parse_messages(body.get("messages"))
+    system, messages = parse_messages(body.get("messages"), fetched)
     tools, must_call = choose_tools(parse_tools(body.get("tools")), body.get("tool_choice"))
     effort = body.get("reasoning_effort")
     limit_field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
@@ -182,7 +185,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     request[MODEL] = model.name
     schema = _response_schema(body.get("response_format"))
     include_usage = _include_usage(body)
-    asked, must_call = _request(body, server.config.max_tokens)
+    fetched = await fetch_remote(body.get("messages"), server.config)
+    asked, must_call = _request(body, server.config.max_tokens, fetched)
     chat = Chat(server, model, asked, arrived=request[ARRIVED], schema=schema, must_call=must_call)
     completion = _Completion(chat)
     async with chat:

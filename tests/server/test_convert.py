@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,54 @@ def test_messages_of_both_apis() -> None:
     assert messages[2] == Message("tool", "ok", name="On")  # named from the call it answers
     assert messages[3].tool_calls[0].name == "Off"
     assert messages[4] == Message("tool", "ok", name="Off")
+
+
+def test_images_of_both_apis() -> None:
+    jpeg = b"\xff\xd8\xff\xe0 a camera snapshot"
+    encoded = base64.b64encode(jpeg).decode()
+    _, messages = parse_messages(
+        [
+            {"role": "user", "content": "what is this?", "images": [encoded]},
+            {"role": "assistant", "content": "A parcel."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "and "},
+                {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{encoded}"}},
+                {"type": "text", "text": "this?"},
+                {"type": "image_url", "image_url": {"url": "https://camera.local/snapshot.jpg"}},
+            ]},
+        ],
+        {"https://camera.local/snapshot.jpg": b"fetched"},
+    )  # fmt: skip
+    assert messages[0] == Message("user", "what is this?", images=(jpeg,))
+    assert messages[2] == Message("user", "and this?", images=(jpeg, b"fetched"))
+
+
+def _image_part(url: str) -> dict[str, object]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+@pytest.mark.parametrize(
+    ("items", "error"),
+    [
+        ([{"role": "user", "content": [_image_part("https://camera.local/a.jpg")]}],
+         r'"messages\[0\].content\[0\].image_url.url": remote image URLs are refused.*--allow-image-urls'),
+        ([{"role": "user", "content": [_image_part("data:image/png;base64,@@@")]}],
+         r'"messages\[0\].content\[0\].image_url.url" is not valid base64'),
+        ([{"role": "user", "content": [_image_part("file:///etc/passwd")]}], "must be a base64 data URL"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "must be a URL"),
+        ([{"role": "user", "content": [{"type": "input_audio"}]}], "only text and image_url"),
+        ([{"role": "user", "content": "hi", "images": "aGk="}], r'"messages\[0\].images" must be a list'),
+        ([{"role": "user", "content": "hi", "images": [3]}], r'"messages\[0\].images\[0\]" must be a base64'),
+        ([{"role": "assistant", "content": "hi", "images": ["aGk="]}, {"role": "user", "content": "hi"}],
+         "only user messages may carry images"),
+    ],
+    ids=["remote-url", "bad-data-url", "file-url", "no-url", "audio", "images-not-a-list", "image-not-text",
+         "assistant-image"],
+)  # fmt: skip
+def test_bad_images(items: object, error: str) -> None:
+    with pytest.raises(ApiError, match=error) as raised:
+        parse_messages(items)
+    assert raised.value.status == 400
 
 
 @pytest.mark.parametrize(

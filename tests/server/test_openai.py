@@ -97,7 +97,7 @@ def test_models(server: RunningServer) -> None:
         ({"max_tokens": 10**6}, openai.BadRequestError, "maximum"),
         ({"n": 2}, openai.BadRequestError, '"n": 1'),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-         openai.BadRequestError, "only text"),
+         openai.BadRequestError, "must be a base64 data URL"),
     ],
     ids=["unknown-model", "too-many-tokens", "several-choices", "images"],
 )  # fmt: skip
