@@ -7,6 +7,7 @@ from __future__ import annotations
 import jsonschema  # noqa: F401
 import probatio
 from homeassistant.components import ai_task, conversation
+from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
@@ -14,7 +15,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from rkllm_runtime.chat import retry, structured
 
-from .const import DOMAIN, LOGGER, SUBENTRY_AI_TASK
+from .const import CONF_ENCODER_FILE, DOMAIN, LOGGER, SUBENTRY_AI_TASK
 from .entity import RKLLMBaseLLMEntity
 from .models import RKLLMConfigEntry
 
@@ -34,9 +35,15 @@ async def async_setup_entry(
 
 
 class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
-    """Generates text or JSON data."""
+    """Generates text or JSON data; about attached images when the model has a vision encoder."""
 
-    _attr_supported_features = ai_task.AITaskEntityFeature.GENERATE_DATA
+    def __init__(self, entry: RKLLMConfigEntry, subentry: ConfigSubentry) -> None:
+        """Initialise; attachments are offered when the entry names a vision encoder."""
+        super().__init__(entry, subentry)
+        features = ai_task.AITaskEntityFeature.GENERATE_DATA
+        if entry.data.get(CONF_ENCODER_FILE):
+            features |= ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
+        self._attr_supported_features = features
 
     async def _async_generate_data(
         self, task: ai_task.GenDataTask, chat_log: conversation.ChatLog

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from homeassistant.components import conversation
@@ -28,6 +29,7 @@ from rkllm_runtime.chat import (
 )
 from rkllm_runtime.types import RUNTIME_SAMPLING
 
+from .attachments import async_read_images
 from .confirmation import intent_speech
 from .const import (
     CONF_MAX_HISTORY,
@@ -92,14 +94,21 @@ def answered_turns(content: Iterable[conversation.Content]) -> list[conversation
     return kept + ([] if turn and _failed(turn) else turn)
 
 
-def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
-    """The chat log's answered turns as engine messages (the system prompt is sent separately)."""
+def chat_messages(
+    chat_log: conversation.ChatLog, images: Mapping[Path, bytes] | None = None
+) -> list[Message]:
+    """The chat log's answered turns as engine messages (the system prompt is sent separately).
+
+    ``images`` holds the attachments read for the turn being answered, by path (see :mod:`.attachments`).
+    """
     names = api_names(chat_log.llm_api)
+    images = images or {}
     messages: list[Message] = []
     for content in answered_turns(chat_log.content):
         match content:
             case conversation.UserContent():
-                messages.append(Message("user", content.content))
+                attached = tuple(images[a.path] for a in content.attachments or () if a.path in images)
+                messages.append(Message("user", content.content, images=attached))
             case conversation.AssistantContent():
                 calls = tuple(
                     ToolCall(names.to_plain(call.tool_name), call.tool_args, id=call.id)
@@ -234,12 +243,13 @@ class RKLLMBaseLLMEntity(Entity):
         options = self.subentry.data
         system_prompt, volatile, tools = cached_prefix(chat_log)
         names = api_names(chat_log.llm_api)
+        images = await async_read_images(self.hass, chat_log)
         ending, rounds = Ending.OUT_OF_ROUNDS, 0
         while rounds < MAX_TOOL_ITERATIONS:
             rounds += 1
             request = ChatRequest(
                 system_prompt=system_prompt + system_suffix,
-                messages=chat_messages(chat_log),
+                messages=chat_messages(chat_log, images),
                 tools=tools,
                 conversation_id=chat_log.conversation_id,
                 enable_thinking=bool(options.get(CONF_THINK, False)),
