@@ -49,6 +49,7 @@ from .const import (
     CONF_ADVANCED,
     CONF_BASE_DOMAIN_ID,
     CONF_EMBED_FLASH,
+    CONF_ENCODER_FILE,
     CONF_KV_STRATEGY,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
@@ -103,6 +104,7 @@ def model_schema() -> vol.Schema:
         {
             vol.Required(CONF_LIBRARY_PATH): TextSelector(),
             vol.Required(CONF_MODEL_PATH): TextSelector(),
+            vol.Optional(CONF_ENCODER_FILE): TextSelector(),
             vol.Required(CONF_MAX_CONTEXT_LEN, default=DEFAULT_MAX_CONTEXT_LEN): _box(128, 131072),
             vol.Required(CONF_ADVANCED): section(
                 vol.Schema(
@@ -148,13 +150,15 @@ def server_schema() -> vol.Schema:
 
 
 def _normalise(user_input: dict[str, Any]) -> dict[str, Any]:
-    """Entry data from the form: numbers as ints, paths stripped."""
+    """Entry data from the form: numbers as ints, paths stripped, no encoder left empty."""
     advanced = dict(user_input.get(CONF_ADVANCED, {}))
     for key in (CONF_N_KEEP, CONF_BASE_DOMAIN_ID):
         advanced[key] = int(advanced.get(key, 0 if key == CONF_BASE_DOMAIN_ID else -1))
+    encoder = (user_input.get(CONF_ENCODER_FILE) or "").strip()
     return {
         CONF_LIBRARY_PATH: user_input[CONF_LIBRARY_PATH].strip(),
         CONF_MODEL_PATH: user_input[CONF_MODEL_PATH].strip(),
+        **({CONF_ENCODER_FILE: encoder} if encoder else {}),
         CONF_MAX_CONTEXT_LEN: int(user_input[CONF_MAX_CONTEXT_LEN]),
         CONF_ADVANCED: advanced,
     }

@@ -28,13 +28,16 @@ from rkllm_runtime.errors import (
     ChecksumMismatchError,
     DownloadCancelledError,
     DownloadError,
+    EncoderMismatchError,
     InsufficientDiskError,
     ModelCrashedError,
     ModelIncompatibleError,
+    NoEncoderError,
     NotAModelError,
 )
 from rkllm_runtime.library import check_library
 from rkllm_runtime.models import check_model, detect_board
+from rkllm_runtime.models.encoder_file import check_encoder_file
 from rkllm_runtime.runtime import check_model_file
 from rkllm_runtime.server.child import ServerProcess
 
@@ -74,6 +77,8 @@ ERROR_KEYS: tuple[tuple[type[RKLLMError], str], ...] = (
     (ModelCrashedError, "model_crashed"),
     (NotAModelError, "not_a_model"),
     (ModelRejectedError, "model_rejected"),
+    (NoEncoderError, "encoder_not_found"),
+    (EncoderMismatchError, "encoder_mismatch"),
     (ChecksumMismatchError, "checksum_mismatch"),
     (InsufficientDiskError, "insufficient_disk"),
     (DownloadCancelledError, "download_cancelled"),
@@ -104,7 +109,10 @@ def kv_mode(data: Mapping[str, Any]) -> KVMode:
 
 
 def check_files(data: Mapping[str, Any]) -> None:
-    """The quick checks before loading: the library is usable, the model exists and fits in memory.
+    """The quick checks before loading: the library, the model file and the vision encoder file.
+
+    The library is usable, the model exists and fits in memory, the encoder (if any) is an
+    ``.rknn`` for this chip.
 
     For a model run in its own process the library is only read here, never loaded: a faulty
     one must not take Home Assistant down.
@@ -114,6 +122,8 @@ def check_files(data: Mapping[str, Any]) -> None:
     else:
         check_library(data[CONF_LIBRARY_PATH], _release(data))
     check_model_file(Path(data[CONF_MODEL_PATH]))
+    if (encoder := encoder_path(data)) is not None:
+        check_encoder_file(encoder, detect_board().chip)
 
 
 def _release(data: Mapping[str, Any]) -> str | None:

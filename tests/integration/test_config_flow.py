@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from homeassistant.components import ai_task
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
 from homeassistant.const import CONF_LLM_HASS_API, CONF_NAME
 from homeassistant.core import HomeAssistant
@@ -23,6 +24,7 @@ from custom_components.rkllm.config_flow import (
 )
 from custom_components.rkllm.const import (
     CONF_ADVANCED,
+    CONF_ENCODER_FILE,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
     CONF_MODE,
@@ -39,8 +41,10 @@ from custom_components.rkllm.const import (
 )
 from rkllm_runtime import Library
 from rkllm_runtime.emulator import build_cached
+from rkllm_runtime.models import Board
 from rkllm_runtime.types import RUNTIME_SAMPLING
 from tests.conftest import ModelFactory
+from tests.models.test_encoder_file import rknn_file
 from tests.runtime.test_loading import fake_elf
 
 STRINGS = json.loads((Path(__file__).parents[2] / "custom_components/rkllm/strings.json").read_text())
@@ -193,6 +197,53 @@ async def test_model_errors(
     monkeypatch.delenv("RKLLM_EMU_NPU_MEMORY_MB")
     result = await submit(hass, form_input(emulator_library, make_model(npu_memory_mb=500)))
     assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_a_vision_model_keeps_its_encoder_file(
+    hass: HomeAssistant, emulator_library: Path, model_path: Path, tmp_path: Path
+) -> None:
+    encoder = rknn_file(tmp_path / "vision_rk3588.rknn", "rk3588")
+    result = await submit(
+        hass, {**form_input(emulator_library, model_path), CONF_ENCODER_FILE: f" {encoder} "}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_ENCODER_FILE] == str(encoder)
+    await hass.async_block_till_done()
+    state = hass.states.get("ai_task.rkllm_ai_task")
+    assert state is not None
+    assert state.attributes["supported_features"] & ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
+
+
+async def test_a_text_model_stores_no_encoder(
+    hass: HomeAssistant, emulator_library: Path, model_path: Path
+) -> None:
+    result = await submit(hass, {**form_input(emulator_library, model_path), CONF_ENCODER_FILE: "  "})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert CONF_ENCODER_FILE not in result["data"]
+
+
+async def test_encoder_errors_answer_on_the_form(
+    hass: HomeAssistant,
+    emulator_library: Path,
+    model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("custom_components.rkllm.loader.detect_board", lambda: Board(chip="RK3588"))
+    cases = [
+        (tmp_path / "missing.rknn", "encoder_not_found", "does not exist"),
+        (tmp_path / "vision.onnx", "encoder_not_found", "must end in .rknn"),
+        (rknn_file(tmp_path / "vision_rk3576.rknn", "rk3576"), "encoder_mismatch", "converted for an RK3576"),
+    ]
+    for encoder, key, detail in cases:
+        result = await submit(
+            hass, {**form_input(emulator_library, model_path), CONF_ENCODER_FILE: str(encoder)}
+        )
+        assert result["type"] is FlowResultType.FORM
+        assert result["errors"] == {"base": key}
+        assert detail in result["description_placeholders"]["error"]
+        assert "{error}" in STRINGS["config"]["error"][key]
+        hass.config_entries.flow.async_abort(result["flow_id"])  # the next case is the same model
 
 
 async def test_one_entry_per_model_file(
