@@ -26,7 +26,7 @@ class Rule:
     ``tools``: True only when function tools are set, False only without, None either.
     ``reply`` may contain ``{input}`` (the input text), ``{image}`` (the colours of the input's
     images) and invalid UTF-8 as bytes. ``image``: only when an image of the input is mostly
-    this colour (black, white, gray, red, green, blue, yellow, orange, purple or brown).
+    this colour (black, white, gray, red, green, blue, yellow or purple).
     """
 
     reply: str | bytes = ""

@@ -621,9 +621,8 @@ static const char *colour_name(const double rgb[3]) {
     static const struct {
         const char *name;
         double r, g, b;
-    } palette[] = {{"black", 0, 0, 0},   {"white", 1, 1, 1},      {"gray", .5, .5, .5},      {"red", 1, 0, 0},
-                   {"green", 0, .6, 0}, {"blue", 0, 0, 1},       {"yellow", 1, 1, 0},       {"orange", 1, .55, 0},
-                   {"purple", .5, 0, .5}, {"brown", .55, .3, .1}};
+    } palette[] = {{"black", 0, 0, 0}, {"white", 1, 1, 1},  {"gray", .5, .5, .5},   {"red", 1, 0, 0},
+                   {"green", 0, .6, 0}, {"blue", 0, 0, 1}, {"yellow", 1, 1, 0}, {"purple", .5, 0, .5}};
     size_t best = 0;
     double best_d = 1e9;
     for (size_t i = 0; i < sizeof palette / sizeof *palette; i++) {
