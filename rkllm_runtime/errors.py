@@ -173,3 +173,7 @@ class EncoderMismatchError(ImageError):
 
 class TooManyImagesError(ImageError):
     """A request carries more images than the model takes at once."""
+
+
+class EncoderFailedError(ImageError):
+    """The RKNN runtime refused the vision encoder file or failed to run it (a vendor return code)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import dataclasses
 import logging
 import queue
 import threading
@@ -36,7 +37,18 @@ from .errors import (
 )
 from .library import Library, load_library
 from .system import available_memory_mb
-from .types import Embeddings, Input, ModelParams, PerfStats, Prompt, RunOptions, RunResult, Sampling, Tokens
+from .types import (
+    Embeddings,
+    Input,
+    ModelParams,
+    MultiModal,
+    PerfStats,
+    Prompt,
+    RunOptions,
+    RunResult,
+    Sampling,
+    Tokens,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -143,6 +155,10 @@ class RKLLMRuntime:
         if p.enabled_cpus_mask is not None:
             param.extend_param.enabled_cpus_mask = p.enabled_cpus_mask
             param.extend_param.enabled_cpus_num = bin(p.enabled_cpus_mask).count("1")
+        if p.image_tags is not None and self.library.abi_version == "1.2":
+            tags = p.image_tags
+            self._image_tag_bytes = [encode_text(tag) for tag in (tags.start, tags.end, tags.content)]
+            param.img_start, param.img_end, param.img_content = self._image_tag_bytes
         return param
 
     def default_param(self) -> dict[str, object]:
@@ -273,7 +289,31 @@ class RKLLMRuntime:
                 c_input.input_type = RKLLMInputType.RKLLM_INPUT_EMBED
                 c_input.embed_input.embed = values
                 c_input.embed_input.n_tokens = input_.n_tokens
+            case MultiModal():
+                c_input.input_type = RKLLMInputType.RKLLM_INPUT_MULTIMODAL
+                c_input.enable_thinking = input_.enable_thinking
+                keep_alive += self._fill_multimodal(c_input.multimodal_input, input_)
         return c_input, keep_alive
+
+    def _fill_multimodal(self, target: Any, input_: MultiModal) -> list[Any]:
+        """Fill an ``RKLLMMultiModalInput``; returns what must outlive the run.
+
+        The images' rows go as one array; every image has the first one's token count and size
+        (one encoder made them). ABI 1.3 nests the image fields and takes the tags here.
+        """
+        first = input_.images[0]
+        rows = b"".join(image.values for image in input_.images)
+        embed = (ctypes.c_float * (len(rows) // ctypes.sizeof(ctypes.c_float))).from_buffer_copy(rows)
+        texts = [encode_text(text) for text in (input_.text, *dataclasses.astuple(input_.tags))]
+        target.prompt = texts[0]
+        image = target.image if self.library.abi_version == "1.3" else target
+        image.image_embed = embed
+        image.n_image_tokens = first.n_tokens
+        image.n_image = len(input_.images)
+        image.image_width, image.image_height = first.width, first.height
+        if self.library.abi_version == "1.3":
+            image.image_start, image.image_end, image.image_content = texts[1:]
+        return [embed, *texts]
 
     def _build_infer_param(self, options: RunOptions) -> tuple[Any, list[Any]]:
         c_infer = self._abi.RKLLMInferParam()

@@ -67,6 +67,8 @@ class ModelParams:
     enabled_cpus_mask: int | None = None
     embed_flash: bool | None = None
     base_domain_id: int | None = None
+    image_tags: ImageTags | None = None
+    """The image tags of a multimodal model on ABI 1.2 (set at load; ABI 1.3 takes them per input)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,45 @@ class Embeddings:
     role: Role = Role.USER
 
 
-Input = Prompt | Tokens | Embeddings
+IMAGE_PLACEHOLDER = "<image>"
+"""Where an image goes in the prompt of a :class:`MultiModal` input (one per image, in order)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTags:
+    """How a model family marks an image in its prompt: before it, after it, and each of its tokens."""
+
+    start: str
+    end: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEmbedding:
+    """One image as a vision encoder read it: ``n_tokens`` rows of ``embed_size`` floats."""
+
+    values: bytes
+    """The rows, flattened, as float32 in this machine's byte order."""
+    n_tokens: int
+    embed_size: int
+    width: int
+    """The encoder's input size, which the image was resized to."""
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class MultiModal:
+    """A prompt whose ``<image>`` placeholders each take one of ``images``, in order."""
+
+    text: str
+    images: Sequence[ImageEmbedding]
+    tags: ImageTags
+    """Ignored on ABI 1.2, where :attr:`ModelParams.image_tags` sets them at load."""
+    role: Role = Role.USER
+    enable_thinking: bool = False
+
+
+Input = Prompt | Tokens | Embeddings | MultiModal
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,7 +94,7 @@ SENSORS: tuple[RKLLMSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         entity_category=EntityCategory.DIAGNOSTIC,
         suggested_display_precision=0,
-        value=lambda d: _last(d.engine, lambda r: r.perf.memory_usage_mb),
+        value=lambda d: _last(d.engine, lambda r: r.perf.memory_usage_mb + r.encoder_memory_mb),
     ),
     RKLLMSensorDescription(
         key="prompt_tokens",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from rkllm_runtime.aio import AsyncStream
 from rkllm_runtime.errors import (
@@ -29,11 +29,14 @@ from rkllm_runtime.errors import (
     BusyError,
     ClosedError,
     ContextOverflowError,
+    EncoderMismatchError,
+    NoEncoderError,
     RKLLMError,
     RunError,
+    TooManyImagesError,
 )
 from rkllm_runtime.runtime import RKLLMRuntime, encode_text
-from rkllm_runtime.types import PerfStats, RunOptions
+from rkllm_runtime.types import ImageEmbedding, MultiModal, PerfStats, Prompt, RunOptions
 
 from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
 from .messages import (
@@ -43,6 +46,7 @@ from .messages import (
     current_turn_start,
     fingerprint,
     history_text,
+    new_images,
     render_tools,
     split_new,
 )
@@ -60,6 +64,9 @@ from .plan import (
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
 from .stop import StopFilter
 from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
+
+if TYPE_CHECKING:
+    from rkllm_runtime.vision import VisionEncoder
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -120,6 +127,26 @@ class _Prepared:
     save_prompt_cache: PromptCacheKey | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A request's images, read by the vision encoder."""
+
+    embeddings: list[ImageEmbedding]
+    encoder: VisionEncoder
+    encode_ms: float
+    """The encoder's own time for all of them."""
+
+    @property
+    def tokens(self) -> int:
+        """Context tokens the images take."""
+        return sum(embedding.n_tokens for embedding in self.embeddings)
+
+    def input(self, prompt: Prompt | MultiModal) -> MultiModal:
+        """The plan's prompt, its placeholders taking the images."""
+        tags = self.encoder.info.family.tags
+        return MultiModal(prompt.text, self.embeddings, tags, prompt.role, prompt.enable_thinking)
+
+
 @dataclass(slots=True)
 class _Round:
     """One run of a chat: its plan, what it said and what it cost."""
@@ -173,6 +200,7 @@ class ChatEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
         self._model_identity: str | None = None  # read on the engine thread when first needed
         self._prompt_cache_loaded = False
+        self._encoder: VisionEncoder | None = None  # loaded on the engine thread with the first image
 
     @property
     def closed(self) -> bool:
@@ -255,6 +283,11 @@ class ChatEngine:
         if self.closed:
             raise ClosedError("the model was unloaded")
         _check_request(request, self.runtime.params.max_context_len)
+        images = new_images(split_new(request.messages).new)
+        if images and self.encoder_path is None:
+            raise NoEncoderError(
+                f"{self.runtime.model_path.name} has no vision encoder: it cannot read images"
+            )
         self._note_context_room(request)
         if self._lock.locked() and self._waiting >= self.max_waiting:
             raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
@@ -269,13 +302,21 @@ class ChatEngine:
                 raise ClosedError("the model was unloaded")
             rounds: list[_Round] = []
             messages = list(request.messages)
+            encoded = None
+            if images:
+                self._set_state(EngineState.PREFILLING)
+                encoded = await self._in_executor(self._encode, images)
+                _check_request(request, self.runtime.params.max_context_len, encoded.tokens)
             for attempt in range(request.malformed_call_retries + 1):
                 step = plan(
                     self.kv_cache,
                     replace(request, messages=messages),
                     kv_mode=self.kv_mode,
                     max_context_len=self.runtime.params.max_context_len,
+                    image_tokens=encoded.tokens if encoded and not attempt else 0,
                 )
+                if encoded is not None and not attempt:  # a retry answers a tool result, in text
+                    step = replace(step, input=encoded.input(step.input))
                 self._set_state(EngineState.PREFILLING)
                 said = _Round(step, await self._in_executor(self._prepare, request, step))
                 try:
@@ -296,7 +337,7 @@ class ChatEngine:
                 self.stats.malformed_calls += 1
                 error = json.dumps(malformed_call_result(malformed.error))
                 messages += [said.reply(), Message("tool", error, name=MALFORMED_CALL_TOOL)]
-            result = self._commit(rounds)
+            result = self._commit(rounds, encoded)
             completed = True
             yield Finished(result)
         except AbortedError:
@@ -382,6 +423,39 @@ class ChatEngine:
         )
         self.stats.kv_tokens = kv_tokens if kv_tokens is not None else context
 
+    def _encode(self, images: list[bytes]) -> _Encoded:
+        """Read the request's images with the vision encoder, loading it first (engine thread)."""
+        encoder = self._encoder or self._open_encoder()
+        family = encoder.info.family
+        if len(images) > family.max_images:
+            raise TooManyImagesError(
+                f"{len(images)} images in one request; "
+                f"a {family.name} model reads {family.max_images} at a time"
+            )
+        embeddings, encode_ms = [], 0.0
+        for image in images:
+            embeddings.append(encoder.encode(image))
+            encode_ms += encoder.last_run_ms
+        return _Encoded(embeddings, encoder, encode_ms)
+
+    def _open_encoder(self) -> VisionEncoder:
+        """Load the vision encoder, on the RKNN runtime beside the RKLLM one (engine thread)."""
+        # Pillow is needed by image turns only (the vision extra)
+        from rkllm_runtime.vision import VisionEncoder, family_named, find_rknn_library  # noqa: PLC0415
+
+        assert self.encoder_path is not None
+        library = find_rknn_library(self.runtime.library.path)
+        encoder = VisionEncoder.open(library, self.encoder_path)
+        model = family_named(self.runtime.model_path.name)
+        if model is not None and model.name != encoder.info.family.name:
+            encoder.close()
+            raise EncoderMismatchError(
+                f"the vision encoder {self.encoder_path.name} is for {encoder.info.family.name} models, "
+                f"not for {self.runtime.model_path.name}"
+            )
+        self._encoder = encoder
+        return encoder
+
     async def _in_executor(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
@@ -437,7 +511,7 @@ class ChatEngine:
             return self.runtime.kv_cache_size()
         return None
 
-    def _commit(self, rounds: list[_Round]) -> ChatResult:
+    def _commit(self, rounds: list[_Round], encoded: _Encoded | None = None) -> ChatResult:
         first, prompt_tokens = rounds[0].step, rounds[0].prompt_tokens
         visible = Message(
             "assistant",
@@ -461,6 +535,8 @@ class ChatEngine:
             cache_hit=hit,
             kv_tokens=self.stats.kv_tokens,
             runs=len(rounds),
+            image_encode_ms=encoded.encode_ms if encoded is not None else 0.0,
+            encoder_memory_mb=self._encoder.info.memory_mb if self._encoder is not None else 0.0,
         )
         # The caller sends the conversation back as it saw it: without the rounds that retried a call.
         self.kv_cache = replace(
@@ -484,8 +560,14 @@ class ChatEngine:
         self._set_state(EngineState.CLOSED)
         self.runtime.abort()
         async with self._lock:
-            await self._in_executor(self.runtime.close)
+            await self._in_executor(self._close_handles)
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+    def _close_handles(self) -> None:
+        """Destroy the model's handle and the vision encoder's context (engine thread)."""
+        self.runtime.close()
+        if self._encoder is not None:
+            self._encoder.close()
 
 
 def check_texts(request: ChatRequest) -> None:
@@ -494,8 +576,11 @@ def check_texts(request: ChatRequest) -> None:
         encode_text(text)
 
 
-def _check_request(request: ChatRequest, limit: int) -> None:
-    """Refuse, before queueing, text C cannot carry and a current turn that can certainly not fit."""
+def _check_request(request: ChatRequest, limit: int, image_tokens: int = 0) -> None:
+    """Refuse text C cannot carry and a current turn that can certainly not fit, with its images' tokens.
+
+    Checked before queueing, and again once the images are encoded and their tokens known.
+    """
     check_texts(request)
     split = split_new(request.messages)
     texts = [
@@ -504,7 +589,9 @@ def _check_request(request: ChatRequest, limit: int) -> None:
         *map(history_text, split.history[current_turn_start(split) :]),
         *(m.content for m in split.new),
     ]
-    tokens = sum(len(encode_text(_WHITESPACE.sub(" ", text))) for text in texts) // MAX_BYTES_PER_TOKEN
+    tokens = (
+        image_tokens + sum(len(encode_text(_WHITESPACE.sub(" ", t))) for t in texts) // MAX_BYTES_PER_TOKEN
+    )
     if tokens > limit:
         raise ContextOverflowError(
             f"the input needs at least {tokens} tokens but the context holds {limit}",

@@ -62,6 +62,10 @@ class ChatResult:
     kv_tokens: int
     """Tokens in the KV cache afterwards."""
     runs: int = 1
+    image_encode_ms: float = 0.0
+    """The vision encoder's time for the request's images (before the prefill)."""
+    encoder_memory_mb: float = 0.0
+    """Memory of the vision encoder, when loaded (beside the model's own ``perf.memory_usage_mb``)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""

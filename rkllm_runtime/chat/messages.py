@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rkllm_runtime.types import Prompt, Role, Sampling
+from rkllm_runtime.types import IMAGE_PLACEHOLDER, Prompt, Role, Sampling
 
 MessageRole = Literal["user", "assistant", "tool"]
 
@@ -224,11 +224,27 @@ def _merged_results(new: Sequence[Message]) -> str:
     return compact_json([_tool_result(message) for message in new])
 
 
+def new_images(new: Sequence[Message]) -> list[bytes]:
+    """The images the new messages carry, in order."""
+    return [image for message in new for image in message.images]
+
+
+def _with_placeholders(message: Message) -> str:
+    """A message of an image turn: one placeholder per image ahead of its text (typed ones are no images)."""
+    return IMAGE_PLACEHOLDER * len(message.images) + message.content.replace(IMAGE_PLACEHOLDER, "image")
+
+
 def new_input(new: Sequence[Message], enable_thinking: bool, context: str = "") -> Prompt:
-    """One RKLLM input for the new messages: the tool results, or the user text after ``context``."""
+    """One RKLLM input for the new messages: the tool results, or the user text after ``context``.
+
+    In an image turn, each image's ``<image>`` placeholder leads the text of its message.
+    """
     if _is_tool_results(new):
         return Prompt(_merged_results(new), Role.TOOL, enable_thinking)
-    text = "\n".join(message.content for message in new)
+    if new_images(new):
+        text = "\n".join(map(_with_placeholders, new))
+    else:
+        text = "\n".join(message.content for message in new)
     return Prompt(f"{context}\n{text}" if context else text, Role.USER, enable_thinking)
 
 

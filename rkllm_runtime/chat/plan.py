@@ -10,7 +10,10 @@ only what the vendor documents for every strategy (:class:`KVMode`):
   ``keep_history=0`` run);
 - a prompt-cache file keeps the system prompt across restarts; the engine restores it
   only for a ``keep_history=0`` run, where the runtime detects the cached prefix of the
-  run's input, so context is never duplicated.
+  run's input, so context is never duplicated;
+- a turn with images is a ``keep_history=0`` run in every strategy, as the vendor's
+  multimodal demo runs it: the cached system section stays valid, the turn is not kept,
+  and later turns quote it as text.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rkllm_runtime.errors import ContextOverflowError
-from rkllm_runtime.types import Prompt, RunOptions
+from rkllm_runtime.types import MultiModal, Prompt, RunOptions
 
 from .messages import (
     ChatRequest,
@@ -30,6 +33,7 @@ from .messages import (
     fingerprint,
     fit_history,
     history_text,
+    new_images,
     rebuild_input,
     render_tools,
     split_new,
@@ -100,7 +104,8 @@ class KVCacheState:
 class Plan:
     """What one run sends, and how the runtime gets ready for it."""
 
-    input: Prompt
+    input: Prompt | MultiModal
+    """A prompt; the engine makes an image turn's a :class:`MultiModal` once the images are encoded."""
     options: RunOptions
     system_key: str
     tools: str
@@ -120,14 +125,21 @@ class Plan:
     the token count, and ``in_kv`` when a prompt-cache file turns ``keep_history`` off)."""
 
 
-def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_context_len: int) -> Plan:
-    """The plan for ``request`` given what the KV cache holds."""
+def plan(
+    cache: KVCacheState,
+    request: ChatRequest,
+    *,
+    kv_mode: KVMode,
+    max_context_len: int,
+    image_tokens: int = 0,
+) -> Plan:
+    """The plan for ``request`` given what the KV cache holds (its images take ``image_tokens``)."""
     tools = render_tools(request.tools)
     key = system_key(request.system_prompt, tools)
     split = split_new(request.messages)
     sent: list[Message] = [*split.history, *split.new]
     options = RunOptions(
-        keep_history=kv_mode is KVMode.REUSE,
+        keep_history=kv_mode is KVMode.REUSE and not new_images(split.new),
         max_new_tokens=request.max_new_tokens,
         sampling=request.sampling,
     )
@@ -153,7 +165,7 @@ def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_cont
         if same_conversation and over_budget:
             earlier = list(drop_oldest_half(earlier))
         # Oldest turns first, the history goes until what is sent fits (a failed turn's text too).
-        fixed = estimated_tokens(
+        fixed = image_tokens + estimated_tokens(
             request.system_prompt, tools, *map(history_text, current), *(m.content for m in split.new)
         )
         history = [*fit_history(earlier, int(CONTEXT_BUDGET * max_context_len) - fixed), *current]

@@ -17,6 +17,9 @@ HEADERS = ("common.h", "rkllm.h", "vocab.h")
 # The release each ABI build embeds unless told otherwise.
 DEFAULT_RELEASE = {"1.2": "1.2.3", "1.3": "1.3.1"}
 LIBRARY_NAME = "librkllmrt.so"
+# The RKNN runtime the vision encoders run on, built beside it (as both sit in /usr/lib on a board).
+RKNN_SOURCES = ("rknn.c", "rknn_api.h")
+RKNN_LIBRARY_NAME = "librknnrt.so"
 
 
 def cache_dir() -> Path:
@@ -55,10 +58,16 @@ def _command(abi: str, release: str, out: Path, engine: str) -> list[str]:
     ]
 
 
+def _rknn_command(out: Path) -> list[str]:
+    flags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread"]
+    return [compiler(), *flags, "-o", str(out), str(SOURCE_DIR / RKNN_SOURCES[0]), "-lm"]
+
+
 def build(abi: str, out_dir: Path, release: str | None = None, engine: str = "scripted") -> Path:
     """Compile the emulator for ``abi`` ("1.2" or "1.3") into ``out_dir``; return the library path.
 
-    ``engine`` "scripted" plays model files; "llama" runs GGUF models with llama.cpp.
+    ``engine`` "scripted" plays model files; "llama" runs GGUF models with llama.cpp. The
+    emulated ``librknnrt.so`` for vision encoders is built beside it.
     """
     if abi not in DEFAULT_RELEASE:
         raise ValueError(f"unknown ABI {abi!r}; choose one of {', '.join(DEFAULT_RELEASE)}")
@@ -67,6 +76,7 @@ def build(abi: str, out_dir: Path, release: str | None = None, engine: str = "sc
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / LIBRARY_NAME
     subprocess.run(_command(abi, release or DEFAULT_RELEASE[abi], out, engine), check=True)
+    subprocess.run(_rknn_command(out_dir / RKNN_LIBRARY_NAME), check=True)
     return out
 
 
@@ -74,9 +84,10 @@ def build_cached(abi: str, release: str | None = None, engine: str = "scripted")
     """Return a built emulator, compiling it only when its sources or build command changed."""
     release = release or DEFAULT_RELEASE.get(abi, "")
     digest = hashlib.sha256()
-    for name in (*ENGINES[engine], "common.c", *HEADERS):
+    for name in (*ENGINES[engine], "common.c", *HEADERS, *RKNN_SOURCES):
         digest.update((SOURCE_DIR / name).read_bytes())
     digest.update(" ".join(_command(abi, release, Path("out"), engine)).encode())
+    digest.update(" ".join(_rknn_command(Path("out"))).encode())
     # linked by path: a rebuilt llama.cpp in the same place is a new input
     digest.update(llama_cpp().library.read_bytes())
     target = cache_dir() / f"{engine}-{abi}-{release}-{digest.hexdigest()[:16]}"
@@ -86,7 +97,11 @@ def build_cached(abi: str, release: str | None = None, engine: str = "scripted")
     with tempfile.TemporaryDirectory() as tmp:
         built = build(abi, Path(tmp), release, engine)
         target.mkdir(parents=True, exist_ok=True)
-        staging = target / f".{LIBRARY_NAME}.{os.getpid()}"
-        shutil.copy2(built, staging)
-        staging.replace(library)
+        for name in (
+            RKNN_LIBRARY_NAME,
+            LIBRARY_NAME,
+        ):  # the RKLLM library last: its presence marks both built
+            staging = target / f".{name}.{os.getpid()}"
+            shutil.copy2(built.with_name(name), staging)
+            staging.replace(target / name)
     return library

@@ -24,7 +24,9 @@ class Rule:
 
     ``match`` is a case-insensitive substring of the input text (empty: any).
     ``tools``: True only when function tools are set, False only without, None either.
-    ``reply`` may contain ``{input}`` (the input text) and invalid UTF-8 as bytes.
+    ``reply`` may contain ``{input}`` (the input text), ``{image}`` (the colours of the input's
+    images) and invalid UTF-8 as bytes. ``image``: only when an image of the input is mostly
+    this colour (black, white, gray, red, green, blue, yellow or purple).
     """
 
     reply: str | bytes = ""
@@ -35,6 +37,7 @@ class Rule:
     error_after: int | None = None
     run_fail: bool = False
     crash: bool = False
+    image: str | None = None
 
     def lines(self) -> list[str]:
         """The rule's block in the model file."""
@@ -54,6 +57,8 @@ class Rule:
             out.append("run_fail 1")
         if self.crash:
             out.append("crash 1")
+        if self.image:
+            out.append(f"image {self.image}")
         out.append("end")
         return out
 
@@ -78,6 +83,10 @@ class EmulatedModel:
     target_platform: str = "RK3588"
     npu_core_num: int = 3
     model_dtype: str = "W8A8"
+    embed_size: int = 64
+    """Floats per token of embedding inputs, image rows included."""
+    image_tokens: int = 0
+    """Tokens per image the model was converted for (0: any)."""
 
     def text(self) -> str:
         """The model file's content."""
@@ -93,6 +102,8 @@ class EmulatedModel:
             f"target_platform {self.target_platform}",
             f"npu_core_num {self.npu_core_num}",
             f"model_dtype {self.model_dtype}",
+            f"embed_size {self.embed_size}",
+            f"image_tokens {self.image_tokens}",
         ]
         if self.toolkit_version:
             lines.append(f"toolkit_version {self.toolkit_version}")

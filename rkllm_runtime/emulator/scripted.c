@@ -42,6 +42,7 @@ typedef struct {
     int error_after;
     int run_fail;
     int crash;
+    char *image; /* colour name of an image in the input, NULL = any input */
 } rule_t;
 
 typedef struct {
@@ -53,6 +54,7 @@ typedef struct {
     int init_fail;
     int has_template;
     int embed_size;
+    int image_tokens; /* tokens per image the model takes, 0: any */
     char *toolkit, *platform, *dtype; /* the model header (NULL: defaults) */
     int npu_cores;
     char *system;
@@ -84,7 +86,7 @@ static void unescape(char *s) {
 static void model_free(model_t *m) {
     for (size_t i = 0; i < m->n_rules; i++) {
         rule_t *r = &m->rules[i];
-        free(r->role), free(r->match), free(r->think), free(r->reply);
+        free(r->role), free(r->match), free(r->think), free(r->reply), free(r->image);
     }
     free(m->rules), free(m->name), free(m->system), free(m->toolkit), free(m->platform), free(m->dtype);
     memset(m, 0, sizeof *m);
@@ -131,6 +133,7 @@ static int model_load(model_t *m, const char *path) {
         else if (cur && strcmp(line, "error_after") == 0) cur->error_after = atoi(val);
         else if (cur && strcmp(line, "run_fail") == 0) cur->run_fail = atoi(val);
         else if (cur && strcmp(line, "crash") == 0) cur->crash = atoi(val);
+        else if (cur && strcmp(line, "image") == 0) cur->image = strdup(val);
         else if (!cur && strcmp(line, "name") == 0) m->name = strdup(val);
         else if (!cur && strcmp(line, "max_context") == 0) m->max_context = atoi(val);
         else if (!cur && strcmp(line, "prefill_tps") == 0) m->prefill_tps = atof(val);
@@ -141,6 +144,7 @@ static int model_load(model_t *m, const char *path) {
         else if (!cur && strcmp(line, "init_fail") == 0) m->init_fail = atoi(val);
         else if (!cur && strcmp(line, "template") == 0) m->has_template = strcmp(val, "none") != 0;
         else if (!cur && strcmp(line, "embed_size") == 0) m->embed_size = atoi(val) > 0 ? atoi(val) : 64;
+        else if (!cur && strcmp(line, "image_tokens") == 0) m->image_tokens = atoi(val);
         else if (!cur && strcmp(line, "system") == 0) m->system = strdup(val);
         else if (!cur && strcmp(line, "toolkit_version") == 0) m->toolkit = strdup(val);
         else if (!cur && strcmp(line, "target_platform") == 0) m->platform = strdup(val);
@@ -177,6 +181,7 @@ typedef struct {
     int has_prompt_cache;
     char *paused_reply; /* remaining text after a callback returned 1 */
     size_t paused_pos;
+    char image_colours[256]; /* " red blue ": the images of the latest input, by their mean colour */
 } handle_t;
 
 static atomic_int npu_used_mb;
@@ -530,14 +535,20 @@ static const rule_t *pick_rule(handle_t *h, const char *role, const char *text) 
         if (r->tools == 1 && !h->tools) continue;
         if (r->tools == 0 && h->tools) continue;
         if (r->match && *r->match && !strstr(lower, r->match)) continue;
+        if (r->image) {
+            char word[64];
+            snprintf(word, sizeof word, " %s ", r->image);
+            if (!strstr(h->image_colours, word)) continue;
+        }
         found = r;
     }
     free(lower);
     return found;
 }
 
-/* Reply text for a rule: the optional thinking block, then the reply with {input} replaced. */
-static char *compose_reply(const rule_t *rule, int thinking, const char *input) {
+/* Reply text for a rule: the optional thinking block, then the reply with {input} (the input text)
+   and {image} (the colours of its images) replaced. */
+static char *compose_reply(const rule_t *rule, int thinking, const char *input, const char *colours) {
     char *out = NULL;
     str_append(&out, "");
     if (!rule) return str_append(&out, "I am an emulated model and have no reply for that.");
@@ -547,12 +558,19 @@ static char *compose_reply(const rule_t *rule, int thinking, const char *input) 
         str_append(&out, "\n</think>\n\n");
     }
     const char *reply = rule->reply ? rule->reply : "";
-    for (const char *p; (p = strstr(reply, "{input}")); reply = p + 7) {
-        char *chunk = strndup(reply, (size_t)(p - reply));
+    size_t n = strlen(colours);
+    char *image = n > 2 ? strndup(colours + 1, n - 2) : strdup(""); /* " red blue " -> "red blue" */
+    for (;;) {
+        const char *p = strstr(reply, "{input}"), *q = strstr(reply, "{image}");
+        const char *at = !p ? q : !q ? p : p < q ? p : q;
+        if (!at) break;
+        char *chunk = strndup(reply, (size_t)(at - reply));
         str_append(&out, chunk);
         free(chunk);
-        str_append(&out, input ? input : "");
+        str_append(&out, at == q ? image : input ? input : "");
+        reply = at + 7;
     }
+    free(image);
     return str_append(&out, reply);
 }
 
@@ -594,10 +612,90 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
     return status;
 }
 
+static void add_word(char *words, const char *word) {
+    strncat(words, word, sizeof(((handle_t *)0)->image_colours) - strlen(words) - 1);
+}
+
+/* The colour nearest to an image's mean colour (red, green, blue in 0..1). */
+static const char *colour_name(const double rgb[3]) {
+    static const struct {
+        const char *name;
+        double r, g, b;
+    } palette[] = {{"black", 0, 0, 0}, {"white", 1, 1, 1},  {"gray", .5, .5, .5},   {"red", 1, 0, 0},
+                   {"green", 0, .6, 0}, {"blue", 0, 0, 1}, {"yellow", 1, 1, 0}, {"purple", .5, 0, .5}};
+    size_t best = 0;
+    double best_d = 1e9;
+    for (size_t i = 0; i < sizeof palette / sizeof *palette; i++) {
+        double dr = rgb[0] - palette[i].r, dg = rgb[1] - palette[i].g, db = rgb[2] - palette[i].b;
+        double d = dr * dr + dg * dg + db * db;
+        if (d < best_d) best_d = d, best = i;
+    }
+    return palette[best].name;
+}
+
+/* Tokens of a multimodal input: each <image> of the prompt becomes the start tag, one content token per
+   image token and the end tag (ABI 1.2 takes the tags at init). The image rows are checked as the model
+   reads them: the token count it was converted for, and rows of its embedding size (the emulated
+   encoder starts each row with its length). h->image_colours names each image's mean colour. */
+static int multimodal_tokens(handle_t *h, const RKLLMMultiModalInput *mm, ivec *out, const char *prefix,
+                             const char *postfix) {
+#if RKLLM_ABI >= 13
+    const RKLLMImageInput *im = &mm->image;
+    const char *start = im->image_start, *end = im->image_end;
+#else
+    const RKLLMMultiModalInput *im = mm;
+    const char *start = h->param.img_start, *end = h->param.img_end;
+#endif
+    size_t n_image = im->n_image, n_tokens = im->n_image_tokens, e = (size_t)h->model.embed_size;
+    h->image_colours[0] = 0;
+    if (!im->image_embed || !n_image || !n_tokens || !im->image_width || !im->image_height) {
+        logmsg('E', "multimodal input without an image embedding");
+        return -1;
+    }
+    if (h->model.image_tokens && n_tokens != (size_t)h->model.image_tokens) {
+        logmsg('E', "the image has %zu tokens, the model takes %d per image", n_tokens, h->model.image_tokens);
+        return -1;
+    }
+    size_t placeholders = 0;
+    for (const char *p = mm->prompt; (p = strstr(p, "<image>")); p += 7) placeholders++;
+    if (placeholders != n_image) {
+        logmsg('E', "the prompt has %zu <image> placeholders for %zu images", placeholders, n_image);
+        return -1;
+    }
+    add_word(h->image_colours, " ");
+    for (size_t i = 0; i < n_image; i++) {
+        double rgb[3] = {0};
+        for (size_t t = 0; t < n_tokens; t++) {
+            const float *row = im->image_embed + (i * n_tokens + t) * e;
+            if (row[0] != (float)e) { /* read no further: the rows are of another length */
+                logmsg('E', "the image embedding does not fit the model: rows of %zu floats expected", e);
+                return -1;
+            }
+            for (int k = 0; k < 3; k++) rgb[k] += row[1 + k] / (double)n_tokens;
+        }
+        add_word(h->image_colours, colour_name(rgb));
+        add_word(h->image_colours, " ");
+    }
+    tokenize(out, prefix);
+    const char *text = mm->prompt;
+    for (const char *p; (p = strstr(text, "<image>")); text = p + 7) {
+        char *piece = strndup(text, (size_t)(p - text));
+        tokenize(out, piece);
+        free(piece);
+        tokenize(out, start ? start : "");
+        for (size_t t = 0; t < n_tokens; t++) ivec_push(out, 151655); /* <|image_pad|>, its row in the cache */
+        tokenize(out, end ? end : "");
+    }
+    tokenize(out, text);
+    tokenize(out, postfix);
+    return 0;
+}
+
 /* Appends the tokens of one input (wrapped by the chat template) to out; *text gets its text. */
 static int input_tokens(handle_t *h, const RKLLMInput *in, ivec *out, const char **text, const char **role) {
     *role = (in->role && strcmp(in->role, "tool") == 0) ? "tool" : "user";
     *text = "";
+    h->image_colours[0] = 0;
     int tool = strcmp(*role, "tool") == 0;
     const char *prefix = tool ? h->tool_prefix : h->user_prefix, *postfix = tool ? h->tool_postfix : h->user_postfix;
     switch (in->input_type) {
@@ -619,20 +717,11 @@ static int input_tokens(handle_t *h, const RKLLMInput *in, ivec *out, const char
             ivec_push(out, (int32_t)(fnv1a(in->embed_input.embed + i * e, e * sizeof(float), FNV_SEED) % VOCAB_SIZE));
         return 0;
     }
-    case RKLLM_INPUT_MULTIMODAL: {
-        const RKLLMMultiModalInput *mm = &in->multimodal_input;
-#if RKLLM_ABI >= 13
-        size_t image_tokens = mm->image.n_image_tokens * (mm->image.n_image ? mm->image.n_image : 1);
-#else
-        size_t image_tokens = mm->n_image_tokens * (mm->n_image ? mm->n_image : 1);
-#endif
-        *text = mm->prompt ? mm->prompt : "";
-        tokenize(out, prefix);
-        for (size_t i = 0; i < image_tokens; i++) ivec_push(out, 151655);
-        tokenize(out, *text);
-        tokenize(out, postfix);
+    case RKLLM_INPUT_MULTIMODAL:
+        if (!in->multimodal_input.prompt || multimodal_tokens(h, &in->multimodal_input, out, prefix, postfix) != 0)
+            return -1;
+        *text = in->multimodal_input.prompt;
         return 0;
-    }
     }
     return -1;
 }
@@ -744,7 +833,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         return 0;
     }
 
-    char *reply = compose_reply(rule, in->enable_thinking, text);
+    char *reply = compose_reply(rule, in->enable_thinking, text, h->image_colours);
     size_t pos = 0;
     int status = stream_text(&r, reply, &pos, max_new, rule ? rule->error_after : -1);
     if (status == 1) {

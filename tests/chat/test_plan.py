@@ -233,3 +233,34 @@ def test_the_current_turn_is_always_sent(case: TurnCase) -> None:
     planned = plan(cache, request, kv_mode=case.mode, max_context_len=4096)
     assert planned.input.text == case.input
     assert planned.input.role is (Role.TOOL if case.messages[-1].role == "tool" else Role.USER)
+
+
+SNAPSHOT = Message("user", "is there a parcel?", images=(b"\xff\xd8jpeg",))
+
+
+@pytest.mark.parametrize("mode", [REUSE, CONSERVATIVE])
+def test_an_image_turn_is_a_keep_history_0_run_after_the_cached_system(mode: KVMode) -> None:
+    """As the vendor's multimodal demo: the turn is not kept, and the system section stays valid."""
+    request = ChatRequest(SYSTEM, (HI, REPLY, SNAPSHOT), tools=TOOLS, conversation_id="a")
+    planned = plan(holding(HI, REPLY, in_kv=mode is REUSE), request, kv_mode=mode, max_context_len=4096)
+    assert not planned.options.keep_history
+    assert not planned.conversation.in_kv
+    assert not planned.set_system
+    assert planned.system_cached
+    assert planned.input.text == EARLIER + "User: hi\nAssistant: Hello!\n\n<image>is there a parcel?"
+
+
+def test_each_image_has_a_placeholder_and_typed_ones_are_none() -> None:
+    two = Message("user", "what is <image>?", images=(b"a", b"b"))
+    request = ChatRequest(SYSTEM, (two,), conversation_id="a")
+    planned = plan(KVCacheState(), request, kv_mode=CONSERVATIVE, max_context_len=4096)
+    assert planned.input.text == "<image><image>what is image?"
+
+
+def test_image_tokens_leave_less_room_for_history() -> None:
+    messages = (HI, REPLY, Message("user", "word " * 1_000), REPLY, SNAPSHOT)
+    request = ChatRequest(SYSTEM, messages, TOOLS, conversation_id="a")
+    without = plan(KVCacheState(), request, kv_mode=CONSERVATIVE, max_context_len=4096)
+    assert without.conversation.history_start == 0
+    with_images = plan(KVCacheState(), request, kv_mode=CONSERVATIVE, max_context_len=4096, image_tokens=2500)
+    assert with_images.conversation.history_start == 4
