@@ -13,6 +13,8 @@ from homeassistant.components import conversation
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 
+from rkllm_runtime.vision.preprocess import MAX_IMAGE_BYTES
+
 from .const import DOMAIN
 
 
@@ -40,6 +42,15 @@ def _read(attachments: list[conversation.Attachment]) -> dict[Path, bytes]:
     images: dict[Path, bytes] = {}
     for attachment in attachments:
         try:
+            if (size := attachment.path.stat().st_size) > MAX_IMAGE_BYTES:  # never read into memory
+                raise ServiceValidationError(
+                    translation_domain=DOMAIN,
+                    translation_key="image_too_large",
+                    translation_placeholders={
+                        "error": f"{attachment.media_content_id} has {size} bytes, "
+                        f"at most {MAX_IMAGE_BYTES} are accepted"
+                    },
+                )
             images[attachment.path] = attachment.path.read_bytes()
         except OSError as err:
             raise ServiceValidationError(

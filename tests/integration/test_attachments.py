@@ -14,11 +14,15 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, MockPlatform, mock_platform
 
 from custom_components.rkllm.attachments import async_read_images
-from custom_components.rkllm.const import CONF_ENCODER_FILE
+from custom_components.rkllm.const import CONF_ENCODER_FILE, MODE_CHILD, MODE_IN_PROCESS
 from custom_components.rkllm.entity import chat_messages
+from rkllm_runtime.emulator import EmulatedModel, Rule
+from rkllm_runtime.vision.preprocess import MAX_IMAGE_BYTES
+from tests.images import BLUE, RED, write_encoder
+from tests.integration.conftest import RULES
 
 TASK = "ai_task.rkllm_ai_task"
-SNAPSHOT = b"\xff\xd8\xff\xe0 the porch camera"
+SNAPSHOT = RED
 PORCH = "camera.porch"
 
 
@@ -36,9 +40,11 @@ async def media(hass: HomeAssistant, tmp_path: Path) -> Path:
     """The local media folder, with a snapshot and a note in it."""
     folder = tmp_path / "media"
     folder.mkdir()
-    (folder / "door.jpg").write_bytes(SNAPSHOT)
+    (folder / "door.png").write_bytes(BLUE)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 cut short")
     (folder / "note.txt").write_text("a note")
-    hass.config.media_dirs = {"local": str(folder)}
+    hass.config.media_dirs.clear()  # in place: a media source set up already reads this dict
+    hass.config.media_dirs["local"] = str(folder)
     assert await async_setup_component(hass, "media_source", {})
     return folder
 
@@ -62,14 +68,28 @@ def _media(name: str, kind: str) -> dict[str, str]:
     return {"media_content_id": f"media-source://media_source/local/{name}", "media_content_type": kind}
 
 
+@pytest.fixture(autouse=True)
+def rk3588_figures_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RKLLM_EMU_TIME_SCALE", "0")  # the runtimes report RK3588 times without sleeping
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    """The test model, which also reads images of 16 tokens; named as the vendor names a Qwen3-VL file."""
+    rules = [
+        Rule(image="red", reply="A red car is in the driveway."),
+        Rule(image="blue", reply="The door is {image}."),
+        *RULES,
+    ]
+    model = EmulatedModel(rules=rules, image_tokens=16, name="qwen3-vl-2b-emulated")
+    return model.write(tmp_path / "qwen3-vl-2b-instruct_w8a8_rk3588.rkllm")
+
+
 @pytest.fixture
 def encoder(request: pytest.FixtureRequest, tmp_path: Path) -> Path | None:
-    """The entry's vision encoder file (indirect parameter False: none)."""
-    if not getattr(request, "param", True):
-        return None
-    path = tmp_path / "vision_rk3588.rknn"
-    path.write_bytes(b"RKNN encoder")
-    return path
+    """The entry's vision encoder (indirect parameter: its fields; False: none)."""
+    fields = getattr(request, "param", {})
+    return None if fields is False else write_encoder(tmp_path, **fields)
 
 
 @pytest.fixture
@@ -96,7 +116,7 @@ async def test_a_model_without_an_encoder_offers_no_attachments(
     assert state is not None
     assert not state.attributes["supported_features"] & ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
     with pytest.raises(HomeAssistantError, match="does not support attachments"):
-        await _ask(hass, _media("door.jpg", "image/jpeg"))
+        await _ask(hass, _media("door.png", "image/png"))
 
 
 async def test_a_model_with_an_encoder_offers_attachments(
@@ -111,7 +131,7 @@ async def test_attachments_that_are_not_images_are_refused_by_name(
     hass: HomeAssistant, init_integration: MockConfigEntry, media: Path
 ) -> None:
     with pytest.raises(ServiceValidationError) as raised:
-        await _ask(hass, _media("door.jpg", "image/jpeg"), _media("note.txt", "text/plain"))
+        await _ask(hass, _media("door.png", "image/png"), _media("note.txt", "text/plain"))
     assert raised.value.translation_key == "unsupported_attachments"
     assert str(raised.value) == (
         "The model reads images only; these attachments are not images: "
@@ -149,7 +169,7 @@ async def test_the_new_turns_images_become_the_messages_images(
     log.async_add_user_content(conversation.UserContent("What was that?", attachments=[earlier]))
     log.async_add_assistant_content_without_tools(conversation.AssistantContent("rkllm", "A cat."))
     door = conversation.Attachment(
-        "media-source://media_source/local/door.jpg", "image/jpeg", media / "door.jpg"
+        "media-source://media_source/local/door.png", "image/png", media / "door.png"
     )
     cam = conversation.Attachment(f"media-source://camera/{porch}", "image/jpeg", snapshot)
     log.async_add_user_content(conversation.UserContent("And now?", attachments=[door, cam]))
@@ -158,5 +178,62 @@ async def test_the_new_turns_images_become_the_messages_images(
     assert [(m.role, m.content, m.images) for m in messages] == [
         ("user", "What was that?", ()),  # an earlier turn's file may be gone: quoted as text
         ("assistant", "A cat.", ()),
-        ("user", "And now?", (SNAPSHOT, SNAPSHOT)),
+        ("user", "And now?", (BLUE, SNAPSHOT)),
     ]
+
+
+@pytest.mark.parametrize("mode", [MODE_IN_PROCESS, MODE_CHILD], indirect=True)
+async def test_a_camera_snapshot_is_answered_about(
+    hass: HomeAssistant, init_integration: MockConfigEntry, porch: str, media: Path
+) -> None:
+    result = await _ask(
+        hass, {"media_content_id": f"media-source://camera/{porch}", "media_content_type": ""}
+    )
+    assert result.data == "A red car is in the driveway."
+    result = await _ask(hass, _media("door.png", "image/png"))
+    assert result.data == "The door is blue."
+    # The text path is unaffected.
+    assert (
+        await ai_task.async_generate_data(hass, task_name="t", entity_id=TASK, instructions="Hi")
+    ).data == ("Hello! How can I help?")
+
+
+async def test_a_file_that_is_no_image_is_a_translated_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry, media: Path
+) -> None:
+    with pytest.raises(ServiceValidationError, match="is not an image the model can read") as raised:
+        await _ask(hass, _media("broken.jpg", "image/jpeg"))
+    assert raised.value.translation_key == "invalid_image"
+    assert (await ai_task.async_generate_data(hass, task_name="t", entity_id=TASK, instructions="Hi")).data
+
+
+async def test_an_image_too_large_is_refused_unread(
+    hass: HomeAssistant, init_integration: MockConfigEntry, media: Path
+) -> None:
+    with (media / "huge.jpg").open("wb") as file:
+        file.truncate(MAX_IMAGE_BYTES + 1)
+    with pytest.raises(ServiceValidationError, match="The image is too large for the model") as raised:
+        await _ask(hass, _media("huge.jpg", "image/jpeg"))
+    assert raised.value.translation_key == "image_too_large"
+    assert f"has {MAX_IMAGE_BYTES + 1} bytes" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "message"),
+    [
+        ({"target_platform": "RK3576"}, "converted for another chip"),
+        ({"family": "minicpm-v"}, "is for minicpm-v models"),
+    ],
+    indirect=["encoder"],
+    ids=["another-chip", "another-model"],
+)
+async def test_an_encoder_that_does_not_fit_is_a_translated_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry, media: Path, message: str
+) -> None:
+    with pytest.raises(
+        HomeAssistantError, match="The vision encoder does not fit this model or board"
+    ) as raised:
+        await _ask(hass, _media("door.png", "image/png"))
+    assert raised.value.translation_key == "encoder_mismatch"
+    assert message in str(raised.value)
+    assert (await ai_task.async_generate_data(hass, task_name="t", entity_id=TASK, instructions="Hi")).data
