@@ -22,9 +22,13 @@ from rkllm_runtime.emulator import EmulatedModel, Rule
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def model_bytes(*, padding_mb: int = 0, **fields: object) -> bytes:
-    """An emulator model file, padded with comment lines to a size that takes several progress steps."""
-    text = EmulatedModel(rules=[Rule(reply="Hello from the hub.")], **fields).text()  # type: ignore[arg-type]
+def model_bytes(*, padding_mb: int = 0, rules: list[Rule] | None = None, **fields: object) -> bytes:
+    """An emulator model file, padded with comment lines to a size that takes several progress steps.
+
+    Its ``rules`` come before the one that answers "Hello from the hub.".
+    """
+    every = [*(rules or []), Rule(reply="Hello from the hub.")]
+    text = EmulatedModel(rules=every, **fields).text()  # type: ignore[arg-type]
     return (text + ("#" + "x" * 1023 + "\n") * 1024 * padding_mb).encode()
 
 

@@ -3,7 +3,8 @@
 The list shows the catalog's models that fit this board first, and says why the others do not;
 any repository and file may be given instead. The download runs behind Home Assistant's progress
 screen (percent through progress updates; closing the dialog cancels it), then the file is
-checked like one given by path before the entry is created.
+checked like one given by path before the entry is created. A vision model's encoder is
+downloaded after it, and the entry names both.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from rkllm_runtime import RKLLMError, find_library
 from rkllm_runtime.errors import DownloadError
 from rkllm_runtime.library import check_library
 from rkllm_runtime.models import CatalogEntry, Choice, choices, detect_board, load_catalog
-from rkllm_runtime.models.download import Progress, download_model, read_records
+from rkllm_runtime.models.download import Progress, download_with_encoder, read_records
 
 from .const import (
     CONF_ADVANCED,
+    CONF_ENCODER_FILE,
     CONF_LIBRARY_PATH,
     CONF_MAX_CONTEXT_LEN,
     CONF_MODE,
@@ -105,6 +107,7 @@ class ModelDownloadFlow(ConfigFlow):
     _form_step: str
     _download_task: asyncio.Task[None] | None = None
     _cancel: threading.Event | None = None
+    _repo = ""
     _target = ""
     _size = ""
 
@@ -144,29 +147,43 @@ class ModelDownloadFlow(ConfigFlow):
         if self._errors:
             return False
         path = models_dir(self.hass) / file
+        encoder = entry.encoder_file if entry is not None else None
         self._data = {
             CONF_MODE: self._data[CONF_MODE],
             CONF_LIBRARY_PATH: user_input[CONF_LIBRARY_PATH].strip(),
             CONF_MODEL_PATH: str(path),
+            **({CONF_ENCODER_FILE: str(models_dir(self.hass) / encoder)} if encoder else {}),
             CONF_MAX_CONTEXT_LEN: int(user_input[CONF_MAX_CONTEXT_LEN]),
             CONF_ADVANCED: {},
         }
         await self.async_set_unique_id(str(path))
         self._abort_if_unique_id_configured()
+        self._repo = repo
         self._target = f"{repo}/{file}"
         self._size = _size_text(entry.size_mb * 2**20) if entry is not None else "?"
         self._cancel = threading.Event()
         download = partial(
-            download_model,
+            download_with_encoder,
             repo,
             file,
+            encoder,
             models_dir(self.hass),
             token=user_input.get(CONF_HF_TOKEN) or None,
+            on_file=self._on_file,
             on_progress=self._on_progress,
             cancel=self._cancel,
         )
         self._download_task = self.hass.async_create_task(self._async_download(download))
         return True
+
+    def _on_file(self, file: str) -> None:
+        """From the download's thread: the file now fetched (a vision model's encoder follows it)."""
+        self.hass.loop.call_soon_threadsafe(self._async_next_file, f"{self._repo}/{file}")
+
+    def _async_next_file(self, target: str) -> None:
+        if target != self._target:
+            self._target = target  # the screen is read again
+            self.async_notify_flow_changed()
 
     def _on_progress(self, progress: Progress) -> None:
         """From the download's thread: the share done, to the progress screen."""

@@ -41,12 +41,37 @@ class CatalogEntry:
     sha256: str | None = None
     decode_tps: float | None = None
     memory_basis: str = ""
+    """Where ``memory_mb`` comes from; for a vision model, it is the memory with both files loaded."""
     size_basis: str = ""
+    encoder_file: str | None = None
+    """A vision model's image encoder (``.rknn``) in the same repository; None: a text-only model."""
+    encoder_size_bytes: int | None = None
+    encoder_approx_size_mb: float | None = None
+    encoder_sha256: str | None = None
+    encoder_basis: str = ""
+    """Where the encoder's figures come from."""
+    encode_ms: float | None = None
+    """The encoder's time for one image on an RK3588, from the same sources."""
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """What a download fetches: the model file, then its encoder."""
+        return (self.file, self.encoder_file) if self.encoder_file else (self.file,)
+
+    @property
+    def exact_size(self) -> bool:
+        """Whether every file's size is the hub's own figure."""
+        encoder_exact = self.encoder_file is None or self.encoder_size_bytes is not None
+        return self.size_bytes is not None and encoder_exact
 
     @property
     def size_mb(self) -> float:
-        """The file's size in MB, exact or approximate."""
-        return self.size_bytes / 2**20 if self.size_bytes is not None else self.approx_size_mb or 0.0
+        """The files' size in MB, exact or approximate (the encoder's included)."""
+        model = self.size_bytes / 2**20 if self.size_bytes is not None else self.approx_size_mb or 0.0
+        if self.encoder_file is None:
+            return model
+        encoder = self.encoder_size_bytes / 2**20 if self.encoder_size_bytes is not None else None
+        return model + (encoder if encoder is not None else self.encoder_approx_size_mb or 0.0)
 
     @property
     def hf_name(self) -> str:
@@ -55,8 +80,8 @@ class CatalogEntry:
 
     @property
     def label(self) -> str:
-        """One line for a list: name, size, chip, release and strengths."""
-        size = f"{self.size_mb / 1024:.1f} GB" + ("" if self.size_bytes is not None else " approx.")
+        """One line for a list: name, size (both files of a vision model), chip, release and strengths."""
+        size = f"{self.size_mb / 1024:.1f} GB" + ("" if self.exact_size else " approx.")
         return f"{self.title} ({size}, {self.chip}, toolkit {self.toolkit}): {', '.join(self.good_at)}"
 
 

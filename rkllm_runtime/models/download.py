@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ DISK_MARGIN = 64 * 2**20  # left free besides the file
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REPO = re.compile(r"[\w.-]+/[\w.-]+")
 _HASH_CHUNK = 8 * 2**20
+DOWNLOADABLE = (".rkllm", ".rknn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,8 @@ class DownloadedModel:
     downloaded_at: float = 0.0
     name: str | None = None
     """The name it is served under (an Ollama name such as ``qwen3:1.7b``)."""
+    encoder: str | None = None
+    """A vision model's image encoder, a file of the same folder (see :func:`download_with_encoder`)."""
 
 
 def read_records(models_dir: Path) -> dict[str, dict[str, Any]]:
@@ -151,8 +154,8 @@ def download_model(
 
     if not _REPO.fullmatch(repo) or not file or file.startswith("/") or ".." in file.split("/"):
         raise DownloadError(f"{repo}/{file} is not a Hugging Face repository (OWNER/NAME) and file")
-    if not file.endswith(".rkllm"):
-        raise DownloadError(f"{file} is not an RKLLM model file (*.rkllm)")
+    if not file.endswith(DOWNLOADABLE):
+        raise DownloadError(f"{file} is not an RKLLM model file (*.rkllm) or a vision encoder (*.rknn)")
     cancel = cancel or threading.Event()
     endpoint = (
         endpoint or os.environ.get("HF_ENDPOINT") or None
@@ -216,6 +219,35 @@ def download_model(
         )
     model = DownloadedModel(path, repo, file, found, path.stat().st_size, meta.commit_hash, time.time(), name)
     _record(models_dir, model)
+    return model
+
+
+def download_with_encoder(
+    repo: str,
+    file: str,
+    encoder: str | None,
+    models_dir: Path,
+    *,
+    on_file: Callable[[str], None] | None = None,
+    name: str | None = None,
+    **options: Any,
+) -> DownloadedModel:
+    """A model and, for a vision model, its ``encoder`` from the same repository, each checked.
+
+    Each file is checked as :func:`download_model` checks one; the model's record names its encoder.
+    ``on_file`` hears each file's name before it is fetched; ``on_progress`` reports each file's bytes.
+    """
+    if on_file is not None:
+        on_file(file)
+    model = download_model(repo, file, models_dir, name=name, **options)
+    if encoder is None:
+        return model
+    if on_file is not None:
+        on_file(encoder)
+    download_model(repo, encoder, models_dir, **options)
+    if model.encoder != encoder:
+        model = replace(model, encoder=encoder)
+        _record(models_dir, model)
     return model
 
 

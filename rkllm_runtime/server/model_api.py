@@ -16,7 +16,7 @@ from aiohttp import web
 
 from rkllm_runtime.errors import InsufficientDiskError, ModelError, RKLLMError
 from rkllm_runtime.models import Board, detect_board
-from rkllm_runtime.models.download import DownloadedModel, Progress, download_model, forget
+from rkllm_runtime.models.download import DownloadedModel, Progress, download_with_encoder, forget
 
 from .convert import flag
 from .errors import ApiError, bad_request
@@ -47,14 +47,20 @@ async def _fetch(server: Server, name: str, report: asyncio.Queue[dict[str, Any]
     if config.models_dir is None:
         raise ApiError(400, "this server has no models folder: start it with --models-dir to pull models")
     board = Board(chip=config.chip)
-    repo, file, served = resolve(name, None, board, registry.runtime_release)
+    wanted = resolve(name, None, board, registry.runtime_release)
+    repo, file = wanted.repo, wanted.file
     loop = asyncio.get_running_loop()
     cancel = threading.Event()
+    pulling = file  # the file being fetched: the model's, then its encoder's
+
+    def on_file(part: str) -> None:
+        nonlocal pulling
+        pulling = part
 
     def on_progress(progress: Progress) -> None:
         record = {
-            "status": f"pulling {file}",
-            "digest": f"hf.co/{repo}/{file}",
+            "status": f"pulling {pulling}",
+            "digest": f"hf.co/{repo}/{pulling}",
             "completed": progress.completed,
         }
         loop.call_soon_threadsafe(
@@ -64,7 +70,15 @@ async def _fetch(server: Server, name: str, report: asyncio.Queue[dict[str, Any]
     await report.put({"status": "pulling manifest"})
     async with registry.pull_lock(file):
         download = partial(
-            download_model, repo, file, config.models_dir, on_progress=on_progress, cancel=cancel, name=served
+            download_with_encoder,
+            repo,
+            file,
+            wanted.encoder,
+            config.models_dir,
+            on_file=on_file,
+            on_progress=on_progress,
+            cancel=cancel,
+            name=wanted.served,
         )
         try:
             model: DownloadedModel = await asyncio.shield(loop.run_in_executor(None, download))
@@ -75,7 +89,8 @@ async def _fetch(server: Server, name: str, report: asyncio.Queue[dict[str, Any]
         check = partial(check_or_delete, config.library, model, board=board, release=registry.runtime_release)
         await loop.run_in_executor(None, check)
         await report.put({"status": "writing manifest"})
-        await registry.serve_download(served, model.path, f"hf.co/{repo}/{file}")
+        encoder = config.models_dir / model.encoder if model.encoder else None
+        await registry.serve_download(wanted.served, model.path, f"hf.co/{repo}/{file}", encoder)
     await report.put({"status": "success"})
 
 

@@ -63,6 +63,8 @@ class ServedModel:
     in_use: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     expiry: asyncio.TimerHandle | None = None
+    encoder: Path | None = None
+    """Its vision encoder (``--encoder``, or pulled with it); None: it reads no images."""
 
     @property
     def size(self) -> int:
@@ -98,7 +100,10 @@ class ModelRegistry:
         """The runtime's release, against which pulled files are checked."""
         self._pulls: dict[str, asyncio.Lock] = {}
         self._unloading: set[asyncio.Task[None]] = set()  # referenced until done
-        self.models = {name: ServedModel(name, path) for name, path in config.models.items()}
+        self.models = {
+            name: ServedModel(name, path, encoder=config.encoders.get(name))
+            for name, path in config.models.items()
+        }
         for model in self.models.values():
             model.keep_alive = config.keep_alive
         self.scan()
@@ -118,10 +123,13 @@ class ModelRegistry:
             record = records.get(path.relative_to(folder).as_posix(), {})
             name = ollama_name(record.get("name") or path.stem)
             aliases = {f"hf.co/{record['repo']}/{record['file']}"} if "repo" in record else set()
-            self.add(name, path, aliases=aliases)
+            encoder = folder / record["encoder"] if record.get("encoder") else None
+            self.add(name, path, aliases=aliases, encoder=encoder)
 
-    def add(self, name: str, path: Path, *, aliases: set[str] | None = None) -> ServedModel:
-        """Serve a file of the models folder, loaded on first use."""
+    def add(
+        self, name: str, path: Path, *, aliases: set[str] | None = None, encoder: Path | None = None
+    ) -> ServedModel:
+        """Serve a file of the models folder (with its vision encoder, if any), loaded on first use."""
         model = ServedModel(
             name,
             path,
@@ -129,6 +137,7 @@ class ModelRegistry:
             downloaded=True,
             aliases=aliases or set(),
             keep_alive=self._config.keep_alive,
+            encoder=encoder,
         )
         self.models[name] = model
         return model
@@ -137,15 +146,17 @@ class ModelRegistry:
         """Held while ``file`` is pulled: a second pull of it waits, then finds it there."""
         return self._pulls.setdefault(file, asyncio.Lock())
 
-    async def serve_download(self, name: str, path: Path, alias: str) -> ServedModel:
+    async def serve_download(
+        self, name: str, path: Path, alias: str, encoder: Path | None = None
+    ) -> ServedModel:
         """Serve a file just pulled; a model of that name loaded from an older file is unloaded first."""
         model = self.models.get(name)
         if model is None:
-            return self.add(name, path, aliases={alias})
+            return self.add(name, path, aliases={alias}, encoder=encoder)
         if model.downloaded:
             async with model.lock:
                 await self.unload(model)
-            model.path = path
+            model.path, model.encoder = path, encoder
             model.aliases.add(alias)
         return model
 
@@ -250,7 +261,7 @@ class ModelRegistry:
             max_waiting=self._config.max_waiting,
             kv_mode=self._config.kv_mode,
             prompt_caches=caches,
-            encoder_path=self._config.encoders.get(model.name),
+            encoder_path=model.encoder,
         )
         model.state, model.loaded_at, model.last_used = ModelState.READY, time.time(), time.time()
         _LOGGER.info("Model %s is ready (%s)", model.name, model.path)

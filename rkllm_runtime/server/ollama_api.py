@@ -278,7 +278,7 @@ async def show(request: web.Request) -> web.Response:
                 "rkllm.runtime_release": engine.runtime.library.release if engine else None,
             },
             "capabilities": ["completion", "tools", "thinking"]
-            + (["vision"] if model.name in server.config.encoders else []),
+            + (["vision"] if model.encoder is not None else []),
             "modified_at": _entry(model)["modified_at"],
         }
     )

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rkllm_runtime.errors import RKLLMError
@@ -20,7 +21,13 @@ from rkllm_runtime.models import (
     lookup,
     parse_hf_name,
 )
-from rkllm_runtime.models.download import DownloadedModel, Progress, download_model, forget, read_records
+from rkllm_runtime.models.download import (
+    DownloadedModel,
+    Progress,
+    download_with_encoder,
+    forget,
+    read_records,
+)
 
 from .errors import ApiError
 from .models import ollama_name
@@ -30,12 +37,23 @@ DEFAULT_MODELS_DIR = Path(
 ).expanduser()
 
 
-def resolve(name: str, file: str | None, board: Board, release: str | None) -> tuple[str, str, str]:
-    """(repository, file, name served) of a catalog name, ``hf.co/OWNER/REPO/FILE``, or a repository."""
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a pull fetches: the files of one repository, and the name the model is served under."""
+
+    repo: str
+    file: str
+    served: str
+    encoder: str | None = None
+    """A vision model's image encoder (a catalog entry's)."""
+
+
+def resolve(name: str, file: str | None, board: Board, release: str | None) -> Wanted:
+    """The files of a catalog name, ``hf.co/OWNER/REPO/FILE``, or a repository and its file."""
     if file:
-        return name, file, f"hf.co/{name}/{file}"
+        return Wanted(name, file, f"hf.co/{name}/{file}")
     if (parsed := parse_hf_name(name)) is not None:
-        return (*parsed, name)
+        return Wanted(*parsed, name)
     entry = lookup(name, load_catalog(), board, release)
     if entry is None:
         known = sorted({alias for entry in load_catalog() for alias in entry.ollama})
@@ -44,7 +62,7 @@ def resolve(name: str, file: str | None, board: Board, release: str | None) -> t
             f"{name!r} is neither in the catalog ({', '.join(known)}) nor a Hugging Face file "
             "named hf.co/OWNER/REPO/FILE.rkllm",
         )
-    return entry.repo, entry.file, ollama_name(name)
+    return Wanted(entry.repo, entry.file, ollama_name(name), entry.encoder_file)
 
 
 def ranked(board: Board, release: str | None, folder: Path | None) -> list[Choice]:
@@ -62,7 +80,9 @@ def describe(choice: Choice) -> dict[str, object]:
         "title": entry.title,
         "label": entry.label,
         "size_mb": round(entry.size_mb),
-        "size_exact": entry.size_bytes is not None,
+        "size_exact": entry.exact_size,
+        "encoder_file": entry.encoder_file,
+        "encode_ms": entry.encode_ms,
         "chip": entry.chip,
         "toolkit": entry.toolkit,
         "context": entry.context,
@@ -133,9 +153,16 @@ def pull_command(argv: Sequence[str]) -> int:
     board = detect_board(args.models_dir)
     try:
         release = check_library(args.library, args.release).version if args.library else args.release
-        repo, file, name = resolve(args.name, args.file, board, release)
-        print(f"pulling {repo}/{file} as {name}", flush=True)
-        model = download_model(repo, file, args.models_dir, on_progress=_print_progress, name=name)
+        wanted = resolve(args.name, args.file, board, release)
+        model = download_with_encoder(
+            wanted.repo,
+            wanted.file,
+            wanted.encoder,
+            args.models_dir,
+            on_file=lambda file: print(f"pulling {wanted.repo}/{file} as {wanted.served}", flush=True),
+            on_progress=_print_progress,
+            name=wanted.served,
+        )
         print(f"sha256 {model.sha256}", flush=True)
         if args.library is not None:
             print("checking it on this runtime", flush=True)
@@ -143,5 +170,5 @@ def pull_command(argv: Sequence[str]) -> int:
     except (RKLLMError, ApiError) as err:
         print(f"rkllm-server pull: {err}", file=sys.stderr)
         return 1
-    print(f"success: {model.path}", flush=True)
+    print(f"success: {model.path}" + (f" with {model.encoder}" if model.encoder else ""), flush=True)
     return 0

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 import pytest_socket
+from homeassistant.components import ai_task
 from homeassistant.core import Event, HomeAssistant
 from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE
 from homeassistant.setup import async_setup_component
 
-from custom_components.rkllm.const import CONF_MODEL_PATH, DOMAIN
-from rkllm_runtime.emulator import build_cached
+from custom_components.rkllm.const import CONF_ENCODER_FILE, CONF_MODEL_PATH, DOMAIN
+from rkllm_runtime.emulator import EmulatedEncoder, build_cached
+from rkllm_runtime.models import load_catalog
 from rkllm_runtime.models.download import read_records
 from tests.hub_server import Hub, model_bytes, running_hub
 
@@ -126,6 +128,47 @@ async def test_a_catalog_model_is_downloaded_with_progress_checked_and_added(
     assert progress == sorted(progress)
     assert progress[-1] == 1.0
     await hass.async_block_till_done()
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_vision_model_is_downloaded_with_its_encoder(
+    hass: HomeAssistant, client: Any, hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both files are fetched and checked; the entry names both, and its AI task takes attachments."""
+    vision = next(entry for entry in load_catalog() if entry.encoder_file)
+    assert vision.encoder_file is not None
+    hub.add(vision.repo, vision.file, model_bytes(padding_mb=5, toolkit_version="1.3.0", image_tokens=16))
+    hub.add(vision.repo, vision.encoder_file, EmulatedEncoder(family="qwen3.5", tokens=16).text().encode())
+    targets: list[str] = []
+    library = build_cached("1.3")
+    monkeypatch.setattr("custom_components.rkllm.download_flow.find_library", lambda: library)
+    flow = await to_download_form(client)
+    flow = await post(
+        client,
+        f"{FLOWS}/{flow['flow_id']}",
+        {"library_path": str(library), "catalog_model": vision.id, "max_context_len": 2048},
+    )
+    while flow.get("type") == "progress":
+        if placeholders := flow.get("description_placeholders"):
+            targets.append(placeholders["model"])
+        await asyncio.sleep(0.02)
+        flow = await (await client.get(f"{FLOWS}/{flow['flow_id']}")).json()
+    flow = await follow(client, flow)
+
+    assert flow["type"] == "create_entry", flow
+    folder = Path(hass.config.path("models"))
+    assert targets[0] == f"{vision.repo}/{vision.file}"
+    assert set(targets) <= {f"{vision.repo}/{vision.file}", f"{vision.repo}/{vision.encoder_file}"}
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    assert entry.data[CONF_MODEL_PATH] == str(folder / vision.file)
+    assert entry.data[CONF_ENCODER_FILE] == str(folder / vision.encoder_file)
+    records = read_records(folder)
+    assert records[vision.file]["encoder"] == vision.encoder_file
+    assert records[vision.encoder_file]["repo"] == vision.repo  # checked and recorded as the model is
+    await hass.async_block_till_done()
+    state = hass.states.get("ai_task.rkllm_ai_task")
+    assert state is not None
+    assert state.attributes["supported_features"] & ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
     await hass.config_entries.async_unload(entry.entry_id)
 
 

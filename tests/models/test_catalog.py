@@ -60,6 +60,23 @@ def test_every_entry_is_complete_and_cites_its_source() -> None:
     assert {"qwen2.5:1.5b", "qwen3:1.7b"} <= names
 
 
+def test_a_vision_model_lists_both_files_and_their_sources() -> None:
+    vision = [entry for entry in load_catalog() if entry.encoder_file]
+    assert vision
+    for entry in vision:
+        assert entry.encoder_file is not None
+        assert entry.encoder_file.endswith(".rknn")
+        assert entry.files == (entry.file, entry.encoder_file)
+        assert f"https://huggingface.co/{entry.repo}/blob/main/{entry.encoder_file}" in entry.sources
+        assert entry.encoder_size_bytes is not None or entry.encoder_basis.startswith("approx.")
+        assert entry.encode_ms is not None
+        # Both files count towards the disk a download needs, and the label says the size is approximate.
+        assert entry.size_mb == (entry.approx_size_mb or 0) + (entry.encoder_approx_size_mb or 0)
+        assert "approx." in entry.label
+    small = next(entry for entry in vision if "qwen3.5:0.8b" in entry.ollama)
+    assert (small.encode_ms, small.decode_tps, small.toolkit) == (690, 27.05, "1.3.0")
+
+
 def test_an_rk3588_with_8_gb_and_runtime_1_2_3_sees_what_fits_first_and_why_the_rest_does_not() -> None:
     board = Board(chip="RK3588", memory_total_mb=7_800, memory_available_mb=6_000, disk_free_bytes=50 * GB)
     ranked = choices(load_catalog(), board, "1.2.3")

@@ -13,8 +13,10 @@ from pathlib import Path
 import ollama
 import pytest
 
-from rkllm_runtime.emulator import build_cached
+from rkllm_runtime.emulator import EmulatedEncoder, Rule, build_cached
+from rkllm_runtime.models import load_catalog
 from tests.hub_server import Hub, model_bytes, running_hub
+from tests.images import RED
 from tests.server.conftest import StartServer
 
 CATALOG_REPO = "Azurastar2903/Qwen2.5-1.5B-Instruct-rk3588-1.2.1"  # qwen2.5:1.5b in the catalog
@@ -61,6 +63,33 @@ def test_a_catalog_name_is_pulled_with_progress_listed_and_loaded_on_first_use(
     # Pulled again: the recorded SHA-256 matches the hub's, nothing is downloaded.
     assert client.pull("qwen2.5:1.5b").status == "success"
     assert len(hub.gets(CATALOG_FILE)) == 1
+
+
+def test_a_vision_model_is_pulled_with_its_encoder_and_reads_images(
+    start_server: StartServer, hub: Hub, tmp_path: Path
+) -> None:
+    vision = next(entry for entry in load_catalog() if entry.encoder_file)
+    assert vision.encoder_file is not None
+    rules = [Rule(image="red", reply="A red car is in the driveway.")]
+    hub.add(vision.repo, vision.file, model_bytes(toolkit_version="1.3.0", image_tokens=16, rules=rules))
+    hub.add(vision.repo, vision.encoder_file, EmulatedEncoder(family="qwen3.5", tokens=16).text().encode())
+    server = start_server(
+        "--models-dir", str(tmp_path), library=build_cached("1.3"), models={},
+        env={"HF_ENDPOINT": hub.url, "RKLLM_EMU_TIME_SCALE": "0"},
+    )  # fmt: skip
+    client = server.ollama()
+
+    statuses = [record.status for record in client.pull("qwen3.5:0.8b", stream=True)]
+
+    assert f"pulling {vision.file}" in statuses
+    assert f"pulling {vision.encoder_file}" in statuses
+    assert statuses.index(f"pulling {vision.file}") < statuses.index(f"pulling {vision.encoder_file}")
+    assert statuses[-1] == "success"
+    assert "vision" in (client.show("qwen3.5:0.8b").capabilities or [])
+    reply = client.chat(
+        "qwen3.5:0.8b", messages=[{"role": "user", "content": "What is there?", "images": [RED]}]
+    )
+    assert reply.message.content == "A red car is in the driveway."
 
 
 def test_an_hf_name_is_pulled_then_deleted(start_server: StartServer, hub: Hub, tmp_path: Path) -> None:
