@@ -64,10 +64,19 @@ def _read(attachments: list[conversation.Attachment]) -> dict[Path, bytes]:
     return images
 
 
-async def async_read_images(hass: HomeAssistant, chat_log: conversation.ChatLog) -> dict[Path, bytes]:
-    """The images attached to the turn being answered, by path; anything but an image is refused."""
-    attachments = new_attachments(chat_log.content)
+async def async_read_attachments(
+    hass: HomeAssistant, attachments: list[conversation.Attachment]
+) -> dict[Path, bytes]:
+    """Image attachments read in the executor, by path; anything but an image is refused by name.
+
+    What a task that takes attachments without a chat log (an evaluation) reads them with.
+    """
     _check_images(attachments)
     if not attachments:
         return {}
     return await hass.async_add_executor_job(_read, attachments)
+
+
+async def async_read_images(hass: HomeAssistant, chat_log: conversation.ChatLog) -> dict[Path, bytes]:
+    """The images attached to the turn being answered, by path."""
+    return await async_read_attachments(hass, new_attachments(chat_log.content))

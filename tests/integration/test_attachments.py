@@ -237,3 +237,13 @@ async def test_an_encoder_that_does_not_fit_is_a_translated_error(
     assert raised.value.translation_key == "encoder_mismatch"
     assert message in str(raised.value)
     assert (await ai_task.async_generate_data(hass, task_name="t", entity_id=TASK, instructions="Hi")).data
+
+
+async def test_more_images_than_the_model_takes_are_a_translated_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry, media: Path, porch: str
+) -> None:
+    camera_attachment = {"media_content_id": f"media-source://camera/{porch}", "media_content_type": ""}
+    with pytest.raises(ServiceValidationError, match="Too many images for this model") as raised:
+        await _ask(hass, camera_attachment, _media("door.png", "image/png"))
+    assert raised.value.translation_key == "too_many_images"
+    assert "2 images in one request" in str(raised.value)
