@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
-from rkllm_runtime.errors import BusyError, ClosedError, ContextOverflowError, InvalidTextError, RKLLMError
+from rkllm_runtime.errors import (
+    BusyError,
+    ClosedError,
+    ContextOverflowError,
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidTextError,
+    NoEncoderError,
+    RKLLMError,
+    TooManyImagesError,
+)
+
+# The request's own faults.
+INVALID = (
+    ContextOverflowError,
+    InvalidTextError,
+    NoEncoderError,
+    InvalidImageError,
+    ImageTooLargeError,
+    TooManyImagesError,
+)
 
 
 class ApiError(Exception):
@@ -22,7 +42,7 @@ def bad_request(message: str) -> ApiError:
 
 def from_runtime(err: RKLLMError) -> ApiError:
     """The response for an engine error."""
-    if isinstance(err, ContextOverflowError | InvalidTextError):
+    if isinstance(err, INVALID):
         return bad_request(str(err))
     if isinstance(err, BusyError):
         return ApiError(429, f"{err}; try again shortly", retry_after=1)
