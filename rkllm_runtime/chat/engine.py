@@ -208,6 +208,11 @@ class ChatEngine:
         return self.state is EngineState.CLOSED
 
     @property
+    def encoder(self) -> VisionEncoder | None:
+        """The vision encoder, once the first image has loaded it."""
+        return self._encoder
+
+    @property
     def waiting(self) -> int:
         """Requests queued behind the running one."""
         return self._waiting
