@@ -6,7 +6,8 @@ package's top level is the typed API (:class:`RKLLMRuntime`, :class:`AsyncStream
 out, KV cache kept warm); :mod:`rkllm_runtime.models` gets a model that fits the board
 and checks it; :mod:`rkllm_runtime.server` serves it over HTTP
 (``rkllm-server``, needs the ``server`` extra), and :mod:`rkllm_runtime.client`
-uses a model on such a server as if it were a local chat engine.
+uses a model on such a server as if it were a local chat engine. :mod:`rkllm_runtime.vision`
+runs a vision model's image encoder on the RKNN runtime (the ``vision`` extra).
 """
 
 from .aio import AsyncStream
@@ -33,8 +34,11 @@ from .library import Library, find_library, load_library
 from .runtime import CancelToken, Generation, RKLLMRuntime
 from .types import (
     Embeddings,
+    ImageEmbedding,
+    ImageTags,
     Input,
     ModelParams,
+    MultiModal,
     PerfStats,
     Prompt,
     Role,
@@ -53,6 +57,8 @@ __all__ = [
     "ContextOverflowError",
     "Embeddings",
     "Generation",
+    "ImageEmbedding",
+    "ImageTags",
     "Input",
     "InsufficientMemoryError",
     "InvalidTextError",
@@ -63,6 +69,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelParams",
     "ModelRejectedError",
+    "MultiModal",
     "NotALibraryError",
     "PerfStats",
     "Prompt",

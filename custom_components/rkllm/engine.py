@@ -52,4 +52,22 @@ class LocalEngine(ChatEngine):
                 "params": asdict(self.runtime.params),
             },
             "engine": {"state": self.state.value, "kv_mode": self.kv_mode.value, "waiting": self.waiting},
+            **self._encoder_diagnostics(),
         }
+
+    def _encoder_diagnostics(self) -> dict[str, Any]:
+        """The vision encoder's file, and what it is once loaded (nothing for a text-only model)."""
+        if self.encoder_path is None:
+            return {}
+        data: dict[str, Any] = {"file": self.encoder_path.name, "loaded": self.encoder is not None}
+        if self.encoder is not None:
+            info = self.encoder.info
+            data |= {
+                "family": info.family.name,
+                "input": [info.width, info.height],
+                "tokens": info.n_tokens,
+                "embed_size": info.embed_size,
+                "rknn_runtime": info.sdk_version,
+                "memory_mb": info.memory_mb,
+            }
+        return {"vision_encoder": data}

@@ -40,6 +40,7 @@ from rkllm_runtime.models import check_model, detect_board
 from rkllm_runtime.models.encoder_file import check_encoder_file
 from rkllm_runtime.runtime import check_model_file
 from rkllm_runtime.server.child import ServerProcess
+from rkllm_runtime.types import image_tags
 
 from .const import (
     CONF_ADVANCED,
@@ -100,6 +101,7 @@ def model_params(data: Mapping[str, Any]) -> ModelParams:
         enabled_cpus_mask=PLATFORM_CPU_MASKS[advanced.get(CONF_PLATFORM, DEFAULT_PLATFORM)],
         embed_flash=bool(advanced.get(CONF_EMBED_FLASH, False)),
         base_domain_id=int(advanced.get(CONF_BASE_DOMAIN_ID, 0)),
+        image_tags=image_tags(encoder_path(data)),
     )
 
 

@@ -5,8 +5,9 @@ works out what the runtime's KV cache already holds (the system prompt with its
 tools, then the turns of one conversation) and what the KV strategy must send.
 The system-prompt prefix is also kept as a prompt-cache file (see
 :mod:`rkllm_runtime.chat.prompt_cache`) so the first request after a restart does
-not prefill it again. Engine state is only changed on the event loop; the steps on
-the engine thread return what they did.
+not prefill it again. A request's images are read by the model's vision encoder, loaded
+with the first one, and answered in one multimodal run. Engine state is only changed on the
+event loop; the steps on the engine thread return what they did.
 """
 
 from __future__ import annotations
@@ -206,6 +207,11 @@ class ChatEngine:
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self.state is EngineState.CLOSED
+
+    @property
+    def encoder(self) -> VisionEncoder | None:
+        """The vision encoder, once the first image has loaded it."""
+        return self._encoder
 
     @property
     def waiting(self) -> int:

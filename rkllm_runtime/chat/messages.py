@@ -224,14 +224,19 @@ def _merged_results(new: Sequence[Message]) -> str:
     return compact_json([_tool_result(message) for message in new])
 
 
+def _images(message: Message) -> Sequence[bytes]:
+    """The images a message carries to the model: a user's (the chat templates have no others)."""
+    return message.images if message.role == "user" else ()
+
+
 def new_images(new: Sequence[Message]) -> list[bytes]:
     """The images the new messages carry, in order."""
-    return [image for message in new for image in message.images]
+    return [image for message in new for image in _images(message)]
 
 
 def _with_placeholders(message: Message) -> str:
     """A message of an image turn: one placeholder per image ahead of its text (typed ones are no images)."""
-    return IMAGE_PLACEHOLDER * len(message.images) + message.content.replace(IMAGE_PLACEHOLDER, "image")
+    return IMAGE_PLACEHOLDER * len(_images(message)) + message.content.replace(IMAGE_PLACEHOLDER, "image")
 
 
 def new_input(new: Sequence[Message], enable_thinking: bool, context: str = "") -> Prompt:

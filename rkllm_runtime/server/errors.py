@@ -7,9 +7,22 @@ from rkllm_runtime.errors import (
     ClosedError,
     ContextOverflowError,
     EncoderMismatchError,
-    ImageError,
+    ImageTooLargeError,
+    InvalidImageError,
     InvalidTextError,
+    NoEncoderError,
     RKLLMError,
+    TooManyImagesError,
+)
+
+# The request's own faults.
+INVALID = (
+    ContextOverflowError,
+    InvalidTextError,
+    NoEncoderError,
+    InvalidImageError,
+    ImageTooLargeError,
+    TooManyImagesError,
 )
 
 
@@ -30,12 +43,10 @@ def bad_request(message: str) -> ApiError:
 
 def from_runtime(err: RKLLMError) -> ApiError:
     """The response for an engine error."""
-    if isinstance(err, ContextOverflowError | InvalidTextError):
+    if isinstance(err, INVALID):
         return bad_request(str(err))
     if isinstance(err, EncoderMismatchError):  # the server's files, not the request, are at fault
         return ApiError(500, f"the model's vision encoder does not fit it: {err}")
-    if isinstance(err, ImageError):
-        return bad_request(str(err))
     if isinstance(err, BusyError):
         return ApiError(429, f"{err}; try again shortly", retry_after=1)
     if isinstance(err, ClosedError):

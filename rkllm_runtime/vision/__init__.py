@@ -7,7 +7,7 @@ Needs Pillow (the ``vision`` extra).
 from rkllm_runtime.types import ImageEmbedding
 
 from .encoder import EncoderInfo, VisionEncoder
-from .families import FAMILIES, VisionFamily, encoder_family, family_named
+from .families import FAMILIES, VisionFamily, encoder_family, family_named, tags_for
 from .library import RKNNLibrary, find_rknn_library, load_rknn_library
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "family_named",
     "find_rknn_library",
     "load_rknn_library",
+    "tags_for",
 ]

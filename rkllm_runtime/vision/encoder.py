@@ -98,7 +98,8 @@ class VisionEncoder:
         """
         context = self._handle()
         info = self.info
-        data = pixels(fit(decode(image), info.width, info.height, info.family.pad), info.planar)
+        decoded = decode(image, (info.width, info.height))
+        data = pixels(fit(decoded, info.width, info.height, info.family.pad), info.planar)
         buffer = ctypes.create_string_buffer(data, len(data))
         tensor = api.RKNNInput(
             index=0,

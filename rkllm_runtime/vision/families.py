@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from rkllm_runtime.types import ImageTags
 
@@ -61,6 +62,11 @@ def family_named(text: str) -> VisionFamily | None:
     """The family a name spells (a custom string, a file name), or None."""
     lowered = text.lower()
     return next((FAMILIES[name] for pattern, name in _SPELLINGS if pattern.search(lowered)), None)
+
+
+def tags_for(encoder: Path) -> ImageTags:
+    """The image tags of a model with this encoder file, told from its name (ABI 1.2 sets them at load)."""
+    return (family_named(encoder.name) or DEFAULT_FAMILY).tags
 
 
 def encoder_family(custom_string: str, file_name: str) -> VisionFamily:

@@ -19,9 +19,11 @@ MAX_PIXELS = 50_000_000
 """Largest image accepted, in pixels: decoding one costs memory before it is resized."""
 
 
-def decode(data: bytes) -> Image.Image:
+def decode(data: bytes, at_least: tuple[int, int] | None = None) -> Image.Image:
     """An RGB image from an encoded file (JPEG, PNG, WebP...), turned as its EXIF data says.
 
+    ``at_least``: the size it is wanted at, so that a JPEG decodes at a fraction of its own
+    when that still covers it (a 1080p snapshot for a 448-pixel encoder: at half size).
     Raises :class:`ImageTooLargeError` or :class:`InvalidImageError`.
     """
     if len(data) > MAX_IMAGE_BYTES:
@@ -37,6 +39,8 @@ def decode(data: bytes) -> Image.Image:
                 raise ImageTooLargeError(
                     f"the image has {width}x{height} pixels, at most {MAX_PIXELS} are accepted"
                 )
+            if at_least is not None:
+                image.draft("RGB", at_least)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageTooLargeError(f"the image is too large to decode: {err}") from err

@@ -264,3 +264,11 @@ def test_image_tokens_leave_less_room_for_history() -> None:
     assert without.conversation.history_start == 0
     with_images = plan(KVCacheState(), request, kv_mode=CONSERVATIVE, max_context_len=4096, image_tokens=2500)
     assert with_images.conversation.history_start == 4
+
+
+def test_only_a_users_images_are_read() -> None:
+    odd = Message("tool", "{}", name="HassTurnOn", images=(b"a",))
+    request = ChatRequest(SYSTEM, (HI, CALL, odd), tools=TOOLS, conversation_id="a")
+    planned = plan(holding(HI, CALL), request, kv_mode=REUSE, max_context_len=4096)
+    assert planned.options.keep_history  # a tool result, kept as ever: no image turn
+    assert planned.input.text == "{}"

@@ -10,7 +10,10 @@ from homeassistant.core import Context, HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from syrupy.assertion import SnapshotAssertion
 
+from custom_components.rkllm.const import CONF_ENCODER_FILE
 from custom_components.rkllm.diagnostics import async_get_config_entry_diagnostics
+from rkllm_runtime.chat import ChatRequest, Message
+from tests.images import RED, write_encoder
 from tests.integration.conftest import IN_EVERY_MODE
 
 
@@ -46,3 +49,24 @@ async def test_diagnostics(
     assert diagnostics["entry"]["data"].get("api_key", "**REDACTED**") == "**REDACTED**"
     paths = {str(emulator_library): "<library>", str(model_path.parent): "<tmp>"}
     assert stable(diagnostics, paths) == snapshot
+
+
+async def test_diagnostics_name_the_vision_encoder(
+    hass: HomeAssistant, config_entry: MockConfigEntry, tmp_path: Path
+) -> None:
+    encoder = write_encoder(tmp_path, memory_mb=800)
+    hass.config_entries.async_update_entry(
+        config_entry, data={**config_entry.data, CONF_ENCODER_FILE: str(encoder)}
+    )
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    before = await async_get_config_entry_diagnostics(hass, config_entry)
+    assert before["vision_encoder"] == {"file": encoder.name, "loaded": False}
+    request = ChatRequest("You describe snapshots.", [Message("user", "what is this?", images=(RED,))])
+    async with config_entry.runtime_data.engine.chat(request) as stream:
+        async for _event in stream:
+            pass
+    after = (await async_get_config_entry_diagnostics(hass, config_entry))["vision_encoder"]
+    assert after["loaded"]
+    assert (after["family"], after["tokens"], after["memory_mb"]) == ("qwen3-vl", 16, 800)
+    assert await hass.config_entries.async_unload(config_entry.entry_id)

@@ -18,7 +18,9 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
-from custom_components.rkllm.const import DOMAIN
+from custom_components.rkllm.const import CONF_ENCODER_FILE, DOMAIN, MODE_CHILD, MODE_IN_PROCESS
+from rkllm_runtime.chat import ChatRequest, Message
+from tests.images import RED, write_encoder
 from tests.integration.conftest import IN_EVERY_MODE
 
 
@@ -201,3 +203,29 @@ async def test_no_sensor_is_exposed_to_assist(
     assert {entry.entity_category for entry in sensors if entry.domain == "sensor"} == {
         EntityCategory.DIAGNOSTIC
     }
+
+
+@pytest.mark.parametrize("mode", [MODE_IN_PROCESS, MODE_CHILD], indirect=True)
+async def test_peak_memory_adds_the_vision_encoder(
+    hass: HomeAssistant,
+    entity_registry_enabled_by_default: None,
+    config_entry: MockConfigEntry,
+    tmp_path: Path,
+) -> None:
+    encoder = write_encoder(tmp_path, memory_mb=800)
+    hass.config_entries.async_update_entry(
+        config_entry, data={**config_entry.data, CONF_ENCODER_FILE: str(encoder)}
+    )
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    hass.data["entry_id"] = config_entry.entry_id
+    request = ChatRequest("You describe snapshots.", [Message("user", "what is this?", images=(RED,))])
+    async with config_entry.runtime_data.engine.chat(request) as stream:
+        async for _event in stream:
+            pass
+    await hass.async_block_till_done()
+    assert stream.result is not None
+    assert stream.result.encoder_memory_mb == pytest.approx(800, abs=0.01)
+    expected = stream.result.perf.memory_usage_mb + stream.result.encoder_memory_mb
+    assert float(state(hass, "peak_memory")) == pytest.approx(expected, abs=0.01)
+    assert await hass.config_entries.async_unload(config_entry.entry_id)

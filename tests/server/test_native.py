@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +20,16 @@ from rkllm_runtime.chat import (
     ToolSpec,
 )
 from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict
-from rkllm_runtime.errors import ContextOverflowError, InvalidTextError, ServerStoppedError
+from rkllm_runtime.emulator import EmulatedModel, Rule
+from rkllm_runtime.errors import (
+    ContextOverflowError,
+    InvalidImageError,
+    InvalidTextError,
+    NoEncoderError,
+    ServerStoppedError,
+)
 from rkllm_runtime.types import Sampling
+from tests.images import RED, write_encoder
 from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer, StartServer
 
 LIGHTS = [ToolSpec(tool["function"]["name"], tool["function"]["parameters"]) for tool in TOOLS]
@@ -133,3 +142,23 @@ def test_every_field_out_of_range_is_400_naming_it(
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert "Traceback" not in server.log()
+
+
+def test_images_reach_the_model_through_its_encoder(start_server: StartServer, tmp_path: Path) -> None:
+    model = EmulatedModel(
+        rules=[Rule(image="red", reply="A red car."), Rule(reply="Hello.")], image_tokens=16
+    )
+    vision = model.write(tmp_path / "vision.rkllm")
+    encoder = write_encoder(tmp_path)
+    server = start_server("--encoder", f"vision={encoder}", models={"vision": vision, MODEL: vision})
+    status, records = chat(server, ChatRequest(SYSTEM, [Message("user", "a car?", images=(RED,))]), "vision")
+    assert status == 200
+    assert "".join(e.text for e in map(event_from_dict, records) if isinstance(e, TextDelta)) == "A red car."
+    status, records = chat(server, ChatRequest(SYSTEM, [Message("user", "a car?", images=(RED,))]))
+    assert status == 400  # the other model has no encoder
+    assert isinstance(error_from_dict(records[0]["error"]), NoEncoderError)
+    status, records = chat(
+        server, ChatRequest(SYSTEM, [Message("user", "this?", images=(b"%PDF",))]), "vision"
+    )
+    assert status == 400
+    assert isinstance(error_from_dict(records[0]["error"]), InvalidImageError)

@@ -68,3 +68,10 @@ def test_pixels_are_interleaved_or_planar() -> None:
     image.putpixel((1, 0), (4, 5, 6))
     assert preprocess.pixels(image, planar=False) == bytes([1, 2, 3, 4, 5, 6])
     assert preprocess.pixels(image, planar=True) == bytes([1, 4, 2, 5, 3, 6])
+
+
+def test_a_large_jpeg_decodes_at_a_fraction_that_still_covers_the_input() -> None:
+    snapshot = image_file((0, 0, 250), (1920, 1080))
+    assert preprocess.decode(snapshot, (448, 448)).size == (960, 540)  # half the work, still above 448
+    assert preprocess.decode(snapshot, (600, 600)).size == (1920, 1080)  # a half would not cover 600
+    assert preprocess.decode(image_file((0, 0, 250), (1920, 1080), "PNG"), (448, 448)).size == (1920, 1080)
