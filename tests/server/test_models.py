@@ -261,3 +261,27 @@ def test_the_catalog_lists_what_fits_first_with_the_reasons(
         printed[-1].strip()
         == "does not fit: needs runtime 1.1.x (converted with toolkit 1.1.4); this runtime is 1.2.3"
     )
+
+
+def test_pull_from_the_command_line_fetches_a_vision_models_encoder(hub: Hub, tmp_path: Path) -> None:
+    vision = next(entry for entry in load_catalog() if entry.encoder_file)
+    hub.add(vision.repo, vision.file, model_bytes(toolkit_version="1.3.0", image_tokens=16))
+    hub.add(
+        vision.repo, str(vision.encoder_file), EmulatedEncoder(family="qwen3.5", tokens=16).text().encode()
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "rkllm_runtime.server", "pull", "--models-dir", str(tmp_path), "qwen3.5:0.8b"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_ENDPOINT": hub.url},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    pulling = [line for line in lines if line.startswith("pulling ")]
+    assert pulling == [
+        f"pulling {vision.repo}/{vision.file} as qwen3.5:0.8b",
+        f"pulling {vision.repo}/{vision.encoder_file} as qwen3.5:0.8b",
+    ]
+    assert lines[-1] == f"success: {tmp_path / vision.file} with {vision.encoder_file}"
+    assert (tmp_path / str(vision.encoder_file)).is_file()
