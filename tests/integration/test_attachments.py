@@ -1,4 +1,4 @@
-"""Attachments of the AI task (camera snapshots, media files) as the images the model reads."""
+"""Attachments (camera snapshots, media files) as the images the model reads: AI task and conversation."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from typing import Any
 
 import pytest
 from homeassistant.components import ai_task, camera, conversation
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import chat_session, llm
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, MockPlatform, mock_platform
 
 from custom_components.rkllm.attachments import async_read_images
-from custom_components.rkllm.const import CONF_ENCODER_FILE, MODE_CHILD, MODE_IN_PROCESS
+from custom_components.rkllm.const import CONF_ENCODER_FILE, DOMAIN, MODE_CHILD, MODE_IN_PROCESS
 from custom_components.rkllm.entity import chat_messages
 from rkllm_runtime.emulator import EmulatedModel, Rule
 from rkllm_runtime.vision.preprocess import MAX_IMAGE_BYTES
@@ -22,6 +23,7 @@ from tests.images import BLUE, RED, write_encoder
 from tests.integration.conftest import RULES
 
 TASK = "ai_task.rkllm_ai_task"
+AGENT = "conversation.rkllm_conversation"
 SNAPSHOT = RED
 PORCH = "camera.porch"
 
@@ -247,3 +249,45 @@ async def test_more_images_than_the_model_takes_are_a_translated_error(
         await _ask(hass, camera_attachment, _media("door.png", "image/png"))
     assert raised.value.translation_key == "too_many_images"
     assert "2 images in one request" in str(raised.value)
+
+
+async def _converse_about(hass: HomeAssistant, attachment: conversation.Attachment) -> conversation.ChatLog:
+    """A conversation turn whose chat log carries an attachment, answered by the agent."""
+    agent = hass.data[conversation.DATA_COMPONENT].get_entity(AGENT)
+    context = llm.LLMContext(DOMAIN, None, None, conversation.DOMAIN, None)
+    with (
+        chat_session.async_get_chat_session(hass) as session,
+        conversation.async_get_chat_log(hass, session) as chat_log,
+    ):
+        await chat_log.async_provide_llm_data(context, None, None, None)
+        chat_log.async_add_user_content(
+            conversation.UserContent("Who is at the door?", attachments=[attachment])
+        )
+        await agent._async_handle_chat_log(chat_log)
+        return chat_log
+
+
+async def test_an_image_in_the_conversation_is_answered_about(
+    hass: HomeAssistant, init_integration: MockConfigEntry, media: Path
+) -> None:
+    door = conversation.Attachment(
+        "media-source://media_source/local/door.png", "image/png", media / "door.png"
+    )
+    chat_log = await _converse_about(hass, door)
+    answer = chat_log.content[-1]
+    assert isinstance(answer, conversation.AssistantContent)
+    assert answer.content == "The door is blue."
+
+
+@pytest.mark.parametrize("encoder", [False], indirect=True)
+async def test_a_model_without_an_encoder_answers_an_image_with_a_translated_error(
+    hass: HomeAssistant, init_integration: MockConfigEntry, media: Path
+) -> None:
+    door = conversation.Attachment(
+        "media-source://media_source/local/door.png", "image/png", media / "door.png"
+    )
+    with pytest.raises(ServiceValidationError, match="This model cannot read images") as raised:
+        await _converse_about(hass, door)
+    assert raised.value.translation_key == "no_encoder"
+    result = await conversation.async_converse(hass, "hello", None, Context(), agent_id=AGENT)
+    assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"
