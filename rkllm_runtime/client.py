@@ -183,6 +183,11 @@ class RemoteEngine:
         """The server's runtime release."""
         return str(self.status.get("runtime_release", "unknown"))
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether the server's model has a vision encoder, as of its last status."""
+        return bool(self.status.get("vision"))
+
     async def read_npu(self) -> NPUReading:
         """The server's NPU, as of its last status."""
         return self.npu

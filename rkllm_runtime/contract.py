@@ -64,6 +64,10 @@ class ModelEngine(Protocol):
     def release(self) -> str:
         """The runtime release that runs it."""
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether the model has a vision encoder (it answers about images)."""
+
     def chat(self, request: ChatRequest) -> ChatStream:
         """Answer a request: its events, :class:`~rkllm_runtime.chat.Finished` last.
 

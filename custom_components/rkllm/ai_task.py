@@ -38,10 +38,10 @@ class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
     """Generates text or JSON data; about attached images when the model has a vision encoder."""
 
     def __init__(self, entry: RKLLMConfigEntry, subentry: ConfigSubentry) -> None:
-        """Initialise; attachments are offered when the entry names a vision encoder."""
+        """Initialise; attachments are offered when the entry or its server has a vision encoder."""
         super().__init__(entry, subentry)
         features = ai_task.AITaskEntityFeature.GENERATE_DATA
-        if entry.data.get(CONF_ENCODER_FILE):
+        if entry.data.get(CONF_ENCODER_FILE) or entry.runtime_data.engine.reads_images:
             features |= ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
         self._attr_supported_features = features
 

@@ -27,6 +27,11 @@ class LocalEngine(ChatEngine):
         return self.runtime.model_path.name
 
     @property
+    def reads_images(self) -> bool:
+        """Whether the entry names a vision encoder."""
+        return self.encoder_path is not None
+
+    @property
     def release(self) -> str:
         """The loaded library's release."""
         return self.runtime.library.release

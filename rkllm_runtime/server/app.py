@@ -128,11 +128,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """GET /rkllm/status: each model's engine state and counters, and the NPU's (for a remote engine)."""
+    """GET /rkllm/status: each model's engine state and counters, whether it reads images, and the NPU's."""
     models = {}
     for model in request.app[SERVER].registry.models.values():
         engine = model.engine
-        entry: dict[str, object] = {"state": model.state, "error": model.error}
+        entry: dict[str, object] = {
+            "state": model.state,
+            "error": model.error,
+            "vision": model.encoder is not None,
+        }
         if engine is not None:
             entry |= stats_to_dict(engine.stats) | {
                 "engine_state": engine.state,

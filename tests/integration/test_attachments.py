@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,13 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, MockPlatform, mock_platform
 
 from custom_components.rkllm.attachments import async_read_images
-from custom_components.rkllm.const import CONF_ENCODER_FILE, DOMAIN, MODE_CHILD, MODE_IN_PROCESS
+from custom_components.rkllm.const import CONF_ENCODER_FILE, CONF_MODE, DOMAIN, MODE_SERVER
 from custom_components.rkllm.entity import chat_messages
 from rkllm_runtime.emulator import EmulatedModel, Rule
 from rkllm_runtime.vision.preprocess import MAX_IMAGE_BYTES
 from tests.images import BLUE, RED, write_encoder
-from tests.integration.conftest import RULES
+from tests.integration.conftest import IN_EVERY_MODE, RULES, SERVER_KEY, SERVER_MODEL
+from tests.server.conftest import RunningServer, launch
 
 TASK = "ai_task.rkllm_ai_task"
 AGENT = "conversation.rkllm_conversation"
@@ -96,8 +98,28 @@ def encoder(request: pytest.FixtureRequest, tmp_path: Path) -> Path | None:
 
 @pytest.fixture
 def entry_data(entry_data: dict[str, Any], encoder: Path | None) -> dict[str, Any]:
-    """The model entry, with its encoder."""
-    return entry_data | ({CONF_ENCODER_FILE: str(encoder)} if encoder else {})
+    """The model entry, with its encoder on this machine (a server's model has its own)."""
+    if encoder is None or entry_data[CONF_MODE] == MODE_SERVER:
+        return entry_data
+    return entry_data | {CONF_ENCODER_FILE: str(encoder)}
+
+
+@pytest.fixture
+def rkllm_server(
+    emulator_library: Path, model_path: Path, encoder: Path | None, tmp_path: Path
+) -> Iterator[RunningServer]:
+    """An rkllm-server process with the test model and its encoder, behind an API key."""
+    server = launch(
+        emulator_library,
+        {SERVER_MODEL: model_path},
+        ["--encoder", str(encoder)] if encoder else [],
+        tmp_path / "rkllm-server.log",
+        env={"RKLLM_SERVER_API_KEY": SERVER_KEY, "RKLLM_EMU_TIME_SCALE": "0"},
+        api_key=SERVER_KEY,
+    )
+    yield server
+    server.stop()
+    server.close()
 
 
 async def _ask(hass: HomeAssistant, *attachments: dict[str, str]) -> ai_task.GenDataTaskResult:
@@ -110,6 +132,7 @@ async def _ask(hass: HomeAssistant, *attachments: dict[str, str]) -> ai_task.Gen
     )
 
 
+@IN_EVERY_MODE
 @pytest.mark.parametrize("encoder", [False], indirect=True)
 async def test_a_model_without_an_encoder_offers_no_attachments(
     hass: HomeAssistant, init_integration: MockConfigEntry, media: Path
@@ -184,7 +207,7 @@ async def test_the_new_turns_images_become_the_messages_images(
     ]
 
 
-@pytest.mark.parametrize("mode", [MODE_IN_PROCESS, MODE_CHILD], indirect=True)
+@IN_EVERY_MODE
 async def test_a_camera_snapshot_is_answered_about(
     hass: HomeAssistant, init_integration: MockConfigEntry, porch: str, media: Path
 ) -> None:
