@@ -114,7 +114,7 @@ def check_files(data: Mapping[str, Any]) -> None:
     """The quick checks before loading: the library, the model file and the vision encoder file.
 
     The library is usable, the model exists and fits in memory, the encoder (if any) is an
-    ``.rknn`` for this chip.
+    ``.rknn`` for this chip and model.
 
     For a model run in its own process the library is only read here, never loaded: a faulty
     one must not take Home Assistant down.
@@ -125,7 +125,7 @@ def check_files(data: Mapping[str, Any]) -> None:
         check_library(data[CONF_LIBRARY_PATH], _release(data))
     check_model_file(Path(data[CONF_MODEL_PATH]))
     if (encoder := encoder_path(data)) is not None:
-        check_encoder_file(encoder, detect_board().chip)
+        check_encoder_file(encoder, detect_board().chip, Path(data[CONF_MODEL_PATH]))
 
 
 def _release(data: Mapping[str, Any]) -> str | None:

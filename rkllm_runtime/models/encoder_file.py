@@ -1,4 +1,4 @@
-"""A vision encoder file checked before it is loaded: it exists, is an ``.rknn``, and suits this chip.
+"""A vision encoder file checked before it is loaded: it exists, is an ``.rknn``, suits this chip and model.
 
 rknn-toolkit2 ends an ``.rknn`` file with a JSON description of the model, whose
 ``target_platform`` names the chip it was converted for (``["rk3588"]``). Where the file says
@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from rkllm_runtime.errors import EncoderMismatchError, NoEncoderError
+from rkllm_runtime.vision.families import family_named
 
 ENCODER_SUFFIX = ".rknn"
 # The description is small and at the very end of the file.
@@ -28,11 +29,12 @@ def encoder_platform(path: Path) -> str | None:
     return match.group(1).decode().upper() if match else None
 
 
-def check_encoder_file(path: Path, chip: str | None) -> None:
+def check_encoder_file(path: Path, chip: str | None, model: Path | None = None) -> None:
     """Check an encoder file before it is loaded (blocking).
 
     Raises :class:`NoEncoderError` unless ``path`` is an ``.rknn`` file, :class:`EncoderMismatchError`
-    when it says it is for another chip than ``chip`` (None: not checked).
+    when it says it is for another chip than ``chip`` (None: not checked), or when both file names
+    name a model family and they differ (the vendor's export names each file after its model).
     """
     if path.suffix != ENCODER_SUFFIX:
         raise NoEncoderError(
@@ -45,4 +47,11 @@ def check_encoder_file(path: Path, chip: str | None) -> None:
         raise EncoderMismatchError(
             f"the vision encoder {path.name} was converted for an {platform}, and this board is an {chip}: "
             f"use the {chip} encoder published with the model"
+        )
+    if model is None:
+        return
+    encoder_family, model_family = family_named(path.name), family_named(model.name)
+    if encoder_family is not None and model_family is not None and encoder_family != model_family:
+        raise EncoderMismatchError(
+            f"the vision encoder {path.name} is for {encoder_family.name} models, not for {model.name}"
         )

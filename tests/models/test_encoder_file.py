@@ -58,3 +58,11 @@ def test_what_is_no_encoder_file_is_refused(
         path.write_bytes(content)
     with pytest.raises(NoEncoderError, match=message):
         check_encoder_file(path, "RK3588")
+
+
+def test_an_encoder_named_for_another_model_family_is_refused(tmp_path: Path) -> None:
+    encoder = rknn_file(tmp_path / "qwen2-vl-2b_vision_rk3588.rknn", "rk3588")
+    with pytest.raises(EncoderMismatchError, match="is for qwen2-vl models, not for qwen3-vl-2b"):
+        check_encoder_file(encoder, "RK3588", tmp_path / "qwen3-vl-2b-instruct_w8a8_rk3588.rkllm")
+    check_encoder_file(encoder, "RK3588", tmp_path / "qwen2-vl-2b-instruct_w8a8_rk3588.rkllm")
+    check_encoder_file(encoder, "RK3588", tmp_path / "my-model.rkllm")  # the model's name says nothing
