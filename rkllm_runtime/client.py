@@ -27,16 +27,17 @@ from rkllm_runtime.chat import (
 )
 from rkllm_runtime.chat.engine import check_texts
 from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict, stats_from_dict
-from rkllm_runtime.contract import ErrorKind, error_kind
 from rkllm_runtime.errors import (
     AuthenticationError,
     BusyError,
     ClosedError,
+    ErrorKind,
     RKLLMError,
     RunError,
     ServerStoppedError,
     ServerUnavailableError,
     UnknownModelError,
+    error_kind,
 )
 from rkllm_runtime.system import NPUReading
 

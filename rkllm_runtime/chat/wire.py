@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any, TypeVar, cast, get_args
 
-from rkllm_runtime.contract import ERRORS, ErrorKind, error_kind
-from rkllm_runtime.errors import ContextOverflowError, RKLLMError
+from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError, error_kind
 from rkllm_runtime.types import Sampling
 
 from .engine import EngineStats

@@ -14,8 +14,7 @@ from aiohttp import web
 
 from rkllm_runtime.chat import ChatRequest
 from rkllm_runtime.chat.wire import WireError, error_to_dict, event_to_dict, request_from_dict
-from rkllm_runtime.contract import ErrorKind
-from rkllm_runtime.errors import AbortedError, ClosedError, RKLLMError
+from rkllm_runtime.errors import AbortedError, ClosedError, ErrorKind, RKLLMError
 
 from .convert import C_INT_MAX, MAX_MALFORMED_CALL_RETRIES, integer, max_tokens, sampling_of, stop_strings
 from .errors import ApiError, bad_request, from_runtime

@@ -30,8 +30,7 @@ from rkllm_runtime.chat.wire import (
     stats_from_dict,
     stats_to_dict,
 )
-from rkllm_runtime.contract import ERRORS, ErrorKind
-from rkllm_runtime.errors import ContextOverflowError, RKLLMError
+from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError
 from rkllm_runtime.types import PerfStats, Sampling
 
 CALL = ToolCall("HassTurnOn", {"name": "Kitchen light"}, id="call_1")
