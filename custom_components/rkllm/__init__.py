@@ -12,8 +12,8 @@ from homeassistant.helpers.typing import ConfigType
 
 from rkllm_runtime import LibraryError, RKLLMError
 from rkllm_runtime.chat import PromptCacheStore
-from rkllm_runtime.client import AuthenticationError, RemoteEngine, UnknownModelError
 from rkllm_runtime.errors import ModelCrashedError, ModelIncompatibleError
+from rkllm_runtime.remote.client import AuthenticationError, RemoteEngine, UnknownModelError
 
 from .const import (
     CONF_LIBRARY_PATH,

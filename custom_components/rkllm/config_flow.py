@@ -40,7 +40,7 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 
 from rkllm_runtime import RKLLMError, find_library
 from rkllm_runtime.chat import KVMode
-from rkllm_runtime.client import AuthenticationError, RemoteEngine, server_models
+from rkllm_runtime.remote.client import AuthenticationError, RemoteEngine, server_models
 from rkllm_runtime.types import RUNTIME_SAMPLING
 
 from .const import (

@@ -12,7 +12,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_call_later
 
 from rkllm_runtime import RKLLMError
-from rkllm_runtime.client import AuthenticationError, RemoteEngine
+from rkllm_runtime.remote.client import AuthenticationError, RemoteEngine
 from rkllm_runtime.server.child import ServerProcess
 
 from .const import (

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from rkllm_runtime.chat.wire import stats_to_dict
+from rkllm_runtime.remote.wire import stats_to_dict
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from . import model_api, native_api, ollama_api, openai_api

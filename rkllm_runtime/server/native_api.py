@@ -1,7 +1,7 @@
 """The server's own API, ``POST /rkllm/chat``: chat requests, events and errors as the engine has them.
 
 Body: ``{"model": NAME, "request": <ChatRequest as JSON>}``. Answer: NDJSON, one event per
-line (see :mod:`rkllm_runtime.chat.wire`). An engine error is ``{"error": {"kind": …,
+line (see :mod:`rkllm_runtime.remote.wire`). An engine error is ``{"error": {"kind": …,
 "status": …, "message": …}}``: the body of an error response, or the last line once events
 were sent, so that a client raises the very error the engine raised.
 """
@@ -13,8 +13,8 @@ from dataclasses import asdict, replace
 from aiohttp import web
 
 from rkllm_runtime.chat import ChatRequest
-from rkllm_runtime.chat.wire import WireError, error_to_dict, event_to_dict, request_from_dict
 from rkllm_runtime.errors import AbortedError, ClosedError, ErrorKind, RKLLMError
+from rkllm_runtime.remote.wire import WireError, error_to_dict, event_to_dict, request_from_dict
 
 from .convert import C_INT_MAX, MAX_MALFORMED_CALL_RETRIES, integer, max_tokens, sampling_of, stop_strings
 from .errors import ApiError, bad_request, from_runtime

@@ -26,7 +26,7 @@ from custom_components.rkllm.const import (
     MODE_CHILD,
 )
 from custom_components.rkllm.loader import child_pid_file
-from rkllm_runtime.client import RemoteEngine
+from rkllm_runtime.remote.client import RemoteEngine
 from tests.integration.conftest import until
 from tests.server.conftest import launch
 

@@ -22,7 +22,7 @@ from custom_components.rkllm.entity import chat_messages
 from custom_components.rkllm.runtime_log import ROUTER
 from rkllm_runtime import RunOptions
 from rkllm_runtime.chat import MAX_WAITING, EngineState
-from rkllm_runtime.client import RemoteEngine
+from rkllm_runtime.remote.client import RemoteEngine
 from tests.integration.conftest import IN_EVERY_MODE, until
 
 AGENT = "conversation.rkllm_conversation"

@@ -19,7 +19,8 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
-from rkllm_runtime.chat.wire import (
+from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError
+from rkllm_runtime.remote.wire import (
     WireError,
     error_from_dict,
     error_to_dict,
@@ -30,7 +31,6 @@ from rkllm_runtime.chat.wire import (
     stats_from_dict,
     stats_to_dict,
 )
-from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError
 from rkllm_runtime.types import PerfStats, Sampling
 
 CALL = ToolCall("HassTurnOn", {"name": "Kitchen light"}, id="call_1")

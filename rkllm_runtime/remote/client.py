@@ -26,7 +26,6 @@ from rkllm_runtime.chat import (
     WarmOutcome,
 )
 from rkllm_runtime.chat.engine import check_texts
-from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict, stats_from_dict
 from rkllm_runtime.errors import (
     AuthenticationError,
     BusyError,
@@ -39,6 +38,7 @@ from rkllm_runtime.errors import (
     UnknownModelError,
     error_kind,
 )
+from rkllm_runtime.remote.wire import error_from_dict, event_from_dict, request_to_dict, stats_from_dict
 from rkllm_runtime.system import NPUReading
 
 __all__ = [

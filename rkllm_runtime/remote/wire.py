@@ -11,20 +11,23 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any, TypeVar, cast, get_args
 
-from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError, error_kind
-from rkllm_runtime.types import Sampling
-
-from .engine import EngineStats
-from .events import (
+from rkllm_runtime.chat import (
     ChatEvent,
+    ChatRequest,
     ChatResult,
+    EngineStats,
     Finished,
     MalformedToolCall,
+    Message,
     TextDelta,
     ThinkingDelta,
+    ToolCall,
     ToolCallDelta,
+    ToolSpec,
 )
-from .messages import ChatRequest, Message, MessageRole, ToolCall, ToolSpec
+from rkllm_runtime.chat.messages import MessageRole
+from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError, error_kind
+from rkllm_runtime.types import Sampling
 
 ROLES = frozenset(get_args(MessageRole))
 
