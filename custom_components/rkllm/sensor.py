@@ -32,7 +32,7 @@ PARALLEL_UPDATES = 1
 SCAN_INTERVAL = timedelta(seconds=10)
 TOKENS_PER_SECOND = "tokens/s"
 TOKENS = "tokens"
-MODEL_STATES = ["loading", "ready", "generating", "error"]
+MODEL_STATES = ["prefilling", "ready", "generating", "error"]
 MODEL_STATE = "model_state"
 
 
@@ -41,7 +41,7 @@ def model_state(data: RKLLMData) -> str:
     state = data.engine.state
     if state is EngineState.READY and data.engine.stats.last_error is not None:
         return "error"
-    return {EngineState.PREFILLING: "loading", EngineState.GENERATING: "generating"}.get(state, "ready")
+    return {EngineState.PREFILLING: "prefilling", EngineState.GENERATING: "generating"}.get(state, "ready")
 
 
 def _last(engine: ModelEngine, value: Callable[..., float | int]) -> StateType:

@@ -21,7 +21,7 @@ from .connections import ConnectionGuard, connection_cap
 from .errors import ApiError
 from .exchange import ARRIVED, MODEL, SERVER, Server, dumps, error_body
 from .metrics import CONTENT_TYPE, ServerMetrics, render
-from .models import ModelRegistry, ModelState
+from .registry import ModelRegistry, ModelState
 
 _LOGGER = logging.getLogger(__name__)
 

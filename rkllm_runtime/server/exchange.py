@@ -32,7 +32,7 @@ from .connections import ConnectionGuard
 from .convert import MAX_NESTING, too_deep
 from .errors import ApiError, bad_request, from_runtime
 from .metrics import ServerMetrics
-from .models import ModelRegistry, ServedModel
+from .registry import ModelRegistry, ServedModel
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from rkllm_runtime.remote.wire import WireError, error_to_dict, event_to_dict, r
 from .convert import C_INT_MAX, MAX_MALFORMED_CALL_RETRIES, integer, max_tokens, sampling_of, stop_strings
 from .errors import ApiError, bad_request, from_runtime
 from .exchange import MODEL, SERVER, Chat, Server, dumps, read_json
-from .models import ModelState, ServedModel
 from .ollama_api import NDJSON
+from .registry import ModelState, ServedModel
 
 
 def _error(err: RKLLMError, model: ServedModel) -> tuple[ApiError, bytes]:

@@ -37,7 +37,7 @@ from .convert import (
 )
 from .errors import bad_request, from_runtime
 from .exchange import ARRIVED, MODEL, SERVER, Chat, Server, collect, dumps, error_body, iso_now, read_json
-from .models import ModelState, ServedModel
+from .registry import ModelState, ServedModel
 
 NDJSON = "application/x-ndjson"
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")

@@ -32,7 +32,7 @@ from .convert import (
 )
 from .errors import bad_request, from_runtime
 from .exchange import ARRIVED, MODEL, SERVER, Chat, Server, collect, dumps, error_body, read_json
-from .models import ServedModel
+from .registry import ServedModel
 
 # Fields that would change the answer in ways this server cannot: refused with a 400 naming them.
 REFUSED = (
