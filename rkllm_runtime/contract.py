@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .chat import ChatRequest, ChatStream, EngineState, EngineStats, WarmOutcome
+from .chat import ChatRequest, ChatStream, EngineState, EngineStats, EngineStatus, WarmOutcome
 from .system import NPUReading
 
 
@@ -35,16 +35,8 @@ class ModelEngine(Protocol):
         """Whether the engine was closed (the entry unloaded)."""
 
     @property
-    def waiting(self) -> int:
-        """Requests queued behind the running one."""
-
-    @property
-    def model_file(self) -> str:
-        """The model's file name."""
-
-    @property
-    def release(self) -> str:
-        """The runtime release that runs it."""
+    def status(self) -> EngineStatus:
+        """What the engine says of itself: its model file, release, queue, load parameters."""
 
     def chat(self, request: ChatRequest) -> ChatStream:
         """Answer a request: its events, :class:`~rkllm_runtime.chat.Finished` last.

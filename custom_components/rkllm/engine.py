@@ -21,16 +21,6 @@ class LocalEngine(ChatEngine):
         """Until it is closed."""
         return not self.closed
 
-    @property
-    def model_file(self) -> str:
-        """The model's file name."""
-        return self.runtime.model_path.name
-
-    @property
-    def release(self) -> str:
-        """The loaded library's release."""
-        return self.runtime.library.release
-
     async def read_npu(self) -> NPUReading:
         """Read /sys in the executor."""
         loop = asyncio.get_running_loop()

@@ -57,8 +57,8 @@ def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
         identifiers={(DOMAIN, entry.entry_id)},
         name=entry.title,
         manufacturer="Rockchip",
-        model=engine.model_file,
-        sw_version=f"RKLLM runtime {engine.release}",
+        model=engine.status.model_file,
+        sw_version=f"RKLLM runtime {engine.status.release}",
         entry_type=dr.DeviceEntryType.SERVICE,
     )
 
@@ -205,7 +205,7 @@ class RKLLMBaseLLMEntity(Entity):
             identifiers={(DOMAIN, subentry.subentry_id)},
             name=subentry.title,
             manufacturer="Rockchip",
-            model=entry.runtime_data.engine.model_file,
+            model=entry.runtime_data.engine.status.model_file,
             entry_type=dr.DeviceEntryType.SERVICE,
         )
 

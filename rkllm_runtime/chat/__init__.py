@@ -4,7 +4,7 @@ Everything that knows the model's text format lives here: tool-schema rendering,
 tool-call parsing and repair, the thinking split, and the retry of malformed calls.
 """
 
-from .engine import MAX_WAITING, ChatEngine, ChatStream, EngineState, EngineStats, WarmOutcome
+from .engine import MAX_WAITING, ChatEngine, ChatStream, WarmOutcome
 from .events import (
     ChatEvent,
     ChatResult,
@@ -17,6 +17,7 @@ from .events import (
 from .messages import ChatRequest, Message, ToolCall, ToolSpec
 from .plan import TURN_TOKENS, KVCacheState, KVMode, KVReset
 from .prompt_cache import PromptCacheKey, PromptCacheStore
+from .status import EngineState, EngineStats, EngineStatus, Observed
 
 __all__ = [
     "MAX_WAITING",
@@ -28,12 +29,14 @@ __all__ = [
     "ChatStream",
     "EngineState",
     "EngineStats",
+    "EngineStatus",
     "Finished",
     "KVCacheState",
     "KVMode",
     "KVReset",
     "MalformedToolCall",
     "Message",
+    "Observed",
     "PromptCacheKey",
     "PromptCacheStore",
     "TextDelta",

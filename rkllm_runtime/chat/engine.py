@@ -57,6 +57,7 @@ from .plan import (
     plan,
 )
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
+from .status import EngineState, EngineStatus, Observed
 from .stop import StopFilter
 from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
 
@@ -81,32 +82,6 @@ class WarmOutcome(StrEnum):
     """A request runs or waits: left alone, so that it is never delayed."""
     NOT_KEPT = "not_kept"
     """The naive strategy keeps nothing between requests."""
-
-
-class EngineState(StrEnum):
-    """What the engine is doing."""
-
-    READY = "ready"
-    PREFILLING = "prefilling"
-    """Reading the prompt, before the first token."""
-    GENERATING = "generating"
-    CLOSED = "closed"
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters since the engine started."""
-
-    requests: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    malformed_calls: int = 0
-    kv_tokens: int = 0
-    last: ChatResult | None = None
-    last_error: str | None = None
-    """Of the last request, None when it succeeded."""
-    context_room: int | None = None
-    """Tokens (estimated) the last request's system prompt and tools left in the context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +119,7 @@ class _Round:
         return Message("assistant", "".join(self.text) + unread, tool_calls=tuple(self.calls))
 
 
-class ChatEngine:
+class ChatEngine(Observed):
     """Serialises requests to one :class:`RKLLMRuntime` and keeps its KV cache warm."""
 
     def __init__(
@@ -155,35 +130,36 @@ class ChatEngine:
         kv_mode: KVMode = KVMode.CONSERVATIVE,
         prompt_caches: PromptCacheStore | None = None,
     ) -> None:
+        super().__init__()
         self.runtime = runtime
         self.max_waiting = max_waiting
         self.kv_mode = kv_mode
         self.prompt_caches = prompt_caches if kv_mode is not KVMode.NAIVE else None
-        self.stats = EngineStats()
-        self.state = EngineState.READY
         self.kv_cache = KVCacheState()
         self._lock = asyncio.Lock()
         self._waiting = 0
-        self._listeners: list[Callable[[], None]] = []
         # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
         self._model_identity: str | None = None  # read on the engine thread when first needed
         self._prompt_cache_loaded = False
 
     @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self.state is EngineState.CLOSED
-
-    @property
     def waiting(self) -> int:
         """Requests queued behind the running one."""
         return self._waiting
 
-    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` (on the event loop) whenever state or stats change; returns a remover."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+    @property
+    def status(self) -> EngineStatus:
+        """The engine's description of itself."""
+        return EngineStatus(
+            model_file=self.runtime.model_path.name,
+            release=self.runtime.library.release,
+            state=self.state,
+            waiting=self.waiting,
+            stats=self.stats,
+            kv_mode=self.kv_mode,
+            params=self.runtime.params,
+        )
 
     async def warm(self, request: ChatRequest) -> WarmOutcome:
         """Bring the request's system prompt and tools into the KV cache, ahead of the request itself.
@@ -237,11 +213,6 @@ class ChatEngine:
             kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
         self.kv_cache = replace(self.kv_cache, system_in_kv=True, kv_tokens=kv_tokens or 0)
         self.stats.kv_tokens = kv_tokens or 0
-
-    def _set_state(self, state: EngineState) -> None:
-        self.state = state
-        for listener in list(self._listeners):
-            listener()
 
     def chat(self, request: ChatRequest) -> ChatStream:
         """Answer a request; iterate the returned stream for its events, :class:`Finished` last."""
@@ -464,13 +435,7 @@ class ChatEngine:
             cached_messages=first.conversation.cached_messages,
             fingerprint=fingerprint([visible], first.conversation.fingerprint),
         )
-        self.stats.requests += 1
-        if hit:
-            self.stats.cache_hits += 1
-        else:
-            self.stats.cache_misses += 1
-        self.stats.last = result
-        self.stats.last_error = None
+        self.stats.count(result)
         return result
 
     async def aclose(self) -> None:

@@ -503,7 +503,7 @@ async def test_child_process_mode_never_loads_the_library_into_home_assistant(
     await hass.async_block_till_done()
     entry = result["result"]
     assert entry.state is ConfigEntryState.LOADED
-    assert entry.runtime_data.engine.release != "unknown"  # the child loaded the library
+    assert entry.runtime_data.engine.status.release != "unknown"  # the child loaded the library
     assert loaded == []
     assert await hass.config_entries.async_unload(entry.entry_id)
 

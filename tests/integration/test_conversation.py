@@ -272,7 +272,7 @@ async def queued(engine: ModelEngine) -> int:
     """Requests waiting for the model (a remote engine asks its server)."""
     if isinstance(engine, RemoteEngine):
         await engine.refresh()
-    return engine.waiting
+    return engine.status.waiting
 
 
 @IN_EVERY_MODE

@@ -194,7 +194,7 @@ async def test_a_server_gone_silent_ends_the_answer_and_comes_back(
     monkeypatch.setattr("rkllm_runtime.remote.client.SILENCE_FLOOR_S", 2.0)  # the emulator's file is tiny
     engine = init_integration.runtime_data.engine
     size = await hass.async_add_executor_job(lambda: model_path.stat().st_size)
-    assert engine.status["model_bytes"] == size  # what the bound is derived from
+    assert engine.status.model_bytes == size  # what the bound is derived from
     assert engine.longest_silence_s == 2.0
     story = hass.async_create_task(converse(hass, "tell me a story"))
     await until(lambda: engine.state is EngineState.GENERATING)

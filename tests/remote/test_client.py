@@ -16,7 +16,7 @@ import pytest_socket
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from rkllm_runtime.chat import ChatRequest, ChatResult, Finished, Message
+from rkllm_runtime.chat import ChatRequest, ChatResult, EngineStatus, Finished, Message
 from rkllm_runtime.errors import (
     AuthenticationError,
     BusyError,
@@ -28,21 +28,23 @@ from rkllm_runtime.errors import (
 )
 from rkllm_runtime.remote import client
 from rkllm_runtime.remote.client import SLOW_BOARD, RemoteEngine, auth_headers, longest_prefill_s
-from rkllm_runtime.remote.wire import event_to_dict
-from rkllm_runtime.types import PerfStats
+from rkllm_runtime.remote.wire import event_to_dict, status_to_dict
+from rkllm_runtime.types import ModelParams, PerfStats
 
 MODEL = "qwen2.5:1.5b"
 RESULT = ChatResult("Hi", (), PerfStats(1.0, 5, 2.0, 1, 100.0), 5, 0, False, 6)
 REQUEST = ChatRequest("You are a voice assistant.", [Message("user", "Hello")], conversation_id="kitchen-1")
 QWEN25_1_5B = 1_700_000_000  # bytes of the w8a8 file, about
 QWEN3_0_6B = 952_996_582
+PARAMS = ModelParams(max_context_len=4096)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def status_body(**fields: Any) -> dict[str, Any]:
     """``/rkllm/status`` with the model ready."""
-    return {"models": {MODEL: {"state": "ready", "error": None, **fields}}, "npu": {}}
+    status = status_to_dict(EngineStatus("qwen2.5-1.5b.rkllm", **fields))
+    return {"models": {MODEL: {"state": "ready", "error": None} | status}, "npu": {}}
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +186,7 @@ async def test_a_server_silent_longer_than_the_longest_prefill_is_unavailable(
     bound = longest_prefill_s(QWEN25_1_5B, 4096)
 
     async def big(request: web.Request) -> web.Response:
-        return web.json_response(status_body(model_bytes=QWEN25_1_5B, params={"max_context_len": 4096}))
+        return web.json_response(status_body(model_bytes=QWEN25_1_5B, params=PARAMS))
 
     server.status = big
     engine = RemoteEngine(session, url, MODEL, None)
@@ -192,7 +194,7 @@ async def test_a_server_silent_longer_than_the_longest_prefill_is_unavailable(
     assert engine.longest_silence_s == bound
 
     async def small(request: web.Request) -> web.Response:
-        return web.json_response(status_body(model_bytes=0, params={"max_context_len": 4096}))
+        return web.json_response(status_body(model_bytes=0, params=PARAMS))
 
     async def silent(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
