@@ -149,3 +149,11 @@ class AuthenticationError(RemoteError):
 
 class UnknownModelError(RemoteError):
     """The server does not serve this model."""
+
+
+class KVCacheError(RKLLMError):
+    """The runtime refused to clear or measure the KV cache."""
+
+
+class PromptCacheError(RKLLMError):
+    """The runtime refused to load or release a prompt-cache file."""

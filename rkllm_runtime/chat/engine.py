@@ -28,6 +28,7 @@ from rkllm_runtime.errors import (
     BusyError,
     ClosedError,
     ContextOverflowError,
+    PromptCacheError,
     RKLLMError,
     RunError,
 )
@@ -407,7 +408,7 @@ class ChatEngine:
                 if self._prompt_cache_loaded:  # the runtime holds one file at a time
                     self.runtime.release_prompt_cache()
                 self.runtime.load_prompt_cache(path)
-            except RKLLMError:
+            except PromptCacheError:
                 _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
                 store.discard(path)
             else:
@@ -429,7 +430,7 @@ class ChatEngine:
                 self.prompt_caches.saved(saving)
             else:
                 self.prompt_caches.abandon(saving)
-        if self.runtime.library.has("rkllm_get_kv_cache_size"):
+        if self.runtime.library.reports_kv_cache_size:
             return self.runtime.kv_cache_size()
         return None
 
