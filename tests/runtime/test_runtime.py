@@ -324,20 +324,6 @@ def test_abort_mid_generation_then_next_run(
         assert runtime.run(Prompt("next")).text == "short"
 
 
-def test_generation_iterator_and_early_close(emulator_library: Path, make_model: ModelFactory) -> None:
-    model = make_model(Rule(match="long", reply="word " * 400), Rule(reply="a b c"))
-    threads_before = set(threading.enumerate())
-    with open_runtime(emulator_library, model) as runtime:
-        generation = runtime.generate(Prompt("hi"))
-        assert list(generation) == ["a", " b", " c"]
-        assert generation.result is not None
-        assert generation.result.perf.generate_tokens == 3 + 1
-        with runtime.generate(Prompt("long")) as stream:
-            assert next(stream) == "word"
-        assert runtime.run(Prompt("hi")).text == "a b c"
-    assert set(threading.enumerate()) == threads_before
-
-
 def test_concurrent_calls_are_serialised(
     emulator_library: Path, make_model: ModelFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
