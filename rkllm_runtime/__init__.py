@@ -29,8 +29,9 @@ from .errors import (
     VersionMismatchError,
     WrongArchitectureError,
 )
+from .generation import Generation
 from .library import Library, find_library, load_library
-from .runtime import CancelToken, Generation, RKLLMRuntime
+from .runtime import CancelToken, RKLLMRuntime
 from .types import (
     Embeddings,
     Input,

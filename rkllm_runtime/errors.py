@@ -153,6 +153,14 @@ class UnknownModelError(RemoteError):
     """The server does not serve this model."""
 
 
+class KVCacheError(RKLLMError):
+    """The runtime refused to clear or measure the KV cache."""
+
+
+class PromptCacheError(RKLLMError):
+    """The runtime refused to load or release a prompt-cache file."""
+
+
 class ErrorKind(StrEnum):
     """What went wrong with a request, in every mode alike (most specific first)."""
 

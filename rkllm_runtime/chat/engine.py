@@ -28,6 +28,7 @@ from rkllm_runtime.errors import (
     BusyError,
     ClosedError,
     ContextOverflowError,
+    PromptCacheError,
     RKLLMError,
     RunError,
 )
@@ -52,9 +53,13 @@ from .plan import (
     KVMode,
     KVReset,
     Plan,
+    RunEnd,
     context_room,
+    is_hit,
     overflow_suspected,
     plan,
+    ready,
+    settle,
 )
 from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
 from .status import EngineState, EngineStatus, Observed
@@ -236,6 +241,8 @@ class ChatEngine(Observed):
                 raise ClosedError("the model was unloaded")
             rounds: list[_Round] = []
             messages = list(request.messages)
+            # Retried here, under the lock: an unreadable call is fixed within the request. A readable
+            # reply that does not fit the request is asked again as a new request (.retry.ask_fit).
             for attempt in range(request.malformed_call_retries + 1):
                 step = plan(
                     self.kv_cache,
@@ -245,6 +252,7 @@ class ChatEngine(Observed):
                 )
                 self._set_state(EngineState.PREFILLING)
                 said = _Round(step, await self._in_executor(self._prepare, request, step))
+                self.kv_cache = ready(self.kv_cache, step)
                 try:
                     async for event in self._run(request, said):
                         yield event
@@ -297,20 +305,17 @@ class ChatEngine(Observed):
         step, prepared = said.step, said.prepared
         if prepared.loaded_prompt_cache:
             self._prompt_cache_loaded = True
-        before = KVCacheState(system_key=step.system_key) if step.set_system else self.kv_cache
-        self.kv_cache = before.without_conversation()  # until the run has succeeded
         parser = StreamParser([tool.name for tool in request.tools])
         stop = StopFilter(request.stop)
         run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
+        completed = False  # every event was passed on (the runtime has no figures after a stop string)
         try:
             async with run:  # leaving early (a stop string) aborts the run
                 async for chunk in run:
                     said.decoding = True
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
-                        # Prefilled: the system section stays in the cache even if the run is cancelled.
-                        self.kv_cache = replace(self.kv_cache, system_in_kv=True)
                     for event in stop.events(parser.feed(chunk)):
                         if isinstance(event, ToolCallDelta) and not prepared.options.keep_history:
                             run.end_early()  # the call is whole: its closing tokens are not decoded
@@ -319,35 +324,25 @@ class ChatEngine(Observed):
                         break
             for event in stop.events([*parser.finish(), TextDelta(stop.flush())]):
                 yield _noted(event, said)
-            finished = True
+            finished = completed = True
         except (AbortedError, asyncio.CancelledError):
             finished = True  # the runtime ends an aborted run normally, file included
             raise
         finally:
             kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
-        if run.result is None:  # stopped at a stop string: the runtime reports no figures
-            said.perf = PerfStats(generate_tokens=len(said.text))
-            said.prompt_tokens = max((kv_tokens or 0) - len(said.text), 0)
-            self.stats.kv_tokens = kv_tokens or 0
-            return
-        said.perf = perf = run.result.perf
-        if prepared.options.keep_history:
-            held = before.kv_tokens if step.reset is KVReset.NONE and before.in_kv else 0
-            context = (
-                kv_tokens if kv_tokens is not None else held + perf.prefill_tokens + perf.generate_tokens
+            end = RunEnd(
+                keep_history=prepared.options.keep_history,
+                system_warm=said.system_warm,
+                prefilled=said.decoding,
+                reply=said.reply(),
+                chunks=len(said.text),
+                perf=run.result.perf if completed and run.result is not None else None,
+                kv_tokens=kv_tokens,
             )
-            said.prompt_tokens = max(context - perf.generate_tokens, perf.prefill_tokens)
-        else:
-            # The runtime went back to the system section, which is all it keeps.
-            said.prompt_tokens = perf.prefill_tokens + ((kv_tokens or 0) if said.system_warm else 0)
-            context = said.prompt_tokens + perf.generate_tokens
-        self.kv_cache = replace(
-            step.conversation,
-            fingerprint=fingerprint([said.reply()], step.conversation.fingerprint),
-            in_kv=prepared.options.keep_history,
-            kv_tokens=context,
-        )
-        self.stats.kv_tokens = kv_tokens if kv_tokens is not None else context
+            settled = settle(self.kv_cache, step, end)
+            self.kv_cache = settled.cache
+        said.perf, said.prompt_tokens = settled.perf, settled.prompt_tokens
+        self.stats.kv_tokens = settled.kv_tokens
 
     async def _in_executor(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -378,7 +373,7 @@ class ChatEngine(Observed):
                 if self._prompt_cache_loaded:  # the runtime holds one file at a time
                     self.runtime.release_prompt_cache()
                 self.runtime.load_prompt_cache(path)
-            except RKLLMError:
+            except PromptCacheError:
                 _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
                 store.discard(path)
             else:
@@ -400,7 +395,7 @@ class ChatEngine(Observed):
                 self.prompt_caches.saved(saving)
             else:
                 self.prompt_caches.abandon(saving)
-        if self.runtime.library.has("rkllm_get_kv_cache_size"):
+        if self.runtime.library.reports_kv_cache_size:
             return self.runtime.kv_cache_size()
         return None
 
@@ -412,7 +407,7 @@ class ChatEngine(Observed):
             tool_calls=tuple(call for said in rounds for call in said.calls),
         )
         perfs = [said.perf for said in rounds]
-        hit = first.hit and (not first.set_system or rounds[0].prepared.loaded_prompt_cache)
+        hit = is_hit(first, loaded_prompt_cache=rounds[0].prepared.loaded_prompt_cache)
         result = ChatResult(
             text=visible.content,
             tool_calls=visible.tool_calls,
