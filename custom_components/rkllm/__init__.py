@@ -70,10 +70,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
     else:
         engine = await _async_load(hass, entry)
     entry.runtime_data = RKLLMData(engine, child)
-    async_watch_context_room(hass, entry)
+    async_watch_context_room(hass, entry, engine)
 
     async def _close_on_stop(_: Event) -> None:
-        await _async_close(entry.runtime_data)
+        await engine.aclose()
 
     entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _close_on_stop))
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
@@ -189,7 +189,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bo
     """
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         raise ConfigEntryError(translation_domain=DOMAIN, translation_key="unload_failed")
-    await _async_close(entry.runtime_data)
+    await entry.runtime_data.engine.aclose()
     return True
 
 
@@ -197,12 +197,6 @@ async def async_remove_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> No
     """Clear the entry's repair issues (Home Assistant 2026.11 does it for those that carry the entry)."""
     for issue in (RUNTIME_UNUSABLE, RUNTIME_RELEASE_WARNING, RUNTIME_CRASHING, CONTEXT_TOO_SMALL):
         async_delete_entry_issue(hass, entry, issue)
-
-
-async def _async_close(data: RKLLMData) -> None:
-    await data.engine.aclose()
-    if data.child is not None:
-        await data.child.async_stop()
 
 
 async def async_migrate_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:
