@@ -13,6 +13,7 @@ from homeassistant.helpers.typing import ConfigType
 from rkllm_runtime import LibraryError, RKLLMError
 from rkllm_runtime.chat import PromptCacheStore
 from rkllm_runtime.client import AuthenticationError, RemoteEngine, UnknownModelError
+from rkllm_runtime.contract import ModelEngine
 from rkllm_runtime.errors import ModelCrashedError, ModelIncompatibleError
 
 from .const import (
@@ -24,7 +25,6 @@ from .const import (
     MODE_SERVER,
     PROMPT_CACHE_MAX_BYTES,
 )
-from .engine import LocalEngine, ModelEngine
 from .issues import (
     CONTEXT_TOO_SMALL,
     RUNTIME_CRASHING,
@@ -43,7 +43,8 @@ from .loader import (
     prompt_cache_dir,
     server_process,
 )
-from .models import RKLLMConfigEntry, RKLLMData
+from .local_engine import LocalEngine
+from .runtime_data import RKLLMConfigEntry, RKLLMData
 from .runtime_log import async_route_runtime_log
 from .services import async_setup_services
 from .supervision import ChildSupervisor, ServerWatch

@@ -16,7 +16,7 @@ from rkllm_runtime.chat import retry, structured
 
 from .const import DOMAIN, LOGGER, SUBENTRY_AI_TASK
 from .entity import RKLLMBaseLLMEntity
-from .models import RKLLMConfigEntry
+from .runtime_data import RKLLMConfigEntry
 
 # The engine queues requests itself.
 PARALLEL_UPDATES = 0

@@ -19,7 +19,7 @@ from rkllm_runtime.chat import ChatRequest
 from . import confirmation
 from .const import CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH, DOMAIN, LOGGER, SUBENTRY_CONVERSATION
 from .entity import RKLLMBaseLLMEntity, cached_prefix
-from .models import RKLLMConfigEntry
+from .runtime_data import RKLLMConfigEntry
 
 # The engine queues requests itself.
 PARALLEL_UPDATES = 0

@@ -26,6 +26,7 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
+from rkllm_runtime.contract import ModelEngine
 from rkllm_runtime.types import RUNTIME_SAMPLING
 
 from .confirmation import intent_speech
@@ -41,11 +42,10 @@ from .const import (
     SAMPLING_OPTIONS,
     TOOL_TURN_SAMPLING,
 )
-from .engine import ModelEngine
 from .errors import user_facing_errors
 from .guidance import tool_guidance
-from .models import RKLLMConfigEntry
 from .prompt import lean_prompt, lean_tool_result, tool_schema
+from .runtime_data import RKLLMConfigEntry
 from .tools import ToolNames, api_names, forgiving_intents
 from .turn_end import CallKey, Ending, call_key, calls_made, closing_words, spoken, unrepeated
 

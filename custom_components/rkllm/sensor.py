@@ -20,12 +20,12 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from rkllm_runtime.chat import EngineState
+from rkllm_runtime.contract import ModelEngine
 from rkllm_runtime.system import NPUReading
 
 from .const import LOGGER
-from .engine import ModelEngine
 from .entity import model_device_info
-from .models import RKLLMConfigEntry, RKLLMData
+from .runtime_data import RKLLMConfigEntry, RKLLMData
 
 # The model's figures are pushed by the engine; only the two NPU sensors poll, one at a time.
 PARALLEL_UPDATES = 1

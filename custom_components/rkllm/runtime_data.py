@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from homeassistant.config_entries import ConfigEntry
 
-from .engine import ModelEngine
+from rkllm_runtime.contract import ModelEngine
+
 from .supervision import ChildSupervisor
 
 
