@@ -11,6 +11,7 @@ from homeassistant.core import callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from rkllm_runtime import Sampling
 from rkllm_runtime.chat import (
@@ -188,6 +189,19 @@ def follow_availability(entity: Entity, engine: ModelEngine) -> Callable[[], Non
             entity.async_write_ha_state()
 
     return engine.add_listener(_changed)
+
+
+@callback
+def async_add_subentry_entities(
+    entry: RKLLMConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    subentry_type: str,
+    entity: Callable[[RKLLMConfigEntry, ConfigSubentry], Entity],
+) -> None:
+    """Add one entity per subentry of ``subentry_type``, each on its own subentry."""
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == subentry_type:
+            async_add_entities([entity(entry, subentry)], config_subentry_id=subentry.subentry_id)
 
 
 class RKLLMBaseLLMEntity(Entity):
