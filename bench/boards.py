@@ -48,7 +48,7 @@ from typing import Any
 import aiohttp
 
 from custom_components.rkllm.const import MODE_IN_PROCESS
-from custom_components.rkllm.engine import LocalEngine
+from custom_components.rkllm.local_engine import LocalEngine
 from rkllm_runtime.chat import ChatRequest, ChatStream, KVMode, TextDelta, ToolCallDelta
 from rkllm_runtime.emulator import build_cached
 from rkllm_runtime.errors import BusyError, RKLLMError

@@ -15,14 +15,14 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm import entity as entity_module
-from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import CONF_KV_STRATEGY
-from custom_components.rkllm.engine import ModelEngine
 from custom_components.rkllm.entity import chat_messages
 from custom_components.rkllm.runtime_log import ROUTER
+from custom_components.rkllm.schemas import default_conversation_options
 from rkllm_runtime import RunOptions
 from rkllm_runtime.abi.common import RKLLMInferMode
 from rkllm_runtime.chat import MAX_WAITING, EngineState
+from rkllm_runtime.contract import ModelEngine
 from rkllm_runtime.remote.client import RemoteEngine
 from tests.conftest import abis_with
 from tests.integration.conftest import IN_EVERY_MODE, until
