@@ -4,7 +4,7 @@ Requests queue in a bounded FIFO. For each one, :func:`~rkllm_runtime.chat.plan.
 works out what the runtime's KV cache already holds (the system prompt with its
 tools, then the turns of one conversation) and what the KV strategy must send.
 The system-prompt prefix is also kept as a prompt-cache file (see
-:mod:`rkllm_runtime.chat.prompt_cache`) so the first request after a restart does
+:mod:`rkllm_runtime.chat.prepare`) so the first request after a restart does
 not prefill it again. Engine state is only changed on the event loop; the steps on
 the engine thread return what they did.
 """
@@ -12,116 +12,31 @@ the engine thread return what they did.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import re
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from types import TracebackType
-from typing import Self, TypeVar
+from dataclasses import replace
+from typing import TypeVar
 
 from rkllm_runtime.aio import AsyncStream
-from rkllm_runtime.errors import (
-    AbortedError,
-    BusyError,
-    ClosedError,
-    ContextOverflowError,
-    PromptCacheError,
-    RKLLMError,
-    RunError,
-)
-from rkllm_runtime.runtime import RKLLMRuntime, encode_text
-from rkllm_runtime.types import PerfStats, RunOptions
+from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, RKLLMError, RunError
+from rkllm_runtime.runtime import RKLLMRuntime
+from rkllm_runtime.types import PerfStats
 
-from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
-from .messages import (
-    ChatRequest,
-    Message,
-    ToolCall,
-    current_turn_start,
-    fingerprint,
-    history_text,
-    render_tools,
-    split_new,
-)
-from .parser import StreamParser
-from .plan import (
-    TURN_TOKENS,
-    KVCacheState,
-    KVMode,
-    KVReset,
-    Plan,
-    RunEnd,
-    context_room,
-    is_hit,
-    overflow_suspected,
-    plan,
-    ready,
-    settle,
-)
-from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
+from .checks import check_request, check_texts, note_context_room
+from .events import ChatEvent, ChatResult, Finished, ToolCallDelta
+from .messages import ChatRequest, Message, fingerprint
+from .plan import KVCacheState, KVMode, RunEnd, is_hit, overflow_suspected, plan, ready, settle
+from .prepare import Preparer
+from .prompt_cache import PromptCacheStore
+from .round import Round
 from .status import EngineState, EngineStatus, Observed
-from .stop import StopFilter
-from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
+from .stream import ChatStream
+from .warm import WarmOutcome, warm_plan, warm_run
 
-_LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Once whitespace runs are collapsed, a token is hardly ever longer than this: a text of n bytes
-# needs at least n / MAX_BYTES_PER_TOKEN tokens, a bound that refuses only what can never fit.
-MAX_BYTES_PER_TOKEN = 32
-_WHITESPACE = re.compile(r"\s+")
 MAX_WAITING = 2
 """Requests that wait for a model while it answers another (in every mode); more are told it is busy."""
-
-
-class WarmOutcome(StrEnum):
-    """What :meth:`ChatEngine.warm` did."""
-
-    WARMED = "warmed"
-    """The system prompt and tools were set and prefilled (or restored from their prompt-cache file)."""
-    ALREADY_WARM = "already_warm"
-    BUSY = "busy"
-    """A request runs or waits: left alone, so that it is never delayed."""
-    NOT_KEPT = "not_kept"
-    """The naive strategy keeps nothing between requests."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """How the runtime was made ready for a plan."""
-
-    options: RunOptions
-    loaded_prompt_cache: bool = False
-    """The system prompt was restored from its file (for a ``keep_history=0`` run)."""
-    save_prompt_cache: PromptCacheKey | None = None
-
-
-@dataclass(slots=True)
-class _Round:
-    """One run of a chat: its plan, what it said and what it cost."""
-
-    step: Plan
-    prepared: _Prepared
-    text: list[str] = field(default_factory=list)
-    calls: list[ToolCall] = field(default_factory=list)
-    malformed: MalformedToolCall | None = None
-    perf: PerfStats = field(default_factory=PerfStats)
-    prompt_tokens: int = 0
-    decoding: bool = False
-    """A token came: the runtime read the whole input (what it says may still be held back)."""
-
-    @property
-    def system_warm(self) -> bool:
-        """The run found the system section prefilled, in the KV cache or from its file."""
-        return self.step.system_cached or self.prepared.loaded_prompt_cache
-
-    def reply(self) -> Message:
-        """What the model said, as it stays in the conversation (an unreadable call included)."""
-        unread = f"<tool_call>\n{self.malformed.raw}\n</tool_call>" if self.malformed else ""
-        return Message("assistant", "".join(self.text) + unread, tool_calls=tuple(self.calls))
 
 
 class ChatEngine(Observed):
@@ -139,14 +54,12 @@ class ChatEngine(Observed):
         self.runtime = runtime
         self.max_waiting = max_waiting
         self.kv_mode = kv_mode
-        self.prompt_caches = prompt_caches if kv_mode is not KVMode.NAIVE else None
+        self.preparer = Preparer(runtime, prompt_caches if kv_mode is not KVMode.NAIVE else None)
         self.kv_cache = KVCacheState()
         self._lock = asyncio.Lock()
         self._waiting = 0
         # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
-        self._model_identity: str | None = None  # read on the engine thread when first needed
-        self._prompt_cache_loaded = False
 
     @property
     def waiting(self) -> int:
@@ -181,43 +94,22 @@ class ChatEngine(Observed):
         if self._lock.locked():
             return WarmOutcome.BUSY
         async with self._lock:  # free: taken at once
-            request = replace(request, messages=[Message("user", "")], max_new_tokens=1)
-            step = plan(
-                self.kv_cache,
-                request,
-                kv_mode=KVMode.CONSERVATIVE,
-                max_context_len=self.runtime.params.max_context_len,
-            )
-            if not step.set_system and self.kv_cache.system_in_kv:
+            step = warm_plan(self.kv_cache, request, self.runtime.params.max_context_len)
+            if step is None:
                 return WarmOutcome.ALREADY_WARM
             self._set_state(EngineState.PREFILLING)
             try:
-                await self._warm_run(request, step)
+                prepared = await self._in_executor(self.preparer.prepare, request, step)
+                self.kv_cache = KVCacheState(
+                    system_key=step.system_key
+                )  # prefilled once the run has succeeded
+                kv_tokens = await warm_run(self._executor, self.preparer, step, prepared)
+                self.kv_cache = replace(self.kv_cache, system_in_kv=True, kv_tokens=kv_tokens)
+                self.stats.kv_tokens = kv_tokens
             finally:
                 if not self.closed:
                     self._set_state(EngineState.READY)
         return WarmOutcome.WARMED
-
-    async def _warm_run(self, request: ChatRequest, step: Plan) -> None:
-        """Prefill the system section and an empty turn, then end the run at its first token."""
-        prepared = await self._in_executor(self._prepare, request, step)
-        self.kv_cache = KVCacheState(system_key=step.system_key)  # prefilled once the run has succeeded
-        if prepared.loaded_prompt_cache:
-            self._prompt_cache_loaded = True
-        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
-        finished = False
-        try:
-            async with run:
-                async for _chunk in run:
-                    run.end_early()
-            finished = True
-        except AbortedError:
-            finished = True  # an aborted run saves its prompt-cache file whole
-            raise
-        finally:
-            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
-        self.kv_cache = replace(self.kv_cache, system_in_kv=True, kv_tokens=kv_tokens or 0)
-        self.stats.kv_tokens = kv_tokens or 0
 
     def chat(self, request: ChatRequest) -> ChatStream:
         """Answer a request; iterate the returned stream for its events, :class:`Finished` last."""
@@ -226,8 +118,8 @@ class ChatEngine(Observed):
     async def _chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent]:
         if self.closed:
             raise ClosedError("the model was unloaded")
-        _check_request(request, self.runtime.params.max_context_len)
-        self._note_context_room(request)
+        check_request(request, self.runtime.params.max_context_len)
+        note_context_room(self.stats, request, self.runtime.params.max_context_len)
         if self._lock.locked() and self._waiting >= self.max_waiting:
             raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
         self._waiting += 1
@@ -239,7 +131,7 @@ class ChatEngine(Observed):
         try:
             if self.closed:
                 raise ClosedError("the model was unloaded")
-            rounds: list[_Round] = []
+            rounds: list[Round] = []
             messages = list(request.messages)
             # Retried here, under the lock: an unreadable call is fixed within the request. A readable
             # reply that does not fit the request is asked again as a new request (.retry.ask_fit).
@@ -251,10 +143,10 @@ class ChatEngine(Observed):
                     max_context_len=self.runtime.params.max_context_len,
                 )
                 self._set_state(EngineState.PREFILLING)
-                said = _Round(step, await self._in_executor(self._prepare, request, step))
+                said = Round.of(request, step, await self._in_executor(self.preparer.prepare, request, step))
                 self.kv_cache = ready(self.kv_cache, step)
                 try:
-                    async for event in self._run(request, said):
+                    async for event in self._run(said):
                         yield event
                 except RunError as err:
                     # The runtime says an input is too long only by failing while it reads it.
@@ -263,14 +155,12 @@ class ChatEngine(Observed):
                         raise
                     raise overflow from err
                 rounds.append(said)
-                # Only a round that called nothing is retried: calls it made are being run.
-                malformed = said.malformed if request.tools and not said.calls else None
+                malformed = said.to_ask_again(request)
                 if malformed is None or attempt == request.malformed_call_retries:
                     break
                 # The model is told what was wrong and answers again, within this request.
                 self.stats.malformed_calls += 1
-                error = json.dumps(malformed_call_result(malformed.error))
-                messages += [said.reply(), Message("tool", error, name=MALFORMED_CALL_TOOL)]
+                messages += said.correction(malformed)
             result = self._commit(rounds)
             completed = True
             yield Finished(result)
@@ -286,27 +176,9 @@ class ChatEngine(Observed):
                 self._set_state(EngineState.READY)
             self._lock.release()
 
-    def _note_context_room(self, request: ChatRequest) -> None:
-        """Keep the room the system prompt and tools leave; warn when it first falls short of a turn."""
-        room, limit = context_room(request, self.runtime.params.max_context_len), TURN_TOKENS
-        if room < limit and room != self.stats.context_room:
-            _LOGGER.warning(
-                "The system prompt and tools take about %d of the %d tokens of the context, leaving "
-                "%d where a turn needs about %d: raise the context length, or shorten the prompt and tools",
-                self.runtime.params.max_context_len - room,
-                self.runtime.params.max_context_len,
-                room,
-                limit,
-            )
-        self.stats.context_room = room
-
-    async def _run(self, request: ChatRequest, said: _Round) -> AsyncGenerator[ChatEvent]:
+    async def _run(self, said: Round) -> AsyncGenerator[ChatEvent]:
         """One run of the runtime: stream and parse, then record what the cache holds."""
         step, prepared = said.step, said.prepared
-        if prepared.loaded_prompt_cache:
-            self._prompt_cache_loaded = True
-        parser = StreamParser([tool.name for tool in request.tools])
-        stop = StopFilter(request.stop)
         run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
         completed = False  # every event was passed on (the runtime has no figures after a stop string)
@@ -316,20 +188,20 @@ class ChatEngine(Observed):
                     said.decoding = True
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
-                    for event in stop.events(parser.feed(chunk)):
+                    for event in said.read(chunk):
                         if isinstance(event, ToolCallDelta) and not prepared.options.keep_history:
                             run.end_early()  # the call is whole: its closing tokens are not decoded
-                        yield _noted(event, said)
-                    if stop.stopped:
+                        yield event
+                    if said.stop.stopped:
                         break
-            for event in stop.events([*parser.finish(), TextDelta(stop.flush())]):
-                yield _noted(event, said)
+            for event in said.finish():
+                yield event
             finished = completed = True
         except (AbortedError, asyncio.CancelledError):
             finished = True  # the runtime ends an aborted run normally, file included
             raise
         finally:
-            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
+            kv_tokens = await self._in_executor(self.preparer.after_run, prepared.save_prompt_cache, finished)
             end = RunEnd(
                 keep_history=prepared.options.keep_history,
                 system_warm=said.system_warm,
@@ -347,59 +219,7 @@ class ChatEngine(Observed):
     async def _in_executor(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    def _prepare(self, request: ChatRequest, step: Plan) -> _Prepared:
-        """Bring the runtime's cache to the plan's starting point (runs on the engine thread)."""
-        if step.set_system:
-            self.runtime.set_function_tools(request.system_prompt, step.tools or "[]")
-        if step.reset is not KVReset.NONE:
-            self.runtime.clear_kv_cache(keep_system_prompt=step.reset is KVReset.KEEP_SYSTEM)
-        if step.use_prompt_cache and self.prompt_caches is not None:
-            return self._restore_prompt_cache(self.prompt_caches, step)
-        return _Prepared(step.options)
-
-    def _restore_prompt_cache(self, store: PromptCacheStore, step: Plan) -> _Prepared:
-        """Load the system prompt's verified prompt-cache file, or let the run save one (engine thread)."""
-        try:
-            if self._model_identity is None:
-                self._model_identity = model_identity(self.runtime.model_path)
-        except OSError as err:
-            _LOGGER.warning(
-                "Cannot read %s (%s); answering without prompt-cache files", self.runtime.model_path, err
-            )
-            return _Prepared(step.options)
-        key = PromptCacheKey(self.runtime.library.release, self._model_identity, step.system_key)
-        if (path := store.lookup(key)) is not None:
-            try:
-                if self._prompt_cache_loaded:  # the runtime holds one file at a time
-                    self.runtime.release_prompt_cache()
-                self.runtime.load_prompt_cache(path)
-            except PromptCacheError:
-                _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
-                store.discard(path)
-            else:
-                # Restored for a keep_history=0 run only: its input is matched against the
-                # cached prefix. In a kept conversation the runtime would not match it.
-                return _Prepared(replace(step.options, keep_history=False), loaded_prompt_cache=True)
-        staging = store.staging_path(key)
-        if staging is None:
-            return _Prepared(step.options)
-        return _Prepared(replace(step.options, save_prompt_cache=str(staging)), save_prompt_cache=key)
-
-    def _after_run(self, saving: PromptCacheKey | None, finished: bool) -> int | None:
-        """Keep the prompt-cache file a finished run saved, drop a failed run's (engine thread).
-
-        Returns the KV cache's size when the library tells it.
-        """
-        if saving is not None and self.prompt_caches is not None:
-            if finished:
-                self.prompt_caches.saved(saving)
-            else:
-                self.prompt_caches.abandon(saving)
-        if self.runtime.library.reports_kv_cache_size:
-            return self.runtime.kv_cache_size()
-        return None
-
-    def _commit(self, rounds: list[_Round]) -> ChatResult:
+    def _commit(self, rounds: list[Round]) -> ChatResult:
         first, prompt_tokens = rounds[0].step, rounds[0].prompt_tokens
         visible = Message(
             "assistant",
@@ -442,73 +262,3 @@ class ChatEngine(Observed):
         async with self._lock:
             await self._in_executor(self.runtime.close)
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
-
-
-def check_texts(request: ChatRequest) -> None:
-    """Refuse text a C string cannot carry: raises :class:`~rkllm_runtime.errors.InvalidTextError`."""
-    for text in (request.system_prompt, *(message.content for message in request.messages)):
-        encode_text(text)
-
-
-def _check_request(request: ChatRequest, limit: int) -> None:
-    """Refuse, before queueing, text C cannot carry and a current turn that can certainly not fit."""
-    check_texts(request)
-    split = split_new(request.messages)
-    texts = [
-        request.system_prompt,
-        render_tools(request.tools),
-        *map(history_text, split.history[current_turn_start(split) :]),
-        *(m.content for m in split.new),
-    ]
-    tokens = sum(len(encode_text(_WHITESPACE.sub(" ", text))) for text in texts) // MAX_BYTES_PER_TOKEN
-    if tokens > limit:
-        raise ContextOverflowError(
-            f"the input needs at least {tokens} tokens but the context holds {limit}",
-            tokens=tokens,
-            limit=limit,
-        )
-
-
-def _noted(event: ChatEvent, said: _Round) -> ChatEvent:
-    """Pass an event on, keeping what the round said."""
-    match event:
-        case TextDelta(text):
-            said.text.append(text)
-        case ToolCallDelta(call):
-            said.calls.append(call)
-        case MalformedToolCall():
-            said.malformed = event
-    return event
-
-
-class ChatStream:
-    """The events of one request; ``result`` is set once :class:`Finished` has passed.
-
-    Use ``async with engine.chat(request) as stream: async for event in stream``.
-    Raises :class:`BusyError` when the queue is full, :class:`RunError` on failure.
-    """
-
-    def __init__(self, events: AsyncGenerator[ChatEvent]) -> None:
-        self.result: ChatResult | None = None
-        self._events = events
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ChatEvent:
-        event = await self._events.__anext__()
-        if isinstance(event, Finished):
-            self.result = event.result
-        return event
-
-    async def aclose(self) -> None:
-        """Stop early: the run is aborted and the engine freed."""
-        await self._events.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

@@ -26,7 +26,7 @@ from rkllm_runtime.chat import (
     Observed,
     WarmOutcome,
 )
-from rkllm_runtime.chat.engine import check_texts
+from rkllm_runtime.chat.checks import check_texts
 from rkllm_runtime.errors import (
     AuthenticationError,
     BusyError,
