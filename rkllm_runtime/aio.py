@@ -14,7 +14,8 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Self
 
-from .runtime import CancelToken, RKLLMRuntime
+from .generation import CancelToken
+from .runtime import RKLLMRuntime
 from .types import Input, RunOptions, RunResult
 
 _DONE = object()

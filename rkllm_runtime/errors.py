@@ -1,5 +1,7 @@
 """Exceptions raised by the binding: one family for loading, one for running."""
 
+from enum import StrEnum
+
 
 class RKLLMError(Exception):
     """Base class of every error raised by ``rkllm_runtime``."""
@@ -151,6 +153,14 @@ class UnknownModelError(RemoteError):
     """The server does not serve this model."""
 
 
+class KVCacheError(RKLLMError):
+    """The runtime refused to clear or measure the KV cache."""
+
+
+class PromptCacheError(RKLLMError):
+    """The runtime refused to load or release a prompt-cache file."""
+
+
 class ImageError(RKLLMError):
     """An image cannot be answered; the text path is unaffected."""
 
@@ -177,3 +187,48 @@ class TooManyImagesError(ImageError):
 
 class EncoderFailedError(ImageError):
     """The RKNN runtime refused the vision encoder file or failed to run it (a vendor return code)."""
+
+
+class ErrorKind(StrEnum):
+    """What went wrong with a request, in every mode alike (most specific first)."""
+
+    CONTEXT_OVERFLOW = "context_overflow"
+    INVALID_TEXT = "invalid_text"
+    BUSY = "busy"
+    ABORTED = "aborted"
+    CLOSED = "closed"
+    SERVER_STOPPED = "server_stopped"
+    UNAVAILABLE = "unavailable"
+    AUTHENTICATION = "authentication"
+    UNKNOWN_MODEL = "unknown_model"
+    NO_ENCODER = "no_encoder"
+    INVALID_IMAGE = "invalid_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    ENCODER_MISMATCH = "encoder_mismatch"
+    TOO_MANY_IMAGES = "too_many_images"
+    RUN = "run"
+    """The runtime failed: the model's fault, shown on its state sensor."""
+
+
+ERRORS: dict[ErrorKind, type[RKLLMError]] = {
+    ErrorKind.CONTEXT_OVERFLOW: ContextOverflowError,
+    ErrorKind.INVALID_TEXT: InvalidTextError,
+    ErrorKind.BUSY: BusyError,
+    ErrorKind.ABORTED: AbortedError,
+    ErrorKind.CLOSED: ClosedError,
+    ErrorKind.SERVER_STOPPED: ServerStoppedError,
+    ErrorKind.UNAVAILABLE: ServerUnavailableError,
+    ErrorKind.AUTHENTICATION: AuthenticationError,
+    ErrorKind.UNKNOWN_MODEL: UnknownModelError,
+    ErrorKind.NO_ENCODER: NoEncoderError,
+    ErrorKind.INVALID_IMAGE: InvalidImageError,
+    ErrorKind.IMAGE_TOO_LARGE: ImageTooLargeError,
+    ErrorKind.ENCODER_MISMATCH: EncoderMismatchError,
+    ErrorKind.TOO_MANY_IMAGES: TooManyImagesError,
+    ErrorKind.RUN: RunError,
+}
+
+
+def error_kind(err: RKLLMError) -> ErrorKind:
+    """The kind of an error (an unknown one is a failed run)."""
+    return next((kind for kind, cls in ERRORS.items() if isinstance(err, cls)), ErrorKind.RUN)

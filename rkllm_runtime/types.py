@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 
 class Role(StrEnum):
@@ -137,15 +136,6 @@ class MultiModal:
 
 
 Input = Prompt | Tokens | Embeddings | MultiModal
-
-
-def image_tags(encoder: Path | None) -> ImageTags | None:
-    """The image tags to load a model with, told from its encoder file's name (None: no encoder)."""
-    if encoder is None:
-        return None
-    from rkllm_runtime.vision import tags_for  # noqa: PLC0415 - Pillow, for vision models only
-
-    return tags_for(encoder)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from rkllm_runtime.chat import retry, structured
 
 from .const import CONF_ENCODER_FILE, DOMAIN, LOGGER, SUBENTRY_AI_TASK
-from .entity import RKLLMBaseLLMEntity
-from .models import RKLLMConfigEntry
+from .entity import RKLLMBaseLLMEntity, async_add_subentry_entities
+from .runtime_data import RKLLMConfigEntry
 
 # The engine queues requests itself.
 PARALLEL_UPDATES = 0
@@ -29,9 +29,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one AI-task entity per AI-task subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == SUBENTRY_AI_TASK:
-            async_add_entities([RKLLMTaskEntity(entry, subentry)], config_subentry_id=subentry.subentry_id)
+    async_add_subentry_entities(entry, async_add_entities, SUBENTRY_AI_TASK, RKLLMTaskEntity)
 
 
 class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
@@ -41,7 +39,7 @@ class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
         """Initialise; attachments are offered when the entry or its server has a vision encoder."""
         super().__init__(entry, subentry)
         features = ai_task.AITaskEntityFeature.GENERATE_DATA
-        if entry.data.get(CONF_ENCODER_FILE) or entry.runtime_data.engine.reads_images:
+        if entry.data.get(CONF_ENCODER_FILE) or entry.runtime_data.engine.status.reads_images:
             features |= ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
         self._attr_supported_features = features
 

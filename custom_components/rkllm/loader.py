@@ -21,6 +21,7 @@ from rkllm_runtime import (
     UnsupportedVersionError,
     VersionMismatchError,
     WrongArchitectureError,
+    find_library,
     load_library,
 )
 from rkllm_runtime.chat import KVMode
@@ -40,7 +41,7 @@ from rkllm_runtime.models import check_model, detect_board
 from rkllm_runtime.models.encoder_file import check_encoder_file
 from rkllm_runtime.runtime import check_model_file
 from rkllm_runtime.server.child import ServerProcess
-from rkllm_runtime.types import image_tags
+from rkllm_runtime.vision import tags_for
 
 from .const import (
     CONF_ADVANCED,
@@ -63,6 +64,8 @@ from .const import (
     MODE_IN_PROCESS,
     PLATFORM_CPU_MASKS,
 )
+
+DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
 
 # Translation keys of the errors a user can act on, most specific first.
 ERROR_KEYS: tuple[tuple[type[RKLLMError], str], ...] = (
@@ -101,13 +104,18 @@ def model_params(data: Mapping[str, Any]) -> ModelParams:
         enabled_cpus_mask=PLATFORM_CPU_MASKS[advanced.get(CONF_PLATFORM, DEFAULT_PLATFORM)],
         embed_flash=bool(advanced.get(CONF_EMBED_FLASH, False)),
         base_domain_id=int(advanced.get(CONF_BASE_DOMAIN_ID, 0)),
-        image_tags=image_tags(encoder_path(data)),
+        image_tags=tags_for(encoder_path(data)),
     )
 
 
 def kv_mode(data: Mapping[str, Any]) -> KVMode:
     """How the engine uses the KV cache, from an entry's data."""
     return KVMode(data.get(CONF_ADVANCED, {}).get(CONF_KV_STRATEGY, DEFAULT_KV_STRATEGY))
+
+
+def default_library() -> str:
+    """The runtime library found on this machine, or where it is usually installed (blocking)."""
+    return str(find_library() or DEFAULT_LIBRARY_PATH)
 
 
 def check_files(data: Mapping[str, Any]) -> None:

@@ -4,176 +4,45 @@ Requests queue in a bounded FIFO. For each one, :func:`~rkllm_runtime.chat.plan.
 works out what the runtime's KV cache already holds (the system prompt with its
 tools, then the turns of one conversation) and what the KV strategy must send.
 The system-prompt prefix is also kept as a prompt-cache file (see
-:mod:`rkllm_runtime.chat.prompt_cache`) so the first request after a restart does
-not prefill it again. A request's images are read by the model's vision encoder, loaded
-with the first one, and answered in one multimodal run. Engine state is only changed on the
-event loop; the steps on the engine thread return what they did.
+:mod:`rkllm_runtime.chat.prepare`) so the first request after a restart does
+not prefill it again. A request's images are read by the model's vision encoder
+(:mod:`rkllm_runtime.chat.images`) and answered in one multimodal run. Engine state is only
+changed on the event loop; the steps on the engine thread return what they did.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import re
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TypeVar
 
 from rkllm_runtime.aio import AsyncStream
-from rkllm_runtime.errors import (
-    AbortedError,
-    BusyError,
-    ClosedError,
-    ContextOverflowError,
-    EncoderMismatchError,
-    NoEncoderError,
-    RKLLMError,
-    RunError,
-    TooManyImagesError,
-)
-from rkllm_runtime.runtime import RKLLMRuntime, encode_text
-from rkllm_runtime.types import ImageEmbedding, MultiModal, PerfStats, Prompt, RunOptions
+from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, RKLLMError, RunError
+from rkllm_runtime.runtime import RKLLMRuntime
+from rkllm_runtime.types import PerfStats
 
-from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
-from .messages import (
-    ChatRequest,
-    Message,
-    ToolCall,
-    current_turn_start,
-    fingerprint,
-    history_text,
-    new_images,
-    render_tools,
-    split_new,
-)
-from .parser import StreamParser
-from .plan import (
-    TURN_TOKENS,
-    KVCacheState,
-    KVMode,
-    KVReset,
-    Plan,
-    context_room,
-    overflow_suspected,
-    plan,
-)
-from .prompt_cache import PromptCacheKey, PromptCacheStore, model_identity
-from .stop import StopFilter
-from .tool_calls import MALFORMED_CALL_TOOL, malformed_call_result
+from .checks import check_request, check_texts, note_context_room
+from .events import ChatEvent, ChatResult, Finished, ToolCallDelta
+from .images import EncodedImages, ImageReader
+from .messages import ChatRequest, Message, fingerprint, new_images, split_new
+from .plan import KVCacheState, KVMode, RunEnd, is_hit, overflow_suspected, plan, ready, settle
+from .prepare import Preparer
+from .prompt_cache import PromptCacheStore
+from .round import Round
+from .status import EngineState, EngineStatus, Observed
+from .stream import ChatStream
+from .warm import WarmOutcome, warm_plan, warm_run
 
-if TYPE_CHECKING:
-    from rkllm_runtime.vision import VisionEncoder
-
-_LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Once whitespace runs are collapsed, a token is hardly ever longer than this: a text of n bytes
-# needs at least n / MAX_BYTES_PER_TOKEN tokens, a bound that refuses only what can never fit.
-MAX_BYTES_PER_TOKEN = 32
-_WHITESPACE = re.compile(r"\s+")
 MAX_WAITING = 2
 """Requests that wait for a model while it answers another (in every mode); more are told it is busy."""
 
 
-class WarmOutcome(StrEnum):
-    """What :meth:`ChatEngine.warm` did."""
-
-    WARMED = "warmed"
-    """The system prompt and tools were set and prefilled (or restored from their prompt-cache file)."""
-    ALREADY_WARM = "already_warm"
-    BUSY = "busy"
-    """A request runs or waits: left alone, so that it is never delayed."""
-    NOT_KEPT = "not_kept"
-    """The naive strategy keeps nothing between requests."""
-
-
-class EngineState(StrEnum):
-    """What the engine is doing."""
-
-    READY = "ready"
-    PREFILLING = "prefilling"
-    """Reading the prompt, before the first token."""
-    GENERATING = "generating"
-    CLOSED = "closed"
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters since the engine started."""
-
-    requests: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    malformed_calls: int = 0
-    kv_tokens: int = 0
-    last: ChatResult | None = None
-    last_error: str | None = None
-    """Of the last request, None when it succeeded."""
-    context_room: int | None = None
-    """Tokens (estimated) the last request's system prompt and tools left in the context."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """How the runtime was made ready for a plan."""
-
-    options: RunOptions
-    loaded_prompt_cache: bool = False
-    """The system prompt was restored from its file (for a ``keep_history=0`` run)."""
-    save_prompt_cache: PromptCacheKey | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Encoded:
-    """A request's images, read by the vision encoder."""
-
-    embeddings: list[ImageEmbedding]
-    encoder: VisionEncoder
-    encode_ms: float
-    """The encoder's own time for all of them."""
-
-    @property
-    def tokens(self) -> int:
-        """Context tokens the images take."""
-        return sum(embedding.n_tokens for embedding in self.embeddings)
-
-    def input(self, prompt: Prompt | MultiModal) -> MultiModal:
-        """The plan's prompt, its placeholders taking the images."""
-        tags = self.encoder.info.family.tags
-        return MultiModal(prompt.text, self.embeddings, tags, prompt.role, prompt.enable_thinking)
-
-
-@dataclass(slots=True)
-class _Round:
-    """One run of a chat: its plan, what it said and what it cost."""
-
-    step: Plan
-    prepared: _Prepared
-    text: list[str] = field(default_factory=list)
-    calls: list[ToolCall] = field(default_factory=list)
-    malformed: MalformedToolCall | None = None
-    perf: PerfStats = field(default_factory=PerfStats)
-    prompt_tokens: int = 0
-    decoding: bool = False
-    """A token came: the runtime read the whole input (what it says may still be held back)."""
-
-    @property
-    def system_warm(self) -> bool:
-        """The run found the system section prefilled, in the KV cache or from its file."""
-        return self.step.system_cached or self.prepared.loaded_prompt_cache
-
-    def reply(self) -> Message:
-        """What the model said, as it stays in the conversation (an unreadable call included)."""
-        unread = f"<tool_call>\n{self.malformed.raw}\n</tool_call>" if self.malformed else ""
-        return Message("assistant", "".join(self.text) + unread, tool_calls=tuple(self.calls))
-
-
-class ChatEngine:
+class ChatEngine(Observed):
     """Serialises requests to one :class:`RKLLMRuntime` and keeps its KV cache warm."""
 
     def __init__(
@@ -185,43 +54,36 @@ class ChatEngine:
         prompt_caches: PromptCacheStore | None = None,
         encoder_path: Path | None = None,
     ) -> None:
+        super().__init__()
         self.runtime = runtime
-        self.encoder_path = encoder_path
-        """The model's vision encoder (``.rknn``), None for a text-only model."""
+        self.images = ImageReader(runtime, encoder_path)
         self.max_waiting = max_waiting
         self.kv_mode = kv_mode
-        self.prompt_caches = prompt_caches if kv_mode is not KVMode.NAIVE else None
-        self.stats = EngineStats()
-        self.state = EngineState.READY
+        self.preparer = Preparer(runtime, prompt_caches if kv_mode is not KVMode.NAIVE else None)
         self.kv_cache = KVCacheState()
         self._lock = asyncio.Lock()
         self._waiting = 0
-        self._listeners: list[Callable[[], None]] = []
         # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
-        self._model_identity: str | None = None  # read on the engine thread when first needed
-        self._prompt_cache_loaded = False
-        self._encoder: VisionEncoder | None = None  # loaded on the engine thread with the first image
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self.state is EngineState.CLOSED
-
-    @property
-    def encoder(self) -> VisionEncoder | None:
-        """The vision encoder, once the first image has loaded it."""
-        return self._encoder
 
     @property
     def waiting(self) -> int:
         """Requests queued behind the running one."""
         return self._waiting
 
-    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` (on the event loop) whenever state or stats change; returns a remover."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+    @property
+    def status(self) -> EngineStatus:
+        """The engine's description of itself."""
+        return EngineStatus(
+            model_file=self.runtime.model_path.name,
+            release=self.runtime.library.release,
+            state=self.state,
+            waiting=self.waiting,
+            stats=self.stats,
+            kv_mode=self.kv_mode,
+            params=self.runtime.params,
+            reads_images=self.images.encoder_path is not None,
+        )
 
     async def warm(self, request: ChatRequest) -> WarmOutcome:
         """Bring the request's system prompt and tools into the KV cache, ahead of the request itself.
@@ -238,48 +100,22 @@ class ChatEngine:
         if self._lock.locked():
             return WarmOutcome.BUSY
         async with self._lock:  # free: taken at once
-            request = replace(request, messages=[Message("user", "")], max_new_tokens=1)
-            step = plan(
-                self.kv_cache,
-                request,
-                kv_mode=KVMode.CONSERVATIVE,
-                max_context_len=self.runtime.params.max_context_len,
-            )
-            if not step.set_system and self.kv_cache.system_in_kv:
+            step = warm_plan(self.kv_cache, request, self.runtime.params.max_context_len)
+            if step is None:
                 return WarmOutcome.ALREADY_WARM
             self._set_state(EngineState.PREFILLING)
             try:
-                await self._warm_run(request, step)
+                prepared = await self._in_executor(self.preparer.prepare, request, step)
+                self.kv_cache = KVCacheState(
+                    system_key=step.system_key
+                )  # prefilled once the run has succeeded
+                kv_tokens = await warm_run(self._executor, self.preparer, step, prepared)
+                self.kv_cache = replace(self.kv_cache, system_in_kv=True, kv_tokens=kv_tokens)
+                self.stats.kv_tokens = kv_tokens
             finally:
                 if not self.closed:
                     self._set_state(EngineState.READY)
         return WarmOutcome.WARMED
-
-    async def _warm_run(self, request: ChatRequest, step: Plan) -> None:
-        """Prefill the system section and an empty turn, then end the run at its first token."""
-        prepared = await self._in_executor(self._prepare, request, step)
-        self.kv_cache = KVCacheState(system_key=step.system_key)  # prefilled once the run has succeeded
-        if prepared.loaded_prompt_cache:
-            self._prompt_cache_loaded = True
-        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
-        finished = False
-        try:
-            async with run:
-                async for _chunk in run:
-                    run.end_early()
-            finished = True
-        except AbortedError:
-            finished = True  # an aborted run saves its prompt-cache file whole
-            raise
-        finally:
-            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
-        self.kv_cache = replace(self.kv_cache, system_in_kv=True, kv_tokens=kv_tokens or 0)
-        self.stats.kv_tokens = kv_tokens or 0
-
-    def _set_state(self, state: EngineState) -> None:
-        self.state = state
-        for listener in list(self._listeners):
-            listener()
 
     def chat(self, request: ChatRequest) -> ChatStream:
         """Answer a request; iterate the returned stream for its events, :class:`Finished` last."""
@@ -288,13 +124,10 @@ class ChatEngine:
     async def _chat(self, request: ChatRequest) -> AsyncGenerator[ChatEvent]:
         if self.closed:
             raise ClosedError("the model was unloaded")
-        _check_request(request, self.runtime.params.max_context_len)
+        check_request(request, self.runtime.params.max_context_len)
         images = new_images(split_new(request.messages).new)
-        if images and self.encoder_path is None:
-            raise NoEncoderError(
-                f"{self.runtime.model_path.name} has no vision encoder: it cannot read images"
-            )
-        self._note_context_room(request)
+        self.images.check(images)
+        note_context_room(self.stats, request, self.runtime.params.max_context_len)
         if self._lock.locked() and self._waiting >= self.max_waiting:
             raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
         self._waiting += 1
@@ -306,27 +139,30 @@ class ChatEngine:
         try:
             if self.closed:
                 raise ClosedError("the model was unloaded")
-            rounds: list[_Round] = []
+            rounds: list[Round] = []
             messages = list(request.messages)
             encoded = None
             if images:
                 self._set_state(EngineState.PREFILLING)
-                encoded = await self._in_executor(self._encode, images)
-                _check_request(request, self.runtime.params.max_context_len, encoded.tokens)
+                encoded = await self._in_executor(self.images.read, images)
+                check_request(request, self.runtime.params.max_context_len, encoded.tokens)
+            # Retried here, under the lock: an unreadable call is fixed within the request. A readable
+            # reply that does not fit the request is asked again as a new request (.retry.ask_fit).
             for attempt in range(request.malformed_call_retries + 1):
                 step = plan(
                     self.kv_cache,
                     replace(request, messages=messages),
                     kv_mode=self.kv_mode,
                     max_context_len=self.runtime.params.max_context_len,
-                    image_tokens=encoded.tokens if encoded and not attempt else 0,
+                    image_tokens=encoded.tokens if encoded is not None and not attempt else 0,
                 )
                 if encoded is not None and not attempt:  # a retry answers a tool result, in text
                     step = replace(step, input=encoded.input(step.input))
                 self._set_state(EngineState.PREFILLING)
-                said = _Round(step, await self._in_executor(self._prepare, request, step))
+                said = Round.of(request, step, await self._in_executor(self.preparer.prepare, request, step))
+                self.kv_cache = ready(self.kv_cache, step)
                 try:
-                    async for event in self._run(request, said):
+                    async for event in self._run(said):
                         yield event
                 except RunError as err:
                     # The runtime says an input is too long only by failing while it reads it.
@@ -335,14 +171,12 @@ class ChatEngine:
                         raise
                     raise overflow from err
                 rounds.append(said)
-                # Only a round that called nothing is retried: calls it made are being run.
-                malformed = said.malformed if request.tools and not said.calls else None
+                malformed = said.to_ask_again(request)
                 if malformed is None or attempt == request.malformed_call_retries:
                     break
                 # The model is told what was wrong and answers again, within this request.
                 self.stats.malformed_calls += 1
-                error = json.dumps(malformed_call_result(malformed.error))
-                messages += [said.reply(), Message("tool", error, name=MALFORMED_CALL_TOOL)]
+                messages += said.correction(malformed)
             result = self._commit(rounds, encoded)
             completed = True
             yield Finished(result)
@@ -358,166 +192,50 @@ class ChatEngine:
                 self._set_state(EngineState.READY)
             self._lock.release()
 
-    def _note_context_room(self, request: ChatRequest) -> None:
-        """Keep the room the system prompt and tools leave; warn when it first falls short of a turn."""
-        room, limit = context_room(request, self.runtime.params.max_context_len), TURN_TOKENS
-        if room < limit and room != self.stats.context_room:
-            _LOGGER.warning(
-                "The system prompt and tools take about %d of the %d tokens of the context, leaving "
-                "%d where a turn needs about %d: raise the context length, or shorten the prompt and tools",
-                self.runtime.params.max_context_len - room,
-                self.runtime.params.max_context_len,
-                room,
-                limit,
-            )
-        self.stats.context_room = room
-
-    async def _run(self, request: ChatRequest, said: _Round) -> AsyncGenerator[ChatEvent]:
+    async def _run(self, said: Round) -> AsyncGenerator[ChatEvent]:
         """One run of the runtime: stream and parse, then record what the cache holds."""
         step, prepared = said.step, said.prepared
-        if prepared.loaded_prompt_cache:
-            self._prompt_cache_loaded = True
-        before = KVCacheState(system_key=step.system_key) if step.set_system else self.kv_cache
-        self.kv_cache = before.without_conversation()  # until the run has succeeded
-        parser = StreamParser([tool.name for tool in request.tools])
-        stop = StopFilter(request.stop)
         run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
+        completed = False  # every event was passed on (the runtime has no figures after a stop string)
         try:
             async with run:  # leaving early (a stop string) aborts the run
                 async for chunk in run:
                     said.decoding = True
                     if self.state is EngineState.PREFILLING:
                         self._set_state(EngineState.GENERATING)
-                        # Prefilled: the system section stays in the cache even if the run is cancelled.
-                        self.kv_cache = replace(self.kv_cache, system_in_kv=True)
-                    for event in stop.events(parser.feed(chunk)):
+                    for event in said.read(chunk):
                         if isinstance(event, ToolCallDelta) and not prepared.options.keep_history:
                             run.end_early()  # the call is whole: its closing tokens are not decoded
-                        yield _noted(event, said)
-                    if stop.stopped:
+                        yield event
+                    if said.stop.stopped:
                         break
-            for event in stop.events([*parser.finish(), TextDelta(stop.flush())]):
-                yield _noted(event, said)
-            finished = True
+            for event in said.finish():
+                yield event
+            finished = completed = True
         except (AbortedError, asyncio.CancelledError):
             finished = True  # the runtime ends an aborted run normally, file included
             raise
         finally:
-            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
-        if run.result is None:  # stopped at a stop string: the runtime reports no figures
-            said.perf = PerfStats(generate_tokens=len(said.text))
-            said.prompt_tokens = max((kv_tokens or 0) - len(said.text), 0)
-            self.stats.kv_tokens = kv_tokens or 0
-            return
-        said.perf = perf = run.result.perf
-        if prepared.options.keep_history:
-            held = before.kv_tokens if step.reset is KVReset.NONE and before.in_kv else 0
-            context = (
-                kv_tokens if kv_tokens is not None else held + perf.prefill_tokens + perf.generate_tokens
+            kv_tokens = await self._in_executor(self.preparer.after_run, prepared.save_prompt_cache, finished)
+            end = RunEnd(
+                keep_history=prepared.options.keep_history,
+                system_warm=said.system_warm,
+                prefilled=said.decoding,
+                reply=said.reply(),
+                chunks=len(said.text),
+                perf=run.result.perf if completed and run.result is not None else None,
+                kv_tokens=kv_tokens,
             )
-            said.prompt_tokens = max(context - perf.generate_tokens, perf.prefill_tokens)
-        else:
-            # The runtime went back to the system section, which is all it keeps.
-            said.prompt_tokens = perf.prefill_tokens + ((kv_tokens or 0) if said.system_warm else 0)
-            context = said.prompt_tokens + perf.generate_tokens
-        self.kv_cache = replace(
-            step.conversation,
-            fingerprint=fingerprint([said.reply()], step.conversation.fingerprint),
-            in_kv=prepared.options.keep_history,
-            kv_tokens=context,
-        )
-        self.stats.kv_tokens = kv_tokens if kv_tokens is not None else context
-
-    def _encode(self, images: list[bytes]) -> _Encoded:
-        """Read the request's images with the vision encoder, loading it first (engine thread)."""
-        encoder = self._encoder or self._open_encoder()
-        family = encoder.info.family
-        if len(images) > family.max_images:
-            raise TooManyImagesError(
-                f"{len(images)} images in one request; "
-                f"a {family.name} model reads {family.max_images} at a time"
-            )
-        embeddings, encode_ms = [], 0.0
-        for image in images:
-            embeddings.append(encoder.encode(image))
-            encode_ms += encoder.last_run_ms
-        return _Encoded(embeddings, encoder, encode_ms)
-
-    def _open_encoder(self) -> VisionEncoder:
-        """Load the vision encoder, on the RKNN runtime beside the RKLLM one (engine thread)."""
-        # Pillow is needed by image turns only (the vision extra)
-        from rkllm_runtime.vision import VisionEncoder, family_named, find_rknn_library  # noqa: PLC0415
-
-        assert self.encoder_path is not None
-        library = find_rknn_library(self.runtime.library.path)
-        encoder = VisionEncoder.open(library, self.encoder_path)
-        model = family_named(self.runtime.model_path.name)
-        if model is not None and model.name != encoder.info.family.name:
-            encoder.close()
-            raise EncoderMismatchError(
-                f"the vision encoder {self.encoder_path.name} is for {encoder.info.family.name} models, "
-                f"not for {self.runtime.model_path.name}"
-            )
-        self._encoder = encoder
-        return encoder
+            settled = settle(self.kv_cache, step, end)
+            self.kv_cache = settled.cache
+        said.perf, said.prompt_tokens = settled.perf, settled.prompt_tokens
+        self.stats.kv_tokens = settled.kv_tokens
 
     async def _in_executor(self, function: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    def _prepare(self, request: ChatRequest, step: Plan) -> _Prepared:
-        """Bring the runtime's cache to the plan's starting point (runs on the engine thread)."""
-        if step.set_system:
-            self.runtime.set_function_tools(request.system_prompt, step.tools or "[]")
-        if step.reset is not KVReset.NONE:
-            self.runtime.clear_kv_cache(keep_system_prompt=step.reset is KVReset.KEEP_SYSTEM)
-        if step.use_prompt_cache and self.prompt_caches is not None:
-            return self._restore_prompt_cache(self.prompt_caches, step)
-        return _Prepared(step.options)
-
-    def _restore_prompt_cache(self, store: PromptCacheStore, step: Plan) -> _Prepared:
-        """Load the system prompt's verified prompt-cache file, or let the run save one (engine thread)."""
-        try:
-            if self._model_identity is None:
-                self._model_identity = model_identity(self.runtime.model_path)
-        except OSError as err:
-            _LOGGER.warning(
-                "Cannot read %s (%s); answering without prompt-cache files", self.runtime.model_path, err
-            )
-            return _Prepared(step.options)
-        key = PromptCacheKey(self.runtime.library.release, self._model_identity, step.system_key)
-        if (path := store.lookup(key)) is not None:
-            try:
-                if self._prompt_cache_loaded:  # the runtime holds one file at a time
-                    self.runtime.release_prompt_cache()
-                self.runtime.load_prompt_cache(path)
-            except RKLLMError:
-                _LOGGER.warning("The runtime refused prompt cache %s; it will be rebuilt", path.name)
-                store.discard(path)
-            else:
-                # Restored for a keep_history=0 run only: its input is matched against the
-                # cached prefix. In a kept conversation the runtime would not match it.
-                return _Prepared(replace(step.options, keep_history=False), loaded_prompt_cache=True)
-        staging = store.staging_path(key)
-        if staging is None:
-            return _Prepared(step.options)
-        return _Prepared(replace(step.options, save_prompt_cache=str(staging)), save_prompt_cache=key)
-
-    def _after_run(self, saving: PromptCacheKey | None, finished: bool) -> int | None:
-        """Keep the prompt-cache file a finished run saved, drop a failed run's (engine thread).
-
-        Returns the KV cache's size when the library tells it.
-        """
-        if saving is not None and self.prompt_caches is not None:
-            if finished:
-                self.prompt_caches.saved(saving)
-            else:
-                self.prompt_caches.abandon(saving)
-        if self.runtime.library.has("rkllm_get_kv_cache_size"):
-            return self.runtime.kv_cache_size()
-        return None
-
-    def _commit(self, rounds: list[_Round], encoded: _Encoded | None = None) -> ChatResult:
+    def _commit(self, rounds: list[Round], encoded: EncodedImages | None = None) -> ChatResult:
         first, prompt_tokens = rounds[0].step, rounds[0].prompt_tokens
         visible = Message(
             "assistant",
@@ -525,7 +243,7 @@ class ChatEngine:
             tool_calls=tuple(call for said in rounds for call in said.calls),
         )
         perfs = [said.perf for said in rounds]
-        hit = first.hit and (not first.set_system or rounds[0].prepared.loaded_prompt_cache)
+        hit = is_hit(first, loaded_prompt_cache=rounds[0].prepared.loaded_prompt_cache)
         result = ChatResult(
             text=visible.content,
             tool_calls=visible.tool_calls,
@@ -542,7 +260,7 @@ class ChatEngine:
             kv_tokens=self.stats.kv_tokens,
             runs=len(rounds),
             image_encode_ms=encoded.encode_ms if encoded is not None else 0.0,
-            encoder_memory_mb=self._encoder.info.memory_mb if self._encoder is not None else 0.0,
+            encoder_memory_mb=self.images.memory_mb,
         )
         # The caller sends the conversation back as it saw it: without the rounds that retried a call.
         self.kv_cache = replace(
@@ -550,13 +268,7 @@ class ChatEngine:
             cached_messages=first.conversation.cached_messages,
             fingerprint=fingerprint([visible], first.conversation.fingerprint),
         )
-        self.stats.requests += 1
-        if hit:
-            self.stats.cache_hits += 1
-        else:
-            self.stats.cache_misses += 1
-        self.stats.last = result
-        self.stats.last_error = None
+        self.stats.count(result)
         return result
 
     async def aclose(self) -> None:
@@ -572,80 +284,4 @@ class ChatEngine:
     def _close_handles(self) -> None:
         """Destroy the model's handle and the vision encoder's context (engine thread)."""
         self.runtime.close()
-        if self._encoder is not None:
-            self._encoder.close()
-
-
-def check_texts(request: ChatRequest) -> None:
-    """Refuse text a C string cannot carry: raises :class:`~rkllm_runtime.errors.InvalidTextError`."""
-    for text in (request.system_prompt, *(message.content for message in request.messages)):
-        encode_text(text)
-
-
-def _check_request(request: ChatRequest, limit: int, image_tokens: int = 0) -> None:
-    """Refuse text C cannot carry and a current turn that can certainly not fit, with its images' tokens.
-
-    Checked before queueing, and again once the images are encoded and their tokens known.
-    """
-    check_texts(request)
-    split = split_new(request.messages)
-    texts = [
-        request.system_prompt,
-        render_tools(request.tools),
-        *map(history_text, split.history[current_turn_start(split) :]),
-        *(m.content for m in split.new),
-    ]
-    tokens = (
-        image_tokens + sum(len(encode_text(_WHITESPACE.sub(" ", t))) for t in texts) // MAX_BYTES_PER_TOKEN
-    )
-    if tokens > limit:
-        raise ContextOverflowError(
-            f"the input needs at least {tokens} tokens but the context holds {limit}",
-            tokens=tokens,
-            limit=limit,
-        )
-
-
-def _noted(event: ChatEvent, said: _Round) -> ChatEvent:
-    """Pass an event on, keeping what the round said."""
-    match event:
-        case TextDelta(text):
-            said.text.append(text)
-        case ToolCallDelta(call):
-            said.calls.append(call)
-        case MalformedToolCall():
-            said.malformed = event
-    return event
-
-
-class ChatStream:
-    """The events of one request; ``result`` is set once :class:`Finished` has passed.
-
-    Use ``async with engine.chat(request) as stream: async for event in stream``.
-    Raises :class:`BusyError` when the queue is full, :class:`RunError` on failure.
-    """
-
-    def __init__(self, events: AsyncGenerator[ChatEvent]) -> None:
-        self.result: ChatResult | None = None
-        self._events = events
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ChatEvent:
-        event = await self._events.__anext__()
-        if isinstance(event, Finished):
-            self.result = event.result
-        return event
-
-    async def aclose(self) -> None:
-        """Stop early: the run is aborted and the engine freed."""
-        await self._events.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+        self.images.close()

@@ -30,7 +30,7 @@ from rkllm_runtime.models.download import (
 )
 
 from .errors import ApiError
-from .models import ollama_name
+from .registry import ollama_name
 
 DEFAULT_MODELS_DIR = Path(
     os.environ.get("RKLLM_MODELS_DIR", "~/.local/share/rkllm-server/models")

@@ -64,9 +64,12 @@ def family_named(text: str) -> VisionFamily | None:
     return next((FAMILIES[name] for pattern, name in _SPELLINGS if pattern.search(lowered)), None)
 
 
-def tags_for(encoder: Path) -> ImageTags:
-    """The image tags of a model with this encoder file, told from its name (ABI 1.2 sets them at load)."""
-    return (family_named(encoder.name) or DEFAULT_FAMILY).tags
+def tags_for(encoder: Path | None) -> ImageTags | None:
+    """The image tags of a model with this encoder file, told from its name (ABI 1.2 sets them at load).
+
+    None without an encoder: a text-only model.
+    """
+    return None if encoder is None else (family_named(encoder.name) or DEFAULT_FAMILY).tags
 
 
 def encoder_family(custom_string: str, file_name: str) -> VisionFamily:

@@ -10,7 +10,8 @@ import pytest
 from rkllm_runtime import ModelParams, RKLLMRuntime, RunError
 from rkllm_runtime.emulator import Rule
 from rkllm_runtime.types import ImageEmbedding, MultiModal, Prompt
-from rkllm_runtime.vision import FAMILIES, VisionEncoder
+from rkllm_runtime.vision import FAMILIES
+from rkllm_runtime.vision.encoder import VisionEncoder
 from tests.conftest import ModelFactory
 from tests.images import BLUE, RED, rknn_library, write_encoder
 

@@ -19,7 +19,6 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
-from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict
 from rkllm_runtime.emulator import EmulatedModel, Rule
 from rkllm_runtime.errors import (
     ContextOverflowError,
@@ -28,6 +27,7 @@ from rkllm_runtime.errors import (
     NoEncoderError,
     ServerStoppedError,
 )
+from rkllm_runtime.remote.wire import error_from_dict, event_from_dict, request_to_dict
 from rkllm_runtime.types import Sampling
 from tests.images import RED, write_encoder
 from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer, StartServer

@@ -16,7 +16,8 @@ from rkllm_runtime.errors import (
     NoEncoderError,
     NotALibraryError,
 )
-from rkllm_runtime.vision import VisionEncoder, api, find_rknn_library, load_rknn_library
+from rkllm_runtime.vision import api, find_rknn_library, load_rknn_library
+from rkllm_runtime.vision.encoder import VisionEncoder
 from tests.images import BLUE, RED, image_file, rknn_library, write_encoder
 
 

@@ -20,7 +20,8 @@ from rkllm_runtime.library import check_library
 from rkllm_runtime.models import check_model
 from rkllm_runtime.models.download import read_records
 from rkllm_runtime.runtime import RKLLMRuntime
-from rkllm_runtime.types import ModelParams, image_tags
+from rkllm_runtime.types import ModelParams
+from rkllm_runtime.vision import tags_for
 
 from .config import ServerConfig
 from .errors import ApiError
@@ -279,7 +280,7 @@ class ModelRegistry:
             enabled_cpus_mask=config.enabled_cpus_mask,
             embed_flash=config.embed_flash,
             base_domain_id=config.base_domain_id + domain,
-            image_tags=image_tags(config.encoders.get(model.name)),
+            image_tags=tags_for(config.encoders.get(model.name)),
         )
         check_model(
             config.library,

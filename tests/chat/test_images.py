@@ -1,4 +1,4 @@
-"""The chat engine's image turns: encoded on its thread, run as keep_history=0, refused with typed errors."""
+"""Image turns: read by the vision encoder, run with keep_history=0, refused with typed errors."""
 
 from __future__ import annotations
 
