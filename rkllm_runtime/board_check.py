@@ -16,6 +16,7 @@ import argparse
 import platform
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from .library import embedded_version, find_library, load_library
 from .releases import FUNCTIONS_1_2_1, RELEASES
 from .runtime import RKLLMRuntime
 from .system import available_memory_mb
-from .types import ModelParams, Prompt, RunOptions, RunResult
+from .types import ModelParams, Prompt, RunOptions, RunResult, Tokens
 
 SYSTEM = "You are a voice assistant for a smart home. Answer in one short sentence."
 PROMPT_LENGTHS = (128, 1000, 2700)
@@ -116,6 +117,16 @@ def probe_logits_cache(report: Report, runtime: RKLLMRuntime) -> None:
     with report.probe("Logits mode with keep_history=1 keeps its input"):
         kept, width = logits_keep_input(runtime)
         report.add(f"- logits width: {width}")
+        decode = run_text(runtime, "Count from one to ten.").perf
+        started = time.perf_counter()
+        fed = runtime.logits(Tokens([0]), keep_history=True).perf
+        wall = (time.perf_counter() - started) * 1000
+        step = 1000 / decode.decode_tokens_per_second if decode.decode_tokens_per_second else 0.0
+        report.add(
+            f"- a one-token logits run: {wall:.1f} ms from the call to its return (the runtime reports "
+            f"{fed.prefill_time_ms:.1f} ms); a decode step: {step:.1f} ms"
+        )
+        runtime.clear_kv_cache(keep_system_prompt=True)
         report.add(
             "- kept: yes (replies that must follow a grammar are decoded under it)"
             if kept

@@ -27,7 +27,8 @@ def test_report_of_a_supported_library(emulator_library: Path, make_model: Model
     assert "not exported: none" in report
     assert "top_k=40" in report  # the runtime's own defaults
     assert "- appended: yes" in report
-    assert "- logits width: 151936\n- kept: yes" in report
+    assert "- logits width: 151936\n- a one-token logits run: " in report
+    assert "- kept: yes" in report
     assert "- refused (as documented)" in report
     assert "- clears the cache: no" in report
     assert "cache loaded, keep_history=0: prefill 10 of" in report  # only what follows the cached prefix
