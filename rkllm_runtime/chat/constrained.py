@@ -281,7 +281,7 @@ def prepare_decoder(runtime: RKLLMRuntime) -> ConstrainedDecoder | str:
     """
     if tokenizer_file(runtime.model_path) is None:
         return f"no {TOKENIZER_FILE} beside {runtime.model_path.name} (the base model's vocabulary)"
-    if not runtime.library.has("rkllm_get_kv_cache_size"):
+    if not runtime.library.reports_kv_cache_size:
         return (
             "this runtime cannot report its KV cache size (no rkllm_get_kv_cache_size), so whether a "
             "logits run keeps its input cannot be checked"
