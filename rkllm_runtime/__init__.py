@@ -29,9 +29,9 @@ from .errors import (
     VersionMismatchError,
     WrongArchitectureError,
 )
-from .generation import Generation
+from .generation import CancelToken, Generation
 from .library import Library, find_library, load_library
-from .runtime import CancelToken, RKLLMRuntime
+from .runtime import RKLLMRuntime
 from .types import (
     Embeddings,
     Input,

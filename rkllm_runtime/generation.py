@@ -1,16 +1,34 @@
-"""Iterating over a run's decoded chunks from a worker thread (the blocking counterpart of ``aio``)."""
+"""A run's cancel token, and its chunks iterated from a worker thread (the blocking ``aio``)."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Self
+from collections.abc import Callable, Iterator
+from typing import Protocol, Self
 
 from .types import Input, RunOptions, RunResult
 
-if TYPE_CHECKING:
-    from .runtime import CancelToken, RKLLMRuntime
+
+class CancelToken(threading.Event):
+    """Set to cancel one run, whether it is running yet or still waiting for the handle."""
+
+    ended_early = False
+    """Set by :meth:`RKLLMRuntime.end_early`: the run ends as a completed one."""
+
+
+class Runner(Protocol):
+    """What a generation drives: :class:`~rkllm_runtime.runtime.RKLLMRuntime`."""
+
+    def run(
+        self,
+        input_: Input,
+        options: RunOptions | None,
+        on_text: Callable[[str], None] | None,
+        token: CancelToken | None,
+    ) -> RunResult: ...
+
+    def abort(self, token: CancelToken | None = None) -> bool: ...
 
 
 class Generation(Iterator[str]):
@@ -22,7 +40,7 @@ class Generation(Iterator[str]):
     _DONE = object()
 
     def __init__(
-        self, runtime: RKLLMRuntime, input_: Input, options: RunOptions | None, token: CancelToken
+        self, runtime: Runner, input_: Input, options: RunOptions | None, token: CancelToken
     ) -> None:
         self.result: RunResult | None = None
         self._runtime = runtime

@@ -33,7 +33,7 @@ from .errors import (
     RKLLMError,
     RunError,
 )
-from .generation import Generation
+from .generation import CancelToken, Generation
 from .library import Library, load_library
 from .model_file import check_model_file
 from .run_input import build_infer_param, build_input, chosen, encode_text
@@ -47,13 +47,6 @@ __all__ = ["CancelToken", "Generation", "RKLLMRuntime", "check_model_file", "enc
 _LOGGER = logging.getLogger(__name__)
 
 TextCallback = Callable[[str], None]
-
-
-class CancelToken(threading.Event):
-    """Set to cancel one run, whether it is running yet or still waiting for the handle."""
-
-    ended_early = False
-    """Set by :meth:`RKLLMRuntime.end_early`: the run ends as a completed one."""
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from rkllm_runtime import LibraryError, RKLLMError
 from rkllm_runtime.chat import PromptCacheStore
-from rkllm_runtime.contract import ModelEngine
+from rkllm_runtime.chat.contract import ModelEngine
 from rkllm_runtime.errors import ModelCrashedError, ModelIncompatibleError
 from rkllm_runtime.remote.client import AuthenticationError, RemoteEngine, UnknownModelError
 

@@ -27,7 +27,7 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
-from rkllm_runtime.contract import ModelEngine
+from rkllm_runtime.chat.contract import ModelEngine
 from rkllm_runtime.types import RUNTIME_SAMPLING
 
 from .confirmation import intent_speech

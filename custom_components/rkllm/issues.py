@@ -10,7 +10,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 
 from rkllm_runtime.chat import TURN_TOKENS
-from rkllm_runtime.contract import ModelEngine
+from rkllm_runtime.chat.contract import ModelEngine
 
 from .const import DOMAIN
 

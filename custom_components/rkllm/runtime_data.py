@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from homeassistant.config_entries import ConfigEntry
 
-from rkllm_runtime.contract import ModelEngine
+from rkllm_runtime.chat.contract import ModelEngine
 
 from .supervision import ChildSupervisor
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TypeVar
 
-from rkllm_runtime.aio import AsyncStream, Runner
+from rkllm_runtime.aio import AsyncStream, RunCall
 from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, RKLLMError, RunError
 from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback
 from rkllm_runtime.types import Input, PerfStats, RunOptions, RunResult
@@ -198,7 +198,7 @@ class ChatEngine(Observed):
                 self.stats.constrained, self._decoder = True, prepared
         return self._decoder
 
-    def _decoding(self, decoder: ConstrainedDecoder, request: ChatRequest) -> Runner:
+    def _decoding(self, decoder: ConstrainedDecoder, request: ChatRequest) -> RunCall:
         """A drop-in for ``RKLLMRuntime.run`` that decodes the request's reply under its grammar.
 
         The decoder appends to the cache: a ``keep_history=0`` plan is brought back to the system

@@ -1,4 +1,4 @@
-"""A model on an rkllm-server, a :class:`~rkllm_runtime.contract.ModelEngine` as the local one is.
+"""A model on an rkllm-server, a :class:`~rkllm_runtime.chat.contract.ModelEngine` as the local one is.
 
 Speaks the server's own API (``POST /rkllm/chat``, ``GET /rkllm/status``), so events, tool
 calls, the final :class:`~rkllm_runtime.chat.ChatResult`, the counters and each error's kind

@@ -17,7 +17,6 @@ from rkllm_runtime.chat.constrained import (
     ConstrainedDecoder,
     GrammarError,
     json_grammar,
-    logits_keep_input,
     tool_call_grammar,
 )
 from rkllm_runtime.chat.messages import ToolSpec
@@ -171,15 +170,6 @@ def test_a_schema_the_library_cannot_compile(open_decoder: type[ConstrainedDecod
     decoder = open_decoder(Rule(reply="{}"))
     with pytest.raises(GrammarError):
         decoder.run(Prompt("x"), json_grammar({"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}))
-
-
-@pytest.mark.parametrize(("logits_history", "kept"), [("keep", True), ("drop", False)])
-def test_the_check_tells_whether_a_logits_run_keeps_its_input(
-    emulator_library: Path, make_model: ModelFactory, logits_history: str, kept: bool
-) -> None:
-    model = make_model(Rule(reply="ok"), logits_history=logits_history, system="You are helpful.")
-    with RKLLMRuntime.open(emulator_library, model) as runtime:
-        assert logits_keep_input(runtime) == (kept, WIDTH)
 
 
 def test_no_vocabulary_beside_the_model(make_model: ModelFactory) -> None:

@@ -22,7 +22,7 @@ from custom_components.rkllm.schemas import default_conversation_options
 from rkllm_runtime import RunOptions
 from rkllm_runtime.abi.common import RKLLMInferMode
 from rkllm_runtime.chat import MAX_WAITING, EngineState
-from rkllm_runtime.contract import ModelEngine
+from rkllm_runtime.chat.contract import ModelEngine
 from rkllm_runtime.remote.client import RemoteEngine
 from tests.conftest import abis_with
 from tests.integration.conftest import IN_EVERY_MODE, until

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .chat import ChatRequest, ChatStream, EngineState, EngineStats, EngineStatus, WarmOutcome
-from .system import NPUReading
+from rkllm_runtime.system import NPUReading
+
+from .messages import ChatRequest
+from .status import EngineState, EngineStats, EngineStatus
+from .stream import ChatStream
+from .warm import WarmOutcome
 
 
 class ModelEngine(Protocol):
