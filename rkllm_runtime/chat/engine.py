@@ -198,13 +198,12 @@ class ChatEngine(Observed):
                 self.stats.constrained, self._decoder = True, prepared
         return self._decoder
 
-    def _decoding(self, decoder: ConstrainedDecoder, request: ChatRequest) -> RunCall:
-        """A drop-in for ``RKLLMRuntime.run`` that decodes the request's reply under its grammar.
+    def _decoding(self, decoder: ConstrainedDecoder, request: ChatRequest, grammar: str | None) -> RunCall:
+        """A drop-in for ``RKLLMRuntime.run`` that decodes the request's reply under ``grammar`` (None: free).
 
         The decoder appends to the cache: a ``keep_history=0`` plan is brought back to the system
         section afterwards, as the runtime itself does after such a run.
         """
-        grammar = request_grammar(request, decoder.vocabulary)
 
         def run(
             input_: Input, options: RunOptions | None, on_text: TextCallback, token: CancelToken
@@ -239,8 +238,10 @@ class ChatEngine(Observed):
     ) -> AsyncGenerator[ChatEvent]:
         """One run of the runtime (or the decoder): stream and parse, then record what the cache holds."""
         step, prepared = said.step, said.prepared
-        runner = self._decoding(decoder, request) if decoder is not None else None
-        said.constrained = decoder is not None and request_grammar(request, decoder.vocabulary) is not None
+        runner = None
+        if decoder is not None:
+            grammar = request_grammar(request, decoder.vocabulary)
+            runner, said.constrained = self._decoding(decoder, request, grammar), grammar is not None
         run = AsyncStream(self.runtime, step.input, prepared.options, self._executor, runner)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
         completed = False  # every event was passed on (the runtime has no figures after a stop string)
