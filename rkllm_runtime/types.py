@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+import numpy.typing as npt
+
 
 class Role(StrEnum):
     """Who speaks in a PROMPT input (the system prompt is set separately)."""
@@ -179,8 +182,44 @@ class PerfStats:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One of the likeliest tokens at a position: its text and natural-log probability."""
+
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A chosen token's text and log-probability, with the likeliest alternatives at its position.
+
+    Probabilities are the model's own (softmax of its logits), before any grammar or sampling.
+    """
+
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """The outcome of one finished run."""
 
     text: str
     perf: PerfStats
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """Per chosen token, when the reply was decoded from logits and they were asked for."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Logits:
+    """The outcome of a logits run: the next-token logits of the input's last position."""
+
+    values: npt.NDArray[np.float32]
+    """One float per entry of the model's output layer: its vocabulary, padding included."""
+    perf: PerfStats
+
+    @property
+    def width(self) -> int:
+        """How many logits the runtime returned."""
+        return int(self.values.shape[0])

@@ -21,7 +21,8 @@ SUITES = [
     "tests/emulator",
 ]
 IGNORED = [
-    "tests/runtime/test_real_model.py",
+    "tests/chat/test_contract.py",
+    "tests/emulator/test_real_model.py",
     "tests/server/test_home_assistant.py",
     "tests/server/test_home_assistant_pull.py",
 ]

@@ -13,18 +13,20 @@ changed on the event loop; the steps on the engine thread return what they did.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from rkllm_runtime.aio import AsyncStream
+from rkllm_runtime.aio import AsyncStream, RunCall
 from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, RKLLMError, RunError
-from rkllm_runtime.runtime import RKLLMRuntime
-from rkllm_runtime.types import PerfStats
+from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback
+from rkllm_runtime.types import Input, PerfStats, RunOptions, RunResult
 
 from .checks import check_request, check_texts, note_context_room
+from .constrained import ConstrainedDecoder, GrammarError, prepare_decoder, request_grammar
 from .events import ChatEvent, ChatResult, Finished, ToolCallDelta
 from .images import EncodedImages, ImageReader
 from .messages import ChatRequest, Message, fingerprint, new_images, split_new
@@ -36,6 +38,7 @@ from .status import EngineState, EngineStatus, Observed
 from .stream import ChatStream
 from .warm import WarmOutcome, warm_plan, warm_run
 
+_LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 MAX_WAITING = 2
@@ -65,6 +68,7 @@ class ChatEngine(Observed):
         self._waiting = 0
         # One thread owns every blocking runtime call, so long runs never tie up a shared pool.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
+        self._decoder: ConstrainedDecoder | None = None
 
     @property
     def waiting(self) -> int:
@@ -146,6 +150,7 @@ class ChatEngine(Observed):
                 self._set_state(EngineState.PREFILLING)
                 encoded = await self._in_executor(self.images.read, images)
                 check_request(request, self.runtime.params.max_context_len, encoded.tokens)
+            decoder = await self._constrained_decoder() if request.constrained else None
             # Retried here, under the lock: an unreadable call is fixed within the request. A readable
             # reply that does not fit the request is asked again as a new request (.retry.ask_fit).
             for attempt in range(request.malformed_call_retries + 1):
@@ -162,7 +167,7 @@ class ChatEngine(Observed):
                 said = Round.of(request, step, await self._in_executor(self.preparer.prepare, request, step))
                 self.kv_cache = ready(self.kv_cache, step)
                 try:
-                    async for event in self._run(said):
+                    async for event in self._run(said, request, decoder):
                         yield event
                 except RunError as err:
                     # The runtime says an input is too long only by failing while it reads it.
@@ -192,10 +197,68 @@ class ChatEngine(Observed):
                 self._set_state(EngineState.READY)
             self._lock.release()
 
-    async def _run(self, said: Round) -> AsyncGenerator[ChatEvent]:
-        """One run of the runtime: stream and parse, then record what the cache holds."""
+    async def _constrained_decoder(self) -> ConstrainedDecoder | None:
+        """The decoder, checked once per load; without one, says why once (engine state: on the loop)."""
+        if self.stats.constrained is None:
+            prepared = await self._in_executor(prepare_decoder, self.runtime)
+            self.kv_cache = self.kv_cache.without_conversation()  # the check cleared it
+            if isinstance(prepared, str):
+                self.stats.constrained, self.stats.constrained_note = False, prepared
+                _LOGGER.warning(
+                    "%s: output that must follow a grammar (JSON, a schema, a required tool call) is "
+                    "checked and asked for again instead of decoded under the grammar: %s",
+                    self.runtime.model_path.name,
+                    prepared,
+                )
+            else:
+                self.stats.constrained, self._decoder = True, prepared
+        return self._decoder
+
+    def _decoding(self, decoder: ConstrainedDecoder, request: ChatRequest, grammar: str | None) -> RunCall:
+        """A drop-in for ``RKLLMRuntime.run`` that decodes the request's reply under ``grammar`` (None: free).
+
+        The decoder appends to the cache: a ``keep_history=0`` plan is brought back to the system
+        section afterwards, as the runtime itself does after such a run.
+        """
+
+        def run(
+            input_: Input, options: RunOptions | None, on_text: TextCallback, token: CancelToken
+        ) -> RunResult:
+            options = options or RunOptions()
+            try:
+                if grammar is not None:
+                    decoder.matcher(grammar)
+            except GrammarError as err:
+                _LOGGER.warning(
+                    "The grammar library cannot compile this request's schema (%s): checking instead", err
+                )
+                return self.runtime.run(input_, options, on_text, token)
+            try:
+                return decoder.run(
+                    input_,
+                    grammar,
+                    sampling=options.sampling,
+                    max_new_tokens=options.max_new_tokens,
+                    top_logprobs=request.top_logprobs,
+                    on_text=on_text,
+                    token=token,
+                )
+            finally:
+                if not options.keep_history and not self.closed:
+                    self.runtime.clear_kv_cache(keep_system_prompt=True)
+
+        return run
+
+    async def _run(
+        self, said: Round, request: ChatRequest, decoder: ConstrainedDecoder | None = None
+    ) -> AsyncGenerator[ChatEvent]:
+        """One run of the runtime (or the decoder): stream and parse, then record what the cache holds."""
         step, prepared = said.step, said.prepared
-        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
+        runner = None
+        if decoder is not None:
+            grammar = request_grammar(request, decoder.vocabulary)
+            runner, said.constrained = self._decoding(decoder, request, grammar), grammar is not None
+        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor, runner)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
         completed = False  # every event was passed on (the runtime has no figures after a stop string)
         try:
@@ -217,7 +280,9 @@ class ChatEngine(Observed):
             finished = True  # the runtime ends an aborted run normally, file included
             raise
         finally:
-            kv_tokens = await self._in_executor(self.preparer.after_run, prepared.save_prompt_cache, finished)
+            # The decoder's logits runs save no prompt-cache file.
+            saved = finished and decoder is None
+            kv_tokens = await self._in_executor(self.preparer.after_run, prepared.save_prompt_cache, saved)
             end = RunEnd(
                 keep_history=prepared.options.keep_history,
                 system_warm=said.system_warm,
@@ -230,6 +295,7 @@ class ChatEngine(Observed):
             settled = settle(self.kv_cache, step, end)
             self.kv_cache = settled.cache
         said.perf, said.prompt_tokens = settled.perf, settled.prompt_tokens
+        said.logprobs = run.result.logprobs if run.result is not None else ()
         self.stats.kv_tokens = settled.kv_tokens
 
     async def _in_executor(self, function: Callable[..., _T], *args: object) -> _T:
@@ -261,6 +327,8 @@ class ChatEngine(Observed):
             runs=len(rounds),
             image_encode_ms=encoded.encode_ms if encoded is not None else 0.0,
             encoder_memory_mb=self.images.memory_mb,
+            logprobs=tuple(item for said in rounds for item in said.logprobs),
+            constrained=any(said.constrained for said in rounds),
         )
         # The caller sends the conversation back as it saw it: without the rounds that retried a call.
         self.kv_cache = replace(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rkllm_runtime.types import PerfStats
+from rkllm_runtime.types import PerfStats, TokenLogprob
 
 from .events import ChatEvent, MalformedToolCall, TextDelta, ToolCallDelta
 from .messages import ChatRequest, Message, ToolCall
@@ -30,6 +30,9 @@ class Round:
     malformed: MalformedToolCall | None = None
     perf: PerfStats = field(default_factory=PerfStats)
     prompt_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+    constrained: bool = False
+    """Decoded under the request's grammar."""
     decoding: bool = False
     """A token came: the runtime read the whole input (what it says may still be held back)."""
 

@@ -40,6 +40,10 @@ class EngineStats:
     """Of the last request, None when it succeeded."""
     context_room: int | None = None
     """Tokens (estimated) the last request's system prompt and tools left in the context."""
+    constrained: bool | None = None
+    """Whether output that must follow a grammar is decoded under it (None: not needed yet)."""
+    constrained_note: str = ""
+    """Why not: then such output is checked and asked for again instead."""
 
     def count(self, result: ChatResult) -> None:
         """Count a finished request."""

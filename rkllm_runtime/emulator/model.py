@@ -87,6 +87,9 @@ class EmulatedModel:
     """Floats per token of embedding inputs, image rows included."""
     image_tokens: int = 0
     """Tokens per image the model was converted for (0: any)."""
+    logits_history: str = "keep"
+    """``keep``: a logits run with ``keep_history`` keeps its input in the KV cache; ``drop``: it does not."""
+    run_overhead_ms: float = 0.0  # simulated fixed cost of a logits run
 
     def text(self) -> str:
         """The model file's content."""
@@ -105,6 +108,10 @@ class EmulatedModel:
             f"embed_size {self.embed_size}",
             f"image_tokens {self.image_tokens}",
         ]
+        if self.logits_history != "keep":
+            lines.append(f"logits_history {self.logits_history}")
+        if self.run_overhead_ms:
+            lines.append(f"run_overhead_ms {self.run_overhead_ms}")
         if self.toolkit_version:
             lines.append(f"toolkit_version {self.toolkit_version}")
         if self.system:

@@ -43,20 +43,16 @@ class CatalogEntry:
     memory_basis: str = ""
     """Where ``memory_mb`` comes from; for a vision model, it is the memory with both files loaded."""
     size_basis: str = ""
+    tokenizer_repo: str | None = None
+    """The base model's repository: its ``tokenizer.json`` is this file's vocabulary."""
     encoder_file: str | None = None
     """A vision model's image encoder (``.rknn``) in the same repository; None: a text-only model."""
     encoder_size_bytes: int | None = None
     encoder_approx_size_mb: float | None = None
-    encoder_sha256: str | None = None
     encoder_basis: str = ""
     """Where the encoder's figures come from."""
     encode_ms: float | None = None
     """The encoder's time for one image on an RK3588, from the same sources."""
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        """What a download fetches: the model file, then its encoder."""
-        return (self.file, self.encoder_file) if self.encoder_file else (self.file,)
 
     @property
     def exact_size(self) -> bool:

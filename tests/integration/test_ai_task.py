@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import probatio as vol
 import pytest
 from homeassistant.components import ai_task
@@ -44,3 +46,15 @@ async def test_structured_output_that_never_validates(
         await ai_task.async_generate_data(
             hass, task_name="count", entity_id=TASK, instructions="How many?", structure=structure
         )
+
+
+@IN_EVERY_MODE
+async def test_structured_output_under_the_schema_with_the_models_vocabulary(
+    hass: HomeAssistant, qwen_vocabulary: Path, init_integration: MockConfigEntry
+) -> None:
+    """The request above that never validates, with the model's tokenizer.json beside it."""
+    structure = vol.Schema({vol.Required("count"): int})
+    result = await ai_task.async_generate_data(
+        hass, task_name="count", entity_id=TASK, instructions="How many?", structure=structure
+    )
+    assert isinstance(result.data["count"], int)

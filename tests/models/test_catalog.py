@@ -66,7 +66,6 @@ def test_a_vision_model_lists_both_files_and_their_sources() -> None:
     for entry in vision:
         assert entry.encoder_file is not None
         assert entry.encoder_file.endswith(".rknn")
-        assert entry.files == (entry.file, entry.encoder_file)
         assert f"https://huggingface.co/{entry.repo}/blob/main/{entry.encoder_file}" in entry.sources
         assert entry.encoder_size_bytes is not None or entry.encoder_basis.startswith("approx.")
         assert entry.encode_ms is not None

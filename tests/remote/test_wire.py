@@ -38,7 +38,7 @@ from rkllm_runtime.remote.wire import (
     status_from_dict,
     status_to_dict,
 )
-from rkllm_runtime.types import ModelParams, PerfStats, Sampling
+from rkllm_runtime.types import ModelParams, PerfStats, Sampling, TokenLogprob, TopLogprob
 
 CALL = ToolCall("HassTurnOn", {"name": "Kitchen light"}, id="call_1")
 
@@ -60,6 +60,9 @@ def test_a_request_round_trips() -> None:
         malformed_call_retries=0,
         stop=("Goodbye",),
         context="It is 08:30 on Thursday.",
+        output_schema={"type": "object", "properties": {"state": {"enum": ["on", "off"]}}},
+        call_tools=("HassTurnOn",),
+        top_logprobs=2,
     )
     again = request_from_dict(json.loads(json.dumps(request_to_dict(request))))
     assert again == request
@@ -76,6 +79,13 @@ EVENTS = [
 
 @pytest.mark.parametrize("event", EVENTS)
 def test_events_round_trip(event: ChatEvent) -> None:
+    assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event
+
+
+def test_a_result_with_log_probabilities_round_trips() -> None:
+    logprobs = (TokenLogprob("on", -0.5, (TopLogprob("on", -0.5), TopLogprob("off", -1.2))),)
+    result = ChatResult("on", (), PerfStats(1.5, 10, 2.5, 1, 100.0), 500, 490, True, 503, 1, logprobs, True)
+    event = Finished(result)
     assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event
 
 
@@ -139,7 +149,18 @@ def test_an_error_without_a_known_kind_is_left_to_its_status() -> None:
 
 def test_stats_survive() -> None:
     result = ChatResult("hi", (CALL,), PerfStats(1.0, 2, 3.0, 4, 5.0), 10, 8, True, 12)
-    stats = EngineStats(3, 2, 1, 1, 12, result, "the runtime failed", context_room=300)
+    stats = EngineStats(
+        3,
+        2,
+        1,
+        1,
+        12,
+        result,
+        "the runtime failed",
+        context_room=300,
+        constrained=False,
+        constrained_note="no",
+    )
     assert stats_from_dict(json.loads(json.dumps(stats_to_dict(stats)))) == stats
     assert stats_from_dict({}) == EngineStats()
 
