@@ -34,6 +34,7 @@ from .runtime import CancelToken, Generation, RKLLMRuntime
 from .types import (
     Embeddings,
     Input,
+    Logits,
     ModelParams,
     PerfStats,
     Prompt,
@@ -59,6 +60,7 @@ __all__ = [
     "Library",
     "LibraryError",
     "LibraryNotFoundError",
+    "Logits",
     "ModelError",
     "ModelNotFoundError",
     "ModelParams",

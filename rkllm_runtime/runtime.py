@@ -13,6 +13,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import numpy as np
+import numpy.typing as npt
+
 from .abi.common import (
     LLMCallState,
     LLMHandle,
@@ -36,7 +39,18 @@ from .errors import (
 )
 from .library import Library, load_library
 from .system import available_memory_mb
-from .types import Embeddings, Input, ModelParams, PerfStats, Prompt, RunOptions, RunResult, Sampling, Tokens
+from .types import (
+    Embeddings,
+    Input,
+    Logits,
+    ModelParams,
+    PerfStats,
+    Prompt,
+    RunOptions,
+    RunResult,
+    Sampling,
+    Tokens,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,6 +78,7 @@ class _ActiveRun:
     )
     chunks: list[str] = field(default_factory=list)
     perf: PerfStats | None = None
+    logits: npt.NDArray[np.float32] | None = None
     failed: bool = False
     callback_error: BaseException | None = None
 
@@ -165,12 +180,38 @@ class RKLLMRuntime:
         """
         options = options or RunOptions()
         run = _ActiveRun(on_text, token or CancelToken())
+        self._run_locked(input_, options, RKLLMInferMode.RKLLM_INFER_GENERATE, run)
+        tail = run.decoder.decode(b"", final=True)
+        if tail:
+            run.chunks.append(tail)
+            if on_text is not None:
+                on_text(tail)
+        return RunResult("".join(run.chunks), run.perf or PerfStats())
+
+    def logits(self, input_: Input, *, keep_history: bool, token: CancelToken | None = None) -> Logits:
+        """Prefill ``input_`` and return the next-token logits of its last position (no token is chosen).
+
+        A :class:`Tokens` input feeds chosen ids back. Whether the runtime keeps a logits run's
+        input in the KV cache with ``keep_history`` is not documented (see ``board_check``).
+        Blocks like :meth:`run`; raises :class:`AbortedError` or :class:`RunError`.
+        """
+        run = _ActiveRun(None, token or CancelToken())
+        self._run_locked(
+            input_, RunOptions(keep_history=keep_history), RKLLMInferMode.RKLLM_INFER_GET_LOGITS, run
+        )
+        if run.logits is None:
+            raise RunError("the RKLLM runtime returned no logits")
+        return Logits(run.logits, run.perf or PerfStats())
+
+    def _run_locked(self, input_: Input, options: RunOptions, mode: RKLLMInferMode, run: _ActiveRun) -> None:
+        """One ``rkllm_run`` under the handle lock; raises as :meth:`run` says."""
         with self._lock:
             self._check_open()
             if run.token.is_set():
                 raise AbortedError("the request was cancelled before it started")
             c_input, keep_alive = self._build_input(input_)
             c_infer, keep_alive_infer = self._build_infer_param(options)
+            c_infer.mode = mode
             with self._state_lock:
                 self._active = run
             try:
@@ -185,12 +226,6 @@ class RKLLMRuntime:
             raise AbortedError("the run was aborted")
         if (status != 0 or run.failed) and not run.token.ended_early:
             raise RunError("the RKLLM runtime reported an error while generating (see its log)")
-        tail = run.decoder.decode(b"", final=True)
-        if tail:
-            run.chunks.append(tail)
-            if on_text is not None:
-                on_text(tail)
-        return RunResult("".join(run.chunks), run.perf or PerfStats())
 
     def generate(self, input_: Input, options: RunOptions | None = None) -> Generation:
         """Run on a worker thread and iterate over the decoded chunks as they come."""
@@ -213,6 +248,12 @@ class RKLLMRuntime:
                     perf.generate_tokens,
                     perf.memory_usage_mb,
                 )
+            elif result and result.contents.logits.logits and result.contents.logits.vocab_size > 0:
+                # Valid only inside the callback: copy the last position's row.
+                logits = result.contents.logits
+                width, rows = logits.vocab_size, max(logits.num_tokens, 1)
+                values = np.ctypeslib.as_array(logits.logits, shape=(rows * width,))
+                run.logits = values[(rows - 1) * width :].astype(np.float32, copy=True)
             elif result and result.contents.text and not run.token.is_set():
                 text = run.decoder.decode(ctypes.string_at(result.contents.text))
                 if text:

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+import numpy.typing as npt
+
 
 class Role(StrEnum):
     """Who speaks in a PROMPT input (the system prompt is set separately)."""
@@ -144,3 +147,17 @@ class RunResult:
 
     text: str
     perf: PerfStats
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Logits:
+    """The outcome of a logits run: the next-token logits of the input's last position."""
+
+    values: npt.NDArray[np.float32]
+    """One float per entry of the model's output layer: its vocabulary, padding included."""
+    perf: PerfStats
+
+    @property
+    def width(self) -> int:
+        """How many logits the runtime returned."""
+        return int(self.values.shape[0])

@@ -7,10 +7,12 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rkllm_runtime import (
     AbortedError,
+    CancelToken,
     ClosedError,
     Embeddings,
     InvalidTextError,
@@ -452,3 +454,23 @@ def test_the_documented_sampling_is_the_runtimes_own(
     assert {name: defaults[name] for name in Sampling.__dataclass_fields__} == pytest.approx(
         asdict(RUNTIME_SAMPLING)
     )
+
+
+def test_logits_of_a_prompt_and_of_fed_tokens(emulator_library: Path, make_model: ModelFactory) -> None:
+    with open_runtime(emulator_library, make_model(Rule(reply="ok"))) as runtime:
+        prompt = runtime.logits(Prompt("count"), keep_history=True)
+        fed = runtime.logits(Tokens([1, 2, 3]), keep_history=True)
+    assert prompt.values.dtype == np.float32
+    assert prompt.width == fed.width == 151936  # Qwen2.5's output layer, padding included
+    assert prompt.perf.prefill_tokens == TURN_TEMPLATE_TOKENS + 1
+    assert fed.perf.prefill_tokens == 3
+    assert prompt.perf.generate_tokens == fed.perf.generate_tokens == 0
+
+
+def test_logits_run_cancelled_before_it_starts(emulator_library: Path, make_model: ModelFactory) -> None:
+    token = CancelToken()
+    token.set()
+    with open_runtime(emulator_library, make_model(Rule(reply="ok"))) as runtime:
+        with pytest.raises(AbortedError, match="cancelled before it started"):
+            runtime.logits(Prompt("hi"), keep_history=False, token=token)
+        assert runtime.logits(Prompt("hi"), keep_history=False).width == 151936
