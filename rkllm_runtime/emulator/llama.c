@@ -367,10 +367,13 @@ static int fail(handle_t *h, void *userdata, const char *why) {
     return -1;
 }
 
-/* Whether a logits-mode run with keep_history keeps its input in the cache, as a generating run
-   does: the vendor documents nothing, so RKLLM_EMU_LOGITS_KEEP_HISTORY chooses (0, the default:
-   the input is dropped after the run, the unkind reading an engine must detect). */
-static int logits_keep_history(void) { return env_double("RKLLM_EMU_LOGITS_KEEP_HISTORY", 0) != 0; }
+/* Whether a logits-mode run with keep_history keeps its input in the cache: the vendor documents
+   nothing, so RKLLM_EMU_LOGITS_HISTORY chooses, as the scripted engine's model file does with
+   logits_history: "keep" (the default: as a generating run) or "drop" (the cache is left as found). */
+static int logits_keep_history(void) {
+    const char *s = getenv("RKLLM_EMU_LOGITS_HISTORY");
+    return !(s && strcmp(s, "drop") == 0);
+}
 
 /* The end of a logits-mode run, prefilled: one NORMAL callback with the next-token logits of the
    input's last position (num_tokens 1), then FINISH with the prefill figures. */

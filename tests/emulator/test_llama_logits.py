@@ -12,7 +12,7 @@ from tests.conftest import RealModel
 
 SYSTEM = "You are a helpful assistant. Answer in one short sentence."
 QUESTION = "What is the capital of France?"
-KEEPS_INPUT = "RKLLM_EMU_LOGITS_KEEP_HISTORY"
+KEEPS_INPUT = "RKLLM_EMU_LOGITS_HISTORY"
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,9 @@ def empty_cache(runtime: RKLLMRuntime) -> None:
     runtime.clear_kv_cache(keep_system_prompt=False)
 
 
-def test_the_largest_logit_is_the_token_greedy_decoding_says_first(
-    runtime: RKLLMRuntime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_largest_logit_is_the_token_greedy_decoding_says_first(runtime: RKLLMRuntime) -> None:
     answer = runtime.run(Prompt(QUESTION)).text
     runtime.clear_kv_cache(keep_system_prompt=False)
-    monkeypatch.setenv(KEEPS_INPUT, "1")
     logits = runtime.logits(Prompt(QUESTION), keep_history=True)
     assert logits.values.dtype == np.float32
     assert logits.width >= 49152  # SmolLM2's vocabulary
@@ -56,7 +53,7 @@ def test_a_logits_run_reports_its_prefill_and_no_generated_token(runtime: RKLLMR
     assert np.array_equal(np.argmax(again.values), np.argmax(first.values))
 
 
-@pytest.mark.parametrize(("keeps", "kept"), [("0", False), ("1", True)])
+@pytest.mark.parametrize(("keeps", "kept"), [("keep", True), ("drop", False)])
 def test_keep_history_keeps_the_input_only_where_the_switch_says(
     runtime: RKLLMRuntime, monkeypatch: pytest.MonkeyPatch, keeps: str, kept: bool
 ) -> None:
