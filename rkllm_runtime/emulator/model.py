@@ -78,6 +78,9 @@ class EmulatedModel:
     target_platform: str = "RK3588"
     npu_core_num: int = 3
     model_dtype: str = "W8A8"
+    logits_history: str = "keep"
+    """``keep``: a logits run with ``keep_history`` keeps its input in the KV cache; ``drop``: it does not."""
+    run_overhead_ms: float = 0.0  # simulated fixed cost of a logits run
 
     def text(self) -> str:
         """The model file's content."""
@@ -93,6 +96,8 @@ class EmulatedModel:
             f"target_platform {self.target_platform}",
             f"npu_core_num {self.npu_core_num}",
             f"model_dtype {self.model_dtype}",
+            f"logits_history {self.logits_history}",
+            f"run_overhead_ms {self.run_overhead_ms}",
         ]
         if self.toolkit_version:
             lines.append(f"toolkit_version {self.toolkit_version}")

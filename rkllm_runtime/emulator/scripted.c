@@ -47,7 +47,7 @@ typedef struct {
 typedef struct {
     char *name;
     int max_context;
-    double prefill_tps, decode_tps, prefill_double_at;
+    double prefill_tps, decode_tps, prefill_double_at, run_overhead_ms;
     int kv_bytes_per_token;
     int npu_memory_mb;
     int init_fail;
@@ -55,6 +55,7 @@ typedef struct {
     int embed_size;
     char *toolkit, *platform, *dtype; /* the model header (NULL: defaults) */
     int npu_cores;
+    int logits_keep; /* a logits run with keep_history=1 keeps its input in the cache (see README) */
     char *system;
     uint64_t id;
     rule_t *rules;
@@ -98,7 +99,7 @@ static int model_load(model_t *m, const char *path) {
     }
     memset(m, 0, sizeof *m);
     m->max_context = 4096, m->has_template = 1, m->embed_size = 64, m->id = FNV_SEED;
-    m->prefill_double_at = 810, m->kv_bytes_per_token = 28672, m->npu_cores = 3;
+    m->prefill_double_at = 810, m->kv_bytes_per_token = 28672, m->npu_cores = 3, m->logits_keep = 1;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -135,6 +136,7 @@ static int model_load(model_t *m, const char *path) {
         else if (!cur && strcmp(line, "max_context") == 0) m->max_context = atoi(val);
         else if (!cur && strcmp(line, "prefill_tps") == 0) m->prefill_tps = atof(val);
         else if (!cur && strcmp(line, "decode_tps") == 0) m->decode_tps = atof(val);
+        else if (!cur && strcmp(line, "run_overhead_ms") == 0) m->run_overhead_ms = atof(val);
         else if (!cur && strcmp(line, "prefill_double_at") == 0) m->prefill_double_at = atof(val);
         else if (!cur && strcmp(line, "kv_bytes_per_token") == 0) m->kv_bytes_per_token = atoi(val);
         else if (!cur && strcmp(line, "npu_memory_mb") == 0) m->npu_memory_mb = atoi(val);
@@ -146,6 +148,8 @@ static int model_load(model_t *m, const char *path) {
         else if (!cur && strcmp(line, "target_platform") == 0) m->platform = strdup(val);
         else if (!cur && strcmp(line, "model_dtype") == 0) m->dtype = strdup(val);
         else if (!cur && strcmp(line, "npu_core_num") == 0) m->npu_cores = atoi(val);
+        else if (!cur && strcmp(line, "logits_history") == 0 && (!strcmp(val, "keep") || !strcmp(val, "drop")))
+            m->logits_keep = strcmp(val, "keep") == 0;
         else {
             logmsg('E', "model file line %d: unknown key '%s'", lineno, line);
             ok = 0;
@@ -177,6 +181,8 @@ typedef struct {
     int has_prompt_cache;
     char *paused_reply; /* remaining text after a callback returned 1 */
     size_t paused_pos;
+    ivec script;       /* logits mode: the scripted reply's tokens, end-of-turn included */
+    size_t script_pos; /* the script's next token, as far as the fed tokens followed it */
 } handle_t;
 
 static atomic_int npu_used_mb;
@@ -284,7 +290,7 @@ int rkllm_destroy(LLMHandle handle) {
     free(h->sys_prefix), free(h->sys_postfix), free(h->user_prefix), free(h->user_postfix);
     free(h->tool_prefix), free(h->tool_postfix), free(h->turn_end);
     free(h->system_prompt), free(h->tools), free(h->paused_reply);
-    free(h->sys.v), free(h->base.kv.v), free(h->prompt_cache.v);
+    free(h->sys.v), free(h->base.kv.v), free(h->prompt_cache.v), free(h->script.v);
     model_free(&h->model);
     pthread_mutex_destroy(&h->base.mu);
     free(h);
@@ -594,6 +600,50 @@ static int stream_text(run_t *r, const char *text, size_t *pos, int max_new, int
     return status;
 }
 
+/* Logits mode. The scripted reply is what the model "wants" to say: its next token is the greedy
+   choice, the tokens after it come next, everything else is low noise. A fed token that the
+   script holds (at or after the next position) moves the script past it; any other token leaves
+   the model wanting the same token again, as a real model keeps pulling towards its reply. */
+static void set_script(handle_t *h, char *reply) {
+    h->script.n = 0, h->script_pos = 0;
+    tokenize(&h->script, reply);
+    tokenize(&h->script, h->turn_end);
+    free(reply);
+}
+
+static void follow_script(handle_t *h, const int32_t *fed, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = h->script_pos; j < h->script.n; j++)
+            if (h->script.v[j] == fed[i]) {
+                h->script_pos = j + 1;
+                break;
+            }
+}
+
+static void script_logits(const handle_t *h, float *values) {
+    uint64_t seed = fnv1a(h->base.kv.v, h->base.kv.n * sizeof(int32_t), FNV_SEED);
+    for (int i = 0; i < VOCAB_SIZE; i++) { /* noise in [-1, 1), from the context and the token */
+        uint64_t x = (seed ^ (uint64_t)i) * 0x9E3779B97F4A7C15ULL;
+        values[i] = (float)((x >> 40) & 0xFFFF) / 32768.0f - 1.0f;
+    }
+    for (size_t j = h->script.n; j-- > h->script_pos + 1;) /* later script tokens: the nearer, the higher */
+        values[h->script.v[j]] = 5.0f - 0.01f * (float)(j - h->script_pos);
+    ivec end = {0};
+    tokenize(&end, h->turn_end);
+    int32_t next = h->script_pos < h->script.n ? h->script.v[h->script_pos] : end.v[0];
+    free(end.v);
+    values[next] = 10.0f;
+}
+
+/* A logits run costs at least one decode step: like a generated token, its weights are read
+   once however few tokens it feeds (RKLLM_EMU_DECODE_TPS or the model's decode_tps), plus the
+   per-run overhead RKLLM_EMU_RUN_OVERHEAD_MS or the model's run_overhead_ms. */
+static double logits_run_ms(const handle_t *h, double prefill) {
+    double decode_tps = env_double("RKLLM_EMU_DECODE_TPS", h->model.decode_tps);
+    double step = decode_tps > 0 ? 1000.0 / decode_tps : 0;
+    return (prefill > step ? prefill : step) + env_double("RKLLM_EMU_RUN_OVERHEAD_MS", h->model.run_overhead_ms);
+}
+
 /* Appends the tokens of one input (wrapped by the chat template) to out; *text gets its text. */
 static int input_tokens(handle_t *h, const RKLLMInput *in, ivec *out, const char **text, const char **role) {
     *role = (in->role && strcmp(in->role, "tool") == 0) ? "tool" : "user";
@@ -664,7 +714,10 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         fail(&r, "invalid input");
         return -1;
     }
-    const rule_t *rule = ip->mode == RKLLM_INFER_GENERATE ? pick_rule(h, role, text) : NULL;
+    int text_input = in->input_type == RKLLM_INPUT_PROMPT || in->input_type == RKLLM_INPUT_MULTIMODAL;
+    const rule_t *rule = ip->mode == RKLLM_INFER_GENERATE || (ip->mode == RKLLM_INFER_GET_LOGITS && text_input)
+                             ? pick_rule(h, role, text)
+                             : NULL;
     if (rule && rule->run_fail) {
         free(fresh.v);
         logmsg('E', "rkllm_run failed (run_fail)");
@@ -678,6 +731,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     ivec target = {0};
     size_t reuse; /* leading tokens of target the cache already holds */
     int appended = ip->keep_history && h->base.kv.n > 0;
+    size_t kept_before = appended ? h->base.kv.n : h->sys.n; /* what a logits run that keeps nothing leaves */
     if (appended) {
         ivec_copy(&target, h->base.kv.v, h->base.kv.n);
         reuse = h->base.kv.n;
@@ -720,19 +774,28 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         ivec_push(&h->base.kv, target.v[i]);
     }
     r.prefill_tokens = (int)(target.n - reuse);
-    sleep_ms(prefill_ms(h, reuse, (size_t)r.prefill_tokens) * r.time_scale);
+    double fill_ms = prefill_ms(h, reuse, (size_t)r.prefill_tokens);
+    if (ip->mode == RKLLM_INFER_GET_LOGITS) fill_ms = logits_run_ms(h, fill_ms);
+    sleep_ms(fill_ms * r.time_scale);
     const char *save_path = ip->prompt_cache_params && ip->prompt_cache_params->save_prompt_cache
                                 ? ip->prompt_cache_params->prompt_cache_path
                                 : NULL;
 
     if (ip->mode != RKLLM_INFER_GENERATE) {
         /* One result carrying the last hidden layer or the logits of the last token. */
-        int width = ip->mode == RKLLM_INFER_GET_LOGITS ? VOCAB_SIZE : h->model.embed_size;
+        int logits = ip->mode == RKLLM_INFER_GET_LOGITS;
+        int width = logits ? VOCAB_SIZE : h->model.embed_size;
         float *values = calloc((size_t)width, sizeof(float));
-        for (int i = 0; i < width; i++) values[i] = (float)((h->base.kv.v[h->base.kv.n - 1] + i) % 97) / 97.0f;
+        if (logits) {
+            if (text_input) set_script(h, compose_reply(rule, in->enable_thinking, text));
+            else follow_script(h, target.v + input_start, target.n - input_start);
+            script_logits(h, values);
+        } else {
+            for (int i = 0; i < width; i++) values[i] = (float)((h->base.kv.v[h->base.kv.n - 1] + i) % 97) / 97.0f;
+        }
         RKLLMResult res;
         memset(&res, 0, sizeof res);
-        if (ip->mode == RKLLM_INFER_GET_LOGITS) res.logits = (RKLLMResultLogits){values, width, 1};
+        if (logits) res.logits = (RKLLMResultLogits){values, width, 1};
         else res.last_hidden_layer = (RKLLMResultLastHiddenLayer){values, width, 1};
         r.t_first = now_ms();
         emit(&r, &res, RKLLM_RUN_NORMAL);
@@ -741,6 +804,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         if (save_path) save_prompt_cache(h, save_path, &target, r.time_scale);
         free(target.v);
         if (!ip->keep_history) h->base.kv.n = h->kv_sys;
+        else if (logits && !h->model.logits_keep && kept_before <= h->base.kv.n) h->base.kv.n = kept_before;
         return 0;
     }
 
