@@ -142,11 +142,33 @@ class PerfStats:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One of the likeliest tokens at a position: its text and natural-log probability."""
+
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A chosen token's text and log-probability, with the likeliest alternatives at its position.
+
+    Probabilities are the model's own (softmax of its logits), before any grammar or sampling.
+    """
+
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """The outcome of one finished run."""
 
     text: str
     perf: PerfStats
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """Per chosen token, when the reply was decoded from logits and they were asked for."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -12,6 +12,7 @@ import pytest
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 from rkllm_runtime.emulator.real_model import MissingAssetError, smollm2_model
+from rkllm_runtime.emulator.tokenizer_json import tokenizer_json
 
 ABIS = ("1.2", "1.3")
 
@@ -57,3 +58,16 @@ def real_model() -> RealModel:
         return RealModel(build_cached("1.3", engine="llama"), smollm2_model())
     except MissingAssetError as err:
         pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture
+def qwen_vocabulary(tmp_path: Path) -> Path:
+    """Qwen2.5's tokenizer.json (converted by set-up from the scripted engine's own vocabulary) in the
+    folder ``make_model`` writes to, so emulated models have their vocabulary beside them."""
+    try:
+        source = tokenizer_json()
+    except MissingAssetError as err:
+        pytest.fail(str(err), pytrace=False)
+    target = tmp_path / "tokenizer.json"
+    target.symlink_to(source)
+    return target

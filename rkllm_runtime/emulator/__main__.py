@@ -2,7 +2,9 @@
 
 ``python -m rkllm_runtime.emulator build --abi 1.3 [--engine llama] --out DIR`` builds a library;
 ``python -m rkllm_runtime.emulator real-model`` prints the cached llama.cpp-engine library and
-the SmolLM2 model path (both installed by ``scripts/setup``), one per line.
+the SmolLM2 model path (both installed by ``scripts/setup``), one per line;
+``python -m rkllm_runtime.emulator tokenizer-json`` converts the scripted engine's vocabulary to the
+``tokenizer.json`` the constrained decoder reads (``scripts/setup`` runs it) and prints its path.
 """
 
 import argparse
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from .build import DEFAULT_RELEASE, ENGINES, build, build_cached
 from .real_model import MissingAssetError, smollm2_model
+from .tokenizer_json import make_tokenizer_json
 
 
 def main() -> None:
@@ -24,10 +27,15 @@ def main() -> None:
     build_parser.add_argument("--out", type=Path, required=True, help="output directory")
     real = commands.add_parser("real-model", help="the llama.cpp-engine library and SmolLM2")
     real.add_argument("--abi", choices=sorted(DEFAULT_RELEASE), default="1.3")
+    commands.add_parser(
+        "tokenizer-json", help="Qwen2.5's tokenizer.json from the scripted engine's vocabulary"
+    )
     args = parser.parse_args()
     try:
         if args.command == "build":
             print(build(args.abi, args.out, args.release, args.engine))
+        elif args.command == "tokenizer-json":
+            print(make_tokenizer_json())
         else:
             print(build_cached(args.abi, engine="llama"))
             print(smollm2_model())

@@ -1,0 +1,189 @@
+"""The constrained decoder on the emulator: the grammar wins over what the scripted model wants to say."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rkllm_runtime import AbortedError, CancelToken, Prompt, RKLLMRuntime, Sampling
+from rkllm_runtime.chat.constrained import (
+    ConstrainedDecoder,
+    GrammarError,
+    json_grammar,
+    logits_keep_input,
+    tool_call_grammar,
+)
+from rkllm_runtime.chat.messages import ToolSpec
+from rkllm_runtime.chat.vocabulary import VocabularyError, load_vocabulary
+from rkllm_runtime.emulator import Rule
+from tests.conftest import ModelFactory, call
+
+SWITCH = {"type": "object", "properties": {"state": {"enum": ["on", "off"]}}, "required": ["state"]}
+TOOLS = [
+    ToolSpec(
+        "HassTurnOn", {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    ),
+    ToolSpec(
+        "HassTurnOff", {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    ),
+]
+WIDTH = 151936
+
+
+@pytest.fixture
+def open_decoder(
+    emulator_library: Path, make_model: ModelFactory, qwen_vocabulary: Path
+) -> Iterator[type[ConstrainedDecoder]]:
+    opened: list[RKLLMRuntime] = []
+
+    def factory(*rules: Rule, **fields: object) -> ConstrainedDecoder:
+        runtime = RKLLMRuntime.open(emulator_library, make_model(*rules, **fields))
+        opened.append(runtime)
+        return ConstrainedDecoder(runtime, load_vocabulary(runtime.model_path, WIDTH), seed=7)
+
+    yield factory  # type: ignore[misc]
+    for runtime in opened:
+        runtime.close()
+
+
+def test_without_a_grammar_the_scripted_reply_comes_back(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply="Sure, the light is on."))
+    generated = decoder.runtime.run(Prompt("hi"))
+    decoder.runtime.clear_kv_cache()
+    decoded = decoder.run(Prompt("hi"), None)
+    assert decoded.text == generated.text == "Sure, the light is on."
+    assert decoded.perf.generate_tokens == generated.perf.generate_tokens
+
+
+def test_a_schema_overrides_the_scripted_greedy_reply(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply='Sure! {"state": "maybe"} Anything else?'))
+    decoded = decoder.run(Prompt("switch"), json_grammar(SWITCH))
+    assert json.loads(decoded.text)["state"] in {"on", "off"}
+    assert decoded.text.startswith('{"state": "')  # the script's own tokens where the grammar allows them
+
+
+def test_any_json_object(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply='Here you are: {"kitchen": "on", "hall": "off"}'))
+    decoded = decoder.run(Prompt("state"), json_grammar({"type": "object"}))
+    assert isinstance(json.loads(decoded.text), dict)
+
+
+def test_a_named_tool_call_with_valid_arguments(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply="I would rather not."))
+    grammar = tool_call_grammar(TOOLS, ["HassTurnOff"], decoder.vocabulary)
+    decoded = decoder.run(Prompt("off please"), grammar)
+    body = decoded.text.removeprefix("<tool_call>\n").removesuffix("\n</tool_call>")
+    assert json.loads(body)["name"] == "HassTurnOff"
+    assert isinstance(json.loads(body)["arguments"]["name"], str)
+
+
+def test_a_required_call_keeps_the_one_the_model_wanted(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply=call("HassTurnOn", name="kitchen")))
+    decoded = decoder.run(
+        Prompt("on"), tool_call_grammar(TOOLS, ["HassTurnOn", "HassTurnOff"], decoder.vocabulary)
+    )
+    assert decoded.text == call("HassTurnOn", name="kitchen")
+    # The forced stretches are fed in one run each: fewer runs than tokens.
+    assert decoded.perf.generate_tokens == len(decoder.vocabulary.tokenizer.tokenize_str(decoded.text)) + 1
+
+
+def test_the_cache_holds_the_reply_and_its_end_of_turn(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply='{"state": "on"}'))
+    decoded = decoder.run(Prompt("switch"), json_grammar(SWITCH))
+    assert decoder.runtime.kv_cache_size() == decoded.perf.prefill_tokens + decoded.perf.generate_tokens
+
+
+def test_utf8_split_across_tokens_streams_whole_characters(open_decoder: type[ConstrainedDecoder]) -> None:
+    reply = '{"name": "Küche 🎉 日本"}'
+    decoder = open_decoder(Rule(reply=reply))
+    chunks: list[str] = []
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    decoded = decoder.run(Prompt("name"), json_grammar(schema), on_text=chunks.append)
+    assert "".join(chunks) == decoded.text == reply
+    assert "\ufffd" not in "".join(chunks)
+
+
+def test_cancelled_mid_reply(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply='{"state": "on"}'))
+    token = CancelToken()
+    seen: list[str] = []
+
+    def cancel_after_first(text: str) -> None:
+        seen.append(text)
+        token.set()
+
+    with pytest.raises(AbortedError):
+        decoder.run(Prompt("switch"), json_grammar(SWITCH), on_text=cancel_after_first, token=token)
+    assert "".join(seen) == '{"state": "'  # the first choice and the tokens it forces: one run, then no more
+
+
+def test_cancelled_from_another_thread_before_the_run(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply='{"state": "on"}'))
+    token = CancelToken()
+    threading.Thread(target=token.set).start()
+    token.wait()
+    with pytest.raises(AbortedError, match="cancelled before it started"):
+        decoder.run(Prompt("switch"), json_grammar(SWITCH), token=token)
+
+
+def test_logprobs_of_the_chosen_tokens_and_their_alternatives(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply='{"state": "maybe"}'))
+    decoded = decoder.run(Prompt("switch"), json_grammar(SWITCH), top_logprobs=3)
+    assert "".join(item.token for item in decoded.logprobs) == decoded.text
+    assert all(len(item.top) == 3 for item in decoded.logprobs)
+    first = decoded.logprobs[0]
+    assert first.top[0].token == first.token == '{"'  # the model's own choice, allowed here
+    overridden = [item for item in decoded.logprobs if item.top[0].token == "maybe"]
+    assert overridden  # the model wanted "maybe"; the grammar chose "on" or "off", less likely to the model
+    assert all(item.logprob < item.top[0].logprob for item in overridden)
+
+
+def test_sampling_with_a_temperature_stays_within_the_grammar(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply='{"state": "maybe"}'))
+    sampling = Sampling(temperature=5.0, top_k=50, top_p=0.99)
+    states = {
+        json.loads(decoder.run(Prompt("switch"), json_grammar(SWITCH), sampling=sampling).text)["state"]
+    }
+    for _ in range(5):
+        decoder.runtime.clear_kv_cache()
+        states.add(
+            json.loads(decoder.run(Prompt("switch"), json_grammar(SWITCH), sampling=sampling).text)["state"]
+        )
+    assert states <= {"on", "off"}
+
+
+def test_top_k_of_one_is_greedy(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply="Sure, the light is on."))
+    decoded = decoder.run(Prompt("hi"), None, sampling=Sampling(temperature=1.0, top_k=1))
+    assert decoded.text == "Sure, the light is on."
+
+
+def test_a_schema_the_library_cannot_compile(open_decoder: type[ConstrainedDecoder]) -> None:
+    decoder = open_decoder(Rule(reply="{}"))
+    with pytest.raises(GrammarError):
+        decoder.run(Prompt("x"), json_grammar({"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}))
+
+
+@pytest.mark.parametrize(("logits_history", "kept"), [("keep", True), ("drop", False)])
+def test_the_check_tells_whether_a_logits_run_keeps_its_input(
+    emulator_library: Path, make_model: ModelFactory, logits_history: str, kept: bool
+) -> None:
+    model = make_model(Rule(reply="ok"), logits_history=logits_history, system="You are helpful.")
+    with RKLLMRuntime.open(emulator_library, model) as runtime:
+        assert logits_keep_input(runtime) == (kept, WIDTH)
+
+
+def test_no_vocabulary_beside_the_model(make_model: ModelFactory) -> None:
+    model = make_model(Rule(reply="ok"))
+    with pytest.raises(VocabularyError, match=r"no tokenizer\.json beside model1\.rkllm"):
+        load_vocabulary(model, WIDTH)
+
+
+def test_a_vocabulary_wider_than_the_logits(make_model: ModelFactory, qwen_vocabulary: Path) -> None:
+    model = make_model(Rule(reply="ok"))
+    with pytest.raises(VocabularyError, match=r"has 151936 tokens but the model's logits have 32000"):
+        load_vocabulary(model, 32000)
