@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from .chat import ChatRequest, ChatStream, EngineState, EngineStats, WarmOutcome
+from .chat.evaluate import EvaluationRequest, EvaluationResult
 from .errors import (
     AbortedError,
     AuthenticationError,
@@ -69,6 +70,12 @@ class ModelEngine(Protocol):
         """Bring the request's system prompt and tools into the KV cache, ahead of the request itself.
 
         Does nothing while a request runs or waits. Raises the errors :class:`ErrorKind` names.
+        """
+
+    async def evaluate(self, request: EvaluationRequest) -> EvaluationResult:
+        """Answer questions about a state with probabilities read from the logits, nothing sampled.
+
+        Queued like a chat. Raises the errors :class:`ErrorKind` names.
         """
 
     def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -31,9 +32,11 @@ from rkllm_runtime.errors import (
     RKLLMError,
     RunError,
 )
-from rkllm_runtime.runtime import RKLLMRuntime, encode_text
+from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, encode_text
 from rkllm_runtime.types import PerfStats, RunOptions
 
+from .evaluate import EvaluationRequest, EvaluationResult, run_evaluation
+from .evaluate import system_prompt as evaluation_system_prompt
 from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
 from .messages import (
     ChatRequest,
@@ -44,6 +47,7 @@ from .messages import (
     history_text,
     render_tools,
     split_new,
+    system_key,
 )
 from .parser import StreamParser
 from .plan import (
@@ -252,13 +256,7 @@ class ChatEngine:
             raise ClosedError("the model was unloaded")
         _check_request(request, self.runtime.params.max_context_len)
         self._note_context_room(request)
-        if self._lock.locked() and self._waiting >= self.max_waiting:
-            raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
-        self._waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
+        await self._queue()
         completed = False
         try:
             if self.closed:
@@ -303,6 +301,55 @@ class ChatEngine:
         finally:
             if not completed:
                 self.kv_cache = self.kv_cache.without_conversation()
+            if not self.closed:
+                self._set_state(EngineState.READY)
+            self._lock.release()
+
+    async def _queue(self) -> None:
+        """Take the engine's lock, waiting behind the running request; busy when too many wait."""
+        if self._lock.locked() and self._waiting >= self.max_waiting:
+            raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+
+    async def evaluate(self, request: EvaluationRequest) -> EvaluationResult:
+        """Answer questions about a state with probabilities (see :mod:`~rkllm_runtime.chat.evaluate`).
+
+        Queued like a chat. The state is the system section: while it stays the same, it stays
+        prefilled. Needs the model's vocabulary (:mod:`~rkllm_runtime.chat.vocabulary`); raises
+        :class:`RunError` for answers its tokens cannot tell apart.
+        """
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        encode_text(request.state)
+        key = system_key(evaluation_system_prompt(request), "")
+        await self._queue()
+        token = CancelToken()
+        try:
+            if self.closed:
+                raise ClosedError("the model was unloaded")
+            kept = self.kv_cache
+            set_system = kept.system_key != key or not kept.system_in_kv or kept.in_kv
+            self.kv_cache = KVCacheState()  # unknown until the runs have succeeded
+            self._set_state(EngineState.PREFILLING)
+            try:
+                result = await self._in_executor(
+                    partial(run_evaluation, set_system=set_system, token=token), self.runtime, request
+                )
+            except ValueError as err:
+                raise RunError(str(err)) from err
+            kv_tokens = await self._in_executor(self._after_run, None, True) or 0
+            self.kv_cache = KVCacheState(system_key=key, system_in_kv=True, kv_tokens=kv_tokens)
+            self.stats.kv_tokens = kv_tokens
+            return result
+        except asyncio.CancelledError:
+            token.set()  # a question not yet asked is not asked
+            self.runtime.abort(token)
+            raise
+        finally:
             if not self.closed:
                 self._set_state(EngineState.READY)
             self._lock.release()
