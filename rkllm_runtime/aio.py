@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Self
 
-from .runtime import CancelToken, RKLLMRuntime
+from .runtime import CancelToken, RKLLMRuntime, TextCallback
 from .types import Input, RunOptions, RunResult
+
+Runner = Callable[[Input, RunOptions | None, TextCallback, CancelToken], RunResult]
+"""What runs the input: ``RKLLMRuntime.run`` or a drop-in (the constrained decoder)."""
 
 _DONE = object()
 ABORT_RETRY_S = 0.05
@@ -33,6 +37,7 @@ class AsyncStream:
         input_: Input,
         options: RunOptions | None = None,
         executor: Executor | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.result: RunResult | None = None
         self._runtime = runtime
@@ -42,7 +47,7 @@ class AsyncStream:
         self._wakeup_pending = False
         self._token = CancelToken()
         self._future = self._loop.run_in_executor(
-            executor, runtime.run, input_, options, self._push, self._token
+            executor, runner or runtime.run, input_, options, self._push, self._token
         )
         self._future.add_done_callback(lambda _: self._queue.put_nowait(_DONE))
 

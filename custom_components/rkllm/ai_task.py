@@ -54,7 +54,7 @@ class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
     async def _async_generate_data(
         self, task: ai_task.GenDataTask, chat_log: conversation.ChatLog
     ) -> ai_task.GenDataTaskResult:
-        """Generate; with a structure, ask for JSON, validate it, and retry once."""
+        """Generate; with a structure, ask for JSON under its schema, validate it, and retry once."""
         _refuse_attachments(task.attachments)
         if not task.structure:
             await self._async_handle_chat_log(chat_log)
@@ -68,7 +68,7 @@ class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):
         for _ in range(retry.ATTEMPTS):
             if error is not None:
                 chat_log.async_add_user_content(conversation.UserContent(error.correction()))
-            await self._async_handle_chat_log(chat_log, system_suffix=suffix)
+            await self._async_handle_chat_log(chat_log, system_suffix=suffix, output_schema=schema)
             text = _last_text(chat_log)
             try:
                 data = structured.parse_reply(text, schema)

@@ -225,8 +225,12 @@ class RKLLMBaseLLMEntity(Entity):
         system_suffix: str = "",
         action_speech: bool = False,
         language: str | None = None,
+        output_schema: dict[str, Any] | None = None,
     ) -> None:
         """Generate the answer to a chat log, running tools for at most MAX_TOOL_ITERATIONS rounds.
+
+        With ``output_schema``, the answer must be JSON that follows it (decoded under it where the
+        engine can).
 
         With ``action_speech``, tool calls that only acted are confirmed in Home Assistant's words.
         With ``language``, a turn the model leaves without words ends with the integration's own.
@@ -247,6 +251,7 @@ class RKLLMBaseLLMEntity(Entity):
                 sampling=sampling_of(dict(options), bool(tools)),
                 max_history_turns=int(options.get(CONF_MAX_HISTORY, DEFAULT_MAX_HISTORY)),
                 context=volatile,
+                output_schema=output_schema,
             )
             made = calls_made(chat_log)
             result = await self._async_generate(chat_log, request, made)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rkllm_runtime.errors import AbortedError
+from rkllm_runtime.errors import AbortedError, RKLLMError
 from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback
 from rkllm_runtime.types import (
     Input,
@@ -33,8 +33,8 @@ from rkllm_runtime.types import (
     TopLogprob,
 )
 
-from .messages import ToolSpec
-from .vocabulary import Vocabulary
+from .messages import ChatRequest, ToolSpec
+from .vocabulary import TOKENIZER_FILE, Vocabulary, VocabularyError, load_vocabulary, tokenizer_file
 
 TOP_LOGPROBS_MAX = 20
 """Alternatives a position reports at most (OpenAI's limit)."""
@@ -212,7 +212,7 @@ class ConstrainedDecoder:
                 allowed = np.unpackbits(bits, bitorder="little")[: values.shape[0]].astype(bool)
                 values[~allowed] = -np.inf
             chosen = choose(values, sampling, self._rng)
-            if top_logprobs is not None:
+            if top_logprobs is not None and chosen != end:  # the end of the turn is no token of the reply
                 reply.note(logits, chosen, top)
             feed = [chosen]
             if matcher is not None and chosen != end:
@@ -247,3 +247,48 @@ class ConstrainedDecoder:
             memory_usage_mb=max(p.memory_usage_mb for p in [prompt, *later]),
         )
         return RunResult("".join(reply.chunks), perf, tuple(reply.logprobs))
+
+
+def request_grammar(request: ChatRequest, vocabulary: Vocabulary) -> str | None:
+    """The grammar a request's reply must follow (None: free, for log-probabilities alone).
+
+    With a schema and tools, a call of any tool is allowed instead of the JSON (it is run first).
+    """
+    if request.call_tools:
+        return tool_call_grammar(request.tools, request.call_tools, vocabulary)
+    if request.output_schema is None:
+        return None
+    if not request.tools:
+        return json_grammar(request.output_schema)
+    calls = tool_call_grammar(request.tools, [tool.name for tool in request.tools], vocabulary)
+    return (
+        "start: answer | call_turn\n"
+        + _lark_json("answer", request.output_schema)
+        + calls.replace("start:", "call_turn:", 1)
+    )
+
+
+def prepare_decoder(runtime: RKLLMRuntime) -> ConstrainedDecoder | str:
+    """A decoder for ``runtime``, or why it cannot have one (checks run once per load: runs twice).
+
+    The checks: the model's vocabulary is beside it, the runtime can report its KV cache size,
+    a logits run with ``keep_history`` keeps its input, and the vocabulary fits the logits.
+    The conversation in the KV cache is cleared (the system section stays).
+    """
+    if tokenizer_file(runtime.model_path) is None:
+        return f"no {TOKENIZER_FILE} beside {runtime.model_path.name} (the base model's vocabulary)"
+    if not runtime.library.has("rkllm_get_kv_cache_size"):
+        return (
+            "this runtime cannot report its KV cache size (no rkllm_get_kv_cache_size), so whether a "
+            "logits run keeps its input cannot be checked"
+        )
+    try:
+        kept, width = logits_keep_input(runtime)
+    except RKLLMError as err:
+        return f"the runtime's logits mode failed: {err}"
+    if not kept:
+        return "the runtime does not keep a logits run's input in its KV cache with keep_history"
+    try:
+        return ConstrainedDecoder(runtime, load_vocabulary(runtime.model_path, width))
+    except VocabularyError as err:
+        return str(err)

@@ -23,7 +23,7 @@ from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
-from rkllm_runtime.aio import AsyncStream
+from rkllm_runtime.aio import AsyncStream, Runner
 from rkllm_runtime.errors import (
     AbortedError,
     BusyError,
@@ -32,9 +32,10 @@ from rkllm_runtime.errors import (
     RKLLMError,
     RunError,
 )
-from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, encode_text
-from rkllm_runtime.types import PerfStats, RunOptions
+from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback, encode_text
+from rkllm_runtime.types import Input, PerfStats, RunOptions, RunResult, TokenLogprob
 
+from .constrained import ConstrainedDecoder, GrammarError, prepare_decoder, request_grammar
 from .evaluate import EvaluationRequest, EvaluationResult, run_evaluation
 from .evaluate import system_prompt as evaluation_system_prompt
 from .events import ChatEvent, ChatResult, Finished, MalformedToolCall, TextDelta, ToolCallDelta
@@ -111,6 +112,10 @@ class EngineStats:
     """Of the last request, None when it succeeded."""
     context_room: int | None = None
     """Tokens (estimated) the last request's system prompt and tools left in the context."""
+    constrained: bool | None = None
+    """Whether output that must follow a grammar is decoded under it (None: not needed yet)."""
+    constrained_note: str = ""
+    """Why not: then such output is checked and asked for again instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,9 @@ class _Round:
     malformed: MalformedToolCall | None = None
     perf: PerfStats = field(default_factory=PerfStats)
     prompt_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+    constrained: bool = False
+    """Decoded under the request's grammar."""
     decoding: bool = False
     """A token came: the runtime read the whole input (what it says may still be held back)."""
 
@@ -173,6 +181,7 @@ class ChatEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rkllm")
         self._model_identity: str | None = None  # read on the engine thread when first needed
         self._prompt_cache_loaded = False
+        self._decoder: ConstrainedDecoder | None = None
 
     @property
     def closed(self) -> bool:
@@ -263,6 +272,7 @@ class ChatEngine:
                 raise ClosedError("the model was unloaded")
             rounds: list[_Round] = []
             messages = list(request.messages)
+            decoder = await self._constrained_decoder() if request.constrained else None
             for attempt in range(request.malformed_call_retries + 1):
                 step = plan(
                     self.kv_cache,
@@ -273,7 +283,7 @@ class ChatEngine:
                 self._set_state(EngineState.PREFILLING)
                 said = _Round(step, await self._in_executor(self._prepare, request, step))
                 try:
-                    async for event in self._run(request, said):
+                    async for event in self._run(request, said, decoder):
                         yield event
                 except RunError as err:
                     # The runtime says an input is too long only by failing while it reads it.
@@ -368,8 +378,63 @@ class ChatEngine:
             )
         self.stats.context_room = room
 
-    async def _run(self, request: ChatRequest, said: _Round) -> AsyncGenerator[ChatEvent]:
-        """One run of the runtime: stream and parse, then record what the cache holds."""
+    async def _constrained_decoder(self) -> ConstrainedDecoder | None:
+        """The decoder, checked once per load; without one, says why once (engine state: on the loop)."""
+        if self.stats.constrained is None:
+            prepared = await self._in_executor(prepare_decoder, self.runtime)
+            self.kv_cache = self.kv_cache.without_conversation()  # the check cleared it
+            if isinstance(prepared, str):
+                self.stats.constrained, self.stats.constrained_note = False, prepared
+                _LOGGER.warning(
+                    "%s: output that must follow a grammar (JSON, a schema, a required tool call) is "
+                    "checked and asked for again instead of decoded under the grammar: %s",
+                    self.runtime.model_path.name,
+                    prepared,
+                )
+            else:
+                self.stats.constrained, self._decoder = True, prepared
+        return self._decoder
+
+    def _decoding(self, decoder: ConstrainedDecoder, request: ChatRequest) -> Runner:
+        """A drop-in for ``RKLLMRuntime.run`` that decodes the request's reply under its grammar.
+
+        The decoder appends to the cache: a ``keep_history=0`` plan is brought back to the system
+        section afterwards, as the runtime itself does after such a run.
+        """
+        grammar = request_grammar(request, decoder.vocabulary)
+
+        def run(
+            input_: Input, options: RunOptions | None, on_text: TextCallback, token: CancelToken
+        ) -> RunResult:
+            options = options or RunOptions()
+            try:
+                if grammar is not None:
+                    decoder.matcher(grammar)
+            except GrammarError as err:
+                _LOGGER.warning(
+                    "The grammar library cannot compile this request's schema (%s): checking instead", err
+                )
+                return self.runtime.run(input_, options, on_text, token)
+            try:
+                return decoder.run(
+                    input_,
+                    grammar,
+                    sampling=options.sampling,
+                    max_new_tokens=options.max_new_tokens,
+                    top_logprobs=request.top_logprobs,
+                    on_text=on_text,
+                    token=token,
+                )
+            finally:
+                if not options.keep_history and not self.closed:
+                    self.runtime.clear_kv_cache(keep_system_prompt=True)
+
+        return run
+
+    async def _run(
+        self, request: ChatRequest, said: _Round, decoder: ConstrainedDecoder | None = None
+    ) -> AsyncGenerator[ChatEvent]:
+        """One run of the runtime (or the decoder): stream and parse, then record what the cache holds."""
         step, prepared = said.step, said.prepared
         if prepared.loaded_prompt_cache:
             self._prompt_cache_loaded = True
@@ -377,7 +442,9 @@ class ChatEngine:
         self.kv_cache = before.without_conversation()  # until the run has succeeded
         parser = StreamParser([tool.name for tool in request.tools])
         stop = StopFilter(request.stop)
-        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor)
+        runner = self._decoding(decoder, request) if decoder is not None else None
+        said.constrained = decoder is not None and request_grammar(request, decoder.vocabulary) is not None
+        run = AsyncStream(self.runtime, step.input, prepared.options, self._executor, runner)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
         try:
             async with run:  # leaving early (a stop string) aborts the run
@@ -400,13 +467,16 @@ class ChatEngine:
             finished = True  # the runtime ends an aborted run normally, file included
             raise
         finally:
-            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, finished)
+            # The decoder's logits runs save no prompt-cache file.
+            saved = finished and decoder is None
+            kv_tokens = await self._in_executor(self._after_run, prepared.save_prompt_cache, saved)
         if run.result is None:  # stopped at a stop string: the runtime reports no figures
             said.perf = PerfStats(generate_tokens=len(said.text))
             said.prompt_tokens = max((kv_tokens or 0) - len(said.text), 0)
             self.stats.kv_tokens = kv_tokens or 0
             return
         said.perf = perf = run.result.perf
+        said.logprobs = run.result.logprobs
         if prepared.options.keep_history:
             held = before.kv_tokens if step.reset is KVReset.NONE and before.in_kv else 0
             context = (
@@ -504,6 +574,8 @@ class ChatEngine:
             cache_hit=hit,
             kv_tokens=self.stats.kv_tokens,
             runs=len(rounds),
+            logprobs=tuple(item for said in rounds for item in said.logprobs),
+            constrained=any(said.constrained for said in rounds),
         )
         # The caller sends the conversation back as it saw it: without the rounds that retried a call.
         self.kv_cache = replace(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rkllm_runtime.types import PerfStats
+from rkllm_runtime.types import PerfStats, TokenLogprob, TopLogprob
 
 from .messages import ToolCall
 
@@ -62,6 +62,10 @@ class ChatResult:
     kv_tokens: int
     """Tokens in the KV cache afterwards."""
     runs: int = 1
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """Per reply token, when the request asked for them (``top_logprobs``)."""
+    constrained: bool = False
+    """The reply was decoded under the request's grammar (JSON, schema or required call)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
@@ -77,6 +81,12 @@ class ChatResult:
                 **data,
                 "tool_calls": tuple(ToolCall(**call) for call in data["tool_calls"]),
                 "perf": PerfStats(**data["perf"]),
+                "logprobs": tuple(
+                    TokenLogprob(
+                        item["token"], item["logprob"], tuple(TopLogprob(**top) for top in item["top"])
+                    )
+                    for item in data.get("logprobs", ())
+                ),
             }
         )
 

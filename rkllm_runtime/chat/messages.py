@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,6 +86,17 @@ class ChatRequest:
     context: str = ""
     """Volatile text (the current time) sent ahead of the new user messages, never cached with
     the system prompt."""
+    output_schema: Mapping[str, Any] | None = None
+    """The reply must be JSON that follows this schema (or, with tools, call one of them)."""
+    call_tools: Sequence[str] = ()
+    """The reply must call one of these tools (OpenAI's ``tool_choice`` required or named)."""
+    top_logprobs: int | None = None
+    """Report each reply token's log-probability with this many alternatives (None: none)."""
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the reply is best decoded from logits: under a grammar, or with log-probabilities."""
+        return self.output_schema is not None or bool(self.call_tools) or self.top_logprobs is not None
 
 
 def lean_schema(schema: Any) -> Any:

@@ -1,8 +1,10 @@
 """Structured output: the schema in the prompt, the reply validated, one retry with the error.
 
 The one implementation behind Ollama's ``format``, OpenAI's ``response_format`` and Home
-Assistant's AI-task ``structure``. Schemas are JSON Schema, checked with ``jsonschema``, which is
-imported on first use: rkllm-server's start and most requests never need it.
+Assistant's AI-task ``structure``. The request carries the schema, so an engine that can decode
+under a grammar does (:mod:`.constrained`); the check and the retry remain for one that cannot.
+Schemas are JSON Schema, checked with ``jsonschema``, which is imported on first use:
+rkllm-server's start and most requests never need it.
 """
 
 from __future__ import annotations
@@ -96,5 +98,5 @@ async def answer(
     def check(result: ChatResult) -> Any:
         return None if result.tool_calls else parse_reply(result.text, schema)
 
-    asked = replace(request, system_prompt=request.system_prompt + instruction(schema))
+    asked = replace(request, system_prompt=request.system_prompt + instruction(schema), output_schema=schema)
     return await ask_fit(ask, asked, check)

@@ -1,7 +1,9 @@
 """A reply that must call a tool (OpenAI's ``tool_choice`` "required" or a named tool).
 
-The system prompt asks for the call; a reply without it is retried once, told so
-(:mod:`.retry`), and :class:`MissingCallError` is raised when the retry has none either.
+The system prompt asks for the call and the request names the tools, so an engine that can decode
+under a grammar makes the reply that call (:mod:`.constrained`). Otherwise a reply without it is
+retried once, told so (:mod:`.retry`), and :class:`MissingCallError` is raised when the retry has
+none either.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ async def answer_with_call(
         if not any(call.name in names for call in result.tool_calls):
             raise MissingCallError(names)
 
-    asked = replace(request, system_prompt=request.system_prompt + instruction(names))
+    asked = replace(
+        request, system_prompt=request.system_prompt + instruction(names), call_tools=tuple(names)
+    )
     result, _ = await ask_fit(ask, asked, check)
     return result

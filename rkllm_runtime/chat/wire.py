@@ -60,6 +60,9 @@ def request_from_dict(data: object) -> ChatRequest:
             malformed_call_retries=_field(data, "malformed_call_retries", int, 1),
             stop=tuple(_strings(_field(data, "stop", list, []), "stop")),
             context=_field(data, "context", str, ""),
+            output_schema=_field(data, "output_schema", dict, None),
+            call_tools=tuple(_strings(_field(data, "call_tools", list, []), "call_tools")),
+            top_logprobs=_field(data, "top_logprobs", int, None),
         )
     except TypeError as err:  # an unknown sampling field
         raise WireError(f"not a chat request: {err}") from err
@@ -150,6 +153,8 @@ def stats_from_dict(data: dict[str, Any]) -> EngineStats:
         cache_hits=int(data.get("cache_hits", 0)),
         cache_misses=int(data.get("cache_misses", 0)),
         malformed_calls=int(data.get("malformed_calls", 0)),
+        constrained=data.get("constrained"),
+        constrained_note=str(data.get("constrained_note", "")),
         kv_tokens=int(data.get("kv_tokens", 0)),
         context_room=data.get("context_room"),
         last=ChatResult.from_dict(last) if last else None,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rkllm_runtime import AbortedError, CancelToken, Prompt, RKLLMRuntime, Sampling
+from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatResult, KVMode, Message
 from rkllm_runtime.chat.constrained import (
     ConstrainedDecoder,
     GrammarError,
@@ -18,6 +21,8 @@ from rkllm_runtime.chat.constrained import (
     tool_call_grammar,
 )
 from rkllm_runtime.chat.messages import ToolSpec
+from rkllm_runtime.chat.structured import InvalidReplyError, answer
+from rkllm_runtime.chat.tool_choice import MissingCallError, answer_with_call
 from rkllm_runtime.chat.vocabulary import VocabularyError, load_vocabulary
 from rkllm_runtime.emulator import Rule
 from tests.conftest import ModelFactory, call
@@ -144,7 +149,7 @@ def test_logprobs_of_the_chosen_tokens_and_their_alternatives(open_decoder: type
 
 def test_sampling_with_a_temperature_stays_within_the_grammar(open_decoder: type[ConstrainedDecoder]) -> None:
     decoder = open_decoder(Rule(reply='{"state": "maybe"}'))
-    sampling = Sampling(temperature=5.0, top_k=50, top_p=0.99)
+    sampling = Sampling(temperature=1.0, top_k=5, top_p=0.9)
     states = {
         json.loads(decoder.run(Prompt("switch"), json_grammar(SWITCH), sampling=sampling).text)["state"]
     }
@@ -187,3 +192,117 @@ def test_a_vocabulary_wider_than_the_logits(make_model: ModelFactory, qwen_vocab
     model = make_model(Rule(reply="ok"))
     with pytest.raises(VocabularyError, match=r"has 151936 tokens but the model's logits have 32000"):
         load_vocabulary(model, 32000)
+
+
+# ---------------------------------------------------------------- through the chat engine
+
+SYSTEM = "You are a voice assistant."
+ENGINE_RULES = (
+    Rule(match="how are you", reply="Fine, thanks."),  # first: a re-sent history holds earlier words
+    Rule(match="switch", reply='Sure! {"state": "maybe"}'),
+    Rule(match="lights", reply="I would rather chat about the weather."),
+    Rule(reply="Fine, thanks."),
+)
+
+
+@pytest.fixture
+async def make_engine(
+    emulator_library: Path, make_model: ModelFactory
+) -> AsyncIterator[Callable[..., ChatEngine]]:
+    engines: list[ChatEngine] = []
+
+    def factory(kv_mode: KVMode = KVMode.CONSERVATIVE, **fields: object) -> ChatEngine:
+        runtime = RKLLMRuntime.open(emulator_library, make_model(*ENGINE_RULES, **fields))
+        engines.append(ChatEngine(runtime, kv_mode=kv_mode))
+        return engines[-1]
+
+    yield factory
+    for engine in engines:
+        await engine.aclose()
+
+
+async def asked(engine: ChatEngine, request: ChatRequest) -> ChatResult:
+    async with engine.chat(request) as stream:
+        async for _ in stream:
+            pass
+    assert stream.result is not None
+    return stream.result
+
+
+def turn(text: str, **fields: Any) -> ChatRequest:
+    return ChatRequest(SYSTEM, [Message("user", text)], conversation_id="c", **fields)
+
+
+async def test_engine_answers_a_schema_in_one_run(
+    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+) -> None:
+    engine = make_engine()
+    result, data = await answer(partial(asked, engine), turn("switch"), SWITCH)
+    assert data["state"] in {"on", "off"}
+    assert (result.runs, result.constrained) == (1, True)
+    assert engine.stats.constrained is True
+
+
+async def test_engine_makes_a_required_call(
+    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+) -> None:
+    engine = make_engine()
+    result = await answer_with_call(partial(asked, engine), turn("lights", tools=TOOLS), ["HassTurnOff"])
+    assert [call.name for call in result.tool_calls] == ["HassTurnOff"]
+    assert isinstance(result.tool_calls[0].arguments["name"], str)
+    assert result.constrained
+
+
+@pytest.mark.parametrize("kv_mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
+async def test_engine_keeps_the_cache_right_after_a_constrained_turn(
+    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path, kv_mode: KVMode
+) -> None:
+    engine = make_engine(kv_mode)
+    conversation = [Message("user", "switch")]
+    first = await asked(engine, turn("switch", output_schema=SWITCH))
+    conversation += [Message("assistant", first.text), Message("user", "how are you")]
+    follow_up = await asked(engine, ChatRequest(SYSTEM, conversation, conversation_id="c"))
+    assert follow_up.text == "Fine, thanks."
+    if kv_mode is KVMode.REUSE:  # the constrained reply stayed in the cache, closed as a generated one
+        assert follow_up.cache_hit
+        assert (
+            follow_up.prompt_tokens
+            == first.prompt_tokens + first.perf.generate_tokens + follow_up.perf.prefill_tokens
+        )
+    else:  # back to the system section, as after any keep_history=0 run
+        assert engine.runtime.kv_cache_size() == follow_up.prompt_tokens - follow_up.perf.prefill_tokens
+
+
+async def test_engine_gives_log_probabilities(
+    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+) -> None:
+    engine = make_engine()
+    result = await asked(engine, turn("hello", top_logprobs=2))
+    assert result.text == "Fine, thanks."
+    assert "".join(item.token for item in result.logprobs) == "Fine, thanks."
+    assert not result.constrained
+
+
+async def test_without_a_vocabulary_the_engine_checks_and_asks_again(
+    make_engine: Callable[..., ChatEngine], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine()
+    with pytest.raises(InvalidReplyError):
+        await answer(partial(asked, engine), turn("switch"), SWITCH)
+    assert engine.stats.constrained is False
+    assert (
+        engine.stats.constrained_note == "no tokenizer.json beside model1.rkllm (the base model's vocabulary)"
+    )
+    await asked(engine, turn("switch", output_schema=SWITCH))
+    assert caplog.text.count("checked and asked for again instead") == 1  # said once
+
+
+async def test_when_logits_runs_keep_nothing_the_engine_checks_and_asks_again(
+    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+) -> None:
+    engine = make_engine(logits_history="drop")
+    with pytest.raises(MissingCallError):
+        await answer_with_call(partial(asked, engine), turn("lights", tools=TOOLS), ["HassTurnOff"])
+    assert engine.stats.constrained is False
+    assert "does not keep a logits run's input" in engine.stats.constrained_note
+    assert engine.stats.requests == 2  # the answer and the retry, generated as before

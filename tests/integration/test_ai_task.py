@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import probatio as vol
 import pytest
 from homeassistant.components import ai_task
@@ -44,6 +46,18 @@ async def test_structured_output_that_never_validates(
         await ai_task.async_generate_data(
             hass, task_name="count", entity_id=TASK, instructions="How many?", structure=structure
         )
+
+
+@IN_EVERY_MODE
+async def test_structured_output_under_the_schema_with_the_models_vocabulary(
+    hass: HomeAssistant, qwen_vocabulary: Path, init_integration: MockConfigEntry
+) -> None:
+    """The request above that never validates, with the model's tokenizer.json beside it."""
+    structure = vol.Schema({vol.Required("count"): int})
+    result = await ai_task.async_generate_data(
+        hass, task_name="count", entity_id=TASK, instructions="How many?", structure=structure
+    )
+    assert isinstance(result.data["count"], int)
 
 
 async def test_without_evaluations_in_home_assistant_the_entity_generates_data_only(
