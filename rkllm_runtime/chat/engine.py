@@ -378,6 +378,19 @@ class ChatEngine:
             )
         self.stats.context_room = room
 
+    async def why_not_decoded(self) -> str | None:
+        """Why replies cannot be decoded from logits here, or None when they can.
+
+        Checked once per load (:attr:`EngineStats.constrained`), queued like a request.
+        """
+        if self.stats.constrained is None and not self.closed:
+            await self._queue()
+            try:
+                await self._constrained_decoder()
+            finally:
+                self._lock.release()
+        return None if self.stats.constrained else self.stats.constrained_note
+
     async def _constrained_decoder(self) -> ConstrainedDecoder | None:
         """The decoder, checked once per load; without one, says why once (engine state: on the loop)."""
         if self.stats.constrained is None:
