@@ -32,7 +32,7 @@ from rkllm_runtime.chat.wire import (
 )
 from rkllm_runtime.contract import ERRORS, ErrorKind
 from rkllm_runtime.errors import ContextOverflowError, RKLLMError
-from rkllm_runtime.types import PerfStats, Sampling
+from rkllm_runtime.types import PerfStats, Sampling, TokenLogprob, TopLogprob
 
 CALL = ToolCall("HassTurnOn", {"name": "Kitchen light"}, id="call_1")
 
@@ -54,6 +54,7 @@ def test_a_request_round_trips() -> None:
         malformed_call_retries=0,
         stop=("Goodbye",),
         context="It is 08:30 on Thursday.",
+        top_logprobs=2,
     )
     again = request_from_dict(json.loads(json.dumps(request_to_dict(request))))
     assert again == request
@@ -67,6 +68,18 @@ def test_a_request_round_trips() -> None:
         ToolCallDelta(CALL),
         MalformedToolCall('{"name": HassTurnOn}', "not JSON"),
         Finished(ChatResult("Hi", (CALL,), PerfStats(1.5, 10, 2.5, 3, 100.0), 500, 490, True, 503)),
+        Finished(
+            ChatResult(
+                "Hi",
+                (),
+                PerfStats(),
+                9,
+                0,
+                False,
+                11,
+                logprobs=(TokenLogprob("Hi", -0.25, (TopLogprob("Hi", -0.25), TopLogprob("Hello", -1.5))),),
+            )
+        ),
     ],
 )
 def test_events_round_trip(event: object) -> None:

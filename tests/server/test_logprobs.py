@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import ollama
 import openai
 import pytest
 
+from rkllm_runtime.chat import ChatRequest, Message
+from rkllm_runtime.client import RemoteEngine
 from tests.server.conftest import MODEL, RunningServer, StartServer
 
 REPLY = "Hello! How can I help?"  # what the model file answers "hi" with
@@ -103,3 +106,16 @@ def test_logprobs_fields_out_of_range_are_400_naming_them(
     assert (openai_error.status_code, openai_error.json()["error"]["message"]) == (400, error)
     ollama_error = server.http("POST", "/api/chat", json=body)
     assert (ollama_error.status_code, ollama_error.json()) == (400, {"error": error})
+
+
+async def test_the_remote_engine_receives_them_whole(decoding: RunningServer) -> None:
+    """What the integration's child process and server modes read over the native stream."""
+    async with aiohttp.ClientSession() as session:
+        engine = RemoteEngine(session, decoding.url, MODEL, None)
+        request = ChatRequest("", [Message("user", "hi")], top_logprobs=1)
+        async with engine.chat(request) as stream:
+            async for _ in stream:
+                pass
+    assert stream.result is not None
+    assert "".join(token.token for token in stream.result.logprobs) == REPLY
+    assert all(len(token.top) == 1 for token in stream.result.logprobs)
