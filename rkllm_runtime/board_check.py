@@ -2,7 +2,8 @@
 
 It reads the library's release and exported functions, loads a model, and runs the probes
 that settle what the vendor does not document: whether ``keep_history=1`` appends, whether
-range clearing is refused, whether setting the system prompt clears the cache, whether a
+a logits-mode run with ``keep_history=1`` keeps its input (what decoding under a grammar needs),
+whether range clearing is refused, whether setting the system prompt clears the cache, whether a
 loaded prompt cache is reused by prefix detection, and the time to first token at several
 prompt lengths.
 
@@ -15,16 +16,18 @@ import argparse
 import platform
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .chat.constrained import logits_keep_input
 from .errors import RKLLMError
 from .library import embedded_version, find_library, load_library
 from .releases import FUNCTIONS_1_2_1, RELEASES
 from .runtime import RKLLMRuntime
 from .system import available_memory_mb
-from .types import ModelParams, Prompt, RunOptions, RunResult
+from .types import ModelParams, Prompt, RunOptions, RunResult, Tokens
 
 SYSTEM = "You are a voice assistant for a smart home. Answer in one short sentence."
 PROMPT_LENGTHS = (128, 1000, 2700)
@@ -107,6 +110,28 @@ def probe_keep_history(report: Report, runtime: RKLLMRuntime) -> None:
         report.add(f"- appended: {verdict}")
         runtime.clear_kv_cache(keep_system_prompt=True)
         report.add(f"- after clear_kv_cache(keep_system_prompt=1): kv cache {runtime.kv_cache_size()}")
+
+
+def probe_logits_cache(report: Report, runtime: RKLLMRuntime) -> None:
+    """Whether a logits-mode run with keep_history=1 keeps its input in the cache (the engine's own check)."""
+    with report.probe("Logits mode with keep_history=1 keeps its input"):
+        kept, width = logits_keep_input(runtime)
+        report.add(f"- logits width: {width}")
+        decode = run_text(runtime, "Count from one to ten.").perf
+        started = time.perf_counter()
+        fed = runtime.logits(Tokens([0]), keep_history=True).perf
+        wall = (time.perf_counter() - started) * 1000
+        step = 1000 / decode.decode_tokens_per_second if decode.decode_tokens_per_second else 0.0
+        report.add(
+            f"- a one-token logits run: {wall:.1f} ms from the call to its return (the runtime reports "
+            f"{fed.prefill_time_ms:.1f} ms); a decode step: {step:.1f} ms"
+        )
+        runtime.clear_kv_cache(keep_system_prompt=True)
+        report.add(
+            "- kept: yes (replies that must follow a grammar are decoded under it)"
+            if kept
+            else "- kept: NO (replies that must follow a grammar are checked and asked for again instead)"
+        )
 
 
 def probe_range_clear(report: Report, runtime: RKLLMRuntime) -> None:
@@ -218,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         report.add(f"- rkllm_createDefaultParam(): {', '.join(f'{k}={v}' for k, v in defaults.items())}")
         report.add(f"\n### Model\n- `{args.model.name}` loaded with max_context_len {args.context}")
         probe_keep_history(report, runtime)
+        probe_logits_cache(report, runtime)
         probe_range_clear(report, runtime)
         probe_system_change(report, runtime)
     with tempfile.TemporaryDirectory() as tmp:

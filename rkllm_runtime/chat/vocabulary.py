@@ -73,7 +73,10 @@ def load_vocabulary(model_path: Path, width: int) -> Vocabulary:
 
 
 def _read(path: Path, width: int) -> Vocabulary:
-    from llguidance import LLTokenizer  # noqa: PLC0415 - a native module, loaded when first needed
+    try:
+        from llguidance import LLTokenizer  # noqa: PLC0415 - a native module, loaded when first needed
+    except ImportError as err:  # a platform without its wheel (musl), installed without dependencies
+        raise VocabularyError(f"the grammar library llguidance cannot be loaded: {err}") from err
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

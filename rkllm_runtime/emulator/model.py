@@ -96,9 +96,11 @@ class EmulatedModel:
             f"target_platform {self.target_platform}",
             f"npu_core_num {self.npu_core_num}",
             f"model_dtype {self.model_dtype}",
-            f"logits_history {self.logits_history}",
-            f"run_overhead_ms {self.run_overhead_ms}",
         ]
+        if self.logits_history != "keep":
+            lines.append(f"logits_history {self.logits_history}")
+        if self.run_overhead_ms:
+            lines.append(f"run_overhead_ms {self.run_overhead_ms}")
         if self.toolkit_version:
             lines.append(f"toolkit_version {self.toolkit_version}")
         if self.system:

@@ -42,6 +42,8 @@ class CatalogEntry:
     decode_tps: float | None = None
     memory_basis: str = ""
     size_basis: str = ""
+    tokenizer_repo: str | None = None
+    """The base model's repository: its ``tokenizer.json`` is this file's vocabulary."""
 
     @property
     def size_mb(self) -> float:

@@ -3,15 +3,20 @@
 ``huggingface_hub`` resumes an interrupted transfer, sends the token, honours ``HF_ENDPOINT`` and
 offline mode, but trusts the hub's ETag: the file's SHA-256 is computed here and compared with the
 one the hub announces for LFS files. What was downloaded is recorded (``.downloads.json`` in the
-models folder) so that a file re-uploaded under the same name is noticed.
+models folder) so that a file re-uploaded under the same name is noticed. For a catalog model, the
+base model's ``tokenizer.json`` is saved beside it as ``MODEL.tokenizer.json`` (the vocabulary the
+constrained decoder reads); without it, replies that must follow a grammar are checked instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +32,14 @@ from rkllm_runtime.errors import (
 )
 
 from .board import free_bytes
+from .catalog import load_catalog
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+_LOGGER = logging.getLogger(__name__)
 RECORDS = ".downloads.json"
+TOKENIZER_FILE = "tokenizer.json"
 DISK_MARGIN = 64 * 2**20  # left free besides the file
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REPO = re.compile(r"[\w.-]+/[\w.-]+")
@@ -216,7 +224,44 @@ def download_model(
         )
     model = DownloadedModel(path, repo, file, found, path.stat().st_size, meta.commit_hash, time.time(), name)
     _record(models_dir, model)
+    fetch_tokenizer(repo, file, models_dir, token=token, endpoint=endpoint)
     return model
+
+
+def fetch_tokenizer(
+    repo: str, file: str, models_dir: Path, *, token: str | None, endpoint: str | None
+) -> Path | None:
+    """Save the catalog model's base ``tokenizer.json`` as ``MODEL.tokenizer.json``; None when there is none.
+
+    Not having it is no failure: the model works, its structured replies are checked instead.
+    """
+    from huggingface_hub import hf_hub_download  # noqa: PLC0415 - as in download_model
+    from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415
+
+    base = next((e.tokenizer_repo for e in load_catalog() if (e.repo, e.file) == (repo, file)), None)
+    if base is None:
+        return None
+    target = models_dir / f"{Path(file).stem}.{TOKENIZER_FILE}"
+    try:
+        with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
+            fetched = hf_hub_download(
+                base,
+                TOKENIZER_FILE,
+                local_dir=tmp,
+                token=token,
+                endpoint=endpoint,
+                tqdm_class=_progress_bar(None, threading.Event()),  # no tqdm monitor thread left behind
+            )
+            shutil.move(fetched, target)
+    except (HfHubHTTPError, OSError) as err:
+        _LOGGER.warning(
+            "%s/%s could not be downloaded (%s): structured replies are checked instead",
+            base,
+            TOKENIZER_FILE,
+            err,
+        )
+        return None
+    return target
 
 
 def _downloaded(models_dir: Path, record: dict[str, Any]) -> DownloadedModel:

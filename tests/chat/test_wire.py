@@ -54,6 +54,8 @@ def test_a_request_round_trips() -> None:
         malformed_call_retries=0,
         stop=("Goodbye",),
         context="It is 08:30 on Thursday.",
+        output_schema={"type": "object", "properties": {"state": {"enum": ["on", "off"]}}},
+        call_tools=("HassTurnOn",),
         top_logprobs=2,
     )
     again = request_from_dict(json.loads(json.dumps(request_to_dict(request))))
@@ -70,14 +72,15 @@ def test_a_request_round_trips() -> None:
         Finished(ChatResult("Hi", (CALL,), PerfStats(1.5, 10, 2.5, 3, 100.0), 500, 490, True, 503)),
         Finished(
             ChatResult(
-                "Hi",
+                "on",
                 (),
-                PerfStats(),
-                9,
-                0,
-                False,
-                11,
-                logprobs=(TokenLogprob("Hi", -0.25, (TopLogprob("Hi", -0.25), TopLogprob("Hello", -1.5))),),
+                PerfStats(1.5, 10, 2.5, 1, 100.0),
+                500,
+                490,
+                True,
+                503,
+                logprobs=(TokenLogprob("on", -0.5, (TopLogprob("on", -0.5), TopLogprob("off", -1.2))),),
+                constrained=True,
             )
         ),
     ],
@@ -139,6 +142,17 @@ def test_an_error_without_a_known_kind_is_left_to_its_status() -> None:
 
 def test_stats_survive() -> None:
     result = ChatResult("hi", (CALL,), PerfStats(1.0, 2, 3.0, 4, 5.0), 10, 8, True, 12)
-    stats = EngineStats(3, 2, 1, 1, 12, result, "the runtime failed", context_room=300)
+    stats = EngineStats(
+        3,
+        2,
+        1,
+        1,
+        12,
+        result,
+        "the runtime failed",
+        context_room=300,
+        constrained=False,
+        constrained_note="no",
+    )
     assert stats_from_dict(json.loads(json.dumps(stats_to_dict(stats)))) == stats
     assert stats_from_dict({}) == EngineStats()

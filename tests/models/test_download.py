@@ -15,6 +15,7 @@ from rkllm_runtime.errors import (
     DownloadError,
     InsufficientDiskError,
 )
+from rkllm_runtime.models.catalog import load_catalog
 from rkllm_runtime.models.download import RECORDS, Progress, download_model, read_records
 from tests.hub_server import COMMIT, Hub
 
@@ -146,3 +147,23 @@ def test_bad_names_are_refused_without_asking_the_hub(
 def test_an_unknown_file_is_named(hub: Hub, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match=f"{REPO} has no file missing.rkllm"):
         download_model(REPO, "missing.rkllm", tmp_path, endpoint=hub.url)
+
+
+def test_a_catalog_model_comes_with_its_base_models_vocabulary(hub: Hub, tmp_path: Path) -> None:
+    entry = next(e for e in load_catalog() if e.id == "qwen2.5-1.5b-rk3588-1.2.1")
+    assert entry.tokenizer_repo == "Qwen/Qwen2.5-1.5B-Instruct"
+    hub.add(entry.repo, entry.file, model_bytes())
+    hub.add(entry.tokenizer_repo, "tokenizer.json", b'{"model": {"vocab": {}}}')
+    model = download_model(entry.repo, entry.file, tmp_path, endpoint=hub.url)
+    saved = model.path.with_name(f"{model.path.stem}.tokenizer.json")
+    assert saved.read_bytes() == b'{"model": {"vocab": {}}}'
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        entry.file,
+        saved.name,
+    ]
+
+
+def test_a_model_outside_the_catalog_has_no_vocabulary_to_fetch(hub: Hub, tmp_path: Path) -> None:
+    hub.add(REPO, FILE, model_bytes())
+    download_model(REPO, FILE, tmp_path, endpoint=hub.url)
+    assert not list(tmp_path.glob("*.tokenizer.json"))

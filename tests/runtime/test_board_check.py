@@ -27,12 +27,23 @@ def test_report_of_a_supported_library(emulator_library: Path, make_model: Model
     assert "not exported: none" in report
     assert "top_k=40" in report  # the runtime's own defaults
     assert "- appended: yes" in report
+    assert "- logits width: 151936\n- a one-token logits run: " in report
+    assert "- kept: yes" in report
     assert "- refused (as documented)" in report
     assert "- clears the cache: no" in report
     assert "cache loaded, keep_history=0: prefill 10 of" in report  # only what follows the cached prefix
     assert "cache loaded, keep_history=1: prefill 828 of ~828" in report  # not used (as reported, #399)
     ttft_rows = [line for line in report.splitlines() if line.startswith("| ") and "prefill" not in line]
     assert [int(row.split("|")[1]) for row in ttft_rows] == [121, 993, 2693]
+
+
+def test_report_when_logits_runs_keep_nothing(emulator_library: Path, make_model: ModelFactory) -> None:
+    done = board_check("--library", str(emulator_library), "--model", str(make_model(logits_history="drop")))
+    assert done.returncode == 0, done.stderr
+    assert (
+        "- kept: NO (replies that must follow a grammar are checked and asked for again instead)"
+        in done.stdout
+    )
 
 
 def test_report_of_a_refused_release(make_model: ModelFactory) -> None:
