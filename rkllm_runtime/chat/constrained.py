@@ -154,14 +154,20 @@ class _Reply:
         return self.vocabulary.piece(token_id).decode(errors="replace")
 
 
+def _allowed(matcher: Any, width: int | None = None) -> npt.NDArray[np.bool_]:
+    """Which of the first ``width`` tokens (None: all) the grammar allows next."""
+    bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little")[:width].astype(bool)
+
+
 def _only_end(matcher: Any, end: int) -> bool:
     """Whether the grammar allows nothing but the end of the turn now."""
     if matcher.is_stopped():
         return True
     if not matcher.is_accepting():
         return False
-    bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
-    return int(np.unpackbits(bits).sum()) == 1 and bool(bits[end // 8] >> (end % 8) & 1)
+    allowed = _allowed(matcher)
+    return bool(allowed[end]) and int(np.count_nonzero(allowed)) == 1
 
 
 class ConstrainedDecoder:
@@ -208,9 +214,7 @@ class ConstrainedDecoder:
         while True:
             values = logits.values.copy()
             if matcher is not None:
-                bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
-                allowed = np.unpackbits(bits, bitorder="little")[: values.shape[0]].astype(bool)
-                values[~allowed] = -np.inf
+                values[~_allowed(matcher, values.shape[0])] = -np.inf
             chosen = choose(values, sampling, self._rng)
             if top_logprobs is not None and chosen != end:  # the end of the turn is no token of the reply
                 reply.note(logits, chosen, top)

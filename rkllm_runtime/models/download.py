@@ -186,6 +186,9 @@ def download_model(
         and known.get("repo") == repo
         and announced in (None, known["sha256"])
     ):
+        fetch_tokenizer(
+            repo, file, models_dir, token=token, endpoint=endpoint
+        )  # if an older download lacks it
         if name is not None and known.get("name") != name:
             _record(models_dir, model := _downloaded(models_dir, known | {"name": name}))
             return model
@@ -242,6 +245,8 @@ def fetch_tokenizer(
     if base is None:
         return None
     target = models_dir / f"{Path(file).stem}.{TOKENIZER_FILE}"
+    if target.is_file():
+        return target
     try:
         with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
             fetched = hf_hub_download(

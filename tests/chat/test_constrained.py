@@ -201,6 +201,7 @@ ENGINE_RULES = (
     Rule(match="how are you", reply="Fine, thanks."),  # first: a re-sent history holds earlier words
     Rule(match="switch", reply='Sure! {"state": "maybe"}'),
     Rule(match="lights", reply="I would rather chat about the weather."),
+    Rule(match="gate", reply=call("HassTurnOn", name="gate")),
     Rule(reply="Fine, thanks."),
 )
 
@@ -250,6 +251,16 @@ async def test_engine_makes_a_required_call(
     result = await answer_with_call(partial(asked, engine), turn("lights", tools=TOOLS), ["HassTurnOff"])
     assert [call.name for call in result.tool_calls] == ["HassTurnOff"]
     assert isinstance(result.tool_calls[0].arguments["name"], str)
+    assert result.constrained
+
+
+async def test_with_a_schema_and_tools_a_call_may_come_first(
+    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+) -> None:
+    engine = make_engine()
+    result, data = await answer(partial(asked, engine), turn("open the gate", tools=TOOLS), SWITCH)
+    assert data is None  # the caller runs the call, then asks again
+    assert [(call.name, call.arguments) for call in result.tool_calls] == [("HassTurnOn", {"name": "gate"})]
     assert result.constrained
 
 
