@@ -51,7 +51,6 @@ from homeassistant.helpers import llm
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
 from custom_components.rkllm import entity as entity_module
-from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import (
     CONF_MAX_NEW_TOKENS,
     DEFAULT_MAX_CONTEXT_LEN,
@@ -60,6 +59,7 @@ from custom_components.rkllm.const import (
     MODE_CHILD,
     MODE_IN_PROCESS,
 )
+from custom_components.rkllm.schemas import default_conversation_options
 from rkllm_runtime import ModelParams
 from rkllm_runtime.chat import ChatEvent, ChatStream, Finished, KVMode
 from rkllm_runtime.emulator import build_cached

@@ -48,11 +48,11 @@ from typing import Any
 import aiohttp
 
 from custom_components.rkllm.const import MODE_IN_PROCESS
-from custom_components.rkllm.engine import LocalEngine
+from custom_components.rkllm.local_engine import LocalEngine
 from rkllm_runtime.chat import ChatRequest, ChatStream, KVMode, TextDelta, ToolCallDelta
-from rkllm_runtime.client import RemoteEngine, ServerUnavailableError
 from rkllm_runtime.emulator import build_cached
 from rkllm_runtime.errors import BusyError, RKLLMError
+from rkllm_runtime.remote.client import RemoteEngine, ServerUnavailableError
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # the template's reader, shared with the tests
 sys.path.insert(0, str(Path(__file__).parent))

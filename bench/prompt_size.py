@@ -33,8 +33,8 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
 import custom_components.rkllm.entity as entity_module
-from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import DOMAIN, SUBENTRY_CONVERSATION
+from custom_components.rkllm.schemas import default_conversation_options
 from custom_components.rkllm.tools import ToolNames
 from rkllm_runtime import ModelParams, Prompt, RKLLMRuntime, RunOptions
 from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatStream, ToolSpec

@@ -44,9 +44,9 @@ from homeassistant import loader
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
 import custom_components.rkllm as integration
-from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import DOMAIN, SUBENTRY_CONVERSATION
-from custom_components.rkllm.engine import LocalEngine
+from custom_components.rkllm.local_engine import LocalEngine
+from custom_components.rkllm.schemas import default_conversation_options
 from rkllm_runtime import ModelParams, PerfStats, RKLLMRuntime
 from rkllm_runtime.chat import (
     ChatEngine,

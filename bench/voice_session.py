@@ -64,7 +64,6 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_test_home_assistant
 
-from custom_components.rkllm.config_flow import default_ai_task_options, default_conversation_options
 from custom_components.rkllm.const import (
     DOMAIN,
     MODE_IN_PROCESS,
@@ -73,6 +72,7 @@ from custom_components.rkllm.const import (
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
+from custom_components.rkllm.schemas import default_ai_task_options, default_conversation_options
 from rkllm_runtime import ModelParams
 from rkllm_runtime.chat import (
     ChatEngine,

@@ -5,7 +5,7 @@ package's top level is the typed API (:class:`RKLLMRuntime`, :class:`AsyncStream
 :mod:`rkllm_runtime.chat` is the chat engine (messages and tools in, typed events
 out, KV cache kept warm); :mod:`rkllm_runtime.models` gets a model that fits the board
 and checks it; :mod:`rkllm_runtime.server` serves it over HTTP
-(``rkllm-server``, needs the ``server`` extra), and :mod:`rkllm_runtime.client`
+(``rkllm-server``, needs the ``server`` extra), and :mod:`rkllm_runtime.remote.client`
 uses a model on such a server as if it were a local chat engine.
 """
 
@@ -29,8 +29,9 @@ from .errors import (
     VersionMismatchError,
     WrongArchitectureError,
 )
+from .generation import CancelToken, Generation
 from .library import Library, find_library, load_library
-from .runtime import CancelToken, Generation, RKLLMRuntime
+from .runtime import RKLLMRuntime
 from .types import (
     Embeddings,
     Input,

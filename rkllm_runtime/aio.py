@@ -15,10 +15,11 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Self
 
-from .runtime import CancelToken, RKLLMRuntime, TextCallback
+from .generation import CancelToken
+from .runtime import RKLLMRuntime, TextCallback
 from .types import Input, RunOptions, RunResult
 
-Runner = Callable[[Input, RunOptions | None, TextCallback, CancelToken], RunResult]
+RunCall = Callable[[Input, RunOptions | None, TextCallback, CancelToken], RunResult]
 """What runs the input: ``RKLLMRuntime.run`` or a drop-in (the constrained decoder)."""
 
 _DONE = object()
@@ -37,7 +38,7 @@ class AsyncStream:
         input_: Input,
         options: RunOptions | None = None,
         executor: Executor | None = None,
-        runner: Runner | None = None,
+        runner: RunCall | None = None,
     ) -> None:
         self.result: RunResult | None = None
         self._runtime = runtime

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .chat.constrained import logits_keep_input
 from .errors import RKLLMError
 from .library import embedded_version, find_library, load_library
+from .logits_cache import logits_keep_input
 from .releases import FUNCTIONS_1_2_1, RELEASES
 from .runtime import RKLLMRuntime
 from .system import available_memory_mb

@@ -1,5 +1,7 @@
 """Exceptions raised by the binding: one family for loading, one for running."""
 
+from enum import StrEnum
+
 
 class RKLLMError(Exception):
     """Base class of every error raised by ``rkllm_runtime``."""
@@ -149,3 +151,46 @@ class AuthenticationError(RemoteError):
 
 class UnknownModelError(RemoteError):
     """The server does not serve this model."""
+
+
+class KVCacheError(RKLLMError):
+    """The runtime refused to clear or measure the KV cache."""
+
+
+class PromptCacheError(RKLLMError):
+    """The runtime refused to load or release a prompt-cache file."""
+
+
+class ErrorKind(StrEnum):
+    """What went wrong with a request, in every mode alike (most specific first)."""
+
+    CONTEXT_OVERFLOW = "context_overflow"
+    INVALID_TEXT = "invalid_text"
+    BUSY = "busy"
+    ABORTED = "aborted"
+    CLOSED = "closed"
+    SERVER_STOPPED = "server_stopped"
+    UNAVAILABLE = "unavailable"
+    AUTHENTICATION = "authentication"
+    UNKNOWN_MODEL = "unknown_model"
+    RUN = "run"
+    """The runtime failed: the model's fault, shown on its state sensor."""
+
+
+ERRORS: dict[ErrorKind, type[RKLLMError]] = {
+    ErrorKind.CONTEXT_OVERFLOW: ContextOverflowError,
+    ErrorKind.INVALID_TEXT: InvalidTextError,
+    ErrorKind.BUSY: BusyError,
+    ErrorKind.ABORTED: AbortedError,
+    ErrorKind.CLOSED: ClosedError,
+    ErrorKind.SERVER_STOPPED: ServerStoppedError,
+    ErrorKind.UNAVAILABLE: ServerUnavailableError,
+    ErrorKind.AUTHENTICATION: AuthenticationError,
+    ErrorKind.UNKNOWN_MODEL: UnknownModelError,
+    ErrorKind.RUN: RunError,
+}
+
+
+def error_kind(err: RKLLMError) -> ErrorKind:
+    """The kind of an error (an unknown one is a failed run)."""
+    return next((kind for kind, cls in ERRORS.items() if isinstance(err, cls)), ErrorKind.RUN)

@@ -12,8 +12,9 @@ import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
+from .abi.functions import RKLLMFunctions
+from .abi.interface import ABIModule
 from .errors import (
     LibraryError,
     LibraryNotFoundError,
@@ -103,19 +104,26 @@ class Library:
 
     path: Path
     release: str
-    abi: ModuleType
+    abi: ABIModule
     cdll: ctypes.CDLL
+    rkllm: RKLLMFunctions
+    """Typed calls into ``cdll``."""
     functions: frozenset[str]  # the RKLLM functions the library exports
     warning: str | None = None  # a known fault of this release's vendor build
 
     @property
     def abi_version(self) -> str:
         """``"1.2"`` or ``"1.3"``."""
-        return str(self.abi.ABI)
+        return self.abi.ABI
 
     def has(self, function: str) -> bool:
         """Whether the library exports ``function``."""
         return function in self.functions
+
+    @property
+    def reports_kv_cache_size(self) -> bool:
+        """Whether the library tells the KV cache's size (``rkllm_get_kv_cache_size``, from 1.2.1 on)."""
+        return self.has("rkllm_get_kv_cache_size")
 
 
 def check_library(path: str | Path, release: str | None = None) -> Release:
@@ -151,5 +159,4 @@ def load_library(path: str | Path, release: str | None = None) -> Library:
     exported = frozenset(name for name in FUNCTIONS_1_2_1 if hasattr(cdll, name))
     if missing := sorted(info.functions - exported):
         raise LibraryError(f"{path} lacks RKLLM functions of runtime {info.version}: {', '.join(missing)}")
-    info.abi.declare(cdll)
-    return Library(path, info.version, info.abi, cdll, exported, info.warning)
+    return Library(path, info.version, info.abi, cdll, RKLLMFunctions(cdll, info.abi), exported, info.warning)

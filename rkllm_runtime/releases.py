@@ -7,9 +7,9 @@ CHANGELOG and field reports (see the README's "Runtime releases" section).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 from .abi import v1_2, v1_3
+from .abi.interface import ABIModule
 
 # Exported by every release from 1.2.0 on.
 CORE_FUNCTIONS = frozenset(
@@ -42,7 +42,7 @@ class Release:
     """One runtime release as the binding knows it."""
 
     version: str
-    abi: ModuleType | None  # None: another layout, refused
+    abi: ABIModule | None  # None: another layout, refused
     functions: frozenset[str]
     refusal: str | None = None  # why it is refused
     warning: str | None = None  # a known fault of the vendor's build

@@ -5,13 +5,12 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -21,50 +20,33 @@ from .abi.common import (
     LLMHandle,
     LLMResultCallback,
     RKLLMInferMode,
-    RKLLMInputType,
     RKLLMLoraAdapter,
-    RKLLMLoraParam,
-    RKLLMPromptCacheParam,
+    RKLLMResult,
+    field_values,
 )
 from .errors import (
     AbortedError,
     ClosedError,
-    InsufficientMemoryError,
-    InvalidTextError,
-    ModelNotFoundError,
+    KVCacheError,
     ModelRejectedError,
-    NotAModelError,
+    PromptCacheError,
     RKLLMError,
     RunError,
 )
+from .generation import CancelToken, Generation
 from .library import Library, load_library
-from .system import available_memory_mb
-from .types import (
-    Embeddings,
-    Input,
-    Logits,
-    ModelParams,
-    PerfStats,
-    Prompt,
-    RunOptions,
-    RunResult,
-    Sampling,
-    Tokens,
-)
+from .model_file import check_model_file
+from .run_input import build_infer_param, build_input, chosen, encode_text
+from .types import Input, Logits, ModelParams, PerfStats, RunOptions, RunResult, Sampling
+
+if TYPE_CHECKING:
+    from ctypes import _Pointer
+
+__all__ = ["CancelToken", "Generation", "RKLLMRuntime", "check_model_file", "encode_text", "param_values"]
 
 _LOGGER = logging.getLogger(__name__)
 
-# Loading needs the weights in memory plus working buffers.
-MEMORY_HEADROOM = 1.1
-
 TextCallback = Callable[[str], None]
-
-
-class CancelToken(threading.Event):
-    """Set to cancel one run, whether it is running yet or still waiting for the handle."""
-
-    ended_early = False
-    """Set by :meth:`RKLLMRuntime.end_early`: the run ends as a completed one."""
 
 
 @dataclass(slots=True)
@@ -95,7 +77,7 @@ class RKLLMRuntime:
         self.library = library
         self.model_path = Path(model_path)
         self.params = params or ModelParams()
-        self._lib = library.cdll
+        self._rkllm = library.rkllm
         self._abi = library.abi
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -104,14 +86,15 @@ class RKLLMRuntime:
         check_model_file(self.model_path)
         c_param = self._build_param()
         # A run's sampling starts from these: a field it leaves out keeps the runtime's value.
-        self._sampling = {name: getattr(c_param, name) for name in Sampling.__dataclass_fields__}
+        self._sampling = {
+            name: value
+            for name, value in field_values(c_param).items()
+            if name in Sampling.__dataclass_fields__
+        }
         # The callback objects must live as long as the handle.
         self._c_callback = LLMResultCallback(self._on_result)
-        init_callback: Any = self._c_callback
-        if library.abi_version == "1.3":
-            self._c_callbacks = self._abi.RKLLMCallback(result_callback=self._c_callback)
-            init_callback = ctypes.byref(self._c_callbacks)
-        if self._lib.rkllm_init(ctypes.byref(self._handle), ctypes.byref(c_param), init_callback) != 0:
+        self._init_callback = self._abi.init_callback(self._c_callback)
+        if self._rkllm.init(self._handle, c_param, self._init_callback) != 0:
             raise ModelRejectedError(
                 f"the RKLLM runtime rejected {self.model_path} (see the runtime log: a corrupt file, "
                 "a model converted for another platform or runtime, or a context length above the model's)"
@@ -130,7 +113,7 @@ class RKLLMRuntime:
         """Check and load the library, then the model."""
         return cls(load_library(library_path, release), model_path, params)
 
-    def _build_param(self) -> Any:
+    def _build_param(self) -> ctypes.Structure:
         """The runtime's default parameters with this model's changes.
 
         Always changed: ``model_path``; ``max_context_len`` (the default 512 is too small for a
@@ -139,7 +122,7 @@ class RKLLMRuntime:
         asynchronous mode was broken before 1.2.2). Everything else only when set.
         """
         p = self.params
-        param = self._lib.rkllm_createDefaultParam()
+        param = self._rkllm.create_default_param()
         self._model_path_bytes = str(self.model_path).encode()
         param.model_path = self._model_path_bytes
         param.max_context_len = p.max_context_len
@@ -162,7 +145,7 @@ class RKLLMRuntime:
 
     def default_param(self) -> dict[str, object]:
         """The runtime's own ``rkllm_createDefaultParam()`` values (numbers and flags only)."""
-        return param_values(self._lib.rkllm_createDefaultParam())
+        return param_values(self._rkllm.create_default_param())
 
     # ------------------------------------------------------------------ running
 
@@ -172,15 +155,15 @@ class RKLLMRuntime:
         options: RunOptions | None = None,
         on_text: TextCallback | None = None,
         token: CancelToken | None = None,
+        mode: RKLLMInferMode = RKLLMInferMode.RKLLM_INFER_GENERATE,
     ) -> RunResult:
         """Run the model to the end, calling ``on_text`` with each decoded chunk.
 
         Blocks (use an executor thread). ``on_text`` runs on the runtime's thread.
         Raises :class:`AbortedError` when aborted, :class:`RunError` on failure.
         """
-        options = options or RunOptions()
         run = _ActiveRun(on_text, token or CancelToken())
-        self._run_locked(input_, options, RKLLMInferMode.RKLLM_INFER_GENERATE, run)
+        self._run_locked(input_, options or RunOptions(), mode, run)
         tail = run.decoder.decode(b"", final=True)
         if tail:
             run.chunks.append(tail)
@@ -191,8 +174,8 @@ class RKLLMRuntime:
     def logits(self, input_: Input, *, keep_history: bool, token: CancelToken | None = None) -> Logits:
         """Prefill ``input_`` and return the next-token logits of its last position (no token is chosen).
 
-        A :class:`Tokens` input feeds chosen ids back. Whether the runtime keeps a logits run's
-        input in the KV cache with ``keep_history`` is not documented (see ``board_check``).
+        A :class:`~rkllm_runtime.types.Tokens` input feeds chosen ids back. Whether the runtime keeps a
+        logits run's input in the KV cache with ``keep_history`` is not documented (see ``board_check``).
         Blocks like :meth:`run`; raises :class:`AbortedError` or :class:`RunError`.
         """
         run = _ActiveRun(None, token or CancelToken())
@@ -210,12 +193,11 @@ class RKLLMRuntime:
             if run.token.is_set():
                 raise AbortedError("the request was cancelled before it started")
             c_input, keep_alive = self._build_input(input_)
-            c_infer, keep_alive_infer = self._build_infer_param(options)
-            c_infer.mode = mode
+            c_infer, keep_alive_infer = self._build_infer_param(options, mode)
             with self._state_lock:
                 self._active = run
             try:
-                status = self._lib.rkllm_run(self._handle, ctypes.byref(c_input), ctypes.byref(c_infer), None)
+                status = self._rkllm.run(self._handle, c_input, c_infer)
             finally:
                 with self._state_lock:
                     self._active = None
@@ -229,9 +211,9 @@ class RKLLMRuntime:
 
     def generate(self, input_: Input, options: RunOptions | None = None) -> Generation:
         """Run on a worker thread and iterate over the decoded chunks as they come."""
-        return Generation(self, input_, options)
+        return Generation(self, input_, options, CancelToken())
 
-    def _on_result(self, result: Any, _userdata: int | None, state: int) -> int:
+    def _on_result(self, result: _Pointer[RKLLMResult], _userdata: int | None, state: int) -> int:
         """The C callback: never raises, always returns 0 (continue)."""
         try:
             run = self._active
@@ -276,7 +258,7 @@ class RKLLMRuntime:
             if run is None or (token is not None and run.token is not token):
                 return False
             run.token.set()
-        self._lib.rkllm_abort(self._handle)
+        self._rkllm.abort(self._handle)
         return True
 
     def end_early(self, token: CancelToken) -> bool:
@@ -290,93 +272,74 @@ class RKLLMRuntime:
     @property
     def is_running(self) -> bool:
         """Whether ``rkllm_run`` is in progress on the handle."""
-        return not self._closed and bool(self._lib.rkllm_is_running(self._handle))
+        return not self._closed and self._rkllm.is_running(self._handle)
 
-    def _build_input(self, input_: Input) -> tuple[Any, list[Any]]:
-        c_input = self._abi.RKLLMInput()
-        keep_alive: list[Any] = [encode_text(input_.role)]
-        c_input.role = keep_alive[0]
-        match input_:
-            case Prompt():
-                keep_alive.append(encode_text(input_.text))
-                c_input.input_type = RKLLMInputType.RKLLM_INPUT_PROMPT
-                c_input.enable_thinking = input_.enable_thinking
-                c_input.prompt_input = keep_alive[-1]
-            case Tokens():
-                ids = (ctypes.c_int32 * len(input_.ids))(*input_.ids)
-                keep_alive.append(ids)
-                c_input.input_type = RKLLMInputType.RKLLM_INPUT_TOKEN
-                c_input.token_input.input_ids = ids
-                c_input.token_input.n_tokens = len(input_.ids)
-            case Embeddings():
-                values = (ctypes.c_float * len(input_.values))(*input_.values)
-                keep_alive.append(values)
-                c_input.input_type = RKLLMInputType.RKLLM_INPUT_EMBED
-                c_input.embed_input.embed = values
-                c_input.embed_input.n_tokens = input_.n_tokens
-        return c_input, keep_alive
+    def _build_input(self, input_: Input) -> tuple[ctypes.Structure, list[object]]:
+        return build_input(self._abi, input_)
 
-    def _build_infer_param(self, options: RunOptions) -> tuple[Any, list[Any]]:
-        c_infer = self._abi.RKLLMInferParam()
-        keep_alive: list[Any] = []
-        c_infer.mode = RKLLMInferMode.RKLLM_INFER_GENERATE
-        c_infer.keep_history = int(options.keep_history)
-        if options.lora_adapter:
-            lora = RKLLMLoraParam(options.lora_adapter.encode())
-            keep_alive.append(lora)
-            c_infer.lora_params = ctypes.pointer(lora)
-        if options.save_prompt_cache:
-            cache = RKLLMPromptCacheParam(1, options.save_prompt_cache.encode())
-            keep_alive.append(cache)
-            c_infer.prompt_cache_params = ctypes.pointer(cache)
-        if self.library.abi_version == "1.3":
-            c_infer.max_new_tokens = max(options.max_new_tokens, 0)
-            if options.sampling is not None:
-                sampling = self._abi.RKLLMSamplingParam(**self._sampling)
-                _apply_sampling(sampling, options.sampling)
-                keep_alive.append(sampling)
-                c_infer.sampling_params = ctypes.pointer(sampling)
-        return c_infer, keep_alive
+    def _build_infer_param(
+        self, options: RunOptions, mode: RKLLMInferMode = RKLLMInferMode.RKLLM_INFER_GENERATE
+    ) -> tuple[ctypes.Structure, list[object]]:
+        return build_infer_param(self._abi, options, self._sampling, mode)
 
     # ------------------------------------------------------------- KV and cache
 
-    def _call(self, name: str, *args: Any) -> None:
-        """Call a status-returning function under the handle lock; raise on -1."""
+    def _checked(self, call: Callable[[LLMHandle], int], error: type[RKLLMError], name: str) -> None:
+        """Call a status-returning function on the handle under the handle lock; raise ``error`` on -1."""
         with self._lock:
             self._check_open()
-            if getattr(self._lib, name)(self._handle, *args) != 0:
-                raise RKLLMError(f"{name} failed (see the RKLLM runtime log)")
+            if call(self._handle) != 0:
+                raise error(f"{name} failed (see the RKLLM runtime log)")
 
     def clear_kv_cache(self, keep_system_prompt: bool = True) -> None:
         """Drop the KV cache, optionally keeping the system prompt."""
-        self._call("rkllm_clear_kv_cache", int(keep_system_prompt), None, None)
+        self._checked(
+            lambda handle: self._rkllm.clear_kv_cache(handle, keep_system_prompt),
+            KVCacheError,
+            "rkllm_clear_kv_cache",
+        )
 
     def clear_kv_cache_range(self, start: int, end: int) -> None:
         """Clear KV positions ``[start, end)``.
 
         The runtime allows it only while a ``keep_history=0`` run is paused by its callback.
         """
-        self._call(
-            "rkllm_clear_kv_cache", 0, ctypes.byref(ctypes.c_int(start)), ctypes.byref(ctypes.c_int(end))
+        self._checked(
+            lambda handle: self._rkllm.clear_kv_cache(handle, False, (start, end)),
+            KVCacheError,
+            "rkllm_clear_kv_cache",
         )
 
     def kv_cache_size(self) -> int:
         """Tokens in the KV cache (batch slot 0)."""
         sizes = (ctypes.c_int * 8)()
-        self._call("rkllm_get_kv_cache_size", sizes)
+        self._checked(
+            lambda handle: self._rkllm.get_kv_cache_size(handle, sizes),
+            KVCacheError,
+            "rkllm_get_kv_cache_size",
+        )
         return int(sizes[0])
 
     def load_prompt_cache(self, path: str | Path) -> None:
         """Load a prompt-cache file saved by a run with ``save_prompt_cache``."""
-        self._call("rkllm_load_prompt_cache", str(path).encode())
+        self._checked(
+            lambda handle: self._rkllm.load_prompt_cache(handle, str(path).encode()),
+            PromptCacheError,
+            "rkllm_load_prompt_cache",
+        )
 
     def release_prompt_cache(self) -> None:
         """Forget the loaded prompt cache."""
-        self._call("rkllm_release_prompt_cache")
+        self._checked(self._rkllm.release_prompt_cache, PromptCacheError, "rkllm_release_prompt_cache")
 
     def set_chat_template(self, system_prompt: str, prefix: str, postfix: str) -> None:
         """Replace the model's chat template (no tools or thinking switch); clear the KV cache after it."""
-        self._call("rkllm_set_chat_template", *map(encode_text, (system_prompt, prefix, postfix)))
+        texts = [encode_text(text) for text in (system_prompt, prefix, postfix)]
+        self._checked(
+            lambda handle: self._rkllm.set_chat_template(handle, *texts),
+            RKLLMError,
+            "rkllm_set_chat_template",
+        )
 
     def set_function_tools(
         self, system_prompt: str, tools_json: str, tool_response: str = "tool_response"
@@ -385,12 +348,17 @@ class RKLLMRuntime:
 
         Whether this clears the KV cache is not documented: clear it after.
         """
-        self._call("rkllm_set_function_tools", *map(encode_text, (system_prompt, tools_json, tool_response)))
+        texts = [encode_text(text) for text in (system_prompt, tools_json, tool_response)]
+        self._checked(
+            lambda handle: self._rkllm.set_function_tools(handle, *texts),
+            RKLLMError,
+            "rkllm_set_function_tools",
+        )
 
     def load_lora(self, path: str | Path, name: str, scale: float = 1.0) -> None:
         """Load a LoRA adapter; select it per run with ``RunOptions.lora_adapter``."""
         adapter = RKLLMLoraAdapter(str(path).encode(), name.encode(), scale)
-        self._call("rkllm_load_lora", ctypes.byref(adapter))
+        self._checked(lambda handle: self._rkllm.load_lora(handle, adapter), RKLLMError, "rkllm_load_lora")
 
     # -------------------------------------------------------------------- close
 
@@ -405,7 +373,7 @@ class RKLLMRuntime:
             if self._closed:
                 return
             self._closed = True
-            self._lib.rkllm_destroy(self._handle)
+            self._rkllm.destroy(self._handle)
             self._handle = LLMHandle()
 
     def __enter__(self) -> Self:
@@ -417,96 +385,14 @@ class RKLLMRuntime:
         self.close()
 
 
-class Generation(Iterator[str]):
-    """Decoded chunks of a run on a worker thread; ``result`` is set once exhausted.
-
-    Closing it early (or leaving a ``with`` block) aborts the run.
-    """
-
-    _DONE = object()
-
-    def __init__(self, runtime: RKLLMRuntime, input_: Input, options: RunOptions | None) -> None:
-        self.result: RunResult | None = None
-        self._runtime = runtime
-        self._token = CancelToken()
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._work, args=(input_, options), name="rkllm-generate", daemon=True
-        )
-        self._thread.start()
-
-    def _work(self, input_: Input, options: RunOptions | None) -> None:
-        try:
-            self.result = self._runtime.run(input_, options, self._queue.put, self._token)
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            self._error = err
-        finally:
-            self._queue.put(self._DONE)
-
-    def __next__(self) -> str:
-        item = self._queue.get()
-        if item is self._DONE:
-            self._thread.join()
-            if self._error is not None:
-                raise self._error
-            raise StopIteration
-        assert isinstance(item, str)
-        return item
-
-    def close(self) -> None:
-        """Abort the run if it is still going and wait for the worker thread."""
-        self._token.set()
-        while self._thread.is_alive():
-            self._runtime.abort(self._token)
-            self._thread.join(0.05)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def param_values(struct: ctypes.Structure) -> dict[str, object]:
+    """The numbers and flags of an ``RKLLMParam`` (nested structs flattened), floats to four places."""
+    return {
+        name: round(value, 4) if isinstance(value, float) else value
+        for name, value in field_values(struct).items()
+    }
 
 
-def encode_text(text: str) -> bytes:
-    """UTF-8 for a C string; raises :class:`InvalidTextError` for text one cannot carry whole."""
-    if "\0" in text:
-        raise InvalidTextError(f"the text contains a NUL character at position {text.index(chr(0))}")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InvalidTextError(f"the text contains an unpaired surrogate at position {err.start}") from err
-
-
-def check_model_file(path: Path) -> None:
-    """Raise unless the model file exists, is not empty and fits in the memory available now."""
-    if path.is_dir():
-        raise NotAModelError(f"{path} is a folder, not a model file")
-    if not path.is_file():
-        raise ModelNotFoundError(f"model file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise NotAModelError(f"{path} is empty, not a model file")
-    need_mb = path.stat().st_size / 2**20 * MEMORY_HEADROOM
-    free_mb = available_memory_mb()
-    if free_mb is not None and need_mb > free_mb:
-        raise InsufficientMemoryError(
-            f"{path.name} needs about {need_mb:.0f} MB but only {free_mb:.0f} MB of memory is available"
-        )
-
-
-def param_values(struct: Any) -> dict[str, object]:
-    """The numbers and flags of an ``RKLLMParam`` (nested structs flattened)."""
-    values: dict[str, object] = {}
-    for name, *_ in struct._fields_:
-        value = getattr(struct, name)
-        if isinstance(value, ctypes.Structure):
-            values.update(param_values(value))
-        elif isinstance(value, (bool, int, float)):
-            values[name] = round(value, 4) if isinstance(value, float) else value
-    return values
-
-
-def _apply_sampling(target: Any, sampling: Sampling) -> None:
-    for name in Sampling.__dataclass_fields__:
-        if (value := getattr(sampling, name)) is not None:
-            setattr(target, name, value)
+def _apply_sampling(target: ctypes.Structure, sampling: Sampling) -> None:
+    for name, value in chosen(sampling).items():
+        setattr(target, name, value)

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
+from rkllm_runtime.abi import v1_2, v1_3
+from rkllm_runtime.abi.interface import ABIModule
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 from rkllm_runtime.emulator.real_model import MissingAssetError, smollm2_model
 from rkllm_runtime.emulator.tokenizer_json import tokenizer_json
 
-ABIS = ("1.2", "1.3")
+ABI_MODULES: dict[str, ABIModule] = {module.ABI: module for module in (v1_2, v1_3)}
+ABIS = tuple(ABI_MODULES)
 
 ModelFactory = Callable[..., Path]
 
@@ -28,6 +31,12 @@ def call(tool: str, **arguments: Any) -> str:
 def emulator_library(request: pytest.FixtureRequest) -> Path:
     """The emulator built for each supported ABI (cached by source hash)."""
     return build_cached(request.param)
+
+
+def abis_with(capability: Callable[[ABIModule], bool]) -> pytest.MarkDecorator:
+    """Run a test on the emulator of each ABI that has ``capability``, and on no other."""
+    abis = [abi for abi, module in ABI_MODULES.items() if capability(module)]
+    return pytest.mark.parametrize("emulator_library", abis, indirect=True, ids=lambda abi: f"abi{abi}")
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from homeassistant.helpers.typing import ConfigType
 
 from rkllm_runtime import LibraryError, RKLLMError
 from rkllm_runtime.chat import PromptCacheStore
-from rkllm_runtime.client import AuthenticationError, RemoteEngine, UnknownModelError
+from rkllm_runtime.chat.contract import ModelEngine
 from rkllm_runtime.errors import ModelCrashedError, ModelIncompatibleError
+from rkllm_runtime.remote.client import AuthenticationError, RemoteEngine, UnknownModelError
 
 from .const import (
     CONF_LIBRARY_PATH,
@@ -24,7 +25,6 @@ from .const import (
     MODE_SERVER,
     PROMPT_CACHE_MAX_BYTES,
 )
-from .engine import LocalEngine, ModelEngine
 from .issues import (
     CONTEXT_TOO_SMALL,
     RUNTIME_CRASHING,
@@ -43,7 +43,8 @@ from .loader import (
     prompt_cache_dir,
     server_process,
 )
-from .models import RKLLMConfigEntry, RKLLMData
+from .local_engine import LocalEngine
+from .runtime_data import RKLLMConfigEntry, RKLLMData
 from .runtime_log import async_route_runtime_log
 from .services import async_setup_services
 from .supervision import ChildSupervisor, ServerWatch
@@ -70,10 +71,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> boo
     else:
         engine = await _async_load(hass, entry)
     entry.runtime_data = RKLLMData(engine, child)
-    async_watch_context_room(hass, entry)
+    async_watch_context_room(hass, entry, engine)
 
     async def _close_on_stop(_: Event) -> None:
-        await _async_close(entry.runtime_data)
+        await engine.aclose()
 
     entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _close_on_stop))
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
@@ -189,7 +190,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bo
     """
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         raise ConfigEntryError(translation_domain=DOMAIN, translation_key="unload_failed")
-    await _async_close(entry.runtime_data)
+    await entry.runtime_data.engine.aclose()
     return True
 
 
@@ -197,12 +198,6 @@ async def async_remove_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> No
     """Clear the entry's repair issues (Home Assistant 2026.11 does it for those that carry the entry)."""
     for issue in (RUNTIME_UNUSABLE, RUNTIME_RELEASE_WARNING, RUNTIME_CRASHING, CONTEXT_TOO_SMALL):
         async_delete_entry_issue(hass, entry, issue)
-
-
-async def _async_close(data: RKLLMData) -> None:
-    await data.engine.aclose()
-    if data.child is not None:
-        await data.child.async_stop()
 
 
 async def async_migrate_entry(hass: HomeAssistant, entry: RKLLMConfigEntry) -> bool:

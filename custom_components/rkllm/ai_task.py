@@ -19,9 +19,9 @@ from rkllm_runtime.chat import retry, structured
 from rkllm_runtime.chat.evaluate import EvaluationRequest, Question, QuestionKind
 
 from .const import DOMAIN, LOGGER, SUBENTRY_AI_TASK
-from .entity import RKLLMBaseLLMEntity
+from .entity import RKLLMBaseLLMEntity, async_add_subentry_entities
 from .errors import user_facing_errors
-from .models import RKLLMConfigEntry
+from .runtime_data import RKLLMConfigEntry
 
 # The engine queues requests itself.
 PARALLEL_UPDATES = 0
@@ -41,9 +41,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one AI-task entity per AI-task subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == SUBENTRY_AI_TASK:
-            async_add_entities([RKLLMTaskEntity(entry, subentry)], config_subentry_id=subentry.subentry_id)
+    async_add_subentry_entities(entry, async_add_entities, SUBENTRY_AI_TASK, RKLLMTaskEntity)
 
 
 class RKLLMTaskEntity(ai_task.AITaskEntity, RKLLMBaseLLMEntity):

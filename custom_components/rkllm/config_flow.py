@@ -10,154 +10,56 @@ from typing import Any
 import probatio as vol
 from homeassistant.config_entries import (
     SOURCE_RECONFIGURE,
-    SOURCE_USER,
     ConfigEntry,
-    ConfigEntryState,
     ConfigFlowResult,
     ConfigSubentryFlow,
-    SubentryFlowResult,
 )
-from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_MODEL, CONF_NAME, CONF_PROMPT, CONF_URL
-from homeassistant.core import HomeAssistant, callback
-from homeassistant.data_entry_flow import AbortFlow, section
-from homeassistant.helpers import llm
+from homeassistant.const import CONF_API_KEY, CONF_MODEL, CONF_URL
+from homeassistant.core import callback
+from homeassistant.data_entry_flow import AbortFlow
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
-from homeassistant.helpers.selector import (
-    BooleanSelector,
-    NumberSelector,
-    NumberSelectorConfig,
-    NumberSelectorMode,
-    SelectOptionDict,
-    SelectSelector,
-    SelectSelectorConfig,
-    SelectSelectorMode,
-    TemplateSelector,
-    TextSelector,
-    TextSelectorConfig,
-    TextSelectorType,
-)
 from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 
-from rkllm_runtime import RKLLMError, find_library
-from rkllm_runtime.chat import KVMode
-from rkllm_runtime.client import AuthenticationError, RemoteEngine, server_models
-from rkllm_runtime.types import RUNTIME_SAMPLING
+from rkllm_runtime import RKLLMError
+from rkllm_runtime.remote.client import AuthenticationError, RemoteEngine, server_models
 
 from .const import (
     CHILD_START_TIMEOUT_S,
-    CONF_ACTION_SPEECH,
-    CONF_ADVANCED,
-    CONF_BASE_DOMAIN_ID,
-    CONF_EMBED_FLASH,
-    CONF_KV_STRATEGY,
     CONF_LIBRARY_PATH,
-    CONF_MAX_CONTEXT_LEN,
-    CONF_MAX_HISTORY,
-    CONF_MAX_NEW_TOKENS,
     CONF_MODE,
     CONF_MODEL_PATH,
-    CONF_N_KEEP,
-    CONF_PLATFORM,
-    CONF_RECOMMENDED,
-    CONF_REPEAT_PENALTY,
-    CONF_RUNTIME_RELEASE,
-    CONF_TEMPERATURE,
-    CONF_THINK,
-    CONF_TOP_K,
-    CONF_TOP_P,
-    DEFAULT_ACTION_SPEECH,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
-    DEFAULT_KV_STRATEGY,
-    DEFAULT_MAX_CONTEXT_LEN,
-    DEFAULT_MAX_HISTORY,
-    DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_PLATFORM,
     DOMAIN,
     LOGGER,
     MODE_CHILD,
     MODE_IN_PROCESS,
     MODE_SERVER,
     MODES,
-    PLATFORM_CPU_MASKS,
-    SAMPLING_OPTIONS,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
 from .download_flow import ModelDownloadFlow
-from .loader import check_dir, check_files, check_in_child, error_key, prompt_cache_dir, server_process
+from .loader import (
+    check_dir,
+    check_files,
+    check_in_child,
+    default_library,
+    error_key,
+    prompt_cache_dir,
+    server_process,
+)
 from .runtime_log import async_route_runtime_log
-
-DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
-
-
-def _box(minimum: float, maximum: float, step: float = 1) -> NumberSelector:
-    return NumberSelector(
-        NumberSelectorConfig(min=minimum, max=maximum, step=step, mode=NumberSelectorMode.BOX)
-    )
-
-
-def model_schema() -> vol.Schema:
-    """The form of the parent entry."""
-    return vol.Schema(
-        {
-            vol.Required(CONF_LIBRARY_PATH): TextSelector(),
-            vol.Required(CONF_MODEL_PATH): TextSelector(),
-            vol.Required(CONF_MAX_CONTEXT_LEN, default=DEFAULT_MAX_CONTEXT_LEN): _box(128, 131072),
-            vol.Required(CONF_ADVANCED): section(
-                vol.Schema(
-                    {
-                        vol.Required(CONF_PLATFORM, default=DEFAULT_PLATFORM): SelectSelector(
-                            SelectSelectorConfig(
-                                options=list(PLATFORM_CPU_MASKS),
-                                translation_key=CONF_PLATFORM,
-                                mode=SelectSelectorMode.DROPDOWN,
-                            )
-                        ),
-                        vol.Required(CONF_N_KEEP, default=-1): _box(-1, 131072),
-                        vol.Required(CONF_EMBED_FLASH, default=False): BooleanSelector(),
-                        vol.Required(CONF_BASE_DOMAIN_ID, default=0): _box(0, 15),
-                        vol.Required(CONF_KV_STRATEGY, default=DEFAULT_KV_STRATEGY): SelectSelector(
-                            SelectSelectorConfig(
-                                options=[mode.value for mode in KVMode],
-                                translation_key=CONF_KV_STRATEGY,
-                                mode=SelectSelectorMode.DROPDOWN,
-                            )
-                        ),
-                        vol.Optional(CONF_RUNTIME_RELEASE): TextSelector(),
-                    }
-                ),
-                {"collapsed": True},
-            ),
-        }
-    )
-
-
-# Subentry options stored as integers (number selectors return floats).
-_INT_OPTIONS = {CONF_MAX_NEW_TOKENS, CONF_TOP_K, CONF_MAX_HISTORY}
-
-
-def server_schema() -> vol.Schema:
-    """The form of a server: its address and key."""
-    return vol.Schema(
-        {
-            vol.Required(CONF_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
-            vol.Optional(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
-        }
-    )
-
-
-def _normalise(user_input: dict[str, Any]) -> dict[str, Any]:
-    """Entry data from the form: numbers as ints, paths stripped."""
-    advanced = dict(user_input.get(CONF_ADVANCED, {}))
-    for key in (CONF_N_KEEP, CONF_BASE_DOMAIN_ID):
-        advanced[key] = int(advanced.get(key, 0 if key == CONF_BASE_DOMAIN_ID else -1))
-    return {
-        CONF_LIBRARY_PATH: user_input[CONF_LIBRARY_PATH].strip(),
-        CONF_MODEL_PATH: user_input[CONF_MODEL_PATH].strip(),
-        CONF_MAX_CONTEXT_LEN: int(user_input[CONF_MAX_CONTEXT_LEN]),
-        CONF_ADVANCED: advanced,
-    }
+from .schemas import (
+    default_ai_task_options,
+    default_conversation_options,
+    model_data,
+    model_schema,
+    reauth_schema,
+    server_model_schema,
+    server_schema,
+)
+from .subentry_flow import RKLLMSubentryFlow
 
 
 class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
@@ -212,7 +114,7 @@ class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
         except vol.Invalid:
             submitted = None  # not this form's fields (a client re-posting to a finished step): show the form
         if submitted is not None:
-            self._data = {CONF_MODE: self._data[CONF_MODE], **_normalise(submitted)}
+            self._data = {CONF_MODE: self._data[CONF_MODE], **model_data(submitted)}
             await self.async_set_unique_id(str(Path(self._data[CONF_MODEL_PATH])))
             if self.source == SOURCE_RECONFIGURE:
                 self._abort_if_unique_id_configured_elsewhere()
@@ -228,7 +130,7 @@ class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
     async def _async_suggested(self) -> dict[str, Any]:
         if CONF_MODEL_PATH in self._data:
             return self._data
-        return {CONF_LIBRARY_PATH: await self._async_default_library()}
+        return {CONF_LIBRARY_PATH: await self.hass.async_add_executor_job(default_library)}
 
     def _async_show_model_form(
         self, step_id: str, suggested: dict[str, Any] | None = None
@@ -245,10 +147,6 @@ class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
         for entry in self._async_current_entries(include_ignore=False):
             if entry.unique_id == self.unique_id and entry.entry_id != own:
                 raise AbortFlow("already_configured")
-
-    async def _async_default_library(self) -> str:
-        found = await self.hass.async_add_executor_job(find_library)
-        return str(found or DEFAULT_LIBRARY_PATH)
 
     async def async_step_load(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Load the model in the executor while the user waits."""
@@ -346,16 +244,9 @@ class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
     async def async_step_server_model(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose one of the server's models."""
         if user_input is None and len(self._models) > 1:
-            current = self._data.get(CONF_MODEL)
             return self.async_show_form(
                 step_id="server_model",
-                data_schema=vol.Schema(
-                    {
-                        vol.Required(
-                            CONF_MODEL, default=current if current in self._models else self._models[0]
-                        ): SelectSelector(SelectSelectorConfig(options=self._models))
-                    }
-                ),
+                data_schema=server_model_schema(self._models, self._data.get(CONF_MODEL)),
             )
         self._data[CONF_MODEL] = user_input[CONF_MODEL] if user_input else self._models[0]
         await self.async_set_unique_id(f"{self._data[CONF_URL]}/{self._data[CONF_MODEL]}")
@@ -380,9 +271,7 @@ class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
                 return self.async_update_reload_and_abort(entry, data_updates={CONF_API_KEY: key})
         return self.async_show_form(
             step_id="reauth_confirm",
-            data_schema=vol.Schema(
-                {vol.Required(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))}
-            ),
+            data_schema=reauth_schema(),
             errors=errors,
             description_placeholders={"url": entry.data[CONF_URL], "error": self._error_detail},
         )
@@ -423,175 +312,3 @@ class RKLLMConfigFlow(ModelDownloadFlow, domain=DOMAIN):
     ) -> dict[str, type[ConfigSubentryFlow]]:
         """Conversation agents and AI tasks run on a model entry."""
         return {SUBENTRY_CONVERSATION: RKLLMSubentryFlow, SUBENTRY_AI_TASK: RKLLMSubentryFlow}
-
-
-# The admin-only "Home Assistant" LLM API of Home Assistant 2026.11 (llm.LLM_API_HOME_ASSISTANT):
-# it refuses requests without an admin user, and its tools need a larger context than the default.
-ADMIN_LLM_API = "homeassistant"
-ADMIN_LLM_API_MIN_CONTEXT = 8192
-
-
-def default_conversation_options() -> dict[str, Any]:
-    """Options of the conversation agent created with a model (recommended settings)."""
-    return {
-        CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
-        CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
-        CONF_THINK: False,
-        CONF_ACTION_SPEECH: DEFAULT_ACTION_SPEECH,
-        CONF_RECOMMENDED: True,
-    }
-
-
-def default_ai_task_options() -> dict[str, Any]:
-    """Options of the AI task created with a model (recommended settings)."""
-    return {CONF_THINK: False, CONF_RECOMMENDED: True}
-
-
-def _advanced_options(subentry_type: str) -> dict[str, tuple[Any, NumberSelector]]:
-    """The settings behind "Recommended settings": key -> (default, selector).
-
-    The default of a sampling setting is the runtime's own value, which applies when it is not set.
-    """
-    runtime = RUNTIME_SAMPLING
-    options = {
-        CONF_MAX_NEW_TOKENS: (DEFAULT_MAX_NEW_TOKENS, _box(1, 16384)),
-        CONF_TEMPERATURE: (runtime.temperature, _box(0, 2, 0.05)),
-    }
-    if subentry_type == SUBENTRY_CONVERSATION:
-        options |= {
-            CONF_TOP_K: (runtime.top_k, _box(1, 200)),
-            CONF_TOP_P: (runtime.top_p, _box(0, 1, 0.05)),
-            CONF_REPEAT_PENALTY: (runtime.repeat_penalty, _box(0.5, 2, 0.05)),
-            CONF_MAX_HISTORY: (DEFAULT_MAX_HISTORY, _box(0, 100)),
-        }
-    return options
-
-
-def subentry_schema(
-    hass: HomeAssistant, subentry_type: str, is_new: bool, options: Mapping[str, Any]
-) -> vol.Schema:
-    """The first form of a conversation or AI-task subentry, pre-filled with ``options``."""
-    schema: dict[Any, Any] = {}
-    if is_new:
-        default_name = (
-            DEFAULT_CONVERSATION_NAME if subentry_type == SUBENTRY_CONVERSATION else DEFAULT_AI_TASK_NAME
-        )
-        schema[vol.Required(CONF_NAME, default=default_name)] = str
-    if subentry_type == SUBENTRY_CONVERSATION:
-        apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(hass)]
-        valid = {option["value"] for option in apis}
-        selected = [api for api in options.get(CONF_LLM_HASS_API, []) if api in valid]
-        schema[vol.Optional(CONF_PROMPT, description={"suggested_value": options.get(CONF_PROMPT)})] = (
-            TemplateSelector()
-        )
-        schema[vol.Optional(CONF_LLM_HASS_API, description={"suggested_value": selected})] = SelectSelector(
-            SelectSelectorConfig(options=apis, multiple=True)
-        )
-    schema[vol.Optional(CONF_THINK, description={"suggested_value": options.get(CONF_THINK, False)})] = (
-        BooleanSelector()
-    )
-    if subentry_type == SUBENTRY_CONVERSATION:
-        speech = options.get(CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH)
-        schema[vol.Optional(CONF_ACTION_SPEECH, description={"suggested_value": speech})] = BooleanSelector()
-    # Subentries made before the toggle existed hold their own values: not the recommended ones.
-    recommended = options.get(CONF_RECOMMENDED, not set(options) & set(_advanced_options(subentry_type)))
-    schema[vol.Required(CONF_RECOMMENDED, default=recommended)] = BooleanSelector()
-    return vol.Schema(schema)
-
-
-def advanced_schema(subentry_type: str, options: Mapping[str, Any]) -> vol.Schema:
-    """The second form: sampling and history, pre-filled with ``options`` or the defaults.
-
-    A sampling setting may be emptied: the runtime's own value applies.
-    """
-    schema: dict[Any, Any] = {}
-    for key, (default, selector) in _advanced_options(subentry_type).items():
-        value = options.get(key, default)
-        if key in SAMPLING_OPTIONS:
-            schema[vol.Optional(key, description={"suggested_value": value})] = selector
-        else:
-            schema[vol.Required(key, default=value)] = selector
-    return vol.Schema(schema)
-
-
-class RKLLMSubentryFlow(ConfigSubentryFlow):
-    """Add or change a conversation agent or an AI task."""
-
-    options: dict[str, Any]
-
-    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Start from the recommended settings."""
-        self.options = (
-            default_conversation_options()
-            if self._subentry_type == SUBENTRY_CONVERSATION
-            else default_ai_task_options()
-        )
-        return await self.async_step_set_options()
-
-    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Start from the subentry's settings."""
-        self.options = dict(self._get_reconfigure_subentry().data)
-        return await self.async_step_set_options()
-
-    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Name, instructions, tools; the recommended settings or a second form for the rest."""
-        if self._get_entry().state is not ConfigEntryState.LOADED:
-            return self.async_abort(reason="entry_not_loaded")
-        if user_input is None:
-            return self.async_show_form(
-                step_id="set_options",
-                data_schema=subentry_schema(self.hass, self._subentry_type, self._is_new, self.options),
-            )
-        self.options.pop(CONF_LLM_HASS_API, None)  # an emptied selection is left out of the input
-        self.options |= user_input
-        if ADMIN_LLM_API in self.options.get(CONF_LLM_HASS_API, []) and self._small_context:
-            return await self.async_step_admin_api()
-        return await self._async_step_next()
-
-    async def async_step_admin_api(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Warn that the admin-only Home Assistant API fails without an admin and needs a large context."""
-        if user_input is None:
-            return self.async_show_form(
-                step_id="admin_api",
-                data_schema=vol.Schema({}),
-                description_placeholders={"min_context": str(ADMIN_LLM_API_MIN_CONTEXT)},
-            )
-        return await self._async_step_next()
-
-    async def _async_step_next(self) -> SubentryFlowResult:
-        if self.options[CONF_RECOMMENDED]:
-            for key in _advanced_options(self._subentry_type):
-                self.options.pop(key, None)
-            return self._async_save()
-        return await self.async_step_advanced()
-
-    async def async_step_advanced(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Sampling and history settings."""
-        if user_input is None:
-            return self.async_show_form(
-                step_id="advanced", data_schema=advanced_schema(self._subentry_type, self.options)
-            )
-        self.options |= {
-            key: int(value) if key in _INT_OPTIONS else value for key, value in user_input.items()
-        }
-        for key, (default, _) in _advanced_options(self._subentry_type).items():
-            # Emptied or left at the runtime's value: not stored, so the runtime's own value applies.
-            if key in SAMPLING_OPTIONS and user_input.get(key, default) == default:
-                self.options.pop(key, None)
-        return self._async_save()
-
-    @property
-    def _small_context(self) -> bool:
-        """The model's context may leave no room next to the admin tools (a server's is unknown)."""
-        context = self._get_entry().data.get(CONF_MAX_CONTEXT_LEN)
-        return context is None or int(context) < ADMIN_LLM_API_MIN_CONTEXT
-
-    @property
-    def _is_new(self) -> bool:
-        return self.source == SOURCE_USER
-
-    def _async_save(self) -> SubentryFlowResult:
-        data = dict(self.options)
-        if self._is_new:
-            return self.async_create_entry(title=str(data.pop(CONF_NAME)), data=data)
-        return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)

@@ -70,6 +70,6 @@ CRASH_WINDOW_S: Final = 600.0
 HEALTHY_AFTER_S: Final = 60.0
 # A server is asked for its status this often; once it is away, after these pauses (the last
 # repeats), so that its entities come back within seconds of it. A server that is away is
-# asked briefly (rkllm_runtime.client.AWAY_STATUS_TIMEOUT_S), so this costs it little.
+# asked briefly (rkllm_runtime.remote.client.AWAY_STATUS_TIMEOUT_S), so this costs it little.
 STATUS_INTERVAL_S: Final = 30.0
 RECONNECT_S: Final = (1.0, 2.0, 5.0)

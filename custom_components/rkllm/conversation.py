@@ -18,8 +18,8 @@ from rkllm_runtime.chat import ChatRequest
 
 from . import confirmation
 from .const import CONF_ACTION_SPEECH, DEFAULT_ACTION_SPEECH, DOMAIN, LOGGER, SUBENTRY_CONVERSATION
-from .entity import RKLLMBaseLLMEntity, cached_prefix
-from .models import RKLLMConfigEntry
+from .entity import RKLLMBaseLLMEntity, async_add_subentry_entities, cached_prefix
+from .runtime_data import RKLLMConfigEntry
 
 # The engine queues requests itself.
 PARALLEL_UPDATES = 0
@@ -33,11 +33,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one agent per conversation subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == SUBENTRY_CONVERSATION:
-            async_add_entities(
-                [RKLLMConversationEntity(entry, subentry)], config_subentry_id=subentry.subentry_id
-            )
+    async_add_subentry_entities(entry, async_add_entities, SUBENTRY_CONVERSATION, RKLLMConversationEntity)
 
 
 class RKLLMConversationEntity(

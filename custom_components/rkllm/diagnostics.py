@@ -9,7 +9,7 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_API_KEY, CONF_PROMPT, CONF_URL
 from homeassistant.core import HomeAssistant
 
-from .models import RKLLMConfigEntry
+from .runtime_data import RKLLMConfigEntry
 
 # Instructions, what the model last said, the server's key and address.
 TO_REDACT = {CONF_PROMPT, "text", CONF_API_KEY, CONF_URL}

@@ -17,9 +17,6 @@ from typing import Any
 import probatio as vol
 from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
 from homeassistant.helpers.selector import (
-    NumberSelector,
-    NumberSelectorConfig,
-    NumberSelectorMode,
     SelectOptionDict,
     SelectSelector,
     SelectSelectorConfig,
@@ -29,7 +26,7 @@ from homeassistant.helpers.selector import (
     TextSelectorType,
 )
 
-from rkllm_runtime import RKLLMError, find_library
+from rkllm_runtime import RKLLMError
 from rkllm_runtime.errors import DownloadError
 from rkllm_runtime.library import check_library
 from rkllm_runtime.models import CatalogEntry, Choice, choices, detect_board, load_catalog
@@ -44,7 +41,8 @@ from .const import (
     DEFAULT_MAX_CONTEXT_LEN,
     LOGGER,
 )
-from .loader import error_key, models_dir
+from .loader import default_library, error_key, models_dir
+from .schemas import context_box
 
 CONF_CATALOG_MODEL = "catalog_model"
 CONF_REPO = "repo"
@@ -89,9 +87,7 @@ def download_schema(ranked: list[Choice]) -> vol.Schema:
             vol.Optional(CONF_REPO): TextSelector(),
             vol.Optional(CONF_FILE): TextSelector(),
             vol.Optional(CONF_HF_TOKEN): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
-            vol.Required(CONF_MAX_CONTEXT_LEN, default=DEFAULT_MAX_CONTEXT_LEN): NumberSelector(
-                NumberSelectorConfig(min=128, max=131072, step=1, mode=NumberSelectorMode.BOX)
-            ),
+            vol.Required(CONF_MAX_CONTEXT_LEN, default=DEFAULT_MAX_CONTEXT_LEN): context_box(),
         }
     )
 
@@ -112,9 +108,11 @@ class ModelDownloadFlow(ConfigFlow):
         """Choose a catalog model (what fits this board first) or any file on Hugging Face."""
         self._form_step = "download"
         folder = models_dir(self.hass)
-        library = (user_input or {}).get(CONF_LIBRARY_PATH) or self._data.get(CONF_LIBRARY_PATH)
-        if not library:
-            library = str(await self.hass.async_add_executor_job(find_library) or "/usr/lib/librkllmrt.so")
+        library = str(
+            (user_input or {}).get(CONF_LIBRARY_PATH)
+            or self._data.get(CONF_LIBRARY_PATH)
+            or await self.hass.async_add_executor_job(default_library)
+        )
         ranked, release = await self.hass.async_add_executor_job(_survey, library, folder)
         if user_input is not None and await self._async_start(user_input, ranked, release is not None):
             return await self.async_step_downloading()

@@ -11,6 +11,7 @@ from homeassistant.core import callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from rkllm_runtime import Sampling
 from rkllm_runtime.chat import (
@@ -26,6 +27,7 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
+from rkllm_runtime.chat.contract import ModelEngine
 from rkllm_runtime.types import RUNTIME_SAMPLING
 
 from .confirmation import intent_speech
@@ -41,11 +43,10 @@ from .const import (
     SAMPLING_OPTIONS,
     TOOL_TURN_SAMPLING,
 )
-from .engine import ModelEngine
 from .errors import user_facing_errors
 from .guidance import tool_guidance
-from .models import RKLLMConfigEntry
 from .prompt import lean_prompt, lean_tool_result, tool_schema
+from .runtime_data import RKLLMConfigEntry
 from .tools import ToolNames, api_names, forgiving_intents
 from .turn_end import CallKey, Ending, call_key, calls_made, closing_words, spoken, unrepeated
 
@@ -57,8 +58,8 @@ def model_device_info(entry: RKLLMConfigEntry) -> dr.DeviceInfo:
         identifiers={(DOMAIN, entry.entry_id)},
         name=entry.title,
         manufacturer="Rockchip",
-        model=engine.model_file,
-        sw_version=f"RKLLM runtime {engine.release}",
+        model=engine.status.model_file,
+        sw_version=f"RKLLM runtime {engine.status.release}",
         entry_type=dr.DeviceEntryType.SERVICE,
     )
 
@@ -190,6 +191,19 @@ def follow_availability(entity: Entity, engine: ModelEngine) -> Callable[[], Non
     return engine.add_listener(_changed)
 
 
+@callback
+def async_add_subentry_entities(
+    entry: RKLLMConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    subentry_type: str,
+    entity: Callable[[RKLLMConfigEntry, ConfigSubentry], Entity],
+) -> None:
+    """Add one entity per subentry of ``subentry_type``, each on its own subentry."""
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == subentry_type:
+            async_add_entities([entity(entry, subentry)], config_subentry_id=subentry.subentry_id)
+
+
 class RKLLMBaseLLMEntity(Entity):
     """An LLM entity of a subentry, generating with the model of its parent entry."""
 
@@ -205,7 +219,7 @@ class RKLLMBaseLLMEntity(Entity):
             identifiers={(DOMAIN, subentry.subentry_id)},
             name=subentry.title,
             manufacturer="Rockchip",
-            model=entry.runtime_data.engine.model_file,
+            model=entry.runtime_data.engine.status.model_file,
             entry_type=dr.DeviceEntryType.SERVICE,
         )
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 
 from rkllm_runtime import ContextOverflowError, RKLLMError
-from rkllm_runtime.contract import ErrorKind, error_kind
+from rkllm_runtime.errors import ErrorKind, error_kind
 
 from .const import DOMAIN, LOGGER
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 
 from rkllm_runtime.chat import TURN_TOKENS
+from rkllm_runtime.chat.contract import ModelEngine
 
 from .const import DOMAIN
-from .models import RKLLMConfigEntry
 
 RUNTIME_UNUSABLE = "runtime_unusable"
 RUNTIME_RELEASE_WARNING = "runtime_release_warning"
@@ -20,9 +21,7 @@ CONTEXT_TOO_SMALL = "context_too_small"
 
 
 @callback
-def async_create_entry_issue(
-    hass: HomeAssistant, entry: RKLLMConfigEntry, issue_id: str, **details: Any
-) -> None:
+def async_create_entry_issue(hass: HomeAssistant, entry: ConfigEntry, issue_id: str, **details: Any) -> None:
     """Raise an issue of the entry (``issue_id`` is suffixed with the entry id).
 
     From Home Assistant 2026.11 the issue carries the entry, which clears it when the
@@ -34,15 +33,14 @@ def async_create_entry_issue(
 
 
 @callback
-def async_delete_entry_issue(hass: HomeAssistant, entry: RKLLMConfigEntry, issue_id: str) -> None:
+def async_delete_entry_issue(hass: HomeAssistant, entry: ConfigEntry, issue_id: str) -> None:
     """Clear an issue :func:`async_create_entry_issue` raised."""
     ir.async_delete_issue(hass, DOMAIN, f"{issue_id}_{entry.entry_id}")
 
 
 @callback
-def async_watch_context_room(hass: HomeAssistant, entry: RKLLMConfigEntry) -> None:
-    """Raise an issue while the prompt and tools leave less of the context than a turn needs."""
-    engine = entry.runtime_data.engine
+def async_watch_context_room(hass: HomeAssistant, entry: ConfigEntry, engine: ModelEngine) -> None:
+    """Raise an issue while the prompt and tools leave less of the engine's context than a turn needs."""
 
     @callback
     def _changed() -> None:

@@ -21,6 +21,7 @@ from rkllm_runtime import (
     UnsupportedVersionError,
     VersionMismatchError,
     WrongArchitectureError,
+    find_library,
     load_library,
 )
 from rkllm_runtime.chat import KVMode
@@ -58,6 +59,8 @@ from .const import (
     MODE_IN_PROCESS,
     PLATFORM_CPU_MASKS,
 )
+
+DEFAULT_LIBRARY_PATH = "/usr/lib/librkllmrt.so"
 
 # Translation keys of the errors a user can act on, most specific first.
 ERROR_KEYS: tuple[tuple[type[RKLLMError], str], ...] = (
@@ -100,6 +103,11 @@ def model_params(data: Mapping[str, Any]) -> ModelParams:
 def kv_mode(data: Mapping[str, Any]) -> KVMode:
     """How the engine uses the KV cache, from an entry's data."""
     return KVMode(data.get(CONF_ADVANCED, {}).get(CONF_KV_STRATEGY, DEFAULT_KV_STRATEGY))
+
+
+def default_library() -> str:
+    """The runtime library found on this machine, or where it is usually installed (blocking)."""
+    return str(find_library() or DEFAULT_LIBRARY_PATH)
 
 
 def check_files(data: Mapping[str, Any]) -> None:

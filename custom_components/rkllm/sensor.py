@@ -19,20 +19,19 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
-from rkllm_runtime.chat import EngineState
+from rkllm_runtime.chat import ChatResult, EngineState, EngineStats
 from rkllm_runtime.system import NPUReading
 
 from .const import LOGGER
-from .engine import ModelEngine
 from .entity import model_device_info
-from .models import RKLLMConfigEntry, RKLLMData
+from .runtime_data import RKLLMConfigEntry, RKLLMData
 
 # The model's figures are pushed by the engine; only the two NPU sensors poll, one at a time.
 PARALLEL_UPDATES = 1
 SCAN_INTERVAL = timedelta(seconds=10)
 TOKENS_PER_SECOND = "tokens/s"
 TOKENS = "tokens"
-MODEL_STATES = ["loading", "ready", "generating", "error"]
+MODEL_STATES = ["prefilling", "ready", "generating", "error"]
 MODEL_STATE = "model_state"
 
 
@@ -41,12 +40,7 @@ def model_state(data: RKLLMData) -> str:
     state = data.engine.state
     if state is EngineState.READY and data.engine.stats.last_error is not None:
         return "error"
-    return {EngineState.PREFILLING: "loading", EngineState.GENERATING: "generating"}.get(state, "ready")
-
-
-def _last(engine: ModelEngine, value: Callable[..., float | int]) -> StateType:
-    last = engine.stats.last
-    return None if last is None else value(last)
+    return {EngineState.PREFILLING: "prefilling", EngineState.GENERATING: "generating"}.get(state, "ready")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,91 +51,86 @@ class RKLLMSensorDescription(SensorEntityDescription):
     restore: bool = True  # a figure of the last request, shown again after a restart
 
 
+def _figure(
+    key: str,
+    value: Callable[[RKLLMData], StateType],
+    unit: str | None = None,
+    *,
+    state_class: SensorStateClass = SensorStateClass.MEASUREMENT,
+    device_class: SensorDeviceClass | None = None,
+    precision: int | None = None,
+    enabled: bool = True,
+    restore: bool = True,
+) -> RKLLMSensorDescription:
+    """A diagnostic figure of the model."""
+    return RKLLMSensorDescription(
+        key=key,
+        translation_key=key,
+        device_class=device_class,
+        native_unit_of_measurement=unit,
+        state_class=state_class,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        suggested_display_precision=precision,
+        entity_registry_enabled_default=enabled,
+        value=value,
+        restore=restore,
+    )
+
+
+def _last_request(read: Callable[[ChatResult], float | int]) -> Callable[[RKLLMData], StateType]:
+    """A figure of the last request (none before the first)."""
+
+    def value(data: RKLLMData) -> StateType:
+        last = data.engine.stats.last
+        return None if last is None else read(last)
+
+    return value
+
+
+def _count(key: str, read: Callable[[EngineStats], int]) -> RKLLMSensorDescription:
+    """A count since the model loaded (not restored after a restart)."""
+    return _figure(
+        key,
+        lambda data: read(data.engine.stats),
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        enabled=False,
+        restore=False,
+    )
+
+
 SENSORS: tuple[RKLLMSensorDescription, ...] = (
-    RKLLMSensorDescription(
-        key="decode_speed",
-        translation_key="decode_speed",
-        native_unit_of_measurement=TOKENS_PER_SECOND,
-        state_class=SensorStateClass.MEASUREMENT,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        suggested_display_precision=1,
-        value=lambda d: _last(d.engine, lambda r: r.perf.decode_tokens_per_second),
+    _figure(
+        "decode_speed",
+        _last_request(lambda r: r.perf.decode_tokens_per_second),
+        TOKENS_PER_SECOND,
+        precision=1,
     ),
-    RKLLMSensorDescription(
-        key="prefill_speed",
-        translation_key="prefill_speed",
-        native_unit_of_measurement=TOKENS_PER_SECOND,
-        state_class=SensorStateClass.MEASUREMENT,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        suggested_display_precision=0,
-        value=lambda d: _last(d.engine, lambda r: r.perf.prefill_tokens_per_second),
+    _figure(
+        "prefill_speed",
+        _last_request(lambda r: r.perf.prefill_tokens_per_second),
+        TOKENS_PER_SECOND,
+        precision=0,
     ),
-    RKLLMSensorDescription(
-        key="time_to_first_token",
-        translation_key="time_to_first_token",
+    _figure(
+        "time_to_first_token",
+        _last_request(lambda r: r.perf.prefill_time_ms),
+        UnitOfTime.MILLISECONDS,
         device_class=SensorDeviceClass.DURATION,
-        native_unit_of_measurement=UnitOfTime.MILLISECONDS,
-        state_class=SensorStateClass.MEASUREMENT,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        suggested_display_precision=0,
-        value=lambda d: _last(d.engine, lambda r: r.perf.prefill_time_ms),
+        precision=0,
     ),
-    RKLLMSensorDescription(
-        key="peak_memory",
-        translation_key="peak_memory",
+    _figure(
+        "peak_memory",
+        _last_request(lambda r: r.perf.memory_usage_mb),
+        UnitOfInformation.MEGABYTES,
         device_class=SensorDeviceClass.DATA_SIZE,
-        native_unit_of_measurement=UnitOfInformation.MEGABYTES,
-        state_class=SensorStateClass.MEASUREMENT,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        suggested_display_precision=0,
-        value=lambda d: _last(d.engine, lambda r: r.perf.memory_usage_mb),
+        precision=0,
     ),
-    RKLLMSensorDescription(
-        key="prompt_tokens",
-        translation_key="prompt_tokens",
-        native_unit_of_measurement=TOKENS,
-        state_class=SensorStateClass.MEASUREMENT,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        entity_registry_enabled_default=False,
-        value=lambda d: _last(d.engine, lambda r: r.prompt_tokens),
-    ),
-    RKLLMSensorDescription(
-        key="prefilled_tokens",
-        translation_key="prefilled_tokens",
-        native_unit_of_measurement=TOKENS,
-        state_class=SensorStateClass.MEASUREMENT,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        entity_registry_enabled_default=False,
-        value=lambda d: _last(d.engine, lambda r: r.perf.prefill_tokens),
-    ),
-    RKLLMSensorDescription(
-        key="kv_cache_tokens",
-        translation_key="kv_cache_tokens",
-        native_unit_of_measurement=TOKENS,
-        state_class=SensorStateClass.MEASUREMENT,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        entity_registry_enabled_default=False,
-        value=lambda d: d.engine.stats.kv_tokens,
-        restore=False,  # what the cache holds now: empty after a restart
-    ),
-    RKLLMSensorDescription(
-        key="cache_hits",
-        translation_key="cache_hits",
-        state_class=SensorStateClass.TOTAL_INCREASING,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        entity_registry_enabled_default=False,
-        value=lambda d: d.engine.stats.cache_hits,
-        restore=False,  # counted since the model loaded
-    ),
-    RKLLMSensorDescription(
-        key="cache_misses",
-        translation_key="cache_misses",
-        state_class=SensorStateClass.TOTAL_INCREASING,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        entity_registry_enabled_default=False,
-        value=lambda d: d.engine.stats.cache_misses,
-        restore=False,  # counted since the model loaded
-    ),
+    _figure("prompt_tokens", _last_request(lambda r: r.prompt_tokens), TOKENS, enabled=False),
+    _figure("prefilled_tokens", _last_request(lambda r: r.perf.prefill_tokens), TOKENS, enabled=False),
+    # What the cache holds now: empty after a restart.
+    _figure("kv_cache_tokens", lambda d: d.engine.stats.kv_tokens, TOKENS, enabled=False, restore=False),
+    _count("cache_hits", lambda stats: stats.cache_hits),
+    _count("cache_misses", lambda stats: stats.cache_misses),
     RKLLMSensorDescription(
         key=MODEL_STATE,
         translation_key=MODEL_STATE,

@@ -14,7 +14,7 @@ from rkllm_runtime.chat import ChatRequest, Message, ThinkingDelta
 
 from .const import DEFAULT_MAX_NEW_TOKENS, DOMAIN
 from .errors import user_facing_errors
-from .models import RKLLMConfigEntry
+from .runtime_data import RKLLMConfigEntry
 
 SERVICE_GENERATE = "generate"
 ATTR_PROMPT = "prompt"

@@ -7,12 +7,14 @@ import itertools
 import time
 from collections import deque
 
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_call_later
 
 from rkllm_runtime import RKLLMError
-from rkllm_runtime.client import AuthenticationError, RemoteEngine
+from rkllm_runtime.remote.client import AuthenticationError, RemoteEngine
 from rkllm_runtime.server.child import ServerProcess
 
 from .const import (
@@ -27,7 +29,6 @@ from .const import (
     STATUS_INTERVAL_S,
 )
 from .issues import RUNTIME_CRASHING, async_create_entry_issue, async_delete_entry_issue
-from .models import RKLLMConfigEntry
 
 
 def backoff(attempt: int, pauses: tuple[float, ...]) -> float:
@@ -43,7 +44,7 @@ class ServerWatch:
     it read again at once. A refused key starts the reauthentication flow.
     """
 
-    def __init__(self, hass: HomeAssistant, entry: RKLLMConfigEntry, engine: RemoteEngine) -> None:
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry, engine: RemoteEngine) -> None:
         self._hass = hass
         self._entry = entry
         self._engine = engine
@@ -95,7 +96,7 @@ class ChildSupervisor:
     def __init__(
         self,
         hass: HomeAssistant,
-        entry: RKLLMConfigEntry,
+        entry: ConfigEntry,
         engine: RemoteEngine,
         process: ServerProcess,
     ) -> None:
@@ -137,8 +138,15 @@ class ChildSupervisor:
 
     @callback
     def async_watch(self) -> None:
-        """Restart the child whenever it dies, until the entry unloads."""
+        """Restart the child whenever it dies; stop it when the entry unloads or Home Assistant stops."""
+        self._entry.async_on_unload(self.async_stop)
+        self._entry.async_on_unload(
+            self._hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, self._async_stop_with_home_assistant)
+        )
         self._entry.async_create_background_task(self._hass, self._watch(), f"{DOMAIN} child watch")
+
+    async def _async_stop_with_home_assistant(self, _: Event) -> None:
+        await self.async_stop()
 
     async def _watch(self) -> None:
         while True:

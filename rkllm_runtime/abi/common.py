@@ -120,6 +120,18 @@ class RKLLMResult(ctypes.Structure):
 LLMResultCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(RKLLMResult), ctypes.c_void_p, ctypes.c_int)
 
 
+def field_values(struct: ctypes.Structure) -> dict[str, float]:
+    """The numbers and flags of a struct, by field name (nested structs flattened)."""
+    values: dict[str, float] = {}
+    for name, *_ in struct._fields_:
+        value = getattr(struct, name)
+        if isinstance(value, ctypes.Structure):
+            values.update(field_values(value))
+        elif isinstance(value, (bool, int, float)):
+            values[name] = value
+    return values
+
+
 def declare_functions(
     lib: ctypes.CDLL,
     *,

@@ -1,6 +1,10 @@
 """Raw mirror of ``rkllm.h`` for ABI 1.2 (runtime releases 1.2.1, 1.2.2 and 1.2.3)."""
 
+from __future__ import annotations
+
 import ctypes
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from .common import (
     LLMResultCallback,
@@ -12,7 +16,11 @@ from .common import (
     declare_functions,
 )
 
+if TYPE_CHECKING:
+    from ctypes import _CData, _CFunctionType
+
 ABI = "1.2"
+PER_RUN_SAMPLING = False
 
 
 class RKLLMParam(ctypes.Structure):
@@ -87,3 +95,12 @@ def declare(lib: ctypes.CDLL) -> None:
         infer_param=RKLLMInferParam,
         init_callback=LLMResultCallback,
     )
+
+
+def init_callback(callback: _CFunctionType) -> _CData:
+    """``rkllm_init`` takes the result callback itself."""
+    return callback
+
+
+def run_limits(infer: ctypes.Structure, max_new_tokens: int, sampling: Mapping[str, float] | None) -> None:
+    """Nothing: sampling and ``max_new_tokens`` are fixed when the model loads."""

@@ -1,6 +1,10 @@
 """Raw mirror of ``rkllm.h`` for ABI 1.3 (runtime releases 1.3.0 and 1.3.1)."""
 
+from __future__ import annotations
+
 import ctypes
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from .common import (
     LLMResultCallback,
@@ -12,7 +16,11 @@ from .common import (
     declare_functions,
 )
 
+if TYPE_CHECKING:
+    from ctypes import _CData, _CFunctionType
+
 ABI = "1.3"
+PER_RUN_SAMPLING = True
 
 
 class RKLLMParam(ctypes.Structure):
@@ -154,3 +162,20 @@ def declare(lib: ctypes.CDLL) -> None:
         infer_param=RKLLMInferParam,
         init_callback=ctypes.POINTER(RKLLMCallback),
     )
+
+
+def init_callback(callback: _CFunctionType) -> _CData:
+    """``rkllm_init`` takes a pointer to an ``RKLLMCallback`` holding the result callback."""
+    return ctypes.pointer(RKLLMCallback(result_callback=callback))
+
+
+def run_limits(
+    infer: ctypes.Structure, max_new_tokens: int, sampling: Mapping[str, float] | None
+) -> _CData | None:
+    """Set the run's ``max_new_tokens`` and, when given, its sampling on ``infer``."""
+    infer.max_new_tokens = max(max_new_tokens, 0)
+    if sampling is None:
+        return None
+    params = ctypes.pointer(RKLLMSamplingParam(**sampling))
+    infer.sampling_params = params
+    return params

@@ -6,7 +6,7 @@ request's sampling, and it is fed back as a token input (``RKLLM_INPUT_TOKEN``) 
 ``keep_history``, so the KV cache grows as in ordinary decoding. Tokens the grammar forces are fed
 in one run. The reply ends with the grammar, its end-of-turn token in the cache as after a
 generating run. Whether the runtime keeps a logits run's input at all is not documented:
-:func:`logits_keep_input` checks it.
+:func:`~rkllm_runtime.logits_cache.logits_keep_input` checks it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkllm_runtime.errors import AbortedError, RKLLMError
+from rkllm_runtime.logits_cache import logits_keep_input
 from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback
 from rkllm_runtime.types import (
     Input,
@@ -79,21 +80,6 @@ def _literal(vocabulary: Vocabulary, text: str) -> str:
     if len(ids) == 1 and vocabulary.tokenizer.is_special_token(ids[0]):
         return f"<[{ids[0]}]>"
     return json.dumps(text)
-
-
-def logits_keep_input(runtime: RKLLMRuntime) -> tuple[bool, int]:
-    """Whether a logits run with ``keep_history`` keeps its input in the KV cache, and the logits' width.
-
-    Two one-token runs on top of the system section; the cache must grow by the second run's
-    token. Needs ``rkllm_get_kv_cache_size``. The conversation in the cache is cleared.
-    """
-    runtime.clear_kv_cache(keep_system_prompt=True)
-    runtime.logits(Tokens([0]), keep_history=True)
-    before = runtime.kv_cache_size()
-    logits = runtime.logits(Tokens([0]), keep_history=True)
-    after = runtime.kv_cache_size()
-    runtime.clear_kv_cache(keep_system_prompt=True)
-    return after == before + 1, logits.width
 
 
 def choose(values: npt.NDArray[np.float32], sampling: Sampling | None, rng: np.random.Generator) -> int:
@@ -281,7 +267,7 @@ def prepare_decoder(runtime: RKLLMRuntime) -> ConstrainedDecoder | str:
     """
     if tokenizer_file(runtime.model_path) is None:
         return f"no {TOKENIZER_FILE} beside {runtime.model_path.name} (the base model's vocabulary)"
-    if not runtime.library.has("rkllm_get_kv_cache_size"):
+    if not runtime.library.reports_kv_cache_size:
         return (
             "this runtime cannot report its KV cache size (no rkllm_get_kv_cache_size), so whether a "
             "logits run keeps its input cannot be checked"

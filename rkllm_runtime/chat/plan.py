@@ -15,11 +15,11 @@ only what the vendor documents for every strategy (:class:`KVMode`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from rkllm_runtime.errors import ContextOverflowError
-from rkllm_runtime.types import Prompt, RunOptions
+from rkllm_runtime.types import PerfStats, Prompt, RunOptions
 
 from .messages import (
     ChatRequest,
@@ -108,9 +108,11 @@ class Plan:
     set_system: bool
     """Call ``set_function_tools`` first."""
     reset: KVReset
-    hit: bool
-    """Only what the strategy must send is prefilled, once the system prompt is warm (set
-    before, or restored from a prompt-cache file)."""
+    sends_only_new: bool
+    """Only what the strategy must send is sent (the conservative mode re-sends the history by
+    design; the naive one sends everything): a hit once the system prompt is warm (:func:`is_hit`)."""
+    held_tokens: int
+    """Tokens of a kept conversation the run continues in the KV cache (0: it starts afresh)."""
     system_cached: bool
     """The run starts with the system section in the KV cache (before any prompt-cache file)."""
     use_prompt_cache: bool
@@ -167,8 +169,8 @@ def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_cont
         tools=tools,
         set_system=set_system,
         reset=reset,
-        # Re-sending the history is by design in the conservative mode; elsewhere it is a miss.
-        hit=kv_mode is not KVMode.NAIVE and (not history or kv_mode is KVMode.CONSERVATIVE),
+        sends_only_new=kv_mode is not KVMode.NAIVE and (not history or kv_mode is KVMode.CONSERVATIVE),
+        held_tokens=cache.kv_tokens if reset is KVReset.NONE and not set_system and cache.in_kv else 0,
         system_cached=not set_system and cache.system_in_kv,
         use_prompt_cache=set_system and kv_mode is not KVMode.NAIVE,
         conversation=KVCacheState(
@@ -181,6 +183,82 @@ def plan(cache: KVCacheState, request: ChatRequest, *, kv_mode: KVMode, max_cont
             in_kv=options.keep_history,
         ),
     )
+
+
+def is_hit(step: Plan, *, loaded_prompt_cache: bool) -> bool:
+    """Whether a request was a cache hit: only what the strategy must send was prefilled.
+
+    And the system section was warm: kept in the KV cache, or restored from its prompt-cache file.
+    """
+    return step.sends_only_new and (not step.set_system or loaded_prompt_cache)
+
+
+def ready(cache: KVCacheState, step: Plan) -> KVCacheState:
+    """What the KV cache holds once the runtime is ready for ``step``, until its run succeeds."""
+    start = KVCacheState(system_key=step.system_key) if step.set_system else cache
+    return start.without_conversation()
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended, as far as the KV cache is concerned."""
+
+    keep_history: bool
+    """The run kept its turn (off when a prompt-cache file was restored for it)."""
+    system_warm: bool
+    """The system section was prefilled before the run: in the KV cache or from its file."""
+    prefilled: bool
+    """A token came: the runtime read the whole input."""
+    reply: Message
+    """What the model said."""
+    chunks: int
+    """Chunks of text it said (a token each, as far as the engine can count)."""
+    perf: PerfStats | None
+    """The runtime's figures of a completed run; None when it failed or was cut at a stop string."""
+    kv_tokens: int | None
+    """The KV cache's size after the run, when the library tells it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What the KV cache holds after a run, and what the run cost."""
+
+    cache: KVCacheState
+    perf: PerfStats
+    prompt_tokens: int
+    """Tokens of the run's whole prompt, the cached ones included."""
+    kv_tokens: int
+    """Tokens in the KV cache: as the library tells, else as counted."""
+
+
+def settle(cache: KVCacheState, step: Plan, end: RunEnd) -> Settled:
+    """What the KV cache holds after ``step``'s run ended as ``end``, ``cache`` being what it held before."""
+    if end.perf is None:
+        # Failed, cancelled or cut at a stop string: no known conversation is in the cache, but a
+        # system section that was read stays prefilled. The runtime reported no figures.
+        start = ready(cache, step)
+        return Settled(
+            replace(start, system_in_kv=start.system_in_kv or end.prefilled),
+            PerfStats(generate_tokens=end.chunks),
+            max((end.kv_tokens or 0) - end.chunks, 0),
+            end.kv_tokens or 0,
+        )
+    perf = end.perf
+    if end.keep_history:
+        counted = step.held_tokens + perf.prefill_tokens + perf.generate_tokens
+        context = end.kv_tokens if end.kv_tokens is not None else counted
+        prompt_tokens = max(context - perf.generate_tokens, perf.prefill_tokens)
+    else:
+        # The runtime went back to the system section, which is all it keeps.
+        prompt_tokens = perf.prefill_tokens + ((end.kv_tokens or 0) if end.system_warm else 0)
+        context = prompt_tokens + perf.generate_tokens
+    settled = replace(
+        step.conversation,
+        fingerprint=fingerprint([end.reply], step.conversation.fingerprint),
+        in_kv=end.keep_history,
+        kv_tokens=context,
+    )
+    return Settled(settled, perf, prompt_tokens, end.kv_tokens if end.kv_tokens is not None else context)
 
 
 def overflow_suspected(step: Plan, request: ChatRequest, max_context_len: int) -> ContextOverflowError | None:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from rkllm_runtime import errors
 from rkllm_runtime.library import check_library
-from rkllm_runtime.runtime import RKLLMRuntime, check_model_file
+from rkllm_runtime.model_file import check_model_file
+from rkllm_runtime.runtime import RKLLMRuntime
 from rkllm_runtime.types import ModelParams
 
 from .header import ModelHeader, check_header, parse_header

@@ -7,12 +7,12 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from rkllm_runtime.chat.wire import stats_to_dict
+from rkllm_runtime.remote.wire import status_to_dict
 from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from . import model_api, native_api, ollama_api, openai_api
@@ -21,7 +21,7 @@ from .connections import ConnectionGuard, connection_cap
 from .errors import ApiError
 from .exchange import ARRIVED, MODEL, SERVER, Server, dumps, error_body
 from .metrics import CONTENT_TYPE, ServerMetrics, render
-from .models import ModelRegistry, ModelState
+from .registry import ModelRegistry, ModelState
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -131,18 +131,9 @@ async def status(request: web.Request) -> web.Response:
     """GET /rkllm/status: each model's engine state and counters, and the NPU's (for a remote engine)."""
     models = {}
     for model in request.app[SERVER].registry.models.values():
-        engine = model.engine
         entry: dict[str, object] = {"state": model.state, "error": model.error}
-        if engine is not None:
-            entry |= stats_to_dict(engine.stats) | {
-                "engine_state": engine.state,
-                "waiting": engine.waiting,
-                "kv_mode": engine.kv_mode,
-                "runtime_release": engine.runtime.library.release,
-                "params": asdict(engine.runtime.params),
-                "model_file": model.path.name,
-                "model_bytes": model.size,
-            }
+        if model.engine is not None:
+            entry |= status_to_dict(replace(model.engine.status, model_bytes=model.size))
         models[model.name] = entry
     npu = await asyncio.get_running_loop().run_in_executor(None, _npu)
     return web.json_response({"models": models, "npu": npu})

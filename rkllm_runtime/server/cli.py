@@ -36,8 +36,8 @@ from .config import (
 )
 from .connections import GuardedSite
 from .exchange import SERVER
-from .models import ModelRegistry
 from .pull import catalog_command, pull_command
+from .registry import ModelRegistry
 
 _LOGGER = logging.getLogger("rkllm_runtime.server")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from rkllm_runtime.chat import Message, ToolCall, ToolSpec
@@ -149,23 +149,32 @@ _RANGES: dict[str, tuple[float, float]] = {
 _INTEGERS = {"top_k", "mirostat"}
 
 
+def _sampling_value(key: str, value: object) -> int | float:
+    """A sampling value within the range the APIs enforce (400 otherwise)."""
+    low, high = _RANGES[key]
+    integer = key in _INTEGERS
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_request(f'"{key}" must be a number')
+    if not (math.isfinite(value) and low <= value <= high):
+        raise bad_request(f'"{key}" must be between {low:g} and {high}')
+    if integer and value != int(value):
+        raise bad_request(f'"{key}" must be an integer')
+    return int(value) if integer else float(value)
+
+
 def sampling_of(values: Mapping[str, object]) -> Sampling | None:
     """Sampling from request options; a field left out keeps the runtime's value (None: all do)."""
-    chosen: dict[str, Any] = {}
-    for key in _SAMPLING_FIELDS:
-        value = values.get(key)
-        if value is None:
-            continue
-        low, high = _RANGES[key]
-        integer = key in _INTEGERS
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad_request(f'"{key}" must be a number')
-        if not (math.isfinite(value) and low <= value <= high):
-            raise bad_request(f'"{key}" must be between {low:g} and {high}')
-        if integer and value != int(value):
-            raise bad_request(f'"{key}" must be an integer')
-        chosen[key] = int(value) if integer else float(value)
+    chosen: dict[str, Any] = {
+        key: _sampling_value(key, value) for key in _SAMPLING_FIELDS if (value := values.get(key)) is not None
+    }
     return Sampling(**chosen) if chosen else None
+
+
+def check_sampling(sampling: Sampling) -> None:
+    """400 when a native request's sampling leaves the ranges the Ollama and OpenAI APIs enforce."""
+    for key, value in asdict(sampling).items():
+        if value is not None:
+            _sampling_value(key, value)
 
 
 def stop_strings(value: object, field: str) -> tuple[str, ...]:

@@ -25,15 +25,14 @@ from rkllm_runtime.chat import (
 )
 from rkllm_runtime.chat.structured import InvalidReplyError, answer
 from rkllm_runtime.chat.tool_choice import MissingCallError, answer_with_call
-from rkllm_runtime.errors import RKLLMError
 from rkllm_runtime.types import TokenLogprob
 
 from .config import ServerConfig
 from .connections import ConnectionGuard
 from .convert import MAX_NESTING, too_deep
-from .errors import ApiError, bad_request, from_runtime
+from .errors import ApiError, bad_request
 from .metrics import ServerMetrics
-from .models import ModelRegistry, ServedModel
+from .registry import ModelRegistry, ServedModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,10 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 
 class Chat:
-    """One chat of a request: errors before the first event become the response's status.
+    """One chat of a request, entered once its first event has come.
+
+    An engine error before it is raised from ``async with`` as the engine raised it, typed: each
+    API turns it into its response at its own edge.
 
     With a ``schema``, the reply is JSON that follows it (see :mod:`rkllm_runtime.chat.structured`);
     with ``must_call``, it calls one of these tools (see :mod:`rkllm_runtime.chat.tool_choice`),
@@ -131,9 +133,6 @@ class Chat:
         self._stream = engine.chat(self.request)
         try:
             self._first = await anext(self._stream)
-        except RKLLMError as err:
-            await self._stream.aclose()
-            raise from_runtime(err) from err
         except BaseException:
             await self._stream.aclose()
             raise
@@ -154,8 +153,6 @@ class Chat:
                 return [*said, *(ToolCallDelta(call) for call in result.tool_calls), Finished(result)]
             assert self.schema is not None
             result, data = await answer(self._ask, self.request, self.schema)
-        except RKLLMError as err:
-            raise from_runtime(err) from err
         except MissingCallError as err:
             raise ApiError(422, f'"tool_choice": {err}, even when asked again') from err
         except InvalidReplyError as err:
@@ -204,10 +201,7 @@ class Chat:
 
 async def collect(chat: Chat) -> list[ChatEvent]:
     """Every event of a chat that is answered in one response."""
-    try:
-        return [event async for event in chat.events()]
-    except RKLLMError as err:
-        raise from_runtime(err) from err
+    return [event async for event in chat.events()]
 
 
 def dumps(data: Mapping[str, Any]) -> bytes:

@@ -14,7 +14,7 @@ from rkllm_runtime.system import npu_load_percent, npu_temperature_celsius
 
 from .config import package_version
 from .connections import ConnectionGuard
-from .models import ModelRegistry, ModelState
+from .registry import ModelRegistry, ModelState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -1,28 +1,27 @@
 """The server's own API, ``POST /rkllm/chat``: chat requests, events and errors as the engine has them.
 
 Body: ``{"model": NAME, "request": <ChatRequest as JSON>}``. Answer: NDJSON, one event per
-line (see :mod:`rkllm_runtime.chat.wire`). An engine error is ``{"error": {"kind": …,
+line (see :mod:`rkllm_runtime.remote.wire`). An engine error is ``{"error": {"kind": …,
 "status": …, "message": …}}``: the body of an error response, or the last line once events
 were sent, so that a client raises the very error the engine raised.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from aiohttp import web
 
 from rkllm_runtime.chat import ChatRequest
 from rkllm_runtime.chat.evaluate import EvaluationRequest
-from rkllm_runtime.chat.wire import WireError, error_to_dict, event_to_dict, request_from_dict
-from rkllm_runtime.contract import ErrorKind
-from rkllm_runtime.errors import AbortedError, ClosedError, RKLLMError
+from rkllm_runtime.errors import AbortedError, ClosedError, ErrorKind, RKLLMError
+from rkllm_runtime.remote.wire import WireError, error_to_dict, event_to_dict, request_from_dict
 
-from .convert import C_INT_MAX, MAX_MALFORMED_CALL_RETRIES, integer, max_tokens, sampling_of, stop_strings
+from .convert import C_INT_MAX, MAX_MALFORMED_CALL_RETRIES, check_sampling, integer, max_tokens, stop_strings
 from .errors import ApiError, bad_request, from_runtime
 from .exchange import MODEL, SERVER, Chat, Server, dumps, read_json
-from .models import ModelState, ServedModel
 from .ollama_api import NDJSON
+from .registry import ModelState, ServedModel
 
 
 def _error(err: RKLLMError, model: ServedModel) -> tuple[ApiError, bytes]:
@@ -50,7 +49,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if not chat_request.messages:
         raise bad_request("the request has no messages")
     if chat_request.sampling is not None:
-        sampling_of(asdict(chat_request.sampling))  # the ranges the Ollama and OpenAI APIs enforce
+        check_sampling(chat_request.sampling)
     stop_strings(list(chat_request.stop), "request.stop")  # and their limit on stop strings
     limit = max_tokens(
         chat_request.max_new_tokens or None, server.config.max_tokens, "request.max_new_tokens"
@@ -62,10 +61,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     try:
         async with Chat(server, model, replace(chat_request, max_new_tokens=limit)) as chat_:
             return await _stream(request, chat_, model)
-    except ApiError as err:  # before the first event: from the engine's error, or the server's own
-        if not isinstance(err.__cause__, RKLLMError):
-            raise
-        failure, line = _error(err.__cause__, model)
+    except RKLLMError as err:  # before the first event
+        failure, line = _error(err, model)
         headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after else None
         return web.Response(
             body=line, status=failure.status, content_type="application/json", headers=headers

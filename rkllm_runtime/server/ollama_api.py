@@ -50,7 +50,7 @@ from .exchange import (
     logprobs_content,
     read_json,
 )
-from .models import ModelState, ServedModel
+from .registry import ModelState, ServedModel
 
 NDJSON = "application/x-ndjson"
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
@@ -147,21 +147,24 @@ def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:
 
 
 async def _respond(request: web.Request, chat: Chat, stream: bool, *, generate: bool) -> web.StreamResponse:
-    """Stream NDJSON records, or answer with one."""
-    async with chat:
-        if not stream:
-            events = await collect(chat)
-            return web.json_response(_record(chat, events, generate=generate))
-        response = web.StreamResponse(headers={"Content-Type": NDJSON})
-        await response.prepare(request)
-        try:
-            async for event in chat.events():
-                if not isinstance(event, MalformedToolCall):  # retried inside: nothing to show
-                    await response.write(dumps(_record(chat, [event], generate=generate)) + b"\n")
-        except RKLLMError as err:
-            await response.write(dumps(error_body(from_runtime(err), openai=False)) + b"\n")
-        await response.write_eof()
-        return response
+    """Stream NDJSON records, or answer with one; an engine error is an error response, or the last record."""
+    try:
+        async with chat:
+            if not stream:
+                events = await collect(chat)
+                return web.json_response(_record(chat, events, generate=generate))
+            response = web.StreamResponse(headers={"Content-Type": NDJSON})
+            await response.prepare(request)
+            try:
+                async for event in chat.events():
+                    if not isinstance(event, MalformedToolCall):  # retried inside: nothing to show
+                        await response.write(dumps(_record(chat, [event], generate=generate)) + b"\n")
+            except RKLLMError as err:
+                await response.write(dumps(error_body(from_runtime(err), openai=False)) + b"\n")
+            await response.write_eof()
+            return response
+    except RKLLMError as err:  # before the first event
+        raise from_runtime(err) from err
 
 
 def _record(chat: Chat, events: list[ChatEvent], *, generate: bool) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from .exchange import (
     logprobs_content,
     read_json,
 )
-from .models import ServedModel
+from .registry import ServedModel
 
 # Fields that would change the answer in ways this server cannot: refused with a 400 naming them.
 REFUSED = (
@@ -211,26 +211,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     include_usage = _include_usage(body)
     asked, must_call = _request(body, server.config.max_tokens)
     chat = Chat(server, model, asked, arrived=request[ARRIVED], schema=schema, must_call=must_call)
+    try:
+        async with chat:
+            if not body.get("stream"):
+                return web.json_response(_Completion(chat).whole(await collect(chat)))
+            return await _stream(request, chat, include_usage)
+    except RKLLMError as err:  # before the first event
+        raise from_runtime(err) from err
+
+
+async def _stream(request: web.Request, chat: Chat, include_usage: bool) -> web.StreamResponse:
+    """Server-sent chunks; an engine error after the first one is the last chunk."""
     completion = _Completion(chat)
-    async with chat:
-        if not body.get("stream"):
-            return web.json_response(completion.whole(await collect(chat)))
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        await response.write(
-            b"data: " + dumps(completion.chunk({"role": "assistant", "content": ""})) + b"\n\n"
-        )
-        try:
-            async for event in chat.events():
-                for chunk in completion.stream_chunks(event, include_usage):
-                    await response.write(b"data: " + dumps(chunk) + b"\n\n")
-        except RKLLMError as err:
-            await response.write(b"data: " + dumps(error_body(from_runtime(err), openai=True)) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    await response.write(b"data: " + dumps(completion.chunk({"role": "assistant", "content": ""})) + b"\n\n")
+    try:
+        async for event in chat.events():
+            for chunk in completion.stream_chunks(event, include_usage):
+                await response.write(b"data: " + dumps(chunk) + b"\n\n")
+    except RKLLMError as err:
+        await response.write(b"data: " + dumps(error_body(from_runtime(err), openai=True)) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 async def models(request: web.Request) -> web.Response:

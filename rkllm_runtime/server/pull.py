@@ -23,7 +23,7 @@ from rkllm_runtime.models import (
 from rkllm_runtime.models.download import DownloadedModel, Progress, download_model, forget, read_records
 
 from .errors import ApiError
-from .models import ollama_name
+from .registry import ollama_name
 
 DEFAULT_MODELS_DIR = Path(
     os.environ.get("RKLLM_MODELS_DIR", "~/.local/share/rkllm-server/models")

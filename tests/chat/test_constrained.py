@@ -17,7 +17,6 @@ from rkllm_runtime.chat.constrained import (
     ConstrainedDecoder,
     GrammarError,
     json_grammar,
-    logits_keep_input,
     tool_call_grammar,
 )
 from rkllm_runtime.chat.messages import ToolSpec
@@ -173,15 +172,6 @@ def test_a_schema_the_library_cannot_compile(open_decoder: type[ConstrainedDecod
         decoder.run(Prompt("x"), json_grammar({"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}))
 
 
-@pytest.mark.parametrize(("logits_history", "kept"), [("keep", True), ("drop", False)])
-def test_the_check_tells_whether_a_logits_run_keeps_its_input(
-    emulator_library: Path, make_model: ModelFactory, logits_history: str, kept: bool
-) -> None:
-    model = make_model(Rule(reply="ok"), logits_history=logits_history, system="You are helpful.")
-    with RKLLMRuntime.open(emulator_library, model) as runtime:
-        assert logits_keep_input(runtime) == (kept, WIDTH)
-
-
 def test_no_vocabulary_beside_the_model(make_model: ModelFactory) -> None:
     model = make_model(Rule(reply="ok"))
     with pytest.raises(VocabularyError, match=r"no tokenizer\.json beside model1\.rkllm"):
@@ -207,7 +197,7 @@ ENGINE_RULES = (
 
 
 @pytest.fixture
-async def make_engine(
+async def grammar_engine(
     emulator_library: Path, make_model: ModelFactory
 ) -> AsyncIterator[Callable[..., ChatEngine]]:
     engines: list[ChatEngine] = []
@@ -235,9 +225,9 @@ def turn(text: str, **fields: Any) -> ChatRequest:
 
 
 async def test_engine_answers_a_schema_in_one_run(
-    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+    grammar_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
 ) -> None:
-    engine = make_engine()
+    engine = grammar_engine()
     result, data = await answer(partial(asked, engine), turn("switch"), SWITCH)
     assert data["state"] in {"on", "off"}
     assert (result.runs, result.constrained) == (1, True)
@@ -245,9 +235,9 @@ async def test_engine_answers_a_schema_in_one_run(
 
 
 async def test_engine_makes_a_required_call(
-    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+    grammar_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
 ) -> None:
-    engine = make_engine()
+    engine = grammar_engine()
     result = await answer_with_call(partial(asked, engine), turn("lights", tools=TOOLS), ["HassTurnOff"])
     assert [call.name for call in result.tool_calls] == ["HassTurnOff"]
     assert isinstance(result.tool_calls[0].arguments["name"], str)
@@ -255,9 +245,9 @@ async def test_engine_makes_a_required_call(
 
 
 async def test_with_a_schema_and_tools_a_call_may_come_first(
-    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+    grammar_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
 ) -> None:
-    engine = make_engine()
+    engine = grammar_engine()
     result, data = await answer(partial(asked, engine), turn("open the gate", tools=TOOLS), SWITCH)
     assert data is None  # the caller runs the call, then asks again
     assert [(call.name, call.arguments) for call in result.tool_calls] == [("HassTurnOn", {"name": "gate"})]
@@ -266,9 +256,9 @@ async def test_with_a_schema_and_tools_a_call_may_come_first(
 
 @pytest.mark.parametrize("kv_mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
 async def test_engine_keeps_the_cache_right_after_a_constrained_turn(
-    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path, kv_mode: KVMode
+    grammar_engine: Callable[..., ChatEngine], qwen_vocabulary: Path, kv_mode: KVMode
 ) -> None:
-    engine = make_engine(kv_mode)
+    engine = grammar_engine(kv_mode)
     conversation = [Message("user", "switch")]
     first = await asked(engine, turn("switch", output_schema=SWITCH))
     conversation += [Message("assistant", first.text), Message("user", "how are you")]
@@ -285,9 +275,9 @@ async def test_engine_keeps_the_cache_right_after_a_constrained_turn(
 
 
 async def test_engine_gives_log_probabilities(
-    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+    grammar_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
 ) -> None:
-    engine = make_engine()
+    engine = grammar_engine()
     result = await asked(engine, turn("hello", top_logprobs=2))
     assert result.text == "Fine, thanks."
     assert "".join(item.token for item in result.logprobs) == "Fine, thanks."
@@ -295,9 +285,9 @@ async def test_engine_gives_log_probabilities(
 
 
 async def test_without_a_vocabulary_the_engine_checks_and_asks_again(
-    make_engine: Callable[..., ChatEngine], caplog: pytest.LogCaptureFixture
+    grammar_engine: Callable[..., ChatEngine], caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = make_engine()
+    engine = grammar_engine()
     with pytest.raises(InvalidReplyError):
         await answer(partial(asked, engine), turn("switch"), SWITCH)
     assert engine.stats.constrained is False
@@ -309,9 +299,9 @@ async def test_without_a_vocabulary_the_engine_checks_and_asks_again(
 
 
 async def test_when_logits_runs_keep_nothing_the_engine_checks_and_asks_again(
-    make_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
+    grammar_engine: Callable[..., ChatEngine], qwen_vocabulary: Path
 ) -> None:
-    engine = make_engine(logits_history="drop")
+    engine = grammar_engine(logits_history="drop")
     with pytest.raises(MissingCallError):
         await answer_with_call(partial(asked, engine), turn("lights", tools=TOOLS), ["HassTurnOff"])
     assert engine.stats.constrained is False

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 
-from rkllm_runtime import Role
+from rkllm_runtime import PerfStats, Role
 from rkllm_runtime.chat import ChatRequest, KVCacheState, KVMode, KVReset, Message, ToolCall, ToolSpec
 from rkllm_runtime.chat.messages import fingerprint, render_tools, system_key
-from rkllm_runtime.chat.plan import CONTEXT_BUDGET, overflow_suspected, plan
+from rkllm_runtime.chat.plan import CONTEXT_BUDGET, Plan, RunEnd, is_hit, overflow_suspected, plan, settle
 
 SYSTEM = "You are a voice assistant."
 TOOLS = (ToolSpec("HassTurnOn", {"type": "object"}, "Turns on"),)
@@ -115,7 +116,8 @@ def test_tools_are_rendered_compact_and_lean() -> None:
 def test_plan(case: Case) -> None:
     request = ChatRequest(SYSTEM, case.messages, tools=TOOLS, conversation_id=case.conversation_id)
     planned = plan(case.cache, request, kv_mode=case.mode, max_context_len=4096)
-    assert (planned.set_system, planned.reset, planned.hit) == (case.set_system, case.reset, case.hit)
+    hit = is_hit(planned, loaded_prompt_cache=True)  # a system prompt set now is restored from its file
+    assert (planned.set_system, planned.reset, hit) == (case.set_system, case.reset, case.hit)
     assert planned.input.text == case.input
     assert planned.input.role is (Role.TOOL if case.messages[-1].role == "tool" else Role.USER)
     assert planned.options.keep_history is (case.mode is REUSE)
@@ -233,3 +235,80 @@ def test_the_current_turn_is_always_sent(case: TurnCase) -> None:
     planned = plan(cache, request, kv_mode=case.mode, max_context_len=4096)
     assert planned.input.text == case.input
     assert planned.input.role is (Role.TOOL if case.messages[-1].role == "tool" else Role.USER)
+
+
+HIT_CASES = {
+    "cold-system-prompt": ("cold", False, False),
+    "cold-system-prompt-restored-from-its-file": ("cold", True, True),
+    "follow-up": ("follow-up", False, True),
+    "conservative-follow-up": ("conservative-follow-up-quotes-the-history", False, True),
+    "over-budget": ("over-budget", False, False),
+    "naive": ("naive", True, False),
+}
+
+
+@pytest.mark.parametrize(("case", "loaded_prompt_cache", "hit"), HIT_CASES.values(), ids=HIT_CASES.keys())
+def test_is_hit(case: str, loaded_prompt_cache: bool, hit: bool) -> None:
+    """A hit sends only what the strategy must, the system section warm: kept, or loaded from its file."""
+    assert is_hit(planned_for(CASES[case]), loaded_prompt_cache=loaded_prompt_cache) is hit
+
+
+def planned_for(case: Case) -> Plan:
+    request = ChatRequest(SYSTEM, case.messages, tools=TOOLS, conversation_id=case.conversation_id)
+    return plan(case.cache, request, kv_mode=case.mode, max_context_len=4096)
+
+
+PERF = PerfStats(prefill_tokens=20, generate_tokens=5)
+# The plan's case, how its run ended, then the cache's (system_in_kv, conversation_id, in_kv, kv_tokens),
+# the prompt's tokens and the KV cache's tokens.
+SETTLE_CASES = {
+    "failed-before-reading-a-new-system-prompt": (
+        "cold", {"prefilled": False, "perf": None}, (False, None, False, 0), 0, 0,
+    ),
+    "failed-after-reading-the-input": ("follow-up", {"perf": None}, (True, None, False, 100), 0, 0),
+    "cut-at-a-stop-string": (
+        "follow-up", {"perf": None, "chunks": 3, "kv_tokens": 150}, (True, None, False, 100), 147, 150,
+    ),
+    "kept-and-counted": ("follow-up", {}, (True, "a", True, 125), 120, 125),
+    "kept-and-told": ("follow-up", {"kv_tokens": 300}, (True, "a", True, 300), 295, 300),
+    "kept-after-a-reset": ("new-conversation", {}, (True, "b", True, 25), 20, 25),
+    "not-kept-with-the-system-warm": (
+        "conservative-follow-up-quotes-the-history", {"kv_tokens": 40}, (True, "a", False, 65), 60, 40,
+    ),
+    "not-kept-with-the-system-cold": (
+        "conservative-cold", {"system_warm": False, "kv_tokens": 40}, (True, "a", False, 25), 20, 40,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "end", "cache", "prompt_tokens", "kv_tokens"), SETTLE_CASES.values(), ids=SETTLE_CASES.keys()
+)
+def test_settle(
+    case: str,
+    end: dict[str, Any],
+    cache: tuple[bool, str | None, bool, int],
+    prompt_tokens: int,
+    kv_tokens: int,
+) -> None:
+    planned = planned_for(CASES[case])
+    ran = RunEnd(
+        **{
+            "keep_history": planned.options.keep_history,
+            "system_warm": True,
+            "prefilled": True,
+            "reply": REPLY,
+            "chunks": 0,
+            "perf": PERF,
+            "kv_tokens": None,
+            **end,
+        }
+    )
+    settled = settle(CASES[case].cache, planned, ran)
+    state = settled.cache
+    assert (state.system_in_kv, state.conversation_id, state.in_kv, state.kv_tokens) == cache
+    assert (settled.prompt_tokens, settled.kv_tokens) == (prompt_tokens, kv_tokens)
+    assert state.system_key == KEY
+    if ran.perf is not None:  # the reply joined the conversation: the next turn follows it
+        assert state.cached_messages == len(CASES[case].messages) + 1
+        assert state.fingerprint == fingerprint([*CASES[case].messages, REPLY])

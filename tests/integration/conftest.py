@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.config_flow import default_ai_task_options, default_conversation_options
 from custom_components.rkllm.const import (
     CONF_ADVANCED,
     CONF_LIBRARY_PATH,
@@ -32,9 +32,13 @@ from custom_components.rkllm.const import (
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
 )
+from custom_components.rkllm.schemas import default_ai_task_options, default_conversation_options
 from rkllm_runtime.emulator import Rule
 from tests.conftest import ModelFactory, call
 from tests.server.conftest import RunningServer, launch
+
+STRINGS = json.loads((Path(__file__).parents[2] / "custom_components/rkllm/strings.json").read_text())
+"""The integration's English strings."""
 
 LIGHT = "light.kitchen_light"
 SERVER_MODEL = "qwen2.5:1.5b"

@@ -26,7 +26,7 @@ from custom_components.rkllm.const import (
     MODE_CHILD,
 )
 from custom_components.rkllm.loader import child_pid_file
-from rkllm_runtime.client import RemoteEngine
+from rkllm_runtime.remote.client import RemoteEngine
 from tests.integration.conftest import until
 from tests.server.conftest import launch
 
@@ -190,11 +190,11 @@ async def test_the_advanced_settings_reach_the_childs_runtime(
 ) -> None:
     engine = init_integration.runtime_data.engine
     assert isinstance(engine, RemoteEngine)
-    params = engine.status["params"]
-    assert params["max_context_len"] == 4096
-    assert params["enabled_cpus_mask"] == 0xFF
-    assert params["n_keep"] == 64
-    assert params["embed_flash"] is True
-    assert params["base_domain_id"] == 2
+    params = engine.status.params
+    assert params.max_context_len == 4096
+    assert params.enabled_cpus_mask == 0xFF
+    assert params.n_keep == 64
+    assert params.embed_flash is True
+    assert params.base_domain_id == 2
     result = await converse(hass, "hello there")
     assert result.response.speech["plain"]["speech"] == "Hello! How can I help?"

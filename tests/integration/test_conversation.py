@@ -15,14 +15,16 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.rkllm import entity as entity_module
-from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import CONF_KV_STRATEGY
-from custom_components.rkllm.engine import ModelEngine
 from custom_components.rkllm.entity import chat_messages
 from custom_components.rkllm.runtime_log import ROUTER
+from custom_components.rkllm.schemas import default_conversation_options
 from rkllm_runtime import RunOptions
+from rkllm_runtime.abi.common import RKLLMInferMode
 from rkllm_runtime.chat import MAX_WAITING, EngineState
-from rkllm_runtime.client import RemoteEngine
+from rkllm_runtime.chat.contract import ModelEngine
+from rkllm_runtime.remote.client import RemoteEngine
+from tests.conftest import abis_with
 from tests.integration.conftest import IN_EVERY_MODE, until
 
 AGENT = "conversation.rkllm_conversation"
@@ -272,7 +274,7 @@ async def queued(engine: ModelEngine) -> int:
     """Requests waiting for the model (a remote engine asks its server)."""
     if isinstance(engine, RemoteEngine):
         await engine.refresh()
-    return engine.waiting
+    return engine.status.waiting
 
 
 @IN_EVERY_MODE
@@ -409,6 +411,7 @@ EARLIER = {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "repeat_penalty": 1.05
     ],
     ids=["recommended", "recommended without tools", "temperature only", "stored earlier"],
 )
+@abis_with(lambda abi: abi.PER_RUN_SAMPLING)
 async def test_sampling_not_set_is_greedy_with_tools_else_the_runtimes(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
@@ -416,13 +419,11 @@ async def test_sampling_not_set_is_greedy_with_tools_else_the_runtimes(
     sent: dict[str, float],
 ) -> None:
     runtime = init_integration.runtime_data.engine.runtime
-    if runtime.library.abi_version != "1.3":
-        pytest.skip("runtime 1.2 fixes sampling when the model loads")
     seen: list[dict[str, float]] = []
     build = runtime._build_infer_param
 
-    def recording(options: RunOptions) -> tuple[Any, list[Any]]:
-        c_infer, keep_alive = build(options)
+    def recording(options: RunOptions, mode: RKLLMInferMode) -> tuple[Any, list[Any]]:
+        c_infer, keep_alive = build(options, mode)
         sampling = c_infer.sampling_params.contents
         seen.append({name: getattr(sampling, name) for name in sent})
         return c_infer, keep_alive

@@ -99,7 +99,7 @@ async def test_a_catalog_model_is_downloaded_with_progress_checked_and_added(
 
     hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, on_progress)
     library = build_cached("1.2")  # runtime 1.2.3, where a board keeps it
-    monkeypatch.setattr("custom_components.rkllm.download_flow.find_library", lambda: library)
+    monkeypatch.setattr("custom_components.rkllm.loader.find_library", lambda: library)
     flow = await to_download_form(client, mode)
     offered = [option["value"] for option in options(flow)]
     labels = {option["value"]: option["label"] for option in options(flow)}

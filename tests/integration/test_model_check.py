@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -17,10 +16,9 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.rkllm.const import DOMAIN, MODE_IN_PROCESS
 from rkllm_runtime.models import Board
 from tests.conftest import ModelFactory
+from tests.integration.conftest import STRINGS
 from tests.integration.test_config_flow import form_input, submit
 from tests.models.test_check import NOT_MODELS
-
-STRINGS = json.loads((Path(__file__).parents[2] / "custom_components/rkllm/strings.json").read_text())
 
 
 async def test_a_file_of_another_release_is_refused_naming_the_release_and_ha_survives(

@@ -13,7 +13,7 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from rkllm_runtime.chat import EngineState
-from rkllm_runtime.client import RemoteEngine
+from rkllm_runtime.remote.client import RemoteEngine
 from tests.integration.conftest import IN_EVERY_MODE, until
 
 AGENT = "conversation.rkllm_conversation"

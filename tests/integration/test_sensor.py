@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from itertools import groupby
 from pathlib import Path
 
 import pytest
 from homeassistant.components import conversation
 from homeassistant.components.homeassistant.exposed_entities import async_should_expose
 from homeassistant.const import STATE_UNAVAILABLE, EntityCategory
-from homeassistant.core import Context, HomeAssistant, State
+from homeassistant.core import Context, Event, EventStateChangedData, HomeAssistant, State, callback
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity_component import async_update_entity
+from homeassistant.helpers.event import async_track_state_change_event
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     mock_restore_cache_with_extra_data,
@@ -61,6 +63,24 @@ async def test_sensors_update_after_a_request(hass: HomeAssistant, entry_id: str
     await hass.async_block_till_done()
     assert state(hass, "cache_hits") == "1"
     assert int(state(hass, "prefilled_tokens")) < 20
+
+
+async def test_model_state_reads_the_prompt_then_generates(hass: HomeAssistant, entry_id: str) -> None:
+    entity_id = er.async_get(hass).async_get_entity_id("sensor", "rkllm", f"{entry_id}_model_state")
+    assert entity_id is not None
+    seen: list[str] = []
+
+    @callback
+    def changed(event: Event[EventStateChangedData]) -> None:
+        if (new := event.data["new_state"]) is not None:
+            seen.append(new.state)
+
+    async_track_state_change_event(hass, [entity_id], changed)
+    await conversation.async_converse(
+        hass, "hello", None, Context(), agent_id="conversation.rkllm_conversation"
+    )
+    await hass.async_block_till_done()
+    assert [value for value, _ in groupby(seen)] == ["prefilling", "generating", "ready"]
 
 
 @IN_EVERY_MODE

@@ -16,8 +16,8 @@ from homeassistant.helpers import floor_registry as fr
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.guidance import tool_guidance
+from custom_components.rkllm.schemas import default_conversation_options
 from custom_components.rkllm.tools import ToolNames, without_echoed_command
 from rkllm_runtime.chat import ChatRequest, ChatStream
 from rkllm_runtime.chat.messages import render_tools

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,10 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.rkllm.const import MAX_TOOL_ITERATIONS
 from rkllm_runtime.emulator import Rule
 from tests.conftest import ModelFactory, call
-from tests.integration.conftest import LIGHT, RULES
+from tests.integration.conftest import LIGHT, RULES, STRINGS
 
 AGENT = "conversation.rkllm_conversation"
 PORCH = ("light.porch_light", "switch.porch_switch")
-STRINGS = json.loads((Path(__file__).parents[2] / "custom_components/rkllm/strings.json").read_text())
 
 
 def message(key: str) -> str:

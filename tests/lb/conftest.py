@@ -18,8 +18,8 @@ import httpx
 import pytest
 import pytest_socket
 
-from rkllm_runtime.client import CONVERSATION_HEADER
 from rkllm_runtime.emulator import EmulatedModel, build_cached
+from rkllm_runtime.remote.client import CONVERSATION_HEADER
 from tests.server.conftest import MODEL, RULES, RunningServer, launch, prefill_counts
 
 DEPLOY = Path(__file__).parents[2] / "deploy"

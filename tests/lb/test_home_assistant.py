@@ -15,8 +15,8 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.rkllm.config_flow import default_conversation_options
 from custom_components.rkllm.const import CONF_MODE, DOMAIN, MODE_SERVER, SUBENTRY_CONVERSATION
+from custom_components.rkllm.schemas import default_conversation_options
 from tests.lb.conftest import KEY, Farm
 from tests.lb.test_haproxy import NEW_WORDS
 from tests.ollama_entry import ollama_entry

@@ -28,12 +28,9 @@ class RawClient:
         self.model_path = str(model).encode()
         param.model_path = self.model_path
         self.callback = LLMResultCallback(on_result)
-        init_arg: object = self.callback
-        if self.library.abi_version == "1.3":
-            self.callbacks = abi.RKLLMCallback(result_callback=self.callback)
-            init_arg = ctypes.byref(self.callbacks)
+        self.init_arg = abi.init_callback(self.callback)  # a pointer to RKLLMCallback on 1.3
         self.handle = LLMHandle()
-        assert self.lib.rkllm_init(ctypes.byref(self.handle), ctypes.byref(param), init_arg) == 0
+        assert self.lib.rkllm_init(ctypes.byref(self.handle), ctypes.byref(param), self.init_arg) == 0
         self.abi = abi
 
     def run(self, prompt: str) -> int:

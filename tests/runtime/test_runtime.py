@@ -27,9 +27,10 @@ from rkllm_runtime import (
     Tokens,
 )
 from rkllm_runtime.emulator import Rule
+from rkllm_runtime.errors import KVCacheError, PromptCacheError
 from rkllm_runtime.runtime import param_values
 from rkllm_runtime.types import RUNTIME_SAMPLING
-from tests.conftest import ModelFactory
+from tests.conftest import ModelFactory, abis_with
 
 TOOLS = json.dumps(
     [
@@ -167,7 +168,7 @@ def test_range_clear_is_refused_outside_a_paused_single_turn_run(
         runtime.run(Prompt("hello"), RunOptions(keep_history=True))
         size = runtime.kv_cache_size()
         capfd.readouterr()
-        with pytest.raises(RKLLMError, match="rkllm_clear_kv_cache failed"):
+        with pytest.raises(KVCacheError, match="rkllm_clear_kv_cache failed"):
             runtime.clear_kv_cache_range(2, size)
         assert runtime.kv_cache_size() == size
         runtime.run(Prompt("hello"))
@@ -203,7 +204,7 @@ def test_foreign_or_corrupt_prompt_cache_is_refused(
     with open_runtime(emulator_library, make_model(Rule(reply="ok"), name="a")) as runtime:
         runtime.run(Prompt("hello"), RunOptions(save_prompt_cache=str(cache)))
     with open_runtime(emulator_library, make_model(Rule(reply="ok"), name="b")) as runtime:
-        with pytest.raises(RKLLMError, match="rkllm_load_prompt_cache failed"):
+        with pytest.raises(PromptCacheError, match="rkllm_load_prompt_cache failed"):
             runtime.load_prompt_cache(cache)
         cache.write_bytes(cache.read_bytes()[:-3])
         with pytest.raises(RKLLMError):
@@ -325,20 +326,6 @@ def test_abort_mid_generation_then_next_run(
         assert runtime.run(Prompt("next")).text == "short"
 
 
-def test_generation_iterator_and_early_close(emulator_library: Path, make_model: ModelFactory) -> None:
-    model = make_model(Rule(match="long", reply="word " * 400), Rule(reply="a b c"))
-    threads_before = set(threading.enumerate())
-    with open_runtime(emulator_library, model) as runtime:
-        generation = runtime.generate(Prompt("hi"))
-        assert list(generation) == ["a", " b", " c"]
-        assert generation.result is not None
-        assert generation.result.perf.generate_tokens == 3 + 1
-        with runtime.generate(Prompt("long")) as stream:
-            assert next(stream) == "word"
-        assert runtime.run(Prompt("hi")).text == "a b c"
-    assert set(threading.enumerate()) == threads_before
-
-
 def test_concurrent_calls_are_serialised(
     emulator_library: Path, make_model: ModelFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -384,9 +371,7 @@ def test_token_and_embedding_inputs(emulator_library: Path, make_model: ModelFac
 def test_max_new_tokens_per_run_on_abi_1_3(emulator_library: Path, make_model: ModelFactory) -> None:
     with open_runtime(emulator_library, make_model(Rule(reply="a b c d e f")), max_new_tokens=5) as runtime:
         limited = runtime.run(Prompt("hi"), RunOptions(max_new_tokens=2))
-        expected = (
-            2 if runtime.library.abi_version == "1.3" else 5
-        )  # fixed at load on 1.2 (no <|im_end|>: cut)
+        expected = 2 if runtime.library.abi.PER_RUN_SAMPLING else 5  # else fixed at load (no <|im_end|>: cut)
     assert limited.perf.generate_tokens == expected
 
 
@@ -430,13 +415,12 @@ def test_set_parameters_override_the_defaults(emulator_library: Path, make_model
     assert (built["n_keep"], built["top_k"], built["enabled_cpus_num"]) == (64, 1, 4)
 
 
+@abis_with(lambda abi: abi.PER_RUN_SAMPLING)
 def test_a_runs_sampling_keeps_the_runtimes_value_for_each_field_it_leaves_out(
     emulator_library: Path, make_model: ModelFactory
 ) -> None:
     """``{"temperature": 0.5}`` alone samples with the runtime's top-k 40, not greedily."""
     with open_runtime(emulator_library, make_model()) as runtime:
-        if runtime.library.abi_version != "1.3":
-            pytest.skip("sampling is fixed at load time on ABI 1.2")
         c_infer, _ = runtime._build_infer_param(RunOptions(sampling=Sampling(temperature=0.5)))
         sampling = c_infer.sampling_params.contents
         defaults = runtime.default_param()

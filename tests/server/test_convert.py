@@ -10,7 +10,7 @@ from rkllm_runtime.chat import Message, ToolCall
 from rkllm_runtime.server.config import ServerConfig, is_loopback
 from rkllm_runtime.server.convert import flag, max_tokens, parse_messages, parse_tools, sampling_of
 from rkllm_runtime.server.errors import ApiError
-from rkllm_runtime.server.models import ModelRegistry, ModelState
+from rkllm_runtime.server.registry import ModelRegistry, ModelState
 
 
 def test_messages_of_both_apis() -> None:

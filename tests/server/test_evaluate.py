@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 
 from rkllm_runtime.chat.evaluate import EvaluationRequest, Question, QuestionKind
-from rkllm_runtime.client import RemoteEngine
 from rkllm_runtime.emulator import EmulatedModel, Rule
 from rkllm_runtime.emulator.tokenizer_json import tokenizer_json
 from rkllm_runtime.errors import UnknownModelError
+from rkllm_runtime.remote.client import RemoteEngine
 from tests.server.conftest import MODEL, RunningServer, launch
 
 STATE = '{"kitchen light": "on"}'

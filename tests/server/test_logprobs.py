@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from rkllm_runtime.chat import ChatRequest, Message
-from rkllm_runtime.client import RemoteEngine
+from rkllm_runtime.remote.client import RemoteEngine
 from tests.server.conftest import MODEL, RunningServer, StartServer
 
 REPLY = "Hello! How can I help?"  # what the model file answers "hi" with

@@ -13,7 +13,7 @@ from rkllm_runtime.chat import ChatResult
 from rkllm_runtime.server.config import ServerConfig, package_version
 from rkllm_runtime.server.connections import ConnectionGuard
 from rkllm_runtime.server.metrics import ServerMetrics, render
-from rkllm_runtime.server.models import ModelRegistry
+from rkllm_runtime.server.registry import ModelRegistry
 from rkllm_runtime.types import PerfStats
 from tests.server.conftest import MODEL, StartServer
 

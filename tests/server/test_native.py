@@ -18,8 +18,8 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
-from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict
 from rkllm_runtime.errors import ContextOverflowError, InvalidTextError, ServerStoppedError
+from rkllm_runtime.remote.wire import error_from_dict, event_from_dict, request_to_dict
 from rkllm_runtime.types import Sampling
 from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer, StartServer
 

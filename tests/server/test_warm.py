@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from rkllm_runtime.chat import ChatRequest, Finished, Message, ToolSpec
-from rkllm_runtime.chat.wire import event_from_dict, request_to_dict
+from rkllm_runtime.remote.wire import event_from_dict, request_to_dict
 from tests.server.conftest import MODEL, SYSTEM, TOOLS, RunningServer, StartServer, prefill_counts
 
 LIGHTS = [ToolSpec(tool["function"]["name"], tool["function"]["parameters"]) for tool in TOOLS]

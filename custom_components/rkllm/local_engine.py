@@ -1,4 +1,4 @@
-"""What entities talk to: the engine contract, answered in this process or by an rkllm-server."""
+"""The chat engine with the runtime loaded into Home Assistant's own process."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rkllm_runtime.chat import ChatEngine
-from rkllm_runtime.contract import ModelEngine
 from rkllm_runtime.system import NPUReading, npu_load_percent, npu_temperature_celsius
-
-__all__ = ["LocalEngine", "ModelEngine"]
 
 
 class LocalEngine(ChatEngine):
@@ -20,16 +17,6 @@ class LocalEngine(ChatEngine):
     def available(self) -> bool:
         """Until it is closed."""
         return not self.closed
-
-    @property
-    def model_file(self) -> str:
-        """The model's file name."""
-        return self.runtime.model_path.name
-
-    @property
-    def release(self) -> str:
-        """The loaded library's release."""
-        return self.runtime.library.release
 
     async def read_npu(self) -> NPUReading:
         """Read /sys in the executor."""

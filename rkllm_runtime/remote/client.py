@@ -1,4 +1,4 @@
-"""A model on an rkllm-server, a :class:`~rkllm_runtime.contract.ModelEngine` as the local one is.
+"""A model on an rkllm-server, a :class:`~rkllm_runtime.chat.contract.ModelEngine` as the local one is.
 
 Speaks the server's own API (``POST /rkllm/chat``, ``GET /rkllm/status``), so events, tool
 calls, the final :class:`~rkllm_runtime.chat.ChatResult`, the counters and each error's kind
@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -18,26 +19,33 @@ import aiohttp
 from rkllm_runtime.chat import (
     ChatEvent,
     ChatRequest,
-    ChatResult,
     ChatStream,
     EngineState,
-    EngineStats,
+    EngineStatus,
     Finished,
+    Observed,
     WarmOutcome,
 )
-from rkllm_runtime.chat.engine import check_texts
+from rkllm_runtime.chat.checks import check_texts
 from rkllm_runtime.chat.evaluate import EvaluationRequest, EvaluationResult
-from rkllm_runtime.chat.wire import error_from_dict, event_from_dict, request_to_dict, stats_from_dict
-from rkllm_runtime.contract import ErrorKind, error_kind
 from rkllm_runtime.errors import (
     AuthenticationError,
     BusyError,
     ClosedError,
+    ErrorKind,
     RKLLMError,
     RunError,
     ServerStoppedError,
     ServerUnavailableError,
     UnknownModelError,
+    error_kind,
+)
+from rkllm_runtime.remote.wire import (
+    error_from_dict,
+    event_from_dict,
+    request_to_dict,
+    status_from_dict,
+    status_to_dict,
 )
 from rkllm_runtime.system import NPUReading
 
@@ -133,7 +141,7 @@ async def server_models(session: aiohttp.ClientSession, url: str, api_key: str |
         raise ServerUnavailableError(f"{url} is not an rkllm-server that can be reached: {err!r}") from err
 
 
-class RemoteEngine:
+class RemoteEngine(Observed):
     """One model of an rkllm-server; ``url`` and ``api_key`` may change (a restarted server).
 
     :attr:`available` is what is known of the server, from status reads (whoever makes them)
@@ -142,47 +150,30 @@ class RemoteEngine:
     """
 
     def __init__(self, session: aiohttp.ClientSession, url: str, model: str, api_key: str | None) -> None:
+        super().__init__()
         self.url = url.rstrip("/")
         self.model = model
         self.api_key = api_key
-        self.stats = EngineStats()
-        self.state = EngineState.READY
         self.available = False
-        self.status: dict[str, Any] = {}
-        """The model's entry in the server's last ``/rkllm/status``."""
+        self.served = EngineStatus(model_file=model)
+        """The model's status in the server's last ``/rkllm/status``."""
         self.npu = NPUReading()
         self._session = session
-        self._listeners: list[Callable[[], None]] = []
         self._departures = 0
         """Times the server was marked away; a request under way ends when this changes."""
         self._waits: set[asyncio.Timeout] = set()
         """What the requests under way are waiting for (a response, the next bytes)."""
 
     @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self.state is EngineState.CLOSED
-
-    @property
-    def waiting(self) -> int:
-        """Requests the server has queued behind the running one."""
-        return int(self.status.get("waiting", 0))
+    def status(self) -> EngineStatus:
+        """The model's status on the server, with this side's state and counters."""
+        return replace(self.served, state=self.state, stats=self.stats)
 
     @property
     def longest_silence_s(self) -> float:
         """How long an answer may go without a byte: the longest prefill of the model's context."""
-        context = int((self.status.get("params") or {}).get("max_context_len", 0))
-        return max(SILENCE_FLOOR_S, longest_prefill_s(int(self.status.get("model_bytes", 0)), context))
-
-    @property
-    def model_file(self) -> str:
-        """The model's file name on the server."""
-        return str(self.status.get("model_file", self.model))
-
-    @property
-    def release(self) -> str:
-        """The server's runtime release."""
-        return str(self.status.get("runtime_release", "unknown"))
+        served = self.served
+        return max(SILENCE_FLOOR_S, longest_prefill_s(served.model_bytes, served.params.max_context_len))
 
     async def read_npu(self) -> NPUReading:
         """The server's NPU, as of its last status."""
@@ -190,22 +181,8 @@ class RemoteEngine:
 
     def diagnostics(self) -> dict[str, Any]:
         """The model's status on the server, without what it last said."""
-        status = {key: value for key, value in self.status.items() if key != "last"}
+        status = {key: value for key, value in status_to_dict(self.served).items() if key != "last"}
         return {"server": {"model": self.model, "available": self.available, "status": status}}
-
-    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` whenever state, availability or stats change; returns a remover."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def _changed(self) -> None:
-        for listener in list(self._listeners):
-            listener()
-
-    def _set_state(self, state: EngineState) -> None:
-        if not self.closed:
-            self.state = state
-            self._changed()
 
     def set_available(self, available: bool) -> None:
         """Record whether the server answers (listeners hear of a change); away ends the requests."""
@@ -254,9 +231,9 @@ class RemoteEngine:
             raise ServerUnavailableError(
                 f"model {self.model!r} is {status.get('state')}: {status.get('error')}"
             )
-        self.status = status
+        self.served = status_from_dict(status)
         self.npu = NPUReading(**body.get("npu") or {})
-        self.stats = stats_from_dict(status)
+        self.stats = self.served.stats
         self.set_available(True)
         self._changed()
 
@@ -298,7 +275,7 @@ class RemoteEngine:
                         self._set_state(EngineState.GENERATING)
                     if isinstance(event, Finished):
                         finished = True
-                        self._record(event.result)
+                        self.stats.count(event.result)  # as the server's engine does (the status confirms)
                     yield event
         except (aiohttp.ClientError, TimeoutError) as err:
             self.set_available(False)
@@ -421,17 +398,6 @@ class RemoteEngine:
         """Take the server's counters after a request (the local ones stay if it cannot tell)."""
         with contextlib.suppress(RKLLMError):
             await self.refresh()
-
-    def _record(self, result: ChatResult) -> None:
-        """Count a finished request as the server's engine does (the next status read confirms)."""
-        self.stats.requests += 1
-        if result.cache_hit:
-            self.stats.cache_hits += 1
-        else:
-            self.stats.cache_misses += 1
-        self.stats.kv_tokens = result.kv_tokens
-        self.stats.last = result
-        self.stats.last_error = None
 
     async def aclose(self) -> None:
         """Stop using the server (the session is the caller's)."""

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import pytest
 
 from rkllm_runtime.chat import (
+    ChatEvent,
     ChatRequest,
     ChatResult,
+    EngineState,
     EngineStats,
+    EngineStatus,
     Finished,
+    KVMode,
     MalformedToolCall,
     Message,
     TextDelta,
@@ -19,7 +24,8 @@ from rkllm_runtime.chat import (
     ToolCallDelta,
     ToolSpec,
 )
-from rkllm_runtime.chat.wire import (
+from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError
+from rkllm_runtime.remote.wire import (
     WireError,
     error_from_dict,
     error_to_dict,
@@ -29,10 +35,10 @@ from rkllm_runtime.chat.wire import (
     request_to_dict,
     stats_from_dict,
     stats_to_dict,
+    status_from_dict,
+    status_to_dict,
 )
-from rkllm_runtime.contract import ERRORS, ErrorKind
-from rkllm_runtime.errors import ContextOverflowError, RKLLMError
-from rkllm_runtime.types import PerfStats, Sampling, TokenLogprob, TopLogprob
+from rkllm_runtime.types import ModelParams, PerfStats, Sampling, TokenLogprob, TopLogprob
 
 CALL = ToolCall("HassTurnOn", {"name": "Kitchen light"}, id="call_1")
 
@@ -62,31 +68,29 @@ def test_a_request_round_trips() -> None:
     assert again == request
 
 
-@pytest.mark.parametrize(
-    "event",
-    [
-        TextDelta("Hello"),
-        ThinkingDelta("Hm."),
-        ToolCallDelta(CALL),
-        MalformedToolCall('{"name": HassTurnOn}', "not JSON"),
-        Finished(ChatResult("Hi", (CALL,), PerfStats(1.5, 10, 2.5, 3, 100.0), 500, 490, True, 503)),
-        Finished(
-            ChatResult(
-                "on",
-                (),
-                PerfStats(1.5, 10, 2.5, 1, 100.0),
-                500,
-                490,
-                True,
-                503,
-                logprobs=(TokenLogprob("on", -0.5, (TopLogprob("on", -0.5), TopLogprob("off", -1.2))),),
-                constrained=True,
-            )
-        ),
-    ],
-)
-def test_events_round_trip(event: object) -> None:
-    assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event  # type: ignore[arg-type]
+EVENTS = [
+    TextDelta("Hello"),
+    ThinkingDelta("Hm."),
+    ToolCallDelta(CALL),
+    MalformedToolCall('{"name": HassTurnOn}', "not JSON"),
+    Finished(ChatResult("Hi", (CALL,), PerfStats(1.5, 10, 2.5, 3, 100.0), 500, 490, True, 503)),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_events_round_trip(event: ChatEvent) -> None:
+    assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event
+
+
+def test_a_result_with_log_probabilities_round_trips() -> None:
+    logprobs = (TokenLogprob("on", -0.5, (TopLogprob("on", -0.5), TopLogprob("off", -1.2))),)
+    result = ChatResult("on", (), PerfStats(1.5, 10, 2.5, 1, 100.0), 500, 490, True, 503, 1, logprobs, True)
+    event = Finished(result)
+    assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event
+
+
+def test_every_kind_of_event_is_tried() -> None:
+    assert [type(event) for event in EVENTS] == list(get_args(ChatEvent))
 
 
 @pytest.mark.parametrize(
@@ -156,3 +160,19 @@ def test_stats_survive() -> None:
     )
     assert stats_from_dict(json.loads(json.dumps(stats_to_dict(stats)))) == stats
     assert stats_from_dict({}) == EngineStats()
+
+
+def test_a_status_survives() -> None:
+    result = ChatResult("hi", (CALL,), PerfStats(1.0, 2, 3.0, 4, 5.0), 10, 8, True, 12)
+    status = EngineStatus(
+        model_file="qwen2.5-1.5b.rkllm",
+        release="1.2.3",
+        state=EngineState.GENERATING,
+        waiting=2,
+        stats=EngineStats(3, 2, 1, 1, 12, result, None, context_room=300),
+        kv_mode=KVMode.REUSE,
+        params=ModelParams(max_context_len=8192, n_keep=64, sampling=Sampling(top_k=1), embed_flash=True),
+        model_bytes=1_700_000_000,
+    )
+    assert status_from_dict(json.loads(json.dumps(status_to_dict(status)))) == status
+    assert status_from_dict({"model_file": "m.rkllm"}) == EngineStatus("m.rkllm")

@@ -1,31 +1,36 @@
-"""Chat requests, events, errors and statistics as JSON, for rkllm-server's native API.
+"""Chat requests, events, errors, statistics and status as JSON, for rkllm-server's native API.
 
 Lossless both ways, unlike the Ollama and OpenAI shapes: the conversation id, the
 history limit, the malformed-call retries, the full :class:`ChatResult`, an error's
-kind with its figures, and the engine's counters survive (``POST /rkllm/chat``,
+kind with its figures, and the engine's counters and status survive (``POST /rkllm/chat``,
 ``GET /rkllm/status``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import Any, TypeVar, cast, get_args
 
-from rkllm_runtime.contract import ERRORS, ErrorKind, error_kind
-from rkllm_runtime.errors import ContextOverflowError, RKLLMError
-from rkllm_runtime.types import Sampling
-
-from .engine import EngineStats
-from .events import (
+from rkllm_runtime.chat import (
     ChatEvent,
+    ChatRequest,
     ChatResult,
+    EngineState,
+    EngineStats,
+    EngineStatus,
     Finished,
+    KVMode,
     MalformedToolCall,
+    Message,
     TextDelta,
     ThinkingDelta,
+    ToolCall,
     ToolCallDelta,
+    ToolSpec,
 )
-from .messages import ChatRequest, Message, MessageRole, ToolCall, ToolSpec
+from rkllm_runtime.chat.messages import MessageRole
+from rkllm_runtime.errors import ERRORS, ContextOverflowError, ErrorKind, RKLLMError, error_kind
+from rkllm_runtime.types import ModelParams, Sampling
 
 ROLES = frozenset(get_args(MessageRole))
 
@@ -159,6 +164,36 @@ def stats_from_dict(data: dict[str, Any]) -> EngineStats:
         context_room=data.get("context_room"),
         last=ChatResult.from_dict(last) if last else None,
         last_error=data.get("last_error"),
+    )
+
+
+def status_to_dict(status: EngineStatus) -> dict[str, Any]:
+    """An engine's status as plain data: its counters beside what it says of itself."""
+    return stats_to_dict(status.stats) | {
+        "engine_state": status.state,
+        "waiting": status.waiting,
+        "kv_mode": status.kv_mode,
+        "runtime_release": status.release,
+        "params": asdict(status.params),
+        "model_file": status.model_file,
+        "model_bytes": status.model_bytes,
+    }
+
+
+def status_from_dict(data: dict[str, Any]) -> EngineStatus:
+    """The inverse of :func:`status_to_dict` (what is missing keeps its default)."""
+    params = {f.name: data["params"][f.name] for f in fields(ModelParams) if f.name in data.get("params", {})}
+    if params.get("sampling"):
+        params["sampling"] = Sampling(**params["sampling"])
+    return EngineStatus(
+        model_file=str(data["model_file"]),
+        release=str(data.get("runtime_release", "unknown")),
+        state=EngineState(data.get("engine_state", EngineState.READY)),
+        waiting=int(data.get("waiting", 0)),
+        stats=stats_from_dict(data),
+        kv_mode=KVMode(data.get("kv_mode", KVMode.CONSERVATIVE)),
+        params=ModelParams(**params),
+        model_bytes=int(data.get("model_bytes", 0)),
     )
 
 

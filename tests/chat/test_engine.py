@@ -6,16 +6,13 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rkllm_runtime import BusyError, ClosedError, ContextOverflowError, ModelParams, RKLLMRuntime, RunError
+from rkllm_runtime import BusyError, ClosedError, ContextOverflowError, RunError
 from rkllm_runtime.chat import (
-    TURN_TOKENS,
-    ChatEngine,
     ChatRequest,
     ChatResult,
     EngineState,
@@ -23,72 +20,9 @@ from rkllm_runtime.chat import (
     Message,
     PromptCacheStore,
     TextDelta,
-    ToolCall,
-    ToolSpec,
 )
 from rkllm_runtime.chat import engine as engine_module
-from rkllm_runtime.emulator import Rule
-from tests.conftest import ModelFactory, call
-
-SYSTEM = "You are a voice assistant for Home Assistant. " * 50  # a long, static prompt
-TOOLS = [ToolSpec("HassTurnOn", {})]
-# \n <|im_start|> user \n ... <|im_end|> \n <|im_start|> assistant \n
-TURN = 9
-
-RULES = (
-    Rule(
-        role="user",
-        match="kitchen",
-        tools=True,
-        reply='<tool_call>\n{"name": "HassTurnOn", "arguments": {}}\n</tool_call>',
-    ),
-    Rule(role="user", match="garden", reply='<tool_call>\n{"name": HassTurnOn}\n</tool_call>'),
-    Rule(role="user", match="gate", tools=True, reply='{"name": "HassOpenGate", "arguments": {}}'),
-    Rule(role="tool", match="the tools are hassturnon", reply=call("HassTurnOn", name="gate")),
-    Rule(role="tool", match="malformedtoolcall", reply=call("HassTurnOn", name="garden")),
-    Rule(role="tool", reply="Done."),
-    Rule(match="long", reply="word " * 300),
-    Rule(match="broken", reply="I was about to", error_after=3),
-    Rule(reply="Sure."),
-)
-
-EngineFactory = Callable[..., ChatEngine]
-
-
-@pytest.fixture
-async def make_engine(
-    emulator_library: Path, make_model: ModelFactory, tmp_path: Path
-) -> AsyncIterator[EngineFactory]:
-    engines: list[ChatEngine] = []
-    model = make_model(*RULES)
-
-    def factory(max_context_len: int = 4096, **kwargs: object) -> ChatEngine:
-        runtime = RKLLMRuntime.open(emulator_library, model, ModelParams(max_context_len=max_context_len))
-        engine = ChatEngine(runtime, **kwargs)  # type: ignore[arg-type]
-        engines.append(engine)
-        return engine
-
-    yield factory
-    for engine in engines:
-        await engine.aclose()
-
-
-async def ask(
-    engine: ChatEngine, conversation: list[Message], text: str, cid: str = "a", **kw: object
-) -> ChatResult:
-    """One turn: append the user message, generate, append the reply."""
-    conversation.append(Message("user", text))
-    return await send(engine, conversation, cid, **kw)
-
-
-async def send(engine: ChatEngine, conversation: list[Message], cid: str, **kw: object) -> ChatResult:
-    request = ChatRequest(SYSTEM, list(conversation), conversation_id=cid, **kw)  # type: ignore[arg-type]
-    async with engine.chat(request) as stream:
-        text = "".join([event.text async for event in stream if isinstance(event, TextDelta)])
-    assert stream.result is not None
-    assert stream.result.text == text
-    conversation.append(Message("assistant", text, tool_calls=stream.result.tool_calls))
-    return stream.result
+from tests.chat.conftest import SYSTEM, TOOLS, TURN, EngineFactory, ask, send
 
 
 def planned_inputs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -238,49 +172,6 @@ async def test_naive_mode_prefills_everything(make_engine: EngineFactory) -> Non
     assert second.cached_tokens == 0
 
 
-@pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
-async def test_restart_loads_the_prompt_cache_file(
-    make_engine: EngineFactory, tmp_path: Path, mode: KVMode
-) -> None:
-    """The cache is restored for a keep_history=0 run (prefix detection), in every mode."""
-    store = PromptCacheStore(tmp_path / "caches")
-    cold = await ask(make_engine(prompt_caches=store, kv_mode=mode), [], "hello", cid="a")
-    assert len(list((tmp_path / "caches").glob("*.rkcache"))) == 1
-    restarted = make_engine(prompt_caches=store, kv_mode=mode)
-    conversation: list[Message] = []
-    warm = await ask(restarted, conversation, "hi there", cid="b")
-    assert warm.cache_hit
-    # Only the user turn after the cached "\n<|im_start|>user\n" header: 6 template tokens + 2 words.
-    assert warm.perf.prefill_tokens == TURN - 4 + 2
-    assert warm.perf.prefill_tokens <= 0.15 * cold.perf.prefill_tokens
-    assert restarted.stats.kv_tokens < cold.perf.prefill_tokens  # the system section only, never twice
-    follow_up = await ask(restarted, conversation, "and then", cid="b")
-    assert follow_up.perf.prefill_tokens < 0.15 * cold.perf.prefill_tokens
-
-
-@pytest.mark.parametrize("damage", ["truncated", "sidecar-mismatch", "garbage"])
-async def test_bad_prompt_cache_files_are_ignored_and_replaced(
-    make_engine: EngineFactory, tmp_path: Path, damage: str
-) -> None:
-    store = PromptCacheStore(tmp_path / "caches")
-    await ask(make_engine(prompt_caches=store), [], "hello", cid="a")
-    (cache_file,) = (tmp_path / "caches").glob("*.rkcache")
-    if damage == "truncated":
-        cache_file.write_bytes(cache_file.read_bytes()[:20])
-    elif damage == "sidecar-mismatch":  # recorded for another runtime release
-        sidecar = cache_file.with_suffix(".json")
-        sidecar.write_text(sidecar.read_text().replace('"1.', '"0.'))
-    else:
-        cache_file.write_bytes(b"\0" * 512)
-    engine = make_engine(prompt_caches=store)
-    result = await ask(engine, [], "hello", cid="b")
-    assert result.text == "Sure."
-    assert result.perf.prefill_tokens > 400  # nothing trusted: prefilled from scratch
-    again = make_engine(prompt_caches=store)
-    warm = await ask(again, [], "hello", cid="c")
-    assert warm.perf.prefill_tokens < 20  # the file was replaced with a good one
-
-
 async def test_store_is_bounded(tmp_path: Path, make_engine: EngineFactory) -> None:
     store = PromptCacheStore(tmp_path / "caches", max_bytes=1)
     engine = make_engine(prompt_caches=store)
@@ -308,18 +199,6 @@ async def test_a_tool_result_is_read_with_its_question_and_call(
     )
 
 
-async def test_a_current_turn_that_cannot_fit_is_refused(make_engine: EngineFactory) -> None:
-    """Its question alone outgrows the context: refused, not answered without it."""
-    engine = make_engine()
-    conversation = [
-        Message("user", "kitchen " + "x" * 200_000),
-        Message("assistant", "", tool_calls=(ToolCall("HassTurnOn", {}),)),
-        Message("tool", '{"success": true}', name="HassTurnOn"),
-    ]
-    with pytest.raises(ContextOverflowError, match="the context holds 4096"):
-        await send(engine, conversation, "a", tools=TOOLS)
-
-
 async def test_a_run_that_fails_while_its_reply_is_held_back_is_no_overflow(
     make_engine: EngineFactory,
 ) -> None:
@@ -328,18 +207,6 @@ async def test_a_run_that_fails_while_its_reply_is_held_back_is_no_overflow(
     with pytest.raises(RunError) as failure:
         await ask(engine, [], "broken", tools=TOOLS)
     assert not isinstance(failure.value, ContextOverflowError)
-
-
-@pytest.mark.parametrize(("context", "warnings"), [(1024, 1), (4096, 0)])
-async def test_a_system_prompt_that_leaves_no_room_for_a_turn_is_warned_about_once(
-    make_engine: EngineFactory, caplog: pytest.LogCaptureFixture, context: int, warnings: int
-) -> None:
-    engine = make_engine(max_context_len=context)
-    for text in ("hello", "hello again"):
-        await ask(engine, [], text)
-    assert engine.stats.context_room == context - len(" ".join(SYSTEM.split())) // 4
-    assert (engine.stats.context_room < TURN_TOKENS) is bool(warnings)
-    assert caplog.text.count("leaving") == warnings
 
 
 async def test_long_conversations_stay_within_the_context(make_engine: EngineFactory) -> None:
@@ -449,27 +316,6 @@ async def test_prompt_cache_file_is_recorded_with_its_size_and_hash(
     assert not list((tmp_path / "caches").glob("*.tmp"))  # written aside, then renamed
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped"])
-async def test_damaged_prompt_cache_file_never_reaches_the_runtime(
-    make_engine: EngineFactory, tmp_path: Path, capfd: pytest.CaptureFixture[str], damage: str
-) -> None:
-    store = PromptCacheStore(tmp_path / "caches")
-    await ask(make_engine(prompt_caches=store), [], "hello", cid="a")
-    (cache_file,) = (tmp_path / "caches").glob("*.rkcache")
-    data = cache_file.read_bytes()
-    damaged = (
-        data[: len(data) // 2] if damage == "truncated" else data[:-9] + bytes([data[-9] ^ 1]) + data[-8:]
-    )
-    cache_file.write_bytes(damaged)
-    capfd.readouterr()
-    result = await ask(make_engine(prompt_caches=store), [], "hello", cid="b")
-    assert result.text == "Sure."
-    assert not result.cache_hit
-    assert "prompt cache" not in capfd.readouterr().err  # the runtime was never asked to load it
-    warm = await ask(make_engine(prompt_caches=store), [], "hello", cid="c")
-    assert warm.cache_hit  # rebuilt, and valid again
-
-
 async def test_leftover_temporary_files_are_removed(make_engine: EngineFactory, tmp_path: Path) -> None:
     caches = tmp_path / "caches"
     caches.mkdir()
@@ -478,20 +324,6 @@ async def test_leftover_temporary_files_are_removed(make_engine: EngineFactory, 
     os.utime(leftover, (0, 0))  # left by a save interrupted long ago
     await ask(make_engine(prompt_caches=PromptCacheStore(caches)), [], "hello", cid="a")
     assert sorted(path.suffix for path in caches.iterdir()) == [".json", ".rkcache"]
-
-
-async def test_failed_run_leaves_no_temporary_file(
-    emulator_library: Path, make_model: ModelFactory, tmp_path: Path
-) -> None:
-    model = make_model(Rule(reply="I was about to", error_after=2))
-    caches = tmp_path / "caches"
-    engine = ChatEngine(RKLLMRuntime.open(emulator_library, model), prompt_caches=PromptCacheStore(caches))
-    try:
-        with pytest.raises(RunError):
-            await ask(engine, [], "hello")
-    finally:
-        await engine.aclose()
-    assert sorted(caches.iterdir()) == []
 
 
 async def test_unwritable_cache_directory_costs_one_warning(
@@ -514,43 +346,6 @@ async def test_result_round_trips_as_plain_data(make_engine: EngineFactory) -> N
     result = await send(engine, conversation, "a", tools=TOOLS)
     assert result.tool_calls
     assert ChatResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
-
-
-@pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])
-async def test_malformed_call_is_retried_and_the_caller_sees_only_the_retry(
-    make_engine: EngineFactory, mode: KVMode
-) -> None:
-    """A stateless caller sends back what it saw; the hidden retry round does not break the follow-up."""
-    engine = make_engine(kv_mode=mode)
-    conversation: list[Message] = [Message("user", "light up the garden")]
-    called = await send(engine, conversation, None, tools=TOOLS)  # type: ignore[arg-type]
-    assert called.runs == 2
-    assert [(c.name, c.arguments) for c in called.tool_calls] == [("HassTurnOn", {"name": "garden"})]
-    assert engine.stats.malformed_calls == 1
-    conversation.append(Message("tool", json.dumps({"success": True}), name="HassTurnOn"))
-    done = await send(engine, conversation, None, tools=TOOLS)  # type: ignore[arg-type]
-    assert done.text == "Done."
-    assert done.cache_hit
-    if mode is KVMode.REUSE:  # only the tool result: the retry round stayed in the cache
-        assert done.perf.prefill_tokens < 50
-
-
-async def test_a_call_of_a_tool_not_offered_is_asked_again_with_the_tools_names(
-    make_engine: EngineFactory,
-) -> None:
-    engine = make_engine()
-    result = await ask(engine, [], "open the gate", tools=TOOLS)
-    assert result.runs == 2
-    assert result.text == ""  # the refused call was not said
-    assert [(c.name, c.arguments) for c in result.tool_calls] == [("HassTurnOn", {"name": "gate"})]
-    assert engine.stats.malformed_calls == 1
-
-
-async def test_malformed_call_without_tools_is_not_retried(make_engine: EngineFactory) -> None:
-    engine = make_engine()
-    result = await ask(engine, [], "light up the garden")
-    assert result.runs == 1
-    assert engine.stats.malformed_calls == 0
 
 
 @pytest.mark.parametrize("mode", [KVMode.CONSERVATIVE, KVMode.REUSE])

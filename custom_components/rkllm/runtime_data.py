@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from homeassistant.config_entries import ConfigEntry
 
-from .engine import ModelEngine
+from rkllm_runtime.chat.contract import ModelEngine
 
-if TYPE_CHECKING:
-    from .supervision import ChildSupervisor
+from .supervision import ChildSupervisor
 
 
 @dataclass(slots=True)
@@ -19,7 +17,7 @@ class RKLLMData:
 
     engine: ModelEngine
     child: ChildSupervisor | None = None
-    """The model's own process, in that mode."""
+    """The model's own process, in that mode (it stops itself with the entry)."""
 
 
 type RKLLMConfigEntry = ConfigEntry[RKLLMData]
