@@ -3,15 +3,20 @@
 The state goes into the system section, so it is prefilled once and stays in the KV cache
 while each question is one more turn, run in logits mode. The model is asked to answer with
 a label (``yes``/``no``, a letter per option, a number per level); the probability of a label
-is the mass of the tokens its answer can start with, among the labels' masses.
+is the mass of the tokens its answer can start with, among the labels' masses. Those tokens
+come from the model's ``tokenizer.json`` alone (the longest entry each written form starts
+with), so evaluations need no grammar library.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +25,7 @@ import numpy.typing as npt
 from rkllm_runtime.runtime import CancelToken, RKLLMRuntime
 from rkllm_runtime.types import PerfStats, Prompt
 
-from .vocabulary import load_vocabulary
+from .vocabulary import TOKENIZER_FILE, VocabularyError, tokenizer_file
 
 Encode = Callable[[str], Sequence[int]]
 """The model's tokenizer: text to token ids."""
@@ -180,19 +185,19 @@ def run_evaluation(
     With ``set_system``, the state's system section is set and the cache emptied first; else the
     cache must hold that section alone. Either way it is all the cache holds afterwards. Raises
     :class:`~rkllm_runtime.chat.vocabulary.VocabularyError` without the model's vocabulary, and
-    ``ValueError`` for answers its tokens cannot tell apart.
+    ``ValueError`` for answers its tokens cannot tell apart (both before any run).
     """
+    encode = label_encoder(runtime.model_path)
+    asked = [(key, q, first_tokens(encode, labels(q))) for key, q in request.questions.items()]
     if set_system:
         runtime.set_function_tools(system_prompt(request), "[]")
         runtime.clear_kv_cache(keep_system_prompt=False)
     answers: dict[str, dict[str, float]] = {}
     perfs: list[PerfStats] = []
-    for key, question in request.questions.items():
+    for key, question, tokens in asked:
         # keep_history=0: the runtime goes back to the system section, which holds the state.
         logits = runtime.logits(turn(question), keep_history=False, token=token)
         perfs.append(logits.perf)
-        vocabulary = load_vocabulary(runtime.model_path, logits.width)  # read once per process
-        tokens = first_tokens(vocabulary.tokenizer.tokenize_str, labels(question))
         answers[key] = answer(question, probabilities(logits.values, tokens))
     return EvaluationResult(
         answers,
@@ -202,3 +207,56 @@ def run_evaluation(
             memory_usage_mb=max(p.memory_usage_mb for p in perfs),
         ),
     )
+
+
+def label_encoder(model_path: Path) -> Encode:
+    """The first token of a short text: the longest entry of the model's vocabulary it starts with.
+
+    Raises :class:`~rkllm_runtime.chat.vocabulary.VocabularyError` without a readable ``tokenizer.json``.
+    """
+    path = tokenizer_file(model_path)
+    if path is None:
+        raise VocabularyError(f"no {TOKENIZER_FILE} beside {model_path.name} (the base model's vocabulary)")
+    try:
+        texts = _vocabulary_texts(path.resolve(), path.stat().st_mtime_ns)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise VocabularyError(f"cannot read {path.name}: {err!r}") from err
+
+    def encode(text: str) -> Sequence[int]:
+        return next(([texts[text[:end]]] for end in range(len(text), 0, -1) if text[:end] in texts), [])
+
+    return encode
+
+
+@functools.cache
+def _vocabulary_texts(path: Path, _mtime_ns: int) -> dict[str, int]:
+    """Each plain entry of a ``tokenizer.json`` as the text it stands for (once per file version)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    byte_level = "ByteLevel" in json.dumps(data.get("decoder"))  # GPT-2's byte alphabet, else "▁" spaces
+    texts: dict[str, int] = {}
+    for piece, token_id in data["model"]["vocab"].items():
+        text = _from_byte_alphabet(piece) if byte_level else piece.replace("\u2581", " ")
+        if text:
+            texts.setdefault(text, int(token_id))
+    return texts
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the character that stands for each byte, back to the byte."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    shifted = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(shifted)}
+
+
+_BYTES = _byte_alphabet()
+
+
+def _from_byte_alphabet(piece: str) -> str | None:
+    try:
+        return bytes(_BYTES[character] for character in piece).decode("utf-8")
+    except (KeyError, UnicodeDecodeError):
+        return None

@@ -18,6 +18,7 @@ from rkllm_runtime.chat.evaluate import (
     QuestionKind,
     answer,
     first_tokens,
+    label_encoder,
     labels,
     probabilities,
     turn,
@@ -163,3 +164,20 @@ async def test_a_chat_after_an_evaluation_sets_its_own_system_prompt(engine: Cha
     assert stream.result.text == "Sure."
     assert not stream.result.cache_hit
     assert stream.result.cached_tokens == 0
+
+
+def test_the_vocabulary_alone_gives_the_tokens_the_tokenizer_starts_labels_with(
+    qwen_vocabulary: Path,
+) -> None:
+    """Read from tokenizer.json without the grammar library: what that library's tokenizer says first."""
+    from llguidance import LLTokenizer
+
+    encode = label_encoder(qwen_vocabulary.parent / "model.rkllm")
+    tokenizer = LLTokenizer(str(qwen_vocabulary))
+    forms = [
+        f"{space}{form}"
+        for label in ("yes", "no", "a", "b", "k", "0", "7")
+        for form in {label, label.upper(), label.capitalize()}
+        for space in ("", " ")
+    ]
+    assert [encode(form) for form in forms] == [tokenizer.tokenize_str(form)[:1] for form in forms]
