@@ -28,7 +28,13 @@ from typing import Any
 
 from rkllm_runtime import ModelParams, RKLLMRuntime
 from rkllm_runtime.chat import ChatEngine
-from rkllm_runtime.chat.evaluate import EvaluationRequest, EvaluationResult, Question, QuestionKind
+from rkllm_runtime.chat.evaluate import (
+    EvaluationRequest,
+    EvaluationResult,
+    Question,
+    QuestionKind,
+    label_encoder,
+)
 from rkllm_runtime.chat.vocabulary import load_vocabulary
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
 from rkllm_runtime.emulator.tokenizer_json import tokenizer_json
@@ -67,7 +73,8 @@ async def timed(engine: ChatEngine, request: EvaluationRequest) -> tuple[float, 
 
 
 async def measure(library: Path, model: Path, state_tokens: int) -> dict[str, Any]:
-    vocabulary = load_vocabulary(model, QWEN_LOGITS)
+    vocabulary = load_vocabulary(model, QWEN_LOGITS)  # to count the state's tokens
+    label_encoder(model)  # what an evaluation reads of the vocabulary, once per process
 
     def count(text: str) -> int:
         return len(vocabulary.tokenizer.tokenize_str(text))
