@@ -1,7 +1,8 @@
 """What every engine offers, wherever its model runs: here, in a child process, or on a server.
 
-The local :class:`~rkllm_runtime.chat.ChatEngine` and the remote
-:class:`~rkllm_runtime.remote.client.RemoteEngine` both implement :class:`ModelEngine`, and
+The local :class:`~rkllm_runtime.chat.ChatEngine` (with the availability, NPU reading and
+diagnostics its host adds, as the integration's ``LocalEngine`` does) and the remote
+:class:`~rkllm_runtime.remote.client.RemoteEngine` implement :class:`ModelEngine`, and
 raise the same errors: :class:`~rkllm_runtime.errors.ErrorKind` names each one so that it crosses
 the wire whole.
 """

@@ -1,4 +1,4 @@
-"""The stream parser and tool-call reading: pure functions, tested with tables."""
+"""The stream parser: a reply, whole or token by token, as events; tested with tables."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ import pytest
 
 from rkllm_runtime.chat import MalformedToolCall, TextDelta, ThinkingDelta, ToolCallDelta
 from rkllm_runtime.chat.parser import StreamParser
-from rkllm_runtime.chat.tool_calls import (
-    MalformedCallError,
-    parse_block,
-    parse_json_call,
-    repair_arguments,
-    resolve_name,
-)
+from rkllm_runtime.chat.tool_calls import MalformedCallError, parse_block
 
 TOOLS = ["intent__HassTurnOn", "intent__HassTurnOff", "llm__GetDateTime"]
 
@@ -115,61 +109,6 @@ def test_malformed_calls_say_what_is_wrong(block: str, error: str) -> None:
 def test_unclosed_call_is_malformed() -> None:
     (event,) = parse(['<tool_call>{"name": "HassTurnOn"'])
     assert isinstance(event, MalformedToolCall)
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("intent__HassTurnOn", "intent__HassTurnOn"),
-        ("HassTurnOn", "intent__HassTurnOn"),
-        ("INTENT__hassturnon", "intent__HassTurnOn"),
-        ("Nothing", "Nothing"),
-    ],
-)
-def test_resolve_name(name: str, expected: str) -> None:
-    assert resolve_name(name, TOOLS) == expected
-
-
-def test_ambiguous_suffix_is_left_alone() -> None:
-    assert resolve_name("Turn", ["a__Turn", "b__Turn"]) == "Turn"
-
-
-# Assist and the admin-only "Home Assistant" API together: each prefixes its tools only where
-# the two clash (Home Assistant 2026.11); 2026.10 prefixed all with the API's id.
-MERGED = [
-    "intent__HassTurnOn",
-    "assist__llm__GetDateTime",
-    "homeassistant__llm__GetDateTime",
-    "config__ListAreas",
-]
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("HassTurnOn", "intent__HassTurnOn"),
-        ("assist__intent__HassTurnOn", "intent__HassTurnOn"),  # the 2026.10 name of the same tool
-        ("ListAreas", "config__ListAreas"),
-        ("homeassistant__GetDateTime", "homeassistant__llm__GetDateTime"),
-        ("ASSIST__llm__getdatetime", "assist__llm__GetDateTime"),
-        ("GetDateTime", "GetDateTime"),  # either API's: left for the model to be told
-        ("llm__GetDateTime", "llm__GetDateTime"),
-    ],
-)
-def test_unprefixed_and_clashing_names_of_several_apis(name: str, expected: str) -> None:
-    assert resolve_name(name, MERGED) == expected
-
-
-def test_repair_arguments() -> None:
-    assert repair_arguments({"a": None, "b": "", "c": '{"x": 1}', "d": "[oops", "e": 0}) == {
-        "c": {"x": 1},
-        "d": "[oops",
-        "e": 0,
-    }
-
-
-def test_parse_json_call_reads_parameters_alias() -> None:
-    assert parse_json_call('{"name": "x", "parameters": {"a": 1}}').arguments == {"a": 1}
 
 
 def test_a_call_comes_out_as_soon_as_its_json_is_complete() -> None:

@@ -99,19 +99,6 @@ def test_volatile_context_goes_with_the_new_user_text_only() -> None:
     )
 
 
-def test_tools_are_rendered_compact_and_lean() -> None:
-    tool = ToolSpec(
-        "HassTurnOn",
-        {"type": "object", "properties": {"name": {"type": "string"}}, "additionalProperties": False},
-        "Turns on a device",
-    )
-    assert render_tools([tool, ToolSpec("GetDateTime", {"type": "object", "properties": {}})]) == (
-        '[{"type":"function","function":{"name":"HassTurnOn","description":"Turns on a device",'
-        '"parameters":{"type":"object","properties":{"name":{"type":"string"}}}}},'
-        '{"type":"function","function":{"name":"GetDateTime","parameters":{"type":"object"}}}]'
-    )
-
-
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_plan(case: Case) -> None:
     request = ChatRequest(SYSTEM, case.messages, tools=TOOLS, conversation_id=case.conversation_id)

@@ -1,4 +1,4 @@
-"""Emulator behaviour seen through the raw ctypes layer, as any RKLLM client sees it."""
+"""The emulator's scripted engine seen through the raw ctypes layer, as any RKLLM client sees it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from rkllm_runtime import Prompt, RKLLMRuntime, load_library
 from rkllm_runtime.abi.common import LLMCallState, LLMHandle, LLMResultCallback, RKLLMInputType
 from rkllm_runtime.emulator import Rule
-from rkllm_runtime.emulator.real_model import MissingAssetError, qwen2_vocab
 from tests.conftest import ModelFactory
 
 
@@ -175,17 +174,6 @@ def test_prefill_timing_model_is_calibrated(
     assert prefill_ms(client.handle, 2000, tokens) > modelled
     assert prefill_ms(client.handle, 0, 2 * tokens) > 2 * modelled
     client.close()
-
-
-def test_a_missing_vocabulary_names_the_set_up_command(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Without uv's cache of the llama-cpp-python sdist, building says in one line what to run."""
-    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("PATH", str(tmp_path))  # no uv to ask either
-    with pytest.raises(MissingAssetError, match=r"ggml-vocab-qwen2\.gguf .* run scripts/setup$"):
-        qwen2_vocab()
 
 
 def test_the_tokenizer_is_qwens(emulator_library: Path, make_model: ModelFactory) -> None:

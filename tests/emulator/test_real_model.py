@@ -1,4 +1,4 @@
-"""The llama.cpp engine of the emulator: the same ABI and KV semantics, with a real model."""
+"""The emulator's llama.cpp engine: the same ABI and KV semantics, with a real model; its inputs found."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from rkllm_runtime import (
     RunResult,
     Sampling,
 )
+from rkllm_runtime.emulator.real_model import MissingAssetError, qwen2_vocab
 from tests.conftest import RealModel
 
 SYSTEM = "You are a helpful assistant for a smart home. Answer in one short sentence."
@@ -174,3 +175,14 @@ def test_a_missing_input_fails_in_one_line_naming_the_set_up_command(tmp_path: P
     assert process.returncode == 1
     assert process.stdout == ""
     assert process.stderr == "rkllm-emulator: llama-cpp-python has no llama.h: run scripts/setup\n"
+
+
+def test_a_missing_vocabulary_names_the_set_up_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without uv's cache of the llama-cpp-python sdist, building says in one line what to run."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no uv to ask either
+    with pytest.raises(MissingAssetError, match=r"ggml-vocab-qwen2\.gguf .* run scripts/setup$"):
+        qwen2_vocab()
