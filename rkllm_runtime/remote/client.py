@@ -27,6 +27,7 @@ from rkllm_runtime.chat import (
     WarmOutcome,
 )
 from rkllm_runtime.chat.checks import check_texts
+from rkllm_runtime.chat.evaluate import EvaluationRequest, EvaluationResult
 from rkllm_runtime.errors import (
     AuthenticationError,
     BusyError,
@@ -306,12 +307,38 @@ class RemoteEngine(Observed):
         if not self.available:
             await self.refresh()
         body = {"model": self.model, "request": request_to_dict(request)}
+        # The answer comes once the prompt is prefilled: no longer than the longest prefill.
+        answer = await self._post("warm", body, "warming", self.longest_silence_s)
         try:
-            # The answer comes once the prompt is prefilled: no longer than the longest prefill.
+            outcome = WarmOutcome(answer["outcome"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise RunError(f"the server sent something unreadable: {err!r}") from err
+        await self._refresh_quietly()  # the KV cache's new size
+        return outcome
+
+    async def evaluate(self, request: EvaluationRequest) -> EvaluationResult:
+        """Have the server's engine answer questions about a state with probabilities."""
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        if not self.available:
+            await self.refresh()
+        body = {"model": self.model, "request": request.as_dict()}
+        # Queued behind the server's other requests: no bound but the server's presence.
+        answer = await self._post("evaluate", body, "evaluating", None)
+        try:
+            result = EvaluationResult.from_dict(answer["result"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise RunError(f"the server sent something unreadable: {err!r}") from err
+        await self._refresh_quietly()
+        return result
+
+    async def _post(self, action: str, body: dict[str, Any], doing: str, silence_s: float | None) -> Any:
+        """POST ``/rkllm/<action>`` and return its JSON answer; an error answer raises the engine's error."""
+        try:
             async with (
-                self._while_present(self._departures, self.longest_silence_s),
+                self._while_present(self._departures, silence_s),
                 self._session.post(
-                    f"{self.url}/rkllm/warm",
+                    f"{self.url}/rkllm/{action}",
                     json=body,
                     headers=self._headers(),
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
@@ -319,15 +346,13 @@ class RemoteEngine(Observed):
             ):
                 if response.status != 200:
                     raise await _error(response)
-                outcome = WarmOutcome((await response.json())["outcome"])
+                return await response.json()
         except (aiohttp.ClientError, TimeoutError) as err:
             raise ServerUnavailableError(
-                f"lost {self.url} while warming: {err or type(err).__name__}"
+                f"lost {self.url} while {doing}: {err or type(err).__name__}"
             ) from err
-        except (ValueError, KeyError, TypeError) as err:
+        except ValueError as err:
             raise RunError(f"the server sent something unreadable: {err!r}") from err
-        await self._refresh_quietly()  # the KV cache's new size
-        return outcome
 
     @contextlib.asynccontextmanager
     async def _while_present(self, departures: int, silence_s: float | None) -> AsyncIterator[None]:
