@@ -40,6 +40,7 @@ from rkllm_runtime.errors import (
     UnknownModelError,
     error_kind,
 )
+from rkllm_runtime.remote.silence import silence_bound_s
 from rkllm_runtime.remote.wire import (
     error_from_dict,
     event_from_dict,
@@ -64,28 +65,8 @@ STATUS_TIMEOUT_S = 10.0
 AWAY_STATUS_TIMEOUT_S = 2.0
 """A server marked away is asked this briefly: one that is back answers its status at once."""
 
-# How long a chat stream may stay silent. The answer's first event comes after the prefill
-# (the response starts with it); after it, what takes longest without a word is another
-# prefill (a badly written tool call is answered inside the request, and the model's retry
-# prefills again), which at most fills the context. A tool call, sent whole, takes less. On an
-# RK3588 a token's prefill costs about 1.6 ms per GB of w8a8 model file at the start of the
-# context, growing with its position (twice that at 810 tokens): Rockchip's 378 ms for a
-# 128-token prompt on Qwen2.5-1.5B (1.7 GB), the maintainers' 20 s for 4,000 tokens on
-# Qwen3-0.6B (0.95 GB; rknn-llm #372), as the emulator's timing model has it. Boards run up to
-# twice as slow as Rockchip's figures. Qwen2.5-1.5B with 4,096 tokens: 79 s; Qwen3-4B: 208 s.
-PREFILL_S_PER_TOKEN_GB = 0.0016
-PREFILL_DOUBLE_AT = 810
-SLOW_BOARD = 2.0
-SILENCE_FLOOR_S = 30.0
-"""The bound is never shorter (the network; a file whose size says nothing, as the emulator's)."""
 CONVERSATION_HEADER = "X-RKLLM-Conversation"
 """Names the conversation, so a load balancer keeps its turns on one board (deploy/haproxy)."""
-
-
-def longest_prefill_s(model_bytes: int, context: int) -> float:
-    """Seconds the slowest board takes to prefill ``context`` tokens with a model file this size."""
-    first_token_s = PREFILL_S_PER_TOKEN_GB * model_bytes / 1e9
-    return SLOW_BOARD * first_token_s * (context + context**2 / (2 * PREFILL_DOUBLE_AT))
 
 
 def error_for(status: int, message: str) -> RKLLMError:
@@ -126,7 +107,7 @@ async def server_models(session: aiohttp.ClientSession, url: str, api_key: str |
 
     Raises :class:`AuthenticationError` or :class:`ServerUnavailableError`.
     """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     try:
         async with session.get(
             f"{url.rstrip('/')}/api/tags",
@@ -173,7 +154,7 @@ class RemoteEngine(Observed):
     def longest_silence_s(self) -> float:
         """How long an answer may go without a byte: the longest prefill of the model's context."""
         served = self.served
-        return max(SILENCE_FLOOR_S, longest_prefill_s(served.model_bytes, served.params.max_context_len))
+        return silence_bound_s(served.model_bytes, served.params.max_context_len)
 
     async def read_npu(self) -> NPUReading:
         """The server's NPU, as of its last status."""
