@@ -44,6 +44,8 @@ homeassistant:
   latitude: 51.5
   longitude: -0.12
   elevation: 10
+  media_dirs:
+    local: {media}
 
 http:
   server_host: 127.0.0.1
@@ -88,7 +90,10 @@ def write_config(config: Path, port: int, copy: bool) -> None:
     """Write the configuration and link (or copy) the integration, unless already there."""
     config.mkdir(parents=True, exist_ok=True)
     if not (config / "configuration.yaml").exists():
-        (config / "configuration.yaml").write_text(CONFIGURATION.format(port=port))
+        (config / "media").mkdir(exist_ok=True)  # local media, for AI-task attachments
+        (config / "configuration.yaml").write_text(
+            CONFIGURATION.format(port=port, media=(config / "media").resolve())
+        )
     integration = config / "custom_components" / "rkllm"
     if not integration.exists():
         integration.parent.mkdir(exist_ok=True)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from rkllm_runtime.system import NPUReading
 
+from .evaluate import EvaluationRequest, EvaluationResult
 from .messages import ChatRequest
 from .status import EngineState, EngineStats, EngineStatus
 from .stream import ChatStream
@@ -54,6 +55,12 @@ class ModelEngine(Protocol):
 
         Does nothing while a request runs or waits. Raises the errors
         :class:`~rkllm_runtime.errors.ErrorKind` names.
+        """
+
+    async def evaluate(self, request: EvaluationRequest) -> EvaluationResult:
+        """Answer questions about a state with probabilities read from the logits, nothing sampled.
+
+        Queued like a chat. Raises the errors :class:`~rkllm_runtime.errors.ErrorKind` names.
         """
 
     def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:

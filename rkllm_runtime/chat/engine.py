@@ -17,19 +17,22 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from rkllm_runtime.aio import AsyncStream, RunCall
 from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, RKLLMError, RunError
-from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback
+from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback, encode_text
 from rkllm_runtime.types import Input, PerfStats, RunOptions, RunResult
 
 from .checks import check_request, check_texts, note_context_room
 from .constrained import ConstrainedDecoder, GrammarError, prepare_decoder, request_grammar
+from .evaluate import EvaluationRequest, EvaluationResult, run_evaluation
+from .evaluate import system_prompt as evaluation_system_prompt
 from .events import ChatEvent, ChatResult, Finished, ToolCallDelta
 from .images import EncodedImages, ImageReader
-from .messages import ChatRequest, Message, fingerprint, new_images, split_new
+from .messages import ChatRequest, Message, fingerprint, new_images, split_new, system_key
 from .plan import KVCacheState, KVMode, RunEnd, is_hit, overflow_suspected, plan, ready, settle
 from .prepare import Preparer
 from .prompt_cache import PromptCacheStore
@@ -132,13 +135,7 @@ class ChatEngine(Observed):
         images = new_images(split_new(request.messages).new)
         self.images.check(images)
         note_context_room(self.stats, request, self.runtime.params.max_context_len)
-        if self._lock.locked() and self._waiting >= self.max_waiting:
-            raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
-        self._waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
+        await self._queue()
         completed = False
         try:
             if self.closed:
@@ -196,6 +193,68 @@ class ChatEngine(Observed):
             if not self.closed:
                 self._set_state(EngineState.READY)
             self._lock.release()
+
+    async def _queue(self) -> None:
+        """Take the engine's lock, waiting behind the running request; busy when too many wait."""
+        if self._lock.locked() and self._waiting >= self.max_waiting:
+            raise BusyError(f"the model is busy: {self._waiting} requests are already waiting")
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+
+    async def evaluate(self, request: EvaluationRequest) -> EvaluationResult:
+        """Answer questions about a state with probabilities (see :mod:`~rkllm_runtime.chat.evaluate`).
+
+        Queued like a chat. The state is the system section: while it stays the same, it stays
+        prefilled. Needs the model's vocabulary (:mod:`~rkllm_runtime.chat.vocabulary`); raises
+        :class:`RunError` for answers its tokens cannot tell apart.
+        """
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        encode_text(request.state)
+        key = system_key(evaluation_system_prompt(request), "")
+        await self._queue()
+        token = CancelToken()
+        try:
+            if self.closed:
+                raise ClosedError("the model was unloaded")
+            kept = self.kv_cache
+            set_system = kept.system_key != key or not kept.system_in_kv or kept.in_kv
+            self.kv_cache = KVCacheState()  # unknown until the runs have succeeded
+            self._set_state(EngineState.PREFILLING)
+            try:
+                result = await self._in_executor(
+                    partial(run_evaluation, set_system=set_system, token=token), self.runtime, request
+                )
+            except ValueError as err:
+                raise RunError(str(err)) from err
+            kv_tokens = await self._in_executor(self.preparer.after_run, None, True) or 0
+            self.kv_cache = KVCacheState(system_key=key, system_in_kv=True, kv_tokens=kv_tokens)
+            self.stats.kv_tokens = kv_tokens
+            return result
+        except asyncio.CancelledError:
+            token.set()  # a question not yet asked is not asked
+            self.runtime.abort(token)
+            raise
+        finally:
+            if not self.closed:
+                self._set_state(EngineState.READY)
+            self._lock.release()
+
+    async def why_not_decoded(self) -> str | None:
+        """Why replies cannot be decoded from logits here, or None when they can.
+
+        Checked once per load (:attr:`EngineStats.constrained`), queued like a request.
+        """
+        if self.stats.constrained is None and not self.closed:
+            await self._queue()
+            try:
+                await self._constrained_decoder()
+            finally:
+                self._lock.release()
+        return None if self.stats.constrained else self.stats.constrained_note
 
     async def _constrained_decoder(self) -> ConstrainedDecoder | None:
         """The decoder, checked once per load; without one, says why once (engine state: on the loop)."""

@@ -8,8 +8,9 @@
  * WAITING callbacks all work the same, with a real language model generating.
  * Turns are formatted by the model's own chat template (llama.cpp's built-in
  * renderers); tool results are wrapped in <tool_response> as RKLLM does for Qwen.
- * Not supported here: LoRA, EMBED and multimodal inputs, hidden-layer and logits
- * modes, and pausing from the callback (they fail with -1 or are ignored).
+ * Logits mode returns llama.cpp's next-token logits of the input's last position.
+ * Not supported here: LoRA, EMBED and multimodal inputs, the hidden-layer mode,
+ * and pausing from the callback (they fail with -1 or are ignored).
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -366,10 +367,47 @@ static int fail(handle_t *h, void *userdata, const char *why) {
     return -1;
 }
 
+/* Whether a logits-mode run with keep_history keeps its input in the cache: the vendor documents
+   nothing, so RKLLM_EMU_LOGITS_HISTORY chooses, as the scripted engine's model file does with
+   logits_history: "keep" (the default: as a generating run) or "drop" (the cache is left as found). */
+static int logits_keep_history(void) {
+    const char *s = getenv("RKLLM_EMU_LOGITS_HISTORY");
+    return !(s && strcmp(s, "drop") == 0);
+}
+
+/* The end of a logits-mode run, prefilled: one NORMAL callback with the next-token logits of the
+   input's last position (num_tokens 1), then FINISH with the prefill figures. */
+static int logits_run(handle_t *h, const RKLLMInferParam *ip, void *userdata, double t0, int prefill_tokens,
+                      size_t before_input) {
+    RKLLMResult res;
+    memset(&res, 0, sizeof res);
+    res.logits.logits = llama_get_logits_ith(h->ctx, -1);
+    res.logits.vocab_size = llama_vocab_n_tokens(h->vocab);
+    res.logits.num_tokens = 1;
+    double t_end = now_ms();
+    llama_set_abort_callback(h->ctx, NULL, NULL);
+    emit_result(&h->base, userdata, &res, RKLLM_RUN_NORMAL);
+    memset(&res, 0, sizeof res);
+    res.perf.prefill_time_ms = (float)(t_end - t0);
+    res.perf.prefill_tokens = prefill_tokens;
+    res.perf.memory_usage_mb = peak_memory_mb();
+    if (log_level() >= 1)
+        logmsg('I', "logits: prefill %d tokens in %.2f ms, peak memory %.1f MB", prefill_tokens,
+               res.perf.prefill_time_ms, res.perf.memory_usage_mb);
+    emit_result(&h->base, userdata, &res, RKLLM_RUN_FINISH);
+    size_t keep = h->base.kv.n;
+    if (!ip->keep_history) keep = h->sys_in_kv ? h->sys.n : 0;
+    else if (!logits_keep_history()) keep = before_input;
+    llama_memory_seq_rm(llama_get_memory(h->ctx), 0, (llama_pos)keep, -1);
+    h->base.kv.n = keep;
+    return 0;
+}
+
 int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *userdata) {
     handle_t *h = handle;
     double t0 = now_ms(), t_first = 0;
-    if (ip->mode != RKLLM_INFER_GENERATE) return fail(h, userdata, "only RKLLM_INFER_GENERATE is supported");
+    if (ip->mode != RKLLM_INFER_GENERATE && ip->mode != RKLLM_INFER_GET_LOGITS)
+        return fail(h, userdata, "the llama.cpp engine has no hidden-layer mode");
 
     /* The new turn: "\n" + the rendered message (see rebuild_system). */
     ivec fresh = {0};
@@ -419,6 +457,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         reuse = h->sys_in_kv && h->prompt_cache_len == 0 ? h->sys.n : 0;
         if (!ip->keep_history && h->prompt_cache_len > reuse) reuse = h->prompt_cache_len;
     }
+    size_t before_input = target.n; /* where the input starts in the cache */
     for (size_t i = 0; i < fresh.n; i++) ivec_push(&target, fresh.v[i]);
     free(fresh.v);
     size_t shared = common_prefix(&h->base.kv, &target);
@@ -451,6 +490,7 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         ip->prompt_cache_params->prompt_cache_path)
         save_prompt_cache(h, ip->prompt_cache_params->prompt_cache_path, &target);
     free(target.v);
+    if (ip->mode == RKLLM_INFER_GET_LOGITS) return logits_run(h, ip, userdata, t0, prefill_tokens, before_input);
 
     int max_new = h->param.max_new_tokens;
 #if RKLLM_ABI >= 13

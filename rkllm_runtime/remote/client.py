@@ -27,6 +27,7 @@ from rkllm_runtime.chat import (
     WarmOutcome,
 )
 from rkllm_runtime.chat.checks import check_texts
+from rkllm_runtime.chat.evaluate import EvaluationRequest, EvaluationResult
 from rkllm_runtime.errors import (
     AuthenticationError,
     BusyError,
@@ -39,6 +40,7 @@ from rkllm_runtime.errors import (
     UnknownModelError,
     error_kind,
 )
+from rkllm_runtime.remote.silence import silence_bound_s
 from rkllm_runtime.remote.wire import (
     error_from_dict,
     event_from_dict,
@@ -63,28 +65,8 @@ STATUS_TIMEOUT_S = 10.0
 AWAY_STATUS_TIMEOUT_S = 2.0
 """A server marked away is asked this briefly: one that is back answers its status at once."""
 
-# How long a chat stream may stay silent. The answer's first event comes after the prefill
-# (the response starts with it); after it, what takes longest without a word is another
-# prefill (a badly written tool call is answered inside the request, and the model's retry
-# prefills again), which at most fills the context. A tool call, sent whole, takes less. On an
-# RK3588 a token's prefill costs about 1.6 ms per GB of w8a8 model file at the start of the
-# context, growing with its position (twice that at 810 tokens): Rockchip's 378 ms for a
-# 128-token prompt on Qwen2.5-1.5B (1.7 GB), the maintainers' 20 s for 4,000 tokens on
-# Qwen3-0.6B (0.95 GB; rknn-llm #372), as the emulator's timing model has it. Boards run up to
-# twice as slow as Rockchip's figures. Qwen2.5-1.5B with 4,096 tokens: 79 s; Qwen3-4B: 208 s.
-PREFILL_S_PER_TOKEN_GB = 0.0016
-PREFILL_DOUBLE_AT = 810
-SLOW_BOARD = 2.0
-SILENCE_FLOOR_S = 30.0
-"""The bound is never shorter (the network; a file whose size says nothing, as the emulator's)."""
 CONVERSATION_HEADER = "X-RKLLM-Conversation"
 """Names the conversation, so a load balancer keeps its turns on one board (deploy/haproxy)."""
-
-
-def longest_prefill_s(model_bytes: int, context: int) -> float:
-    """Seconds the slowest board takes to prefill ``context`` tokens with a model file this size."""
-    first_token_s = PREFILL_S_PER_TOKEN_GB * model_bytes / 1e9
-    return SLOW_BOARD * first_token_s * (context + context**2 / (2 * PREFILL_DOUBLE_AT))
 
 
 def error_for(status: int, message: str) -> RKLLMError:
@@ -125,7 +107,7 @@ async def server_models(session: aiohttp.ClientSession, url: str, api_key: str |
 
     Raises :class:`AuthenticationError` or :class:`ServerUnavailableError`.
     """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     try:
         async with session.get(
             f"{url.rstrip('/')}/api/tags",
@@ -172,7 +154,7 @@ class RemoteEngine(Observed):
     def longest_silence_s(self) -> float:
         """How long an answer may go without a byte: the longest prefill of the model's context."""
         served = self.served
-        return max(SILENCE_FLOOR_S, longest_prefill_s(served.model_bytes, served.params.max_context_len))
+        return silence_bound_s(served.model_bytes, served.params.max_context_len)
 
     async def read_npu(self) -> NPUReading:
         """The server's NPU, as of its last status."""
@@ -306,12 +288,38 @@ class RemoteEngine(Observed):
         if not self.available:
             await self.refresh()
         body = {"model": self.model, "request": request_to_dict(request)}
+        # The answer comes once the prompt is prefilled: no longer than the longest prefill.
+        answer = await self._post("warm", body, "warming", self.longest_silence_s)
         try:
-            # The answer comes once the prompt is prefilled: no longer than the longest prefill.
+            outcome = WarmOutcome(answer["outcome"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise RunError(f"the server sent something unreadable: {err!r}") from err
+        await self._refresh_quietly()  # the KV cache's new size
+        return outcome
+
+    async def evaluate(self, request: EvaluationRequest) -> EvaluationResult:
+        """Have the server's engine answer questions about a state with probabilities."""
+        if self.closed:
+            raise ClosedError("the model was unloaded")
+        if not self.available:
+            await self.refresh()
+        body = {"model": self.model, "request": request.as_dict()}
+        # Queued behind the server's other requests: no bound but the server's presence.
+        answer = await self._post("evaluate", body, "evaluating", None)
+        try:
+            result = EvaluationResult.from_dict(answer["result"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise RunError(f"the server sent something unreadable: {err!r}") from err
+        await self._refresh_quietly()
+        return result
+
+    async def _post(self, action: str, body: dict[str, Any], doing: str, silence_s: float | None) -> Any:
+        """POST ``/rkllm/<action>`` and return its JSON answer; an error answer raises the engine's error."""
+        try:
             async with (
-                self._while_present(self._departures, self.longest_silence_s),
+                self._while_present(self._departures, silence_s),
                 self._session.post(
-                    f"{self.url}/rkllm/warm",
+                    f"{self.url}/rkllm/{action}",
                     json=body,
                     headers=self._headers(),
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
@@ -319,15 +327,13 @@ class RemoteEngine(Observed):
             ):
                 if response.status != 200:
                     raise await _error(response)
-                outcome = WarmOutcome((await response.json())["outcome"])
+                return await response.json()
         except (aiohttp.ClientError, TimeoutError) as err:
             raise ServerUnavailableError(
-                f"lost {self.url} while warming: {err or type(err).__name__}"
+                f"lost {self.url} while {doing}: {err or type(err).__name__}"
             ) from err
-        except (ValueError, KeyError, TypeError) as err:
+        except ValueError as err:
             raise RunError(f"the server sent something unreadable: {err!r}") from err
-        await self._refresh_quietly()  # the KV cache's new size
-        return outcome
 
     @contextlib.asynccontextmanager
     async def _while_present(self, departures: int, silence_s: float | None) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from rkllm_runtime.chat import Message, ToolCall, ToolSpec
+from rkllm_runtime.chat.constrained import TOP_LOGPROBS_MAX
 from rkllm_runtime.chat.messages import new_call_id
 from rkllm_runtime.chat.structured import InvalidSchemaError, check_schema
 from rkllm_runtime.types import Sampling
@@ -214,6 +215,22 @@ def refuse(values: Mapping[str, object], fields: Iterable[str], where: str = "")
     for name in fields:
         if values.get(name) not in (None, False, "", [], {}):
             raise bad_request(f'"{where}{name}" is not supported by this server')
+
+
+def top_logprobs(body: Mapping[str, object]) -> int | None:
+    """Alternatives per token the request asks log-probabilities for; None when it asks for none.
+
+    ``logprobs`` and ``top_logprobs`` (0 to 20), as both APIs take them.
+    """
+    asked, top = body.get("logprobs"), body.get("top_logprobs")
+    if asked is not None and not isinstance(asked, bool):
+        raise bad_request('"logprobs" must be true or false')
+    if top is None:
+        return 0 if asked else None
+    count = integer(top, "top_logprobs", 0, TOP_LOGPROBS_MAX)
+    if not asked:
+        raise bad_request('"top_logprobs" needs "logprobs": true')
+    return count
 
 
 def output_schema(value: object, field: str) -> dict[str, Any]:

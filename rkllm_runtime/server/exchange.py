@@ -25,6 +25,7 @@ from rkllm_runtime.chat import (
 )
 from rkllm_runtime.chat.structured import InvalidReplyError, answer
 from rkllm_runtime.chat.tool_choice import MissingCallError, answer_with_call
+from rkllm_runtime.types import TokenLogprob
 
 from .config import ServerConfig
 from .connections import ConnectionGuard
@@ -124,6 +125,8 @@ class Chat:
 
     async def _start(self, engine: ChatEngine) -> Chat:
         self._engine: ChatEngine = engine
+        if self.request.top_logprobs is not None and (why := await engine.why_not_decoded()):
+            raise bad_request(f'"logprobs" cannot be honoured with this model: {why}')
         if self.checked:
             self._answered = await self._checked_reply()
             return self
@@ -218,3 +221,19 @@ def error_body(err: ApiError, openai: bool) -> dict[str, Any]:
         default = "invalid_request_error" if err.status < 500 else "server_error"
         return {"error": {"message": err.message, "type": kind.get(err.status, default), "code": err.status}}
     return {"error": err.message}
+
+
+def logprobs_content(logprobs: Sequence[TokenLogprob], top: bool) -> list[dict[str, Any]]:
+    """Log-probabilities as both APIs write them: per token its text, log-probability and UTF-8 bytes.
+
+    With ``top``, each also lists the likeliest tokens at its position, likewise.
+    """
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return [
+        entry(item.token, item.logprob)
+        | ({"top_logprobs": [entry(t.token, t.logprob) for t in item.top]} if top else {})
+        for item in logprobs
+    ]

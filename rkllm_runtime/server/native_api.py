@@ -13,6 +13,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from rkllm_runtime.chat import ChatRequest
+from rkllm_runtime.chat.evaluate import EvaluationRequest
 from rkllm_runtime.errors import AbortedError, ClosedError, ErrorKind, RKLLMError
 from rkllm_runtime.remote.wire import WireError, error_to_dict, event_to_dict, request_from_dict
 
@@ -99,6 +100,34 @@ async def warm(request: web.Request) -> web.Response:
     return web.json_response({"outcome": outcome})
 
 
+async def evaluate(request: web.Request) -> web.Response:
+    """POST /rkllm/evaluate: questions about a state answered with probabilities, nothing sampled.
+
+    Body: ``{"model": NAME, "request": <EvaluationRequest as JSON>}``. Answer: ``{"result": …}``
+    (see :mod:`rkllm_runtime.chat.evaluate`); an engine error as ``/rkllm/warm`` answers one.
+    """
+    server, body = request.app[SERVER], await read_json(request)
+    model = server.registry.get(body.get("model"))
+    request[MODEL] = model.name
+    try:
+        asked = EvaluationRequest.from_dict(body.get("request") or {})
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise bad_request(f'"request" is not an evaluation request: {err!r}') from err
+    engine = await server.registry.acquire(model)
+    try:
+        result = await engine.evaluate(asked)
+    except RKLLMError as err:
+        failure, line = _error(err, model)
+        return web.Response(body=line, status=failure.status, content_type="application/json")
+    finally:
+        server.registry.release(model)
+    return web.json_response({"result": result.as_dict()})
+
+
 def routes() -> list[web.RouteDef]:
     """The native routes."""
-    return [web.post("/rkllm/chat", chat), web.post("/rkllm/warm", warm)]
+    return [
+        web.post("/rkllm/chat", chat),
+        web.post("/rkllm/warm", warm),
+        web.post("/rkllm/evaluate", evaluate),
+    ]

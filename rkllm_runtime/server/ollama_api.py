@@ -35,9 +35,22 @@ from .convert import (
     refuse,
     sampling_of,
     stop_strings,
+    top_logprobs,
 )
 from .errors import bad_request, from_runtime
-from .exchange import ARRIVED, MODEL, SERVER, Chat, Server, collect, dumps, error_body, iso_now, read_json
+from .exchange import (
+    ARRIVED,
+    MODEL,
+    SERVER,
+    Chat,
+    Server,
+    collect,
+    dumps,
+    error_body,
+    iso_now,
+    logprobs_content,
+    read_json,
+)
 from .registry import ModelState, ServedModel
 
 NDJSON = "application/x-ndjson"
@@ -85,7 +98,6 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
     if not isinstance(options, dict):
         raise bad_request('"options" must be an object')
     refuse(options, REFUSED_OPTIONS, "options.")
-    refuse(body, ("logprobs", "top_logprobs"))
     return ChatRequest(
         system_prompt=system,
         messages=messages,
@@ -96,6 +108,7 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
         ),
         sampling=sampling_of(options),
         stop=stop_strings(options.get("stop"), "options.stop"),
+        top_logprobs=top_logprobs(body),
     )
 
 
@@ -113,10 +126,15 @@ def _chat(
 
 
 def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:
-    """The figures of Ollama's last record, and this engine's own (``rkllm``)."""
+    """The figures of Ollama's last record, and this engine's own (``rkllm``).
+
+    Asked for, the log-probabilities of every token of the reply come with it (streamed too).
+    """
     perf = result.perf
     limit = chat.request.max_new_tokens
-    return {
+    top = chat.request.top_logprobs
+    logprobs = {} if top is None else {"logprobs": logprobs_content(result.logprobs, top=top > 0)}
+    return logprobs | {
         "done": True,
         "done_reason": "length" if limit and perf.generate_tokens >= limit else "stop",
         "total_duration": int((time.monotonic() - chat.started) * 1e9),

@@ -29,9 +29,21 @@ from .convert import (
     refuse,
     sampling_of,
     stop_strings,
+    top_logprobs,
 )
 from .errors import bad_request, from_runtime
-from .exchange import ARRIVED, MODEL, SERVER, Chat, Server, collect, dumps, error_body, read_json
+from .exchange import (
+    ARRIVED,
+    MODEL,
+    SERVER,
+    Chat,
+    Server,
+    collect,
+    dumps,
+    error_body,
+    logprobs_content,
+    read_json,
+)
 from .images import fetch_remote
 from .registry import ServedModel
 
@@ -41,8 +53,6 @@ REFUSED = (
     "functions",
     "function_call",
     "logit_bias",
-    "logprobs",
-    "top_logprobs",
     "prediction",
     "web_search_options",
 )
@@ -94,6 +104,7 @@ def _request(
         max_new_tokens=max_tokens(body.get(limit_field), limit, limit_field),
         sampling=sampling_of(body),
         stop=stop_strings(body.get("stop"), "stop"),
+        top_logprobs=top_logprobs(body),
     )
     return asked, must_call
 
@@ -132,14 +143,23 @@ class _Completion:
         self.created = int(time.time())
         self.calls = 0
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    def chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.chat.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
         }
+
+    def logprobs(self, result: ChatResult) -> dict[str, Any] | None:
+        """``choices[].logprobs``: every token of the reply (streamed: with the last chunk), or None."""
+        top = self.chat.request.top_logprobs
+        if top is None:
+            return None
+        return {"content": logprobs_content(result.logprobs, top=True), "refusal": None}
 
     def stream_chunks(self, event: ChatEvent, include_usage: bool) -> list[dict[str, Any]]:
         match event:
@@ -151,7 +171,7 @@ class _Completion:
                 self.calls += 1
                 return [self.chunk({"tool_calls": [_tool_call(call, self.calls - 1)]})]
             case Finished(result):
-                last = self.chunk({}, _finish_reason(self.chat, result))
+                last = self.chunk({}, _finish_reason(self.chat, result), self.logprobs(result))
                 last["rkllm"] = result.as_dict()
                 if not include_usage:
                     return [last]
@@ -172,7 +192,14 @@ class _Completion:
             "object": "chat.completion",
             "created": self.created,
             "model": self.chat.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(self.chat, result)}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": self.logprobs(result),
+                    "finish_reason": _finish_reason(self.chat, result),
+                }
+            ],
             "usage": _usage(result),
             "rkllm": result.as_dict(),
         }

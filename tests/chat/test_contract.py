@@ -44,6 +44,7 @@ def test_the_members_are_read_from_the_protocol() -> None:
         "chat",
         "closed",
         "diagnostics",
+        "evaluate",
         "read_npu",
         "state",
         "stats",

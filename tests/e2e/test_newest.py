@@ -9,10 +9,12 @@ wheel offered through ``UV_FIND_LINKS``, as HACS users get it. One Home Assistan
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 import pytest_socket
 
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
+from rkllm_runtime.emulator.tokenizer_json import tokenizer_json
 from tests.conftest import call
 from tests.e2e.conftest import DevHome, running_dev_home, uv
 
@@ -31,6 +34,10 @@ REPLY = "Hello from the newest release."
 TOO_LONG = "word " * 40_000  # 200,000 characters: more than a 4,096-token context can ever hold
 WHERE = {"in_process": "in Home Assistant's process", "child": "in a separate process"}
 RULES = [
+    # Evaluations: the reply a rule scripts is what the model's logits favour.
+    Rule(match="Is the kitchen light on?", tools=False, reply="yes"),
+    Rule(match="Which room is lit?", tools=False, reply="B"),
+    Rule(match="How bright is it?", tools=False, reply="2"),
     Rule(role="user", match="kitchen light on", tools=True, reply=call("HassTurnOn", name="Kitchen light")),
     Rule(role="tool", match="success", reply="The kitchen light is on."),
     # Matched against the whole input, which re-sends the earlier turns: "thank you" comes first.
@@ -63,6 +70,7 @@ def newest_home(
     pytest_socket.enable_socket()  # this fixture asks the release's version; the tests talk to it
     root = tmp_path_factory.mktemp(request.param)
     model = EmulatedModel(rules=RULES, decode_tps=100).write(root / "model.rkllm")
+    (root / "tokenizer.json").symlink_to(tokenizer_json())  # the model's vocabulary, for evaluations
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {
         "UV_FIND_LINKS": str(dist),
         "UV_OFFLINE": "1",
@@ -158,3 +166,57 @@ def test_a_reload_answers_again_without_a_warning_naming_the_integration(newest_
     assert speech(converse(newest_home, "hello there")) == REPLY
     log = (newest_home.config / "home-assistant.log").read_text()
     assert [line for line in log.splitlines() if "deprecat" in line.lower() and "rkllm" in line.lower()] == []
+
+
+def test_an_evaluation_answers_with_probabilities(newest_home: DevHome) -> None:
+    task = state_of(newest_home, "ai_task.rkllm_ai_task")
+    evaluate = 8  # AITaskEntityFeature.EVALUATE
+    assert task["attributes"]["supported_features"] & evaluate
+    questions = {
+        "lit": {"type": "noul", "instructions": "Is the kitchen light on?"},
+        "room": {
+            "type": "choice",
+            "instructions": "Which room is lit?",
+            "criteria": {"hall": "the way in", "kitchen": "where food is cooked"},
+        },
+        "brightness": {
+            "type": "score",
+            "instructions": "How bright is it?",
+            "criteria": ["dark", "dim", "bright"],
+        },
+    }
+    answered = newest_home.request(
+        "POST",
+        "/api/services/ai_task/evaluate?return_response",
+        {
+            "task_name": "lights",
+            "entity_id": task["entity_id"],
+            "state": {"kitchen": "on"},
+            "questions": questions,
+        },
+    )
+    answers = answered["service_response"]["answers"]
+    assert answers["lit"]["type"] == "noul"
+    assert answers["lit"]["noul"] > 0.9
+    assert answers["room"]["choice"] == "kitchen"
+    assert sum(answers["room"]["probabilities"].values()) == pytest.approx(1)
+    assert answers["brightness"]["probabilities"][2] > 0.9
+    assert 1.8 < answers["brightness"]["score"] <= 2
+
+
+def test_an_evaluation_with_an_attachment_names_it(newest_home: DevHome) -> None:
+    (newest_home.config / "media" / "porch.jpg").write_bytes(b"\xff\xd8\xff\xd9")
+    photo = "media-source://media_source/local/porch.jpg"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        newest_home.request(
+            "POST",
+            "/api/services/ai_task/evaluate?return_response",
+            {
+                "task_name": "porch",
+                "entity_id": state_of(newest_home, "ai_task.rkllm_ai_task")["entity_id"],
+                "questions": {"parcel": {"type": "noul", "instructions": "Is there a parcel?"}},
+                "attachments": [{"media_content_id": photo, "media_content_type": "image/jpeg"}],
+            },
+        )
+    message = json.loads(refused.value.read())["message"]
+    assert message.startswith(f"The model on the NPU reads text only: it cannot use the attachments {photo}")

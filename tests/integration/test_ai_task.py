@@ -58,3 +58,13 @@ async def test_structured_output_under_the_schema_with_the_models_vocabulary(
         hass, task_name="count", entity_id=TASK, instructions="How many?", structure=structure
     )
     assert isinstance(result.data["count"], int)
+
+
+async def test_without_evaluations_in_home_assistant_the_entity_generates_data_only(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """The release the tests run (2026.10) has no evaluations: the entity neither offers nor needs them."""
+    assert "EVALUATE" not in ai_task.AITaskEntityFeature.__members__
+    state = hass.states.get(TASK)
+    assert state is not None
+    assert state.attributes["supported_features"] == ai_task.AITaskEntityFeature.GENERATE_DATA

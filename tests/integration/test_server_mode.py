@@ -191,7 +191,7 @@ async def test_a_server_gone_silent_ends_the_answer_and_comes_back(
 ) -> None:
     """Silent longer than any prefill: the answer ends in words, and so does the next request at once."""
     monkeypatch.setattr("rkllm_runtime.remote.client.STATUS_TIMEOUT_S", 3600.0)  # a read that never ends
-    monkeypatch.setattr("rkllm_runtime.remote.client.SILENCE_FLOOR_S", 2.0)  # the emulator's file is tiny
+    monkeypatch.setattr("rkllm_runtime.remote.silence.SILENCE_FLOOR_S", 2.0)  # the emulator's file is tiny
     engine = init_integration.runtime_data.engine
     size = await hass.async_add_executor_job(lambda: model_path.stat().st_size)
     assert engine.status.model_bytes == size  # what the bound is derived from
@@ -221,7 +221,7 @@ async def test_requests_under_way_end_when_the_server_is_found_away(
     rkllm_server: RunningServer,
 ) -> None:
     """The answer and the request waiting behind it end as soon as a status read finds the server gone."""
-    monkeypatch.setattr("rkllm_runtime.remote.client.SILENCE_FLOOR_S", 3600.0)  # only the watch can tell
+    monkeypatch.setattr("rkllm_runtime.remote.silence.SILENCE_FLOOR_S", 3600.0)  # only the watch can tell
     engine = init_integration.runtime_data.engine
     story = hass.async_create_task(converse(hass, "tell me a story"))
     await until(lambda: engine.state is EngineState.GENERATING)
