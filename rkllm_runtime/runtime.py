@@ -34,9 +34,10 @@ from .errors import (
     RunError,
 )
 from .generation import CancelToken, Generation
+from .init_param import build_param, param_values
 from .library import Library, load_library
 from .model_file import check_model_file
-from .run_input import build_infer_param, build_input, chosen, encode_text
+from .run_input import build_infer_param, build_input, encode_text
 from .types import Input, Logits, ModelParams, PerfStats, RunOptions, RunResult, Sampling
 
 if TYPE_CHECKING:
@@ -114,37 +115,10 @@ class RKLLMRuntime:
         return cls(load_library(library_path, release), model_path, params)
 
     def _build_param(self) -> ctypes.Structure:
-        """The runtime's default parameters with this model's changes.
-
-        Always changed: ``model_path``; ``max_context_len`` (the default 512 is too small for a
-        chat); ``skip_special_token`` on (template tokens such as ``<|im_end|>`` must not reach
-        the text); ``is_async`` off (the binding runs ``rkllm_run`` on its own thread, and the
-        asynchronous mode was broken before 1.2.2). Everything else only when set.
-        """
-        p = self.params
-        param = self._rkllm.create_default_param()
-        self._model_path_bytes = str(self.model_path).encode()
-        param.model_path = self._model_path_bytes
-        param.max_context_len = p.max_context_len
-        param.skip_special_token = True
-        param.is_async = False
-        if p.max_new_tokens is not None:
-            param.max_new_tokens = p.max_new_tokens
-        if p.n_keep is not None:
-            param.n_keep = p.n_keep
-        if p.sampling is not None:
-            _apply_sampling(param, p.sampling)
-        if p.base_domain_id is not None:
-            param.extend_param.base_domain_id = p.base_domain_id
-        if p.embed_flash is not None:
-            param.extend_param.embed_flash = int(p.embed_flash)
-        if p.enabled_cpus_mask is not None:
-            param.extend_param.enabled_cpus_mask = p.enabled_cpus_mask
-            param.extend_param.enabled_cpus_num = bin(p.enabled_cpus_mask).count("1")
-        if p.image_tags is not None and not self._abi.PER_INPUT_IMAGE_TAGS:
-            tags = p.image_tags
-            self._image_tag_bytes = [encode_text(tag) for tag in (tags.start, tags.end, tags.content)]
-            param.img_start, param.img_end, param.img_content = self._image_tag_bytes
+        """The runtime's default parameters with this model's changes (:func:`build_param`)."""
+        param, self._param_bytes = build_param(
+            self._rkllm.create_default_param(), self.model_path, self.params, self._abi.PER_INPUT_IMAGE_TAGS
+        )
         return param
 
     def default_param(self) -> dict[str, object]:
@@ -387,16 +361,3 @@ class RKLLMRuntime:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def param_values(struct: ctypes.Structure) -> dict[str, object]:
-    """The numbers and flags of an ``RKLLMParam`` (nested structs flattened), floats to four places."""
-    return {
-        name: round(value, 4) if isinstance(value, float) else value
-        for name, value in field_values(struct).items()
-    }
-
-
-def _apply_sampling(target: ctypes.Structure, sampling: Sampling) -> None:
-    for name, value in chosen(sampling).items():
-        setattr(target, name, value)

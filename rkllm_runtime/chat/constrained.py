@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from rkllm_runtime.aio import RunCall
 from rkllm_runtime.errors import AbortedError, RKLLMError
 from rkllm_runtime.logits_cache import logits_keep_input
 from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback
@@ -27,6 +29,7 @@ from rkllm_runtime.types import (
     Input,
     Logits,
     PerfStats,
+    RunOptions,
     RunResult,
     Sampling,
     TokenLogprob,
@@ -36,6 +39,8 @@ from rkllm_runtime.types import (
 
 from .messages import ChatRequest, ToolSpec
 from .vocabulary import TOKENIZER_FILE, Vocabulary, VocabularyError, load_vocabulary, tokenizer_file
+
+_LOGGER = logging.getLogger(__name__)
 
 TOP_LOGPROBS_MAX = 20
 """Alternatives a position reports at most (OpenAI's limit)."""
@@ -282,3 +287,45 @@ def prepare_decoder(runtime: RKLLMRuntime) -> ConstrainedDecoder | str:
         return ConstrainedDecoder(runtime, load_vocabulary(runtime.model_path, width))
     except VocabularyError as err:
         return str(err)
+
+
+def decoding_run(
+    runtime: RKLLMRuntime,
+    decoder: ConstrainedDecoder,
+    top_logprobs: int | None,
+    grammar: str | None,
+    closed: Callable[[], bool],
+) -> RunCall:
+    """A drop-in for ``RKLLMRuntime.run`` that decodes a reply under ``grammar`` (None: free).
+
+    The decoder appends to the cache: a ``keep_history=0`` plan is brought back to the system
+    section afterwards, as the runtime itself does after such a run.
+    """
+
+    def run(
+        input_: Input, options: RunOptions | None, on_text: TextCallback, token: CancelToken
+    ) -> RunResult:
+        options = options or RunOptions()
+        try:
+            if grammar is not None:
+                decoder.matcher(grammar)
+        except GrammarError as err:
+            _LOGGER.warning(
+                "The grammar library cannot compile this request's schema (%s): checking instead", err
+            )
+            return runtime.run(input_, options, on_text, token)
+        try:
+            return decoder.run(
+                input_,
+                grammar,
+                sampling=options.sampling,
+                max_new_tokens=options.max_new_tokens,
+                top_logprobs=top_logprobs,
+                on_text=on_text,
+                token=token,
+            )
+        finally:
+            if not options.keep_history and not closed():
+                runtime.clear_kv_cache(keep_system_prompt=True)
+
+    return run

@@ -21,13 +21,13 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from rkllm_runtime.aio import AsyncStream, RunCall
+from rkllm_runtime.aio import AsyncStream
 from rkllm_runtime.errors import AbortedError, BusyError, ClosedError, RKLLMError, RunError
-from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback, encode_text
-from rkllm_runtime.types import Input, PerfStats, RunOptions, RunResult
+from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, encode_text
+from rkllm_runtime.types import PerfStats
 
 from .checks import check_request, check_texts, note_context_room
-from .constrained import ConstrainedDecoder, GrammarError, prepare_decoder, request_grammar
+from .constrained import ConstrainedDecoder, decoding_run, prepare_decoder, request_grammar
 from .evaluate import EvaluationRequest, EvaluationResult, run_evaluation
 from .evaluate import system_prompt as evaluation_system_prompt
 from .events import ChatEvent, ChatResult, Finished, ToolCallDelta
@@ -273,41 +273,6 @@ class ChatEngine(Observed):
                 self.stats.constrained, self._decoder = True, prepared
         return self._decoder
 
-    def _decoding(self, decoder: ConstrainedDecoder, request: ChatRequest, grammar: str | None) -> RunCall:
-        """A drop-in for ``RKLLMRuntime.run`` that decodes the request's reply under ``grammar`` (None: free).
-
-        The decoder appends to the cache: a ``keep_history=0`` plan is brought back to the system
-        section afterwards, as the runtime itself does after such a run.
-        """
-
-        def run(
-            input_: Input, options: RunOptions | None, on_text: TextCallback, token: CancelToken
-        ) -> RunResult:
-            options = options or RunOptions()
-            try:
-                if grammar is not None:
-                    decoder.matcher(grammar)
-            except GrammarError as err:
-                _LOGGER.warning(
-                    "The grammar library cannot compile this request's schema (%s): checking instead", err
-                )
-                return self.runtime.run(input_, options, on_text, token)
-            try:
-                return decoder.run(
-                    input_,
-                    grammar,
-                    sampling=options.sampling,
-                    max_new_tokens=options.max_new_tokens,
-                    top_logprobs=request.top_logprobs,
-                    on_text=on_text,
-                    token=token,
-                )
-            finally:
-                if not options.keep_history and not self.closed:
-                    self.runtime.clear_kv_cache(keep_system_prompt=True)
-
-        return run
-
     async def _run(
         self, said: Round, request: ChatRequest, decoder: ConstrainedDecoder | None = None
     ) -> AsyncGenerator[ChatEvent]:
@@ -316,7 +281,8 @@ class ChatEngine(Observed):
         runner = None
         if decoder is not None:
             grammar = request_grammar(request, decoder.vocabulary)
-            runner, said.constrained = self._decoding(decoder, request, grammar), grammar is not None
+            runner = decoding_run(self.runtime, decoder, request.top_logprobs, grammar, lambda: self.closed)
+            said.constrained = grammar is not None
         run = AsyncStream(self.runtime, step.input, prepared.options, self._executor, runner)
         finished = False  # the run ended, completed or aborted: its prompt-cache file is whole
         completed = False  # every event was passed on (the runtime has no figures after a stop string)
