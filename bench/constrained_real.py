@@ -19,6 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from jsonschema import validators
+
 from rkllm_runtime import ModelParams, RKLLMRuntime, Sampling
 from rkllm_runtime.chat import ChatEngine, ChatRequest, ChatResult, Message
 from rkllm_runtime.chat.messages import ToolSpec
@@ -243,8 +245,6 @@ class Outcome:
 
 def valid_call(result: ChatResult, names: Sequence[str]) -> bool:
     """Whether the reply's first call names one of ``names`` with arguments that follow its tool's schema."""
-    from jsonschema import validators  # noqa: PLC0415 - the structured-output dependency, as it imports it
-
     tools = {tool.name: tool for tool in TOOLS}
     calls = [call for call in result.tool_calls if call.name in names]
     if not calls:
