@@ -1,4 +1,4 @@
-"""The real-model grammar benchmark: its harness on the scripted emulator, each request checked then decoded."""
+"""The grammar benchmark's harness, on the scripted emulator: each request checked, then decoded."""
 
 from __future__ import annotations
 
