@@ -9,25 +9,35 @@ copy of 151,936 logits, the grammar library's mask and the choice. The vendor pu
 per-call overhead of ``rkllm_run``: the emulator's ``run_overhead_ms`` is 0 unless given
 (``--run-overhead-ms``), and the report states how much of one a 1.2x target leaves room for.
 
+With ``--real``, the share of valid JSON and required calls on the accuracy benchmark's real model
+with and without the decoder instead (bench/constrained_real.py).
+
 Usage: uv run python bench/constrained.py [--decode-tps 16.7] [--abi 1.3] [--repeats 3] [--run-overhead-ms 0]
+       uv run python bench/constrained.py --real [--limit N per kind] [--threads 1] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from constrained_real import KINDS, REQUESTS, measure, report, summarise
 
 from rkllm_runtime import Prompt, RKLLMRuntime
 from rkllm_runtime.chat.constrained import ConstrainedDecoder, tool_call_grammar
 from rkllm_runtime.chat.messages import ToolSpec
 from rkllm_runtime.chat.vocabulary import load_vocabulary
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
-from rkllm_runtime.emulator.tokenizer_json import tokenizer_json
+from rkllm_runtime.emulator.build import cache_dir
+from rkllm_runtime.emulator.real_model import qwen_coder_model
+from rkllm_runtime.emulator.tokenizer_json import convert, tokenizer_json
 
 TOOL = ToolSpec(
     "HassLightSet",
@@ -90,13 +100,41 @@ def constrained_ms(decoder: ConstrainedDecoder, grammar: str) -> tuple[float, fl
     return elapsed / after_prompt, elapsed / (result.perf.generate_tokens - 1), result.perf.generate_tokens
 
 
+async def real(limit: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """The real model's requests, checked then decoded: the summaries of both."""
+    library = build_cached("1.3", engine="llama")
+    model = qwen_coder_model(cache_dir())
+    requests = [
+        r for r in REQUESTS if not limit or [q for q in REQUESTS if q.kind == r.kind].index(r) < limit
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        # The model's own vocabulary, as its base model's tokenizer.json holds it.
+        tokenizer = convert(model, Path(tmp) / "tokenizer.json")
+        checked = await measure(library, model, None, requests, Path(tmp))
+        decoded = await measure(library, model, tokenizer, requests, Path(tmp))
+    return {"checked": summarise(checked), "decoded": summarise(decoded)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decode-tps", type=float, default=16.7)
     parser.add_argument("--abi", default="1.3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run-overhead-ms", type=float, default=0.0)
+    parser.add_argument("--real", action="store_true", help="valid replies on the real model instead")
+    parser.add_argument(
+        "--limit", type=int, default=0, help=f"--real: at most this many of each kind {KINDS}"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="--real: llama.cpp threads")
+    parser.add_argument("--json", type=Path, help="--real: save the summaries to this file")
     args = parser.parse_args()
+    if args.real:
+        os.environ["RKLLM_EMU_THREADS"] = str(args.threads)
+        summaries = asyncio.run(real(args.limit))
+        report(summaries["checked"], summaries["decoded"])
+        if args.json:
+            args.json.write_text(json.dumps(summaries, indent=1))
+        return
     os.environ["RKLLM_EMU_TIME_SCALE"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tokenizer.json").symlink_to(tokenizer_json())

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkllm_runtime.aio import RunCall
-from rkllm_runtime.errors import AbortedError, RKLLMError
+from rkllm_runtime.errors import AbortedError, RKLLMError, RunError
 from rkllm_runtime.logits_cache import logits_keep_input
 from rkllm_runtime.runtime import CancelToken, RKLLMRuntime, TextCallback
 from rkllm_runtime.types import (
@@ -223,9 +223,14 @@ class ConstrainedDecoder:
             done = end in feed or (max_new_tokens > 0 and reply.generated >= max_new_tokens)
             if token.is_set() and not token.ended_early:
                 raise AbortedError("the run was aborted")
-            if token.ended_early and not done:
+            if token.ended_early:
                 break
-            logits = self.runtime.logits(Tokens(feed), keep_history=True, token=token)
+            try:
+                logits = self.runtime.logits(Tokens(feed), keep_history=True, token=token)
+            except RunError:
+                if token.ended_early:  # ended during this run, which then has no logits
+                    break
+                raise
             later.append(logits.perf)
             if done:
                 break

@@ -887,7 +887,8 @@ int engine_run_locked(void *handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         if (logits) res.logits = (RKLLMResultLogits){values, width, 1};
         else res.last_hidden_layer = (RKLLMResultLastHiddenLayer){values, width, 1};
         r.t_first = now_ms();
-        emit(&r, &res, RKLLM_RUN_NORMAL);
+        /* Aborted during its prefill: the run ends with no result, as llama.cpp's engine ends it. */
+        if (!atomic_load(&h->base.abort_requested)) emit(&r, &res, RKLLM_RUN_NORMAL);
         free(values);
         finish(&r, now_ms());
         if (save_path) save_prompt_cache(h, save_path, &target, r.time_scale);

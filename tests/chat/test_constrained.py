@@ -95,6 +95,26 @@ def test_a_required_call_keeps_the_one_the_model_wanted(open_decoder: type[Const
     assert decoded.perf.generate_tokens == len(decoder.vocabulary.tokenizer.tokenize_str(decoded.text)) + 1
 
 
+def test_a_call_ended_early_during_a_logits_run_is_the_reply(open_decoder: type[ConstrainedDecoder]) -> None:
+    """The chat engine ends a run once its call is whole; the runtime ends a logits run under way
+    then without logits, and the call said so far is the reply."""
+    decoder = open_decoder(Rule(reply=call("HassTurnOn", name="kitchen")), run_overhead_ms=300)
+    token = CancelToken()
+    ended: list[bool] = []
+    timers: list[threading.Timer] = []
+
+    def heard(text: str) -> None:
+        if "</tool_call>" in text:  # the end of the turn follows, fed in the next logits run
+            timers.append(threading.Timer(0.05, lambda: ended.append(decoder.runtime.end_early(token))))
+            timers[0].start()
+
+    grammar = tool_call_grammar(TOOLS, ["HassTurnOn"], decoder.vocabulary)
+    decoded = decoder.run(Prompt("on"), grammar, on_text=heard, token=token)
+    timers[0].join()
+    assert decoded.text == call("HassTurnOn", name="kitchen")
+    assert ended == [True]  # ended while a run was under way
+
+
 def test_the_cache_holds_the_reply_and_its_end_of_turn(open_decoder: type[ConstrainedDecoder]) -> None:
     decoder = open_decoder(Rule(reply='{"state": "on"}'))
     decoded = decoder.run(Prompt("switch"), json_grammar(SWITCH))
