@@ -9,18 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from rkllm_runtime.chat import (
-    ChatEvent,
-    ChatRequest,
-    ChatResult,
-    Finished,
-    MalformedToolCall,
-    Message,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolCallDelta,
-)
+from rkllm_runtime.chat import ChatRequest, Message, ToolCall, events
 from rkllm_runtime.chat.structured import ANY_OBJECT
 from rkllm_runtime.errors import RKLLMError
 
@@ -125,7 +114,7 @@ def _chat(
     )
 
 
-def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:
+def _final(chat: Chat, result: events.ChatResult) -> dict[str, Any]:
     """The figures of Ollama's last record, and this engine's own (``rkllm``).
 
     Asked for, the log-probabilities of every token of the reply come with it (streamed too).
@@ -152,13 +141,13 @@ async def _respond(request: web.Request, chat: Chat, stream: bool, *, generate: 
     try:
         async with chat:
             if not stream:
-                events = await collect(chat)
-                return web.json_response(_record(chat, events, generate=generate))
+                received = await collect(chat)
+                return web.json_response(_record(chat, received, generate=generate))
             response = web.StreamResponse(headers={"Content-Type": NDJSON})
             await response.prepare(request)
             try:
                 async for event in chat.events():
-                    if not isinstance(event, MalformedToolCall):  # retried inside: nothing to show
+                    if not isinstance(event, events.MalformedToolCall):  # retried inside: nothing to show
                         await response.write(dumps(_record(chat, [event], generate=generate)) + b"\n")
             except RKLLMError as err:
                 await response.write(dumps(error_body(from_runtime(err), openai=False)) + b"\n")
@@ -168,19 +157,19 @@ async def _respond(request: web.Request, chat: Chat, stream: bool, *, generate: 
         raise from_runtime(err) from err
 
 
-def _record(chat: Chat, events: list[ChatEvent], *, generate: bool) -> dict[str, Any]:
+def _record(chat: Chat, received: list[events.ChatEvent], *, generate: bool) -> dict[str, Any]:
     """One record of /api/chat (the text in ``message``) or /api/generate (in ``response``)."""
     body: dict[str, Any] = {"content": ""} if generate else {"role": "assistant", "content": ""}
     record: dict[str, Any] = {"model": chat.model, "created_at": iso_now(), "done": False}
-    for event in events:
+    for event in received:
         match event:
-            case TextDelta(text):
+            case events.TextDelta(text):
                 body["content"] += text
-            case ThinkingDelta(text):
+            case events.ThinkingDelta(text):
                 body["thinking"] = body.get("thinking", "") + text
-            case ToolCallDelta(call):
+            case events.ToolCallDelta(call):
                 body.setdefault("tool_calls", []).append(_tool_call(call))
-            case Finished(result):
+            case events.Finished(result):
                 record.update(_final(chat, result))
     if generate:
         record["response"] = body.pop("content")
