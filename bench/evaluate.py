@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from figures import publish
+
 from rkllm_runtime import ModelParams, RKLLMRuntime
 from rkllm_runtime.chat import ChatEngine
 from rkllm_runtime.chat.evaluate import (
@@ -110,6 +112,7 @@ async def main() -> None:
     os.environ["RKLLM_EMU_TIME_SCALE"] = "1"  # RK3588 time: this process's own work counts once
     library = build_cached(args.abi)
     figures: dict[str, Any] = {"abi": args.abi}
+    lines = []
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tokenizer.json").symlink_to(tokenizer_json())
         for name, (prefill_tps, decode_tps) in MODELS.items():
@@ -121,7 +124,7 @@ async def main() -> None:
             ).write(Path(tmp) / f"{name}.rkllm")
             figures[name] = measured = await measure(library, model, args.state_tokens)
             m = measured
-            print(
+            lines.append(
                 f"{name}: noul over a {m['state_tokens']}-token state: {m['noul_new_state_ms']} ms "
                 f"({m['noul_new_state_prefilled_tokens']} tokens prefilled, "
                 f"{m['noul_new_state_runtime_ms']} ms in the runtime); "
@@ -129,7 +132,7 @@ async def main() -> None:
                 f"({m['noul_same_state_prefilled_tokens']} tokens); three questions on a new state: "
                 f"{m['three_questions_new_state_ms']} ms"
             )
-    print(json.dumps(figures))
+    publish(lines, figures)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 
 import probatio
 import voice_session
+from figures import publish
 from homeassistant import loader
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
@@ -151,14 +152,14 @@ async def main() -> None:
                 "prompt_before": prompt_only[0], "prompt_after": prompt_only[1],
                 "tools_before": before - prompt_only[0], "tools_after": after - prompt_only[1],
             }  # fmt: skip
-    print("System section of the Assist agent, Qwen2.5 tokens (Home Assistant's rendering -> sent)")
-    for home, row in figures.items():
-        print(
-            f"{home}: {row['before']} -> {row['after']} ({row['saved']:.0%} fewer); prompt "
-            f"{row['prompt_before']} -> {row['prompt_after']}, "
-            f"tools {row['tools_before']} -> {row['tools_after']}"
-        )
-    print(json.dumps(figures))
+    title = "System section of the Assist agent, Qwen2.5 tokens (Home Assistant's rendering -> sent)"
+    rows = [
+        f"{home}: {row['before']} -> {row['after']} ({row['saved']:.0%} fewer); prompt "
+        f"{row['prompt_before']} -> {row['prompt_after']}, "
+        f"tools {row['tools_before']} -> {row['tools_after']}"
+        for home, row in figures.items()
+    ]
+    publish([title, *rows], figures)
 
 
 if __name__ == "__main__":

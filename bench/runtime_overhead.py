@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from figures import publish
 
 from rkllm_runtime import AsyncStream, ModelParams, Prompt, RKLLMRuntime, RunResult
 from rkllm_runtime.emulator import EmulatedModel, Rule, build_cached
@@ -102,17 +103,15 @@ async def main() -> None:
         "delivered_tokens_per_s": round(delivered, 3),
         "delivered_ratio": round(delivered / CONFIGURED_RATE, 4),
     }
-    print(f"ABI {args.abi}, {len(produced)} tokens from a zero-delay emulator:")
-    print(f"  overhead per token (runtime thread): median {overhead[0]} us, p95 {overhead[1]} us")
-    print(
-        f"Paced at 500 tokens/s, C callback -> asyncio consumer: median {latency[0]} us, p95 {latency[1]} us"
-    )
-    print(
+    lines = [
+        f"ABI {args.abi}, {len(produced)} tokens from a zero-delay emulator:",
+        f"  overhead per token (runtime thread): median {overhead[0]} us, p95 {overhead[1]} us",
+        f"Paced at 500 tokens/s, C callback -> asyncio consumer: median {latency[0]} us, p95 {latency[1]} us",
         f"Decoding at {CONFIGURED_RATE:g} tokens/s (runtime reports {runtime_rate:.3f}): "
         f"the consumer receives {delivered:.3f} tokens/s, "
-        f"{figures['delivered_ratio']:.2%} of the configured rate"
-    )
-    print(json.dumps(figures))
+        f"{figures['delivered_ratio']:.2%} of the configured rate",
+    ]
+    publish(lines, figures)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import json
 import os
 import statistics
 import tempfile
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from figures import publish
 from homeassistant import loader
 from homeassistant.components import ai_task, conversation
 from homeassistant.components.assist_pipeline.default_pipeline import STREAM_RESPONSE_CHARS
@@ -650,16 +650,16 @@ async def main() -> None:
         "ready_to_speak": ready,
         "wall_clock": wall,
     }
-    for kv, figures in wall.items():
-        print(
-            f"\n{args.mode}, {kv}: wall-clock time to first token at the agent "
-            f"({figures['replies']} spoken replies, RK3588 time x {TIME_SCALE}): "
-            f"cold {figures['cold_ttft_ms']} ms; warm p50 "
-            f"{figures['warm_ttft_ms_p50']} ms, p95 {figures['warm_ttft_ms_p95']} ms; "
-            f"first after restart {figures['after_restart_ttft_ms']} ms; added to the runtime's own prefill "
-            f"time: p50 {figures['added_ms_p50']} ms, p95 {figures['added_ms_p95']} ms"
-        )
-    print(json.dumps(summary))
+    lines = [
+        f"\n{args.mode}, {kv}: wall-clock time to first token at the agent "
+        f"({figures['replies']} spoken replies, RK3588 time x {TIME_SCALE}): "
+        f"cold {figures['cold_ttft_ms']} ms; warm p50 "
+        f"{figures['warm_ttft_ms_p50']} ms, p95 {figures['warm_ttft_ms_p95']} ms; "
+        f"first after restart {figures['after_restart_ttft_ms']} ms; added to the runtime's own prefill "
+        f"time: p50 {figures['added_ms_p50']} ms, p95 {figures['added_ms_p95']} ms"
+        for kv, figures in wall.items()
+    ]
+    publish(lines, summary)
 
 
 if __name__ == "__main__":

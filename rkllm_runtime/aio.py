@@ -12,9 +12,9 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from types import TracebackType
 from typing import Self
 
+from .closing import AsyncClosing
 from .generation import CancelToken
 from .runtime import RKLLMRuntime, TextCallback
 from .types import Input, RunOptions, RunResult
@@ -26,7 +26,7 @@ _DONE = object()
 ABORT_RETRY_S = 0.05
 
 
-class AsyncStream:
+class AsyncStream(AsyncClosing):
     """Async iterator over a run's decoded chunks; ``result`` is set when it ends.
 
     Use as ``async with AsyncStream(...) as stream: async for chunk in stream: ...``.
@@ -94,11 +94,3 @@ class AsyncStream:
             self._runtime.abort(self._token)
             await asyncio.wait([self._future], timeout=ABORT_RETRY_S)
         self._future.exception()  # retrieved: an AbortedError here is expected
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

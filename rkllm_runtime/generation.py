@@ -5,8 +5,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Protocol, Self
+from typing import Protocol
 
+from .closing import Closing
 from .types import Input, RunOptions, RunResult
 
 
@@ -31,7 +32,7 @@ class Runner(Protocol):
     def abort(self, token: CancelToken | None = None) -> bool: ...
 
 
-class Generation(Iterator[str]):
+class Generation(Iterator[str], Closing):
     """Decoded chunks of a run on a worker thread; ``result`` is set once exhausted.
 
     Closing it early (or leaving a ``with`` block) aborts the run.
@@ -76,9 +77,3 @@ class Generation(Iterator[str]):
         while self._thread.is_alive():
             self._runtime.abort(self._token)
             self._thread.join(0.05)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import numpy as np
@@ -24,6 +23,7 @@ from .abi.common import (
     RKLLMResult,
     field_values,
 )
+from .closing import Closing
 from .errors import (
     AbortedError,
     ClosedError,
@@ -66,7 +66,7 @@ class _ActiveRun:
     callback_error: BaseException | None = None
 
 
-class RKLLMRuntime:
+class RKLLMRuntime(Closing):
     """One model loaded on the NPU through one ``LLMHandle``.
 
     Every call on the handle is serialised: a second ``run`` waits for the first.
@@ -353,11 +353,3 @@ class RKLLMRuntime:
             self._closed = True
             self._rkllm.destroy(self._handle)
             self._handle = LLMHandle()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -15,19 +15,7 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from rkllm_runtime import Sampling
-from rkllm_runtime.chat import (
-    ChatEvent,
-    ChatRequest,
-    ChatResult,
-    Finished,
-    MalformedToolCall,
-    Message,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolCallDelta,
-    ToolSpec,
-)
+from rkllm_runtime.chat import ChatRequest, Message, ToolCall, ToolSpec, events
 from rkllm_runtime.chat.contract import ModelEngine
 from rkllm_runtime.types import RUNTIME_SAMPLING
 
@@ -159,24 +147,24 @@ def sampling_of(options: dict[str, Any], tools: bool = False) -> Sampling:
 
 
 async def deltas(
-    events: AsyncIterator[ChatEvent], names: ToolNames
+    stream: AsyncIterator[events.ChatEvent], names: ToolNames
 ) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
     """Turn the engine's events into chat-log deltas: content, thinking, calls by Home Assistant's names."""
     yield {"role": "assistant"}
-    async for event in events:
+    async for event in stream:
         match event:
-            case TextDelta(text):
+            case events.TextDelta(text):
                 yield {"content": text}
-            case ThinkingDelta(text):
+            case events.ThinkingDelta(text):
                 yield {"thinking_content": text}
-            case ToolCallDelta(call):
+            case events.ToolCallDelta(call):
                 call_input = llm.ToolInput(
                     tool_name=names.to_hass(call.name), tool_args=call.arguments, id=call.id
                 )
                 yield {"tool_calls": [call_input]}
-            case MalformedToolCall(raw, error):
+            case events.MalformedToolCall(raw, error):
                 LOGGER.debug("Malformed tool call %r (the model was asked again): %s", raw, error)
-            case Finished():
+            case events.Finished():
                 pass
 
 
@@ -326,7 +314,7 @@ class RKLLMBaseLLMEntity(Entity):
 
     async def _async_generate(
         self, chat_log: conversation.ChatLog, request: ChatRequest, made: set[CallKey]
-    ) -> ChatResult:
+    ) -> events.ChatResult:
         """One request; a call already ``made`` in this turn is not run again."""
         names = api_names(chat_log.llm_api)
         with user_facing_errors(), forgiving_intents(chat_log):

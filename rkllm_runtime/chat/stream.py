@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from types import TracebackType
 from typing import Self
+
+from rkllm_runtime.closing import AsyncClosing
 
 from .events import ChatEvent, ChatResult, Finished
 
 
-class ChatStream:
+class ChatStream(AsyncClosing):
     """The events of one request; ``result`` is set once :class:`Finished` has passed.
 
     Use ``async with engine.chat(request) as stream: async for event in stream``.
@@ -32,11 +33,3 @@ class ChatStream:
     async def aclose(self) -> None:
         """Stop early: the run is aborted and the engine freed."""
         await self._events.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

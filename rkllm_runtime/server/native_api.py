@@ -8,11 +8,13 @@ were sent, so that a client raises the very error the engine raised.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 
-from rkllm_runtime.chat import ChatRequest
+from rkllm_runtime.chat import ChatEngine, ChatRequest
 from rkllm_runtime.chat.evaluate import EvaluationRequest
 from rkllm_runtime.errors import AbortedError, ClosedError, ErrorKind, RKLLMError
 from rkllm_runtime.remote.wire import WireError, error_to_dict, event_to_dict, request_from_dict
@@ -32,11 +34,32 @@ def _error(err: RKLLMError, model: ServedModel) -> tuple[ApiError, bytes]:
     return failure, dumps({"error": error_to_dict(err, failure.status, kind)})
 
 
-async def _read(request: web.Request) -> tuple[Server, ServedModel, ChatRequest]:
-    """The server, the model a native request names, and its chat request."""
+async def _body(request: web.Request) -> tuple[Server, ServedModel, dict[str, Any]]:
+    """The server, the model a native request names, and the request's body."""
     server, body = request.app[SERVER], await read_json(request)
     model = server.registry.get(body.get("model"))
     request[MODEL] = model.name
+    return server, model, body
+
+
+async def _answer(
+    server: Server, model: ServedModel, key: str, call: Callable[[ChatEngine], Awaitable[object]]
+) -> web.Response:
+    """``{key: answer}`` from a call on the model's engine, held for the call; an engine error as its line."""
+    engine = await server.registry.acquire(model)
+    try:
+        answer = await call(engine)
+    except RKLLMError as err:
+        failure, line = _error(err, model)
+        return web.Response(body=line, status=failure.status, content_type="application/json")
+    finally:
+        server.registry.release(model)
+    return web.json_response({key: answer})
+
+
+async def _read(request: web.Request) -> tuple[Server, ServedModel, ChatRequest]:
+    """The server, the model a native request names, and its chat request."""
+    server, model, body = await _body(request)
     try:
         return server, model, request_from_dict(body.get("request"))
     except WireError as err:
@@ -89,15 +112,7 @@ async def warm(request: web.Request) -> web.Response:
     Answer: ``{"outcome": …}`` (see :class:`~rkllm_runtime.chat.WarmOutcome`).
     """
     server, model, chat_request = await _read(request)
-    engine = await server.registry.acquire(model)
-    try:
-        outcome = await engine.warm(chat_request)
-    except RKLLMError as err:
-        failure, line = _error(err, model)
-        return web.Response(body=line, status=failure.status, content_type="application/json")
-    finally:
-        server.registry.release(model)
-    return web.json_response({"outcome": outcome})
+    return await _answer(server, model, "outcome", lambda engine: engine.warm(chat_request))
 
 
 async def evaluate(request: web.Request) -> web.Response:
@@ -106,22 +121,16 @@ async def evaluate(request: web.Request) -> web.Response:
     Body: ``{"model": NAME, "request": <EvaluationRequest as JSON>}``. Answer: ``{"result": …}``
     (see :mod:`rkllm_runtime.chat.evaluate`); an engine error as ``/rkllm/warm`` answers one.
     """
-    server, body = request.app[SERVER], await read_json(request)
-    model = server.registry.get(body.get("model"))
-    request[MODEL] = model.name
+    server, model, body = await _body(request)
     try:
         asked = EvaluationRequest.from_dict(body.get("request") or {})
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise bad_request(f'"request" is not an evaluation request: {err!r}') from err
-    engine = await server.registry.acquire(model)
-    try:
-        result = await engine.evaluate(asked)
-    except RKLLMError as err:
-        failure, line = _error(err, model)
-        return web.Response(body=line, status=failure.status, content_type="application/json")
-    finally:
-        server.registry.release(model)
-    return web.json_response({"result": result.as_dict()})
+
+    async def answer(engine: ChatEngine) -> object:
+        return (await engine.evaluate(asked)).as_dict()
+
+    return await _answer(server, model, "result", answer)
 
 
 def routes() -> list[web.RouteDef]:

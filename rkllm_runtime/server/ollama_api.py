@@ -9,48 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
-from rkllm_runtime.chat import (
-    ChatEvent,
-    ChatRequest,
-    ChatResult,
-    Finished,
-    MalformedToolCall,
-    Message,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolCallDelta,
-)
+from rkllm_runtime.chat import ChatRequest, Message, ToolCall, events
 from rkllm_runtime.chat.structured import ANY_OBJECT
 from rkllm_runtime.errors import RKLLMError
 
+from . import convert, exchange
 from .config import package_version
-from .convert import (
-    flag,
-    images_of,
-    max_tokens,
-    output_schema,
-    parse_messages,
-    parse_tools,
-    refuse,
-    sampling_of,
-    stop_strings,
-    top_logprobs,
-)
 from .errors import bad_request, from_runtime
-from .exchange import (
-    ARRIVED,
-    MODEL,
-    SERVER,
-    Chat,
-    Server,
-    collect,
-    dumps,
-    error_body,
-    iso_now,
-    logprobs_content,
-    read_json,
-)
+from .exchange import Chat, Server
 from .registry import ModelState, ServedModel
 
 NDJSON = "application/x-ndjson"
@@ -89,7 +55,7 @@ def _schema(value: object) -> dict[str, Any] | None:
     if value == "json":
         return ANY_OBJECT
     if isinstance(value, dict):
-        return output_schema(value, "format")
+        return convert.output_schema(value, "format")
     raise bad_request('"format" must be "json" or a JSON schema')
 
 
@@ -97,18 +63,18 @@ def _request(body: dict[str, Any], server: Server, messages: list[Message], syst
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise bad_request('"options" must be an object')
-    refuse(options, REFUSED_OPTIONS, "options.")
+    convert.refuse(options, REFUSED_OPTIONS, "options.")
     return ChatRequest(
         system_prompt=system,
         messages=messages,
-        tools=parse_tools(body.get("tools")),
-        enable_thinking=flag(body.get("think"), "think"),
-        max_new_tokens=max_tokens(
+        tools=convert.parse_tools(body.get("tools")),
+        enable_thinking=convert.flag(body.get("think"), "think"),
+        max_new_tokens=convert.max_tokens(
             options.get("num_predict"), server.config.max_tokens, "options.num_predict"
         ),
-        sampling=sampling_of(options),
-        stop=stop_strings(options.get("stop"), "options.stop"),
-        top_logprobs=top_logprobs(body),
+        sampling=convert.sampling_of(options),
+        stop=convert.stop_strings(options.get("stop"), "options.stop"),
+        top_logprobs=convert.top_logprobs(body),
     )
 
 
@@ -120,12 +86,12 @@ def _chat(
         model,
         asked,
         keep_alive=keep_alive(body.get("keep_alive")),
-        arrived=request[ARRIVED],
+        arrived=request[exchange.ARRIVED],
         schema=_schema(body.get("format")),
     )
 
 
-def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:
+def _final(chat: Chat, result: events.ChatResult) -> dict[str, Any]:
     """The figures of Ollama's last record, and this engine's own (``rkllm``).
 
     Asked for, the log-probabilities of every token of the reply come with it (streamed too).
@@ -133,7 +99,7 @@ def _final(chat: Chat, result: ChatResult) -> dict[str, Any]:
     perf = result.perf
     limit = chat.request.max_new_tokens
     top = chat.request.top_logprobs
-    logprobs = {} if top is None else {"logprobs": logprobs_content(result.logprobs, top=top > 0)}
+    logprobs = {} if top is None else {"logprobs": exchange.logprobs_content(result.logprobs, top=top > 0)}
     return logprobs | {
         "done": True,
         "done_reason": "length" if limit and perf.generate_tokens >= limit else "stop",
@@ -152,35 +118,39 @@ async def _respond(request: web.Request, chat: Chat, stream: bool, *, generate: 
     try:
         async with chat:
             if not stream:
-                events = await collect(chat)
-                return web.json_response(_record(chat, events, generate=generate))
+                received = await exchange.collect(chat)
+                return web.json_response(_record(chat, received, generate=generate))
             response = web.StreamResponse(headers={"Content-Type": NDJSON})
             await response.prepare(request)
             try:
                 async for event in chat.events():
-                    if not isinstance(event, MalformedToolCall):  # retried inside: nothing to show
-                        await response.write(dumps(_record(chat, [event], generate=generate)) + b"\n")
+                    if not isinstance(event, events.MalformedToolCall):  # retried inside: nothing to show
+                        await response.write(
+                            exchange.dumps(_record(chat, [event], generate=generate)) + b"\n"
+                        )
             except RKLLMError as err:
-                await response.write(dumps(error_body(from_runtime(err), openai=False)) + b"\n")
+                await response.write(
+                    exchange.dumps(exchange.error_body(from_runtime(err), openai=False)) + b"\n"
+                )
             await response.write_eof()
             return response
     except RKLLMError as err:  # before the first event
         raise from_runtime(err) from err
 
 
-def _record(chat: Chat, events: list[ChatEvent], *, generate: bool) -> dict[str, Any]:
+def _record(chat: Chat, received: list[events.ChatEvent], *, generate: bool) -> dict[str, Any]:
     """One record of /api/chat (the text in ``message``) or /api/generate (in ``response``)."""
     body: dict[str, Any] = {"content": ""} if generate else {"role": "assistant", "content": ""}
-    record: dict[str, Any] = {"model": chat.model, "created_at": iso_now(), "done": False}
-    for event in events:
+    record: dict[str, Any] = {"model": chat.model, "created_at": exchange.iso_now(), "done": False}
+    for event in received:
         match event:
-            case TextDelta(text):
+            case events.TextDelta(text):
                 body["content"] += text
-            case ThinkingDelta(text):
+            case events.ThinkingDelta(text):
                 body["thinking"] = body.get("thinking", "") + text
-            case ToolCallDelta(call):
+            case events.ToolCallDelta(call):
                 body.setdefault("tool_calls", []).append(_tool_call(call))
-            case Finished(result):
+            case events.Finished(result):
                 record.update(_final(chat, result))
     if generate:
         record["response"] = body.pop("content")
@@ -196,27 +166,33 @@ async def _loaded(server: Server, model: ServedModel, body: dict[str, Any], fiel
     server.registry.release(model)
     empty: dict[str, Any] | str = {"role": "assistant", "content": ""} if field == "message" else ""
     return web.json_response(
-        {"model": model.name, "created_at": iso_now(), field: empty, "done": True, "done_reason": "load"}
+        {
+            "model": model.name,
+            "created_at": exchange.iso_now(),
+            field: empty,
+            "done": True,
+            "done_reason": "load",
+        }
     )
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     """POST /api/chat."""
-    server, body = request.app[SERVER], await read_json(request)
+    server, body = request.app[exchange.SERVER], await exchange.read_json(request)
     model = server.registry.get(body.get("model"))
-    request[MODEL] = model.name
+    request[exchange.MODEL] = model.name
     if body.get("messages") in (None, []):
         return await _loaded(server, model, body, "message")
-    system, messages = parse_messages(body.get("messages"))
+    system, messages = convert.parse_messages(body.get("messages"))
     chat_ = _chat(request, server, model, _request(body, server, messages, system), body)
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=False)
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
     """POST /api/generate (no history: ``context`` is not supported)."""
-    server, body = request.app[SERVER], await read_json(request)
+    server, body = request.app[exchange.SERVER], await exchange.read_json(request)
     model = server.registry.get(body.get("model"))
-    request[MODEL] = model.name
+    request[exchange.MODEL] = model.name
     prompt = body.get("prompt")
     if not prompt:
         return await _loaded(server, model, body, "response")
@@ -225,11 +201,11 @@ async def generate(request: web.Request) -> web.StreamResponse:
     if body.get("raw") or body.get("context"):
         raise bad_request('"raw" and "context" are not supported')
     # The runtime applies the model's own chat template, and has no fill-in-the-middle.
-    refuse(body, ("template", "suffix"))
+    convert.refuse(body, ("template", "suffix"))
     system = body.get("system") or ""
     if not isinstance(system, str):
         raise bad_request('"system" must be a string')
-    images = images_of(body.get("images"), "images")
+    images = convert.images_of(body.get("images"), "images")
     asked = _request(body, server, [Message("user", prompt, images=images)], system)
     chat_ = _chat(request, server, model, asked, body)
     return await _respond(request, chat_, body.get("stream", True) is not False, generate=True)
@@ -258,13 +234,13 @@ def _entry(model: ServedModel) -> dict[str, Any]:
 
 async def tags(request: web.Request) -> web.Response:
     """GET /api/tags: every model this server has."""
-    registry = request.app[SERVER].registry
+    registry = request.app[exchange.SERVER].registry
     return web.json_response({"models": [_entry(m) for m in registry.models.values()]})
 
 
 async def running(request: web.Request) -> web.Response:
     """GET /api/ps: the loaded models, and when each is unloaded if it stays idle."""
-    server = request.app[SERVER]
+    server = request.app[exchange.SERVER]
     models = [
         {**_entry(m), "expires_at": _expiry(m), "size_vram": m.size,
          "context_length": server.config.context_length}
@@ -284,7 +260,7 @@ def _expiry(model: ServedModel) -> str:
 
 async def show(request: web.Request) -> web.Response:
     """POST /api/show: what a model can do."""
-    server, body = request.app[SERVER], await read_json(request)
+    server, body = request.app[exchange.SERVER], await exchange.read_json(request)
     model = server.registry.get(body.get("model") or body.get("name"))
     engine = model.engine
     return web.json_response(

@@ -20,30 +20,9 @@ from rkllm_runtime.chat import (
 from rkllm_runtime.chat.structured import ANY_OBJECT
 from rkllm_runtime.errors import RKLLMError
 
-from .convert import (
-    choose_tools,
-    max_tokens,
-    output_schema,
-    parse_messages,
-    parse_tools,
-    refuse,
-    sampling_of,
-    stop_strings,
-    top_logprobs,
-)
+from . import convert, exchange
 from .errors import bad_request, from_runtime
-from .exchange import (
-    ARRIVED,
-    MODEL,
-    SERVER,
-    Chat,
-    Server,
-    collect,
-    dumps,
-    error_body,
-    logprobs_content,
-    read_json,
-)
+from .exchange import Chat, Server
 from .images import fetch_remote
 from .registry import ServedModel
 
@@ -70,7 +49,7 @@ def _response_schema(value: object) -> dict[str, Any] | None:
     if kind == "json_object":
         return ANY_OBJECT
     if kind == "json_schema" and isinstance(spec := value.get("json_schema"), dict):
-        return output_schema(spec.get("schema", {}), "response_format.json_schema.schema")
+        return convert.output_schema(spec.get("schema", {}), "response_format.json_schema.schema")
     raise bad_request('"response_format" must be of type "text", "json_object" or "json_schema"')
 
 
@@ -89,11 +68,11 @@ def _request(
     """The chat request, and the tools the reply must call one of (``tool_choice``)."""
     if body.get("n", 1) != 1:
         raise bad_request('only "n": 1 is supported')
-    refuse(body, REFUSED)
+    convert.refuse(body, REFUSED)
     if body.get("modalities") not in (None, ["text"]):
         raise bad_request('"modalities": only ["text"] is supported')
-    system, messages = parse_messages(body.get("messages"), fetched)
-    tools, must_call = choose_tools(parse_tools(body.get("tools")), body.get("tool_choice"))
+    system, messages = convert.parse_messages(body.get("messages"), fetched)
+    tools, must_call = convert.choose_tools(convert.parse_tools(body.get("tools")), body.get("tool_choice"))
     effort = body.get("reasoning_effort")
     limit_field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     asked = ChatRequest(
@@ -101,10 +80,10 @@ def _request(
         messages=messages,
         tools=tools,
         enable_thinking=effort is not None and effort not in ("none", "minimal"),
-        max_new_tokens=max_tokens(body.get(limit_field), limit, limit_field),
-        sampling=sampling_of(body),
-        stop=stop_strings(body.get("stop"), "stop"),
-        top_logprobs=top_logprobs(body),
+        max_new_tokens=convert.max_tokens(body.get(limit_field), limit, limit_field),
+        sampling=convert.sampling_of(body),
+        stop=convert.stop_strings(body.get("stop"), "stop"),
+        top_logprobs=convert.top_logprobs(body),
     )
     return asked, must_call
 
@@ -130,7 +109,7 @@ def _tool_call(call: Any, index: int) -> dict[str, Any]:
         "index": index,
         "id": call.id,
         "type": "function",
-        "function": {"name": call.name, "arguments": dumps(call.arguments).decode()},
+        "function": {"name": call.name, "arguments": exchange.dumps(call.arguments).decode()},
     }
 
 
@@ -159,7 +138,7 @@ class _Completion:
         top = self.chat.request.top_logprobs
         if top is None:
             return None
-        return {"content": logprobs_content(result.logprobs, top=True), "refusal": None}
+        return {"content": exchange.logprobs_content(result.logprobs, top=True), "refusal": None}
 
     def stream_chunks(self, event: ChatEvent, include_usage: bool) -> list[dict[str, Any]]:
         match event:
@@ -207,18 +186,18 @@ class _Completion:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions."""
-    server, body = request.app[SERVER], await read_json(request)
+    server, body = request.app[exchange.SERVER], await exchange.read_json(request)
     model = server.registry.get(body.get("model"))
-    request[MODEL] = model.name
+    request[exchange.MODEL] = model.name
     schema = _response_schema(body.get("response_format"))
     include_usage = _include_usage(body)
     fetched = await fetch_remote(body.get("messages"), server.config)
     asked, must_call = _request(body, server.config.max_tokens, fetched)
-    chat = Chat(server, model, asked, arrived=request[ARRIVED], schema=schema, must_call=must_call)
+    chat = Chat(server, model, asked, arrived=request[exchange.ARRIVED], schema=schema, must_call=must_call)
     try:
         async with chat:
             if not body.get("stream"):
-                return web.json_response(_Completion(chat).whole(await collect(chat)))
+                return web.json_response(_Completion(chat).whole(await exchange.collect(chat)))
             return await _stream(request, chat, include_usage)
     except RKLLMError as err:  # before the first event
         raise from_runtime(err) from err
@@ -229,13 +208,17 @@ async def _stream(request: web.Request, chat: Chat, include_usage: bool) -> web.
     completion = _Completion(chat)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    await response.write(b"data: " + dumps(completion.chunk({"role": "assistant", "content": ""})) + b"\n\n")
+    await response.write(
+        b"data: " + exchange.dumps(completion.chunk({"role": "assistant", "content": ""})) + b"\n\n"
+    )
     try:
         async for event in chat.events():
             for chunk in completion.stream_chunks(event, include_usage):
-                await response.write(b"data: " + dumps(chunk) + b"\n\n")
+                await response.write(b"data: " + exchange.dumps(chunk) + b"\n\n")
     except RKLLMError as err:
-        await response.write(b"data: " + dumps(error_body(from_runtime(err), openai=True)) + b"\n\n")
+        await response.write(
+            b"data: " + exchange.dumps(exchange.error_body(from_runtime(err), openai=True)) + b"\n\n"
+        )
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
@@ -243,7 +226,7 @@ async def _stream(request: web.Request, chat: Chat, include_usage: bool) -> web.
 
 async def models(request: web.Request) -> web.Response:
     """GET /v1/models."""
-    server = request.app[SERVER]
+    server = request.app[exchange.SERVER]
     return web.json_response(
         {"object": "list", "data": [_model(server, m) for m in server.registry.models.values()]}
     )
@@ -260,7 +243,7 @@ def _model(server: Server, served: ServedModel) -> dict[str, Any]:
 
 async def model(request: web.Request) -> web.Response:
     """GET /v1/models/{model}: one model as in the list; 404 for an unknown one."""
-    server = request.app[SERVER]
+    server = request.app[exchange.SERVER]
     return web.json_response(_model(server, server.registry.get(request.match_info["model"])))
 
 

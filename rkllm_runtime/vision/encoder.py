@@ -10,9 +10,9 @@ import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
+from rkllm_runtime.closing import Closing
 from rkllm_runtime.errors import (
     ClosedError,
     EncoderFailedError,
@@ -49,7 +49,7 @@ def _dims(attr: api.RKNNTensorAttr) -> list[int]:
     return list(attr.dims[: attr.n_dims])
 
 
-class VisionEncoder:
+class VisionEncoder(Closing):
     """A loaded vision encoder: image files in, image embeddings out."""
 
     def __init__(self, library: RKNNLibrary, model_path: Path, context: int, info: EncoderInfo) -> None:
@@ -131,14 +131,6 @@ class VisionEncoder:
         if self._context is not None:
             context, self._context = self._context, None
             self._lib.rknn_destroy(context)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _check(status: int, what: str) -> None:
